@@ -1,0 +1,32 @@
+# Two commands do all the setup: `make demo` (default benchmark) and `make test` (test suite).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo test report bench clean
+
+setup: $(VENV)/.installed
+
+# Where there is no GPU, install the CPU build of torch first: a bare `torch` requirement would
+# otherwise pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  echo "GPU found: installing torch from the default index"; \
+	else \
+	  echo "no GPU: installing the CPU build torch==2.13.0 first"; $(PIP) install -q torch==2.13.0; \
+	fi
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(OFFLINE) $(VENV)/bin/peftbench run -m +sweep=demo
+	$(OFFLINE) $(VENV)/bin/peftbench report
+
+test: setup
+	$(OFFLINE) $(VENV)/bin/pytest -q
+
+clean:
+	rm -rf results/*.json report

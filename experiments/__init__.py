@@ -1,0 +1,1 @@
+"""One run: validate -> load -> adapt -> train -> evaluate -> measure -> record."""

@@ -1,0 +1,154 @@
+"""Task registry and the classification task shared by every classification builder."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+import torch
+
+from methods.base import ConfigError
+
+_BUILDERS: dict[str, Callable[..., Any]] = {}
+_discovered = False
+
+
+def task_builder(name: str):
+    def deco(fn):
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def task_builders() -> list[str]:
+    _discover()
+    return sorted(_BUILDERS)
+
+
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        import experiments.data as pkg
+
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name != "base":
+                importlib.import_module(f"experiments.data.{info.name}")
+        _discovered = True
+
+
+@dataclass
+class RawClassification:
+    """Text examples per split. Each example is a tuple of one or two texts."""
+
+    label_names: list[str]
+    splits: dict[str, tuple[list[tuple[str, ...]], list[int]]]
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
+
+
+class Task(Protocol):
+    kind: str
+    num_labels: int | None
+
+    def train_batches(self, steps: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]: ...
+
+    def evaluate(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> dict[str, float]: ...
+
+    def fixed_batch(self, batch: int, length: int) -> dict[str, torch.Tensor]: ...
+
+
+def _macro_f1(pred: torch.Tensor, gold: torch.Tensor, n: int) -> float:
+    f1s = []
+    for c in range(n):
+        tp = ((pred == c) & (gold == c)).sum().item()
+        fp = ((pred == c) & (gold != c)).sum().item()
+        fn = ((pred != c) & (gold == c)).sum().item()
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / max(len(f1s), 1)
+
+
+def _binary_f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
+    tp = ((pred == 1) & (gold == 1)).sum().item()
+    fp = ((pred == 1) & (gold == 0)).sum().item()
+    fn = ((pred == 0) & (gold == 1)).sum().item()
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+class ClassificationTask:
+    kind = "classification"
+
+    def __init__(self, raw: RawClassification, tokenizer, max_length: int):
+        self.label_names = raw.label_names
+        self.num_labels = len(raw.label_names)
+        self.metric_names = raw.metrics
+        self.pad_token_id = tokenizer.pad_token_id
+        self.splits = {name: self._encode(tokenizer, texts, labels, max_length) for name, (texts, labels) in raw.splits.items()}
+        for name in ("train", "test"):
+            if name not in self.splits or len(self.splits[name]["labels"]) == 0:
+                raise ConfigError(f"task has no {name} examples; check the task's data files")
+
+    @staticmethod
+    def _encode(tokenizer, texts: list[tuple[str, ...]], labels: list[int], max_length: int) -> dict[str, torch.Tensor]:
+        columns = list(zip(*texts)) if texts else [[]]
+        enc = tokenizer(*[list(c) for c in columns], padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels, dtype=torch.long)}
+        if "token_type_ids" in enc:
+            out["token_type_ids"] = enc["token_type_ids"]
+        return out
+
+    def size(self, split: str) -> int:
+        return len(self.splits[split]["labels"]) if split in self.splits else 0
+
+    def train_batches(self, steps: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        data = self.splits["train"]
+        n = len(data["labels"])
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=gen)
+        pos = 0
+        for _ in range(steps):
+            if pos + batch_size > n:
+                order, pos = torch.randperm(n, generator=gen), 0
+            idx = order[pos : pos + batch_size]
+            pos += batch_size
+            yield {k: v[idx] for k, v in data.items()}
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> torch.Tensor:
+        data = self.splits[split]
+        preds = []
+        was_training = model.training
+        model.eval()
+        for i in range(0, len(data["labels"]), batch_size):
+            batch = {k: v[i : i + batch_size].to(device) for k, v in data.items() if k != "labels"}
+            with autocast():
+                preds.append(model(**batch).logits.argmax(-1).cpu())
+        model.train(was_training)
+        return torch.cat(preds)
+
+    def evaluate(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> dict[str, float]:
+        gold = self.splits[split]["labels"]
+        pred = self.predict(model, split, batch_size, device, autocast)
+        out = {"accuracy": (pred == gold).float().mean().item(), "macro_f1": _macro_f1(pred, gold, self.num_labels)}
+        if "f1" in self.metric_names and self.num_labels == 2:
+            out["f1"] = _binary_f1(pred, gold)
+        return out
+
+    def fixed_batch(self, batch: int, length: int) -> dict[str, torch.Tensor]:
+        """A fixed inference batch for latency: the first test examples, cut to `length` tokens."""
+        data = self.splits["test"]
+        idx = torch.arange(batch) % len(data["labels"])
+        return {k: v[idx][:, :length] for k, v in data.items() if k != "labels"}
+
+
+def build_task(task_cfg: Mapping[str, Any], tokenizer, max_length: int) -> Task:
+    _discover()
+    builder = task_cfg.get("builder")
+    if builder not in _BUILDERS:
+        raise ConfigError(f"unknown task builder {builder!r}; available: {', '.join(sorted(_BUILDERS))}")
+    raw = _BUILDERS[builder](task_cfg)
+    if isinstance(raw, RawClassification):
+        return ClassificationTask(raw, tokenizer, max_length)
+    return raw.build(tokenizer, max_length)  # generation tasks carry their own task class

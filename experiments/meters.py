@@ -1,0 +1,321 @@
+"""Small measuring objects the run calls: step timing, training-phase memory, latency, FLOPs.
+
+Each figure's method is documented in the README ("How each figure is measured").
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import statistics
+import threading
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    if not sorted_xs:
+        return float("nan")
+    pos = q * (len(sorted_xs) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def spread(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    return {"median": statistics.median(s), "p10": _quantile(s, 0.1), "p90": _quantile(s, 0.9)}
+
+
+class StepTimer:
+    """Per-step wall times of forward+backward+optimizer step, synchronised on CUDA.
+
+    Batches are sliced and moved to the device before `start`, so data loading is excluded.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sync = synchronizer(device)
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self.sync()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        self.sync()
+        dt = time.perf_counter() - self._t0
+        self.times.append(dt)
+        return dt
+
+    def summary(self, warmup: int, tokens_per_step: int, samples_per_step: int) -> dict[str, Any]:
+        kept = self.times[warmup:] if len(self.times) > warmup else self.times
+        step = spread(kept)
+        tok = spread([tokens_per_step / t for t in kept])
+        smp = spread([samples_per_step / t for t in kept])
+        return {
+            "step_time_ms_median": step["median"] * 1e3,
+            "step_time_ms_p10": step["p10"] * 1e3,
+            "step_time_ms_p90": step["p90"] * 1e3,
+            "train_tokens_per_s_median": tok["median"],
+            "train_tokens_per_s_p10": tok["p10"],
+            "train_tokens_per_s_p90": tok["p90"],
+            "train_samples_per_s_median": smp["median"],
+            "train_samples_per_s_p10": smp["p10"],
+            "train_samples_per_s_p90": smp["p90"],
+            "throughput_steps_counted": len(kept),
+            "throughput_warmup_steps_excluded": len(self.times) - len(kept),
+        }
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Linux resets VmHWM (peak RSS) when 5 is written to clear_refs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryMeter(AbstractContextManager):
+    """Peak memory of the training phase only: entered right before the first step, left right
+    after the last one, so evaluation and latency runs are outside it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.result: dict[str, Any] = {}
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._peak_kb = 0
+
+    def __enter__(self) -> "MemoryMeter":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base_alloc = torch.cuda.memory_allocated(self.device)
+            return self
+        _malloc_trim()  # hand freed arenas back so the baseline is what is really live
+        self._base_kb = _proc_status_kb("VmRSS") or 0
+        self._hwm_reset = _reset_peak_rss()
+        if not self._hwm_reset:  # fall back to sampling RSS every 5 ms
+            self._peak_kb = self._base_kb
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak_kb = max(self._peak_kb, _proc_status_kb("VmRSS") or 0)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.result = {
+                "memory_kind": "cuda_peak_allocated",
+                "peak_train_mem_bytes": int(torch.cuda.max_memory_allocated(self.device)),
+                "peak_train_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)),
+                "peak_train_mem_growth_bytes": int(torch.cuda.max_memory_allocated(self.device) - self._base_alloc),
+            }
+            return
+        if self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            peak_kb, how = self._peak_kb, "cpu_rss_sampled_5ms"
+        else:
+            peak_kb, how = _proc_status_kb("VmHWM") or 0, "cpu_rss_hwm"
+        self.result = {
+            "memory_kind": how,
+            "peak_train_mem_growth_bytes": max(peak_kb - self._base_kb, 0) * 1024,
+            "peak_train_rss_bytes": peak_kb * 1024,
+        }
+
+
+def _param_bytes(p: torch.Tensor) -> int:
+    n = p.numel() * p.element_size()
+    qs = getattr(p, "quant_state", None)
+    if qs is not None:  # bitsandbytes keeps absmax (and nested stats) beside the packed weight
+        for v in qs.as_dict(packed=False).values() if hasattr(qs, "as_dict") else []:
+            if torch.is_tensor(v):
+                n += v.numel() * v.element_size()
+    return n
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers as stored (4-bit weights counted as packed)."""
+    return sum(_param_bytes(p) for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def logical_numel(p: torch.Tensor) -> int:
+    qs = getattr(p, "quant_state", None)
+    if qs is not None and getattr(qs, "shape", None) is not None:
+        return int(torch.Size(qs.shape).numel())
+    return p.numel()
+
+
+def estimate_train_memory(model: nn.Module, batch: int, seq: int, act_bytes: int) -> dict[str, int]:
+    """Analytic estimate: weights + grads + AdamW states + activations (Korthikanti et al. 2022,
+    s*b*h*(34 + 5*a*s/h) bytes per layer at 2 bytes per value, scaled to `act_bytes`), plus the
+    bf16 copies of linear weights that autocast caches for the step."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_train = sum(p.numel() for p in trainable)
+    cfg = _base_config(model)
+    h, layers, heads = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads
+    body_trains = any(p.requires_grad for n, p in model.named_parameters() if _in_body(n))
+    per_layer = seq * batch * h * (34 + 5 * heads * seq / h) * act_bytes / 2
+    activations = int(per_layer * layers) if body_trains else 0
+    est = {
+        "est_weight_bytes": weight_bytes(model),
+        "est_grad_bytes": n_train * 4,
+        "est_optimizer_bytes": n_train * 8,
+        "est_activation_bytes": activations,
+        "est_autocast_cache_bytes": sum(d for _, d, _ in _linear_dims(model)) * 2 if act_bytes == 2 else 0,
+    }
+    est["est_train_mem_bytes"] = sum(est.values())
+    est["est_train_mem_growth_bytes"] = est["est_train_mem_bytes"] - est["est_weight_bytes"]
+    return est
+
+
+def _base_config(model: nn.Module):
+    return model.config if hasattr(model, "config") else model.base_model.model.config
+
+
+def _in_body(name: str) -> bool:
+    return not any(k in name for k in ("classifier", "score", "modules_to_save"))
+
+
+# -- latency ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module, batch: dict[str, torch.Tensor], warmup: int, repeats: int, device: torch.device, autocast
+) -> dict[str, float]:
+    """Inference forward latency on a fixed batch: `warmup` untimed calls, then `repeats` timed."""
+    sync = synchronizer(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    was_training = model.training
+    model.eval()
+    with autocast():
+        for _ in range(warmup):
+            model(**batch)
+        times = []
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            model(**batch)
+            sync()
+            times.append((time.perf_counter() - t0) * 1e3)
+    model.train(was_training)
+    s = spread(times)
+    return {"median_ms": s["median"], "p10_ms": s["p10"], "p90_ms": s["p90"], "noise_rel": (s["p90"] - s["p10"]) / s["median"], "repeats": repeats}
+
+
+# -- compute ------------------------------------------------------------------------------------
+
+def _linear_dims(model: nn.Module) -> list[tuple[str, int, bool]]:
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            out.append((name, m.in_features * m.out_features, m.weight.requires_grad))
+    return out
+
+
+def train_flops_per_step(model: nn.Module, batch: int, seq: int) -> dict[str, float]:
+    """Analytic FLOPs of one training step.
+
+    Forward: 2 FLOPs per weight per token for every linear layer (frozen, 4-bit, adapter) plus
+    attention scores and mixing (4*b*s^2*h per layer). Backward: input gradients (2x weights
+    per token) wherever any body parameter trains, weight gradients (2x) only for trainable
+    layers: LoRA skips the weight gradients of its frozen layers, a linear probe backpropagates
+    into its head alone. Embedding lookups, norms and softmax are not counted.
+    """
+    tokens = batch * seq
+    cfg = _base_config(model)
+    attn = 4 * batch * seq * seq * cfg.hidden_size * cfg.num_hidden_layers
+    dims = _linear_dims(model)
+    total = sum(d for _, d, _ in dims)
+    trainable = sum(d for _, d, t in dims if t)
+    body_trains = any(p.requires_grad for n, p in model.named_parameters() if _in_body(n))
+    forward = 2 * tokens * total + attn
+    backward_input = (2 * tokens * total + 2 * attn) if body_trains else 0
+    backward_weight = 2 * tokens * trainable
+    return {"flops_per_step": float(forward + backward_input + backward_weight), "flops_forward": float(forward)}
+
+
+def _peak_cache() -> Path:
+    return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench")) / "peak_flops.json"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """The device's measured peak dense matmul rate in `dtype`, cached per machine and threads."""
+    key = f"{device_name(device)}|{device.type}|{dtype}|threads={torch.get_num_threads()}"
+    path = _peak_cache()
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    if key in cache:
+        return {**cache[key], "peak_cached": True}
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = synchronizer(device)
+    for _ in range(3):
+        a @ b
+    best, deadline = 0.0, time.perf_counter() + 1.0
+    while time.perf_counter() < deadline:
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    entry = {"peak_flops_per_s": best, "peak_matmul_n": n, "peak_key": key}
+    cache[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cache, indent=1))
+    os.replace(tmp, path)
+    return {**entry, "peak_cached": False}
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,109 @@
+"""Load models and tokenizers from a model config (conf/model/*.yaml)."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from methods.base import ConfigError, ModelInfo
+
+
+def model_path(source: Mapping[str, Any]) -> str:
+    """Resolve a model source to something `from_pretrained` takes: a folder or a hub id."""
+    kind = source.get("kind")
+    if kind == "package":
+        try:
+            pkg = importlib.import_module(source["package"])
+        except ImportError:
+            raise ConfigError(f"model package {source['package']!r} is not installed; run `make setup`") from None
+        return str(pkg.get_model_path())
+    if kind == "local":
+        path = Path(str(source["path"])).expanduser()
+        if not (path / "config.json").exists():
+            raise ConfigError(f"model folder {path} has no config.json; point model.source.path at a saved model")
+        return str(path)
+    if kind == "hub":
+        return str(source["id"])
+    if kind == "tiny_llama":
+        from experiments.models.tiny_llama import tiny_llama_path
+
+        return str(tiny_llama_path(source))
+    raise ConfigError(f"unknown model.source.kind {kind!r}; use package, local, hub or tiny_llama")
+
+
+def _auto_class(task_kind: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if task_kind == "classification" else AutoModelForCausalLM
+
+
+def _revision(source: Mapping[str, Any]) -> dict[str, Any]:
+    return {"revision": source["revision"]} if source.get("revision") else {}
+
+
+def load_tokenizer(model_cfg: Mapping[str, Any]):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path(model_cfg["source"]), **_revision(model_cfg["source"]))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _linear_names(model: nn.Module) -> tuple[str, ...]:
+    from transformers.pytorch_utils import Conv1D
+
+    return tuple(n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)))
+
+
+def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: int | None) -> ModelInfo:
+    """Layer names and sizes from the model's config alone, on the meta device: no weights read."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path(model_cfg["source"]), **_revision(model_cfg["source"]))
+    if num_labels:
+        config.num_labels = num_labels
+    with torch.device("meta"):
+        skeleton = _auto_class(task_kind).from_config(config)
+    classify = task_kind == "classification"
+    return ModelInfo(
+        name=str(model_cfg["name"]),
+        kind=str(model_cfg["kind"]),
+        task_type="SEQ_CLS" if classify else "CAUSAL_LM",
+        linear_names=_linear_names(skeleton),
+        hidden_size=int(config.hidden_size),
+        head_modules=tuple(model_cfg.get("head_modules") or ()) if classify else (),
+        target_presets={k: list(v) for k, v in (model_cfg.get("target_presets") or {}).items()},
+        adapter_sites=dict(model_cfg.get("adapter_sites") or {}),
+    )
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_model(
+    model_cfg: Mapping[str, Any],
+    task_kind: str,
+    num_labels: int | None,
+    device: torch.device,
+    extra: Mapping[str, Any],
+    pad_token_id: int | None,
+) -> nn.Module:
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the "newly initialised head" report is expected
+    kwargs: dict[str, Any] = {"dtype": DTYPES[str(model_cfg.get("dtype", "fp32"))], **_revision(model_cfg["source"]), **extra}
+    if num_labels:
+        kwargs["num_labels"] = num_labels
+    quantised = "quantization_config" in kwargs
+    if quantised and device.type == "cuda":
+        kwargs["device_map"] = {"": device.index or 0}
+    model = _auto_class(task_kind).from_pretrained(model_path(model_cfg["source"]), **kwargs)
+    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_token_id
+    if not quantised:
+        model.to(device)
+    return model

@@ -1,0 +1,32 @@
+"""A live line per run (step, loss, tokens/s, ETA) on stderr."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, label: str, steps: int, tokens_per_step: int, enabled: bool = True):
+        self.label, self.steps, self.tokens = label, steps, tokens_per_step
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.every = 1 if self.tty else max(1, steps // 5)
+        self.t0 = time.perf_counter()
+
+    def __call__(self, step: int, loss: float, dt: float) -> None:
+        done = step + 1
+        if not self.enabled or (done % self.every and done != self.steps):
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.steps - done)
+        line = f"[{self.label}] step {done}/{self.steps} loss {loss:.4f} {self.tokens / dt:,.0f} tok/s ETA {eta:.0f}s"
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done == self.steps else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"[{self.label}] {text}\n")
+            sys.stderr.flush()

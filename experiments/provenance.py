@@ -1,0 +1,61 @@
+"""Where a number came from: package versions, git commit and dirty flag, hardware, threads."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.meters import device_name
+
+PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "datasets", "hydra-core", "lm-eval", "accelerate", "numpy"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    except OSError:
+        pass
+    return []
+
+
+def collect(device: torch.device) -> dict[str, Any]:
+    status = _git("status", "--porcelain")
+    return {
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu_model": device_name(torch.device("cpu")),
+        "cpu_flags": cpu_flags(),
+        "cpu_count": __import__("os").cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }

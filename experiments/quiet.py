@@ -1,0 +1,19 @@
+"""Silence third-party chatter that is expected and says nothing about the run."""
+import logging
+import os
+import warnings
+
+
+def quiet() -> None:
+    # bitsandbytes tries to fetch a CPU kernel through the `kernels` package (not installed, so
+    # nothing is downloaded) and warns at import.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

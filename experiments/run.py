@@ -1,0 +1,319 @@
+"""One run, in the order of the design card: validate -> load -> adapt -> train -> evaluate ->
+measure -> record."""
+from __future__ import annotations
+
+import copy
+import os
+import random
+import tempfile
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from experiments import meters, provenance, record
+from experiments.data import build_task
+from experiments.meters import MemoryMeter, StepTimer
+from experiments.models import build_model_info, load_model, load_tokenizer
+from experiments.progress import Progress
+from experiments.train import train
+from methods import available, get
+from methods.base import ConfigError, Method, ModelInfo
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Plan:
+    """Everything decided before a model is loaded."""
+
+    config: dict[str, Any]
+    method: Method
+    info: ModelInfo
+    run_id: str
+    path: Path
+    device: torch.device
+    threads: int
+    lr: float
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+def _positive_int(config: Mapping[str, Any], key: str) -> None:
+    v = config.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {v!r}; set e.g. {key}=100")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def resolve_threads(value: Any) -> int:
+    if value in (None, "auto"):
+        jobs = int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1"))
+        return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    if not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"torch_threads must be 'auto' or a positive integer, got {value!r}")
+    return value
+
+
+def method_for(method_cfg: Mapping[str, Any]) -> Method:
+    impl = method_cfg.get("impl") or method_cfg.get("name")
+    try:
+        return get(str(impl))(method_cfg)
+    except KeyError:
+        raise ConfigError(f"unknown method {impl!r}; available: {', '.join(available())}") from None
+
+
+def prepare(config: dict[str, Any]) -> Plan:
+    """Check the whole config and resolve names. Raises ConfigError; loads no weights."""
+    for key in ("steps", "batch_size", "eval_batch_size", "max_length"):
+        _positive_int(config, key)
+    if config["precision"] not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
+    method = method_for(config["method"])
+    lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")
+    if lr is None or float(lr) <= 0:
+        raise ConfigError(f"learning rate must be > 0, got {lr!r}; set lr=... or method.lr=...")
+    task_kind = config["task"].get("kind", "classification")
+    info = build_model_info(config["model"], task_kind, num_labels=None)
+    method.validate(info)
+    rid = record.run_id(config)
+    return Plan(
+        config=config,
+        method=method,
+        info=info,
+        run_id=rid,
+        path=record.result_path(config["results_dir"], rid),
+        device=resolve_device(str(config["device"])),
+        threads=resolve_threads(config.get("torch_threads")),
+        lr=float(lr),
+    )
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def autocast_for(device: torch.device, precision: str) -> Callable:
+    if precision == "fp32":
+        return nullcontext
+    return partial(torch.autocast, device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def count_params(model: nn.Module) -> dict[str, Any]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(meters.logical_numel(p) for p in model.parameters())
+    return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
+
+
+def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several latency series of one model: the spread within and the drift between them are
+    both noise."""
+    medians = [x["median_ms"] for x in samples]
+    drift = (max(medians) - min(medians)) / min(medians)
+    return {"median_ms": sorted(medians)[len(medians) // 2], "p10_ms": min(x["p10_ms"] for x in samples),
+            "p90_ms": max(x["p90_ms"] for x in samples), "noise_rel": max([drift] + [x["noise_rel"] for x in samples]),
+            "repeat_drift_rel": drift}
+
+
+class LatencyBench:
+    """Latency of base, unmerged and merged models on one fixed batch.
+
+    With `keep_base` a frozen copy of the base model is kept and measured in alternation with the
+    adapted model, so that machine drift between measurements hits both alike. Without it (huge
+    models), the base is measured before training only.
+    """
+
+    def __init__(self, base: nn.Module, batch: dict, m: Mapping[str, Any], device: torch.device, autocast, keep_base: bool):
+        self.batch, self.m, self.device, self.autocast = batch, m, device, autocast
+        self.base_samples = [self._once(base)]
+        self.base = copy.deepcopy(base) if keep_base else None
+
+    def _once(self, model: nn.Module) -> dict[str, Any]:
+        return meters.measure_latency(model, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)
+
+    def against_base(self, model: nn.Module, rounds: int = 2) -> dict[str, Any]:
+        samples = []
+        for _ in range(rounds):
+            samples.append(self._once(model))
+            if self.base is not None:
+                self.base_samples.append(self._once(self.base))
+        return _combine(samples)
+
+    def base_figures(self) -> dict[str, Any]:
+        return _combine(self.base_samples)
+
+
+def adapter_bytes(method: Method, model: nn.Module) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        method.save(model, Path(tmp) / "adapter")
+        return meters.dir_bytes(Path(tmp) / "adapter")
+
+
+def latency_figures(base: dict, unmerged: dict, merged: dict | None, can_merge: bool) -> dict[str, Any]:
+    out = {
+        "latency_ms_base": base["median_ms"],
+        "latency_ms_base_p10": base["p10_ms"],
+        "latency_ms_base_p90": base["p90_ms"],
+        "latency_noise_rel": base["noise_rel"],
+        "latency_ms_unmerged": unmerged["median_ms"],
+        "latency_ms_unmerged_p10": unmerged["p10_ms"],
+        "latency_ms_unmerged_p90": unmerged["p90_ms"],
+        "latency_overhead_unmerged": unmerged["median_ms"] / base["median_ms"] - 1,
+        "can_merge": can_merge,
+        "latency_ms_merged": None,
+        "latency_overhead_merged": None,
+    }
+    if merged is not None:
+        out.update({
+            "latency_ms_merged": merged["median_ms"],
+            "latency_ms_merged_p10": merged["p10_ms"],
+            "latency_ms_merged_p90": merged["p90_ms"],
+            "latency_overhead_merged": merged["median_ms"] / base["median_ms"] - 1,
+        })
+    return out
+
+
+def run_plan(plan: Plan) -> dict[str, Any]:
+    """Load, adapt, train, evaluate and measure. Returns the ok part of the record."""
+    cfg, device, m = plan.config, plan.device, plan.config["measure"]
+    autocast = autocast_for(device, cfg["precision"])
+    label = f"{cfg['method']['name']} s{cfg['seed']}"
+    t_start = time.perf_counter()
+    seed_everything(int(cfg["seed"]))
+
+    tokenizer = load_tokenizer(cfg["model"])
+    task = build_task(cfg["task"], tokenizer, int(cfg["max_length"]))
+    extra = plan.method.load_kwargs(PRECISIONS[cfg["precision"]], plan.info)
+    model = load_model(cfg["model"], task.kind, task.num_labels, device, extra, tokenizer.pad_token_id)
+    plan.method.after_load(model)
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    t_loaded = time.perf_counter()
+
+    fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
+    latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
+
+    model = plan.method.wrap(model, plan.info)
+    params = count_params(model)
+    optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
+    steps, bs, seq = int(cfg["steps"]), int(cfg["batch_size"]), int(cfg["max_length"])
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * steps), steps)
+    timer = StepTimer(device)
+    progress = Progress(label, steps, bs * seq, enabled=bool(cfg.get("progress", True)))
+    batches = task.train_batches(steps, bs, seed=int(cfg["seed"]))
+
+    t_train = time.perf_counter()
+    with MemoryMeter(device) as memory:
+        losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
+    t_trained = time.perf_counter()
+
+    metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
+    t_evaluated = time.perf_counter()
+    progress.note(f"test {metrics['test']}")
+
+    cost: dict[str, Any] = {**memory.result, "weight_bytes": meters.weight_bytes(model)}
+    act_bytes = 2 if cfg["precision"] == "bf16" else 4
+    cost.update(meters.estimate_train_memory(model, bs, seq, act_bytes))
+    measured = cost.get("peak_train_mem_growth_bytes")
+    cost["mem_measured_over_estimated"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
+    cost.update(timer.summary(int(m["warmup_steps"]), bs * seq, bs))
+    flops = meters.train_flops_per_step(model, bs, seq)
+    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+    cost.update(flops)
+    cost.update({"peak_flops_per_s": peak["peak_flops_per_s"], "peak_flops_key": peak["peak_key"],
+                 "mfu": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak["peak_flops_per_s"]})
+    cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
+
+    if latency is not None:
+        unmerged = latency.against_base(model)
+        merged, merge_diff = None, None
+        if plan.method.can_merge:
+            before = _logits(model, fixed, device, autocast)
+            model = plan.method.merge(model)
+            merge_diff = (before - _logits(model, fixed, device, autocast)).abs().max().item()
+            merged = latency.against_base(model)
+        cost.update(latency_figures(latency.base_figures(), unmerged, merged, plan.method.can_merge))
+        cost["merge_max_abs_logit_diff"] = merge_diff
+        cost["latency_batch"], cost["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
+    t_end = time.perf_counter()
+
+    return {
+        "params": params,
+        "metrics": metrics,
+        "loss_curve": losses,
+        "lr": plan.lr,
+        "timing": {
+            "load_s": t_loaded - t_start,
+            "train_s": t_trained - t_train,
+            "eval_s": t_evaluated - t_trained,
+            "measure_s": t_end - t_evaluated,
+            "total_s": t_end - t_start,
+        },
+        "cost": cost,
+    }
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device, autocast) -> torch.Tensor:
+    model.eval()
+    with autocast():
+        return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+
+
+def base_record(plan_or_config: Plan | dict[str, Any], rid: str | None = None) -> dict[str, Any]:
+    cfg = plan_or_config.config if isinstance(plan_or_config, Plan) else plan_or_config
+    return {
+        "schema_version": record.SCHEMA_VERSION,
+        "run_id": rid or plan_or_config.run_id,
+        "method": str(cfg["method"]["name"]),
+        "model": str(cfg["model"]["name"]),
+        "task": str(cfg["task"]["name"]),
+        "seed": int(cfg["seed"]),
+        "precision": str(cfg["precision"]),
+        "config": cfg,
+    }
+
+
+def execute(plan: Plan) -> dict[str, Any]:
+    """Run a validated plan unless an ok result exists; always leave a record (ok or failed)."""
+    if plan.path.exists() and not plan.config.get("force") and record.is_done(plan.path):
+        print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
+        return record.read(plan.path)
+    torch.set_num_threads(plan.threads)
+    started = datetime.now(timezone.utc).isoformat()
+    rec = base_record(plan)
+    try:
+        rec.update({"status": "ok", "error": None, **run_plan(plan)})
+    except Exception as exc:  # one failed run is recorded and the sweep goes on
+        rec.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+    rec["provenance"] = provenance.collect(plan.device)
+    rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
+    record.write_atomic(plan.path, rec)
+    status = rec["status"] if rec["status"] == "ok" else f"FAILED ({rec['error']})"
+    print(f"{status}: {plan.path}", flush=True)
+    return rec

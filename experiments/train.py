@@ -1,0 +1,41 @@
+"""The one training loop, shared by every method. Read it top to bottom."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from experiments.meters import StepTimer
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    autocast: Callable,
+    grad_clip: float,
+    timer: StepTimer,
+    on_step: Callable[[int, float, float], None],
+) -> list[float]:
+    """Run the steps; return the loss of every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses: list[float] = []
+    model.train()
+    for step, batch in enumerate(batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        timer.start()
+        with autocast():
+            loss = model(**batch).loss
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = timer.stop()
+        losses.append(loss.item())
+        on_step(step, losses[-1], dt)
+    return losses

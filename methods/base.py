@@ -1,0 +1,126 @@
+"""What a method is: four answers (wrap, optimizer groups, can merge, merge) plus save.
+
+Everything else (the loop, measurement, the record) is shared and cannot tell methods apart.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+
+class ConfigError(ValueError):
+    """Bad user input, reported as one line before any model is loaded."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a method may know about a model before its weights are loaded."""
+
+    name: str
+    kind: str  # classifier | causal_lm
+    task_type: str  # peft TaskType name: SEQ_CLS | CAUSAL_LM
+    linear_names: tuple[str, ...]
+    hidden_size: int
+    head_modules: tuple[str, ...] = ()
+    target_presets: Mapping[str, list[str]] = field(default_factory=dict)
+    adapter_sites: Mapping[str, str] = field(default_factory=dict)
+
+
+def _short_names(names: tuple[str, ...]) -> list[str]:
+    """Layer names without the `layer.N.` prefix, e.g. `attention.self.query`."""
+    out = set()
+    for n in names:
+        tail = re.split(r"\.\d+\.", n)[-1]
+        out.add(tail)
+    return sorted(out)
+
+
+def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
+    """Turn a preset name or a list of layer names into the concrete full names of Linear layers.
+
+    A list entry matches a layer whose full name equals it or ends with `.` + entry.
+    """
+    body = [n for n in info.linear_names if not _is_head(n, info)]
+    if isinstance(targets, str):
+        if targets not in info.target_presets:
+            raise ConfigError(
+                f"unknown target preset {targets!r} for model {info.name}; "
+                f"use one of {sorted(info.target_presets)} or a list of layer names"
+            )
+        patterns = [re.compile(p) for p in info.target_presets[targets]]
+        found = [n for n in body if any(p.search(n) for p in patterns)]
+        unmatched: list[str] = [] if found else [targets]
+    else:
+        entries = [str(t) for t in targets]
+        found = [n for n in body if any(n == t or n.endswith("." + t) for t in entries)]
+        unmatched = [t for t in entries if not any(n == t or n.endswith("." + t) for n in body)]
+    if unmatched or not found:
+        raise ConfigError(
+            f"target modules {unmatched or targets} match no layer of model {info.name}; "
+            f"available: {', '.join(_short_names(tuple(body)))} or presets {sorted(info.target_presets)}"
+        )
+    return found
+
+
+def _is_head(name: str, info: ModelInfo) -> bool:
+    return any(name == h or name.startswith(h + ".") for h in info.head_modules)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The one optimizer every method uses: AdamW, no decay on biases and norms (1-D params)."""
+    decay, no_decay = [], []
+    for _, p in trainable_parameters(model):
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def unfreeze_heads(model: nn.Module, info: ModelInfo) -> None:
+    for name, module in model.named_modules():
+        if name in info.head_modules:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+class Method:
+    """Base class. Subclasses override only what differs."""
+
+    impl_name: ClassVar[str] = "?"
+    can_merge: ClassVar[bool] = False
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = dict(cfg)
+
+    # -- before loading --------------------------------------------------------------------
+    def validate(self, info: ModelInfo) -> None:
+        """Raise ConfigError on bad hyperparameters. Runs before any weights are loaded."""
+
+    def load_kwargs(self, compute_dtype: torch.dtype, info: ModelInfo) -> dict[str, Any]:
+        """Extra keyword arguments for `from_pretrained` (QLoRA quantises at load time)."""
+        return {}
+
+    def after_load(self, model: nn.Module) -> None:
+        """Fix-ups that must happen right after loading, before any forward pass."""
+
+    # -- the four questions ----------------------------------------------------------------
+    def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer(self, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        return adamw(model, lr, weight_decay)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError(f"{self.impl_name} cannot be merged into the base weights")
+
+    def save(self, model: nn.Module, path: Path) -> None:
+        """Write what a user must keep to restore the trained model (adapter or checkpoint)."""
+        raise NotImplementedError

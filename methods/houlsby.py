@@ -1,0 +1,8 @@
+"""Houlsby et al. 2019: a bottleneck adapter after attention and after the feed-forward block."""
+from methods.bottleneck import BottleneckMethod
+from methods.registry import register
+
+
+@register("houlsby")
+class Houlsby(BottleneckMethod):
+    sites = ("attn_output", "ffn_output")

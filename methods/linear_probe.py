@@ -1,0 +1,22 @@
+"""Linear probe: frozen model, trained task head. The lower reference."""
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from methods.base import Method, ModelInfo, unfreeze_heads
+from methods.registry import register
+
+
+@register("linear_probe")
+class LinearProbe(Method):
+    def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
+        model.requires_grad_(False)
+        unfreeze_heads(model, info)
+        return model
+
+    def save(self, model: nn.Module, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        head = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(head, str(path / "head.safetensors"))

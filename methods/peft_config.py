@@ -1,0 +1,44 @@
+"""Any method peft already has, chosen by YAML alone (`impl: peft_config`, `peft_class: ...`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import peft
+from torch import nn
+
+from methods.base import ConfigError, Method, ModelInfo, resolve_targets
+from methods.registry import register
+
+
+@register("peft_config")
+class PeftConfigMethod(Method):
+    @property
+    def can_merge(self) -> bool:  # type: ignore[override]
+        return bool(self.cfg.get("can_merge", True))
+
+    def config_class(self) -> type:
+        name = self.cfg.get("peft_class")
+        cls = getattr(peft, str(name), None)
+        if cls is None or not isinstance(cls, type) or not issubclass(cls, peft.PeftConfig):
+            raise ConfigError(f"method.peft_class {name!r} is not a peft config class (e.g. LoHaConfig, LoKrConfig, VeraConfig)")
+        return cls
+
+    def validate(self, info: ModelInfo) -> None:
+        self.config_class()
+        resolve_targets(self.cfg["target_modules"], info)
+
+    def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
+        kwargs = dict(self.cfg.get("peft_kwargs") or {})
+        config = self.config_class()(
+            target_modules=resolve_targets(self.cfg["target_modules"], info),
+            modules_to_save=list(info.head_modules),
+            task_type=info.task_type,
+            **kwargs,
+        )
+        return peft.get_peft_model(model, config)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model.merge_and_unload()
+
+    def save(self, model: nn.Module, path: Path) -> None:
+        model.save_pretrained(str(path))

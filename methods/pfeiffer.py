@@ -1,0 +1,8 @@
+"""Pfeiffer et al. 2020: a bottleneck adapter after the feed-forward block only."""
+from methods.bottleneck import BottleneckMethod
+from methods.registry import register
+
+
+@register("pfeiffer")
+class Pfeiffer(BottleneckMethod):
+    sites = ("ffn_output",)
