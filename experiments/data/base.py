@@ -11,12 +11,24 @@ import torch
 from methods.base import ConfigError
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
+_VALIDATORS: dict[str, Callable[..., None]] = {}
 _discovered = False
 
 
 def task_builder(name: str):
     def deco(fn):
         _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def task_validator(name: str):
+    """Register a cheap check of a builder's task config (files exist, columns present, knobs in
+    range) that `validate_task` runs before any model is loaded. It raises ConfigError."""
+
+    def deco(fn):
+        _VALIDATORS[name] = fn
         return fn
 
     return deco
@@ -141,6 +153,35 @@ class ClassificationTask:
         data = self.splits["test"]
         idx = torch.arange(batch) % len(data["labels"])
         return {k: v[idx][:, :length] for k, v in data.items() if k != "labels"}
+
+
+def validate_task(task_cfg: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    """Check a task config cheaply, before any model is loaded (called from run.prepare).
+
+    Unknown builder, missing or empty data files, missing columns, bad subset knobs; with the
+    whole run `config`, also that a generation task (or lm-eval) gets a causal LM.
+    """
+    _discover()
+    builder = task_cfg.get("builder")
+    if builder not in _BUILDERS:
+        raise ConfigError(f"unknown task builder {builder!r}; available: {', '.join(sorted(_BUILDERS))}")
+    kind = task_cfg.get("kind", "classification")
+    if kind not in ("classification", "generation"):
+        raise ConfigError(f"task.kind must be classification or generation, got {kind!r}")
+    if builder in _VALIDATORS:
+        _VALIDATORS[builder](task_cfg)
+    if config is None:
+        return
+    model = config.get("model") or {}
+    if kind == "generation" and model.get("kind") != "causal_lm":
+        raise ConfigError(
+            f"task {task_cfg.get('name')} is generative and needs a causal LM; model {model.get('name')} is a "
+            f"{model.get('kind')} (use e.g. model=tiny-llama or a conf/model/ LLM)"
+        )
+    if ((config.get("lm_eval") or {}).get("tasks")):
+        from experiments.lm_eval_hook import validate_lm_eval
+
+        validate_lm_eval(config)
 
 
 def build_task(task_cfg: Mapping[str, Any], tokenizer, max_length: int) -> Task:

@@ -1,0 +1,341 @@
+"""Check published claims, declared as data in conf/claims/*.yaml, against the results.
+
+A claim is a YAML mapping (a file may hold one mapping or a list of them):
+
+    id: dora_ge_lora
+    statement: DoRA matches or beats LoRA at the same rank.
+    source: Liu et al. 2024, DoRA
+    where: {precision: bf16}        # optional equality filters on run columns
+    conditions:                     # all must hold (or put one condition's keys at top level)
+      - check: metric_ge_with_tolerance
+        method: dora                # or methods: [a, b]
+        baseline: lora
+        metric: accuracy
+        tolerance: 0.01             # required: stated before looking at results
+
+The checks are the fixed vocabulary in CHECKS; a new claim is a new YAML entry, not new code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.load import GROUP_KEY, ROW_KEY
+from analysis.stats import paired_test
+
+HOLDS, FAILS, NO_DATA, INVALID = "holds", "fails", "not enough data", "invalid claim"
+DEFAULT_MATCH = ["rank", "targets", "steps"]
+CLAIMS_DIR = Path(__file__).resolve().parents[1] / "conf" / "claims"
+
+
+@dataclass
+class Evidence:
+    where: str
+    text: str
+    holds: bool
+    seeds: tuple[int, ...] = ()
+
+
+@dataclass
+class ConditionResult:
+    check: str
+    verdict: str
+    evidence: list[Evidence] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ClaimResult:
+    id: str
+    statement: str
+    source: str
+    verdict: str
+    conditions: list[ConditionResult] = field(default_factory=list)
+    file: str = ""
+
+
+# ---------------------------------------------------------------- loading
+
+def load_claims(paths: Iterable[Path]) -> list[tuple[str, Any]]:
+    """(file, raw claim) for every claim in the given YAML files; unparseable files yield an
+    entry whose claim is the error string, so that it is reported rather than raised."""
+    out: list[tuple[str, Any]] = []
+    for path in sorted(paths):
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            out.append((str(path), f"cannot read: {e}"))
+            continue
+        for claim in data if isinstance(data, list) else [data]:
+            out.append((str(path), claim))
+    return out
+
+
+def claim_files(folder: Path = CLAIMS_DIR) -> list[Path]:
+    return sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.yml"))
+
+
+def claim_problems(claim: Any) -> list[str]:
+    if not isinstance(claim, dict):
+        return [str(claim) if isinstance(claim, str) else "claim is not a mapping"]
+    problems = [f"missing {k}" for k in ("id", "statement", "source") if not claim.get(k)]
+    for i, cond in enumerate(conditions_of(claim)):
+        if cond.get("check") not in CHECKS:
+            problems.append(f"condition {i}: check {cond.get('check')!r} is not one of {sorted(CHECKS)}")
+        if not isinstance(cond.get("tolerance"), (int, float)):
+            problems.append(f"condition {i}: tolerance (a number) is required")
+        if not _methods(cond):
+            problems.append(f"condition {i}: method or methods is required")
+        if cond.get("check") in NEEDS_BASELINE and not cond.get("baseline") and not cond.get("than_metric"):
+            problems.append(f"condition {i}: {cond.get('check')} needs a baseline method")
+    if not conditions_of(claim):
+        problems.append("no conditions")
+    return problems
+
+
+def conditions_of(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(claim.get("conditions"), list):
+        return [c for c in claim["conditions"] if isinstance(c, dict)]
+    return [dict(claim)] if "check" in claim else []
+
+
+def _methods(cond: Mapping[str, Any]) -> list[str]:
+    m = cond.get("methods", cond.get("method"))
+    return [m] if isinstance(m, str) else list(m or [])
+
+
+# ---------------------------------------------------------------- helpers
+
+def _fmt(v: float) -> str:
+    return "nan" if v is None or math.isnan(v) else f"{v:.4g}"
+
+
+def _where(cfg: Mapping[str, Any]) -> str:
+    parts = [str(cfg.get(k)) for k in ("model", "task", "precision")]
+    for k in ("rank", "targets", "steps"):
+        if k in cfg:
+            parts.append(f"{k}={cfg[k]}")
+    return " ".join(parts)
+
+
+def _configs(runs: pd.DataFrame, method: str) -> list[tuple[tuple, pd.DataFrame]]:
+    keys = GROUP_KEY + ROW_KEY
+    return [(k, g) for k, g in runs[runs["method"] == method].groupby(keys, sort=True)]
+
+
+def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]]) -> tuple[tuple, pd.DataFrame] | None:
+    """Among several matching baseline configurations (e.g. an lr sweep), the best on validation."""
+    if not groups:
+        return None
+    return max(groups, key=lambda kg: np.nan_to_num(kg[1]["val_accuracy"].mean(), nan=-1))
+
+
+def _pairs(runs: pd.DataFrame, cond: Mapping[str, Any]) -> Iterable[tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    """(config, method runs, baseline runs) for every configuration of every method in `cond`
+    that has a baseline configuration matching on model, task, precision and `match` keys."""
+    match = GROUP_KEY + ["precision"] + list(cond.get("match", DEFAULT_MATCH))
+    keys = GROUP_KEY + ROW_KEY
+    for method in _methods(cond):
+        for key, mine in _configs(runs, method):
+            cfg = dict(zip(keys, key))
+            cands = [(k, g) for k, g in _configs(runs, cond["baseline"]) if all(dict(zip(keys, k))[m] == cfg[m] for m in match)]
+            best = _best_by_validation(cands)
+            if best is not None:
+                yield {"method": method, **{m: cfg[m] for m in match}}, mine, best[1]
+
+
+def _per_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
+    if metric == "loss_auc":
+        return {int(s): loss_auc(c) for s, c in zip(runs["seed"], runs["loss_curve"])}
+    return {int(s): float(v) for s, v in zip(runs["seed"], runs[metric])}
+
+
+def loss_auc(curve: list[float], n: int | None = None) -> float:
+    """Area under the loss curve per step (mean loss over the first n steps): lower = faster."""
+    y = np.asarray(curve[: n or len(curve)], float)
+    if len(y) < 2:
+        return math.nan
+    return float(np.trapezoid(y) / (len(y) - 1)) if hasattr(np, "trapezoid") else float(np.trapz(y) / (len(y) - 1))
+
+
+def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float, float, float], bool],
+             relation: str) -> ConditionResult:
+    """Method vs baseline on `metric`, paired over shared seeds (means over all seeds when none
+    are shared); `holds(mine, theirs, tolerance)` decides each configuration."""
+    metric, tol = cond["metric"], float(cond["tolerance"])
+    evidence = []
+    for cfg, mine, theirs in _pairs(runs, cond):
+        a, b = _per_seed(mine, metric), _per_seed(theirs, metric)
+        test = paired_test(a, b)
+        seeds = test.seeds or tuple(sorted(set(a) | set(b)))
+        ma = float(np.nanmean([a[s] for s in test.seeds])) if test.seeds else float(np.nanmean(list(a.values())))
+        mb = float(np.nanmean([b[s] for s in test.seeds])) if test.seeds else float(np.nanmean(list(b.values())))
+        if math.isnan(ma) or math.isnan(mb):
+            continue
+        ok = holds(ma, mb, tol)
+        stat = f"paired t-test p={test.p_value:.3g}" if test.tested else "single seed: differences untested" if test.n <= 1 else "untested"
+        text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
+                f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
+                f"{'' if test.seeds else ', unpaired'}; {stat})")
+        evidence.append(Evidence(_where(cfg), text, ok, seeds))
+    return _result(cond["check"], evidence)
+
+
+def _result(check: str, evidence: list[Evidence], note: str = "") -> ConditionResult:
+    if not evidence:
+        return ConditionResult(check, NO_DATA, [], note or "no matching runs")
+    return ConditionResult(check, HOLDS if all(e.holds for e in evidence) else FAILS, evidence, note)
+
+
+# ---------------------------------------------------------------- the vocabulary
+
+def metric_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """|metric| <= noise_metric + tolerance for every configuration of the methods (seed means)."""
+    metric, noise, tol = cond["metric"], cond.get("noise_metric", "lat_noise"), float(cond["tolerance"])
+    evidence = []
+    for method in _methods(cond):
+        for key, g in _configs(runs, method):
+            v, n = float(g[metric].mean()), float(g[noise].mean())
+            if math.isnan(v) or math.isnan(n):
+                continue
+            seeds = tuple(sorted(map(int, g["seed"])))
+            text = f"{method} |{metric}|={_fmt(abs(v))} vs {noise}={_fmt(n)} + tolerance {_fmt(tol)} (seeds {','.join(map(str, seeds))})"
+            evidence.append(Evidence(_where(dict(zip(GROUP_KEY + ROW_KEY, key))), text, abs(v) <= n + tol, seeds))
+    return _result(cond["check"], evidence)
+
+
+def _vs_column(cond: Mapping[str, Any], runs: pd.DataFrame, greater: bool) -> ConditionResult:
+    """metric compared with another column of the same runs, e.g. latency overhead vs noise."""
+    metric, other, tol = cond["metric"], cond["than_metric"], float(cond["tolerance"])
+    evidence = []
+    for method in _methods(cond):
+        for key, g in _configs(runs, method):
+            v, o = float(g[metric].mean()), float(g[other].mean())
+            if math.isnan(v) or math.isnan(o):
+                continue
+            ok = v > o + tol if greater else v < o - tol
+            seeds = tuple(sorted(map(int, g["seed"])))
+            rel = ">" if greater else "<"
+            text = f"{method} {metric}={_fmt(v)} {rel} {other}={_fmt(o)} {'+' if greater else '-'} {_fmt(tol)}? (seeds {','.join(map(str, seeds))})"
+            evidence.append(Evidence(_where(dict(zip(GROUP_KEY + ROW_KEY, key))), text, ok, seeds))
+    return _result(cond["check"], evidence)
+
+
+def metric_greater(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """metric > baseline's metric + tolerance, or > the same runs' `than_metric` + tolerance."""
+    if cond.get("than_metric"):
+        return _vs_column(cond, runs, greater=True)
+    return _compare(cond, runs, lambda a, b, t: a > b + t, "diff > {tol}")
+
+
+def metric_less(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """metric < baseline's metric - tolerance (or the same runs' `than_metric` - tolerance)."""
+    if cond.get("than_metric"):
+        return _vs_column(cond, runs, greater=False)
+    return _compare(cond, runs, lambda a, b, t: a < b - t, "diff < -{tol}")
+
+
+def metric_ge_with_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """metric >= baseline's metric - tolerance (not worse by more than the tolerance)."""
+    return _compare(cond, runs, lambda a, b, t: a >= b - t, "diff >= -{tol}")
+
+
+def metric_within_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """|metric - baseline's metric| <= tolerance."""
+    return _compare(cond, runs, lambda a, b, t: abs(a - b) <= t, "|diff| <= {tol}")
+
+
+def auc_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """Area under the training-loss curve (mean loss per step) lower than the baseline's by more
+    than the tolerance: converges faster at the same step budget."""
+    return _compare({**cond, "metric": "loss_auc"}, runs, lambda a, b, t: a < b - t, "diff < -{tol}")
+
+
+def _slope(g: pd.DataFrame, metric: str) -> tuple[float, list[str]]:
+    means = g.groupby("rank_value")[metric].mean()
+    if len(means) < 2:
+        return math.nan, []
+    slope = float(np.polyfit(np.log2(means.index.to_numpy(float)), means.to_numpy(float), 1)[0])
+    seeds = [f"r{int(r)}: seeds {','.join(map(str, sorted(g[g['rank_value'] == r]['seed'])))}" for r in means.index]
+    return slope, seeds
+
+
+def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """Slope of metric vs log2(rank) over ranks in [min_rank, max_rank]: method's slope greater
+    than the baseline's by more than the tolerance (keeps improving where the baseline stalls)."""
+    metric, tol = cond.get("metric", "accuracy"), float(cond["tolerance"])
+    lo, hi = float(cond.get("min_rank", 0)), float(cond.get("max_rank", math.inf))
+    sel = runs[runs["rank_value"].between(lo, hi)]
+    match = GROUP_KEY + ["precision"] + list(cond.get("match", ["targets", "steps", "lr"]))
+    evidence = []
+    for key, g in sel.groupby(match, sort=True):
+        cfg = dict(zip(match, key))
+        for method in _methods(cond):
+            sm, seeds_m = _slope(g[g["method"] == method], metric)
+            sb, seeds_b = _slope(g[g["method"] == cond["baseline"]], metric)
+            if math.isnan(sm) or math.isnan(sb):
+                continue
+            text = (f"slope of {metric} per doubling of rank (r in [{_fmt(lo)}, {_fmt(hi)}]): {method} {_fmt(sm)} "
+                    f"({'; '.join(seeds_m)}) vs {cond['baseline']} {_fmt(sb)} ({'; '.join(seeds_b)}); needs diff > {_fmt(tol)}")
+            evidence.append(Evidence(_where({"method": method, **cfg}), text, sm - sb > tol))
+    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 ranks in [{_fmt(lo)}, {_fmt(hi)}] for both methods")
+
+
+CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] = {
+    "metric_within_noise": metric_within_noise,
+    "metric_greater": metric_greater,
+    "metric_less": metric_less,
+    "metric_ge_with_tolerance": metric_ge_with_tolerance,
+    "metric_within_tolerance": metric_within_tolerance,
+    "slope_compare": slope_compare,
+    "auc_compare": auc_compare,
+}
+NEEDS_BASELINE = {"metric_ge_with_tolerance", "metric_within_tolerance", "slope_compare", "auc_compare"}
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _filter(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    for k, v in (where or {}).items():
+        if k in runs.columns:
+            runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
+    return runs
+
+
+def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
+    problems = claim_problems(claim)
+    if problems:
+        cid = claim.get("id", "?") if isinstance(claim, dict) else "?"
+        return ClaimResult(str(cid), "", "", INVALID, [ConditionResult("-", INVALID, [], "; ".join(problems))], file)
+    runs = _filter(ok, claim.get("where"))
+    results = []
+    for cond in conditions_of(claim):
+        cond_runs = _filter(runs, cond.get("where"))
+        results.append(CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs"))
+    verdicts = [r.verdict for r in results]
+    verdict = FAILS if FAILS in verdicts else NO_DATA if NO_DATA in verdicts else HOLDS
+    return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, file)
+
+
+def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR) -> list[ClaimResult]:
+    return [evaluate_claim(c, ok, f) for f, c in load_claims(claim_files(folder))]
+
+
+def to_markdown(results: list[ClaimResult]) -> str:
+    lines = ["# Claims check", "",
+             "Each claim from the literature, declared in conf/claims/*.yaml, checked against these runs.",
+             "Verdicts are point estimates against a tolerance fixed in the YAML before looking; with a single seed they say nothing about significance.", "",
+             "| Claim | Source | Verdict |", "|---|---|---|"]
+    lines += [f"| {r.id}: {r.statement} | {r.source} | **{r.verdict}** |" for r in results]
+    for r in results:
+        lines += ["", f"## {r.id}: {r.verdict}", "", f"*{r.statement}* ({r.source}; {r.file})", ""]
+        for c in r.conditions:
+            lines.append(f"- `{c.check}`: **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
+            lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" for e in c.evidence]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,127 @@
+"""index.html: one self-contained page (inline CSS, figures linked by relative path) that opens
+from disk without a server."""
+from __future__ import annotations
+
+from html import escape
+from typing import Iterable
+
+import pandas as pd
+
+from analysis.claims import ClaimResult
+from analysis.figures import Figure
+from analysis.load import Problem
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1600px;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f2f2f2;position:sticky;top:0}
+td:nth-child(-n+6){text-align:left}
+.scroll{overflow-x:auto}
+.notes{font-size:12px;color:#555}
+.fig{display:inline-block;margin:.5em;vertical-align:top;max-width:48%}
+.fig img{max-width:100%;border:1px solid #eee}
+.holds{color:#1a7f37;font-weight:bold}.fails{color:#cf222e;font-weight:bold}
+.nodata,.invalid{color:#9a6700;font-weight:bold}
+.warn{background:#fff8c5;padding:.4em .8em;border-left:4px solid #d4a72c}
+code{font-size:12px}
+"""
+
+PROVENANCE_COLUMNS = {
+    "prov_git": "git commit", "prov_device": "device", "prov_hardware": "hardware (GPU / CPU model)",
+    "prov_cpu_count": "CPUs", "prov_torch_threads": "torch threads", "prov_cuda": "CUDA", "prov_versions": "versions",
+}
+
+
+def _section(title: str, body: str, anchor: str) -> str:
+    return f"<section id='{anchor}'><h2>{escape(title)}</h2>{body}</section>"
+
+
+def _list(items: Iterable[str]) -> str:
+    return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _df_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def provenance_html(ok: pd.DataFrame) -> str:
+    """Each distinct software/hardware setup once, with how many runs used it."""
+    if ok.empty:
+        return "<p>No successful runs.</p>"
+    cols = list(PROVENANCE_COLUMNS)
+    setups = ok.groupby(cols, sort=True).agg(runs=("run_id", "count"), models=("model", lambda s: ", ".join(sorted(set(s))))).reset_index()
+    setups = setups.rename(columns=PROVENANCE_COLUMNS)
+    warn = ""
+    if len(setups) > 1:
+        warn = "<p class='warn'>Runs come from more than one software/hardware setup: compare costs only within one setup.</p>"
+    if ok["prov_git"].str.contains("dirty|unknown").any():
+        warn += "<p class='warn'>Some runs come from a dirty or unknown git tree: their code is not exactly any commit.</p>"
+    return warn + _df_table(setups)
+
+
+def figures_html(figs: list[Figure]) -> str:
+    made = [f for f in figs if f.files]
+    skipped = [f for f in figs if not f.files]
+    parts = []
+    for f in made:
+        png = next(p for p in f.files if p.endswith(".png"))
+        links = " · ".join(f"<a href='{escape(p)}'>{escape(p.rsplit('.', 1)[1].upper())}</a>" for p in f.files)
+        parts.append(f"<figure class='fig'><img src='{escape(png)}' alt='{escape(f.title)}'><figcaption>{escape(f.title)} ({links})</figcaption></figure>")
+    if skipped:
+        parts.append("<h3>Skipped figures</h3>" + _list(f"{escape(f.title)}: {escape(f.skipped)}" for f in skipped))
+    return "".join(parts) or "<p>No figures.</p>"
+
+
+def claims_html(results: list[ClaimResult]) -> str:
+    if not results:
+        return "<p>No claims declared in conf/claims/.</p>"
+    css = {"holds": "holds", "fails": "fails", "not enough data": "nodata", "invalid claim": "invalid"}
+    rows = []
+    for r in results:
+        details = "".join(
+            f"<li><code>{escape(c.check)}</code>: <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>"
+            + (f" ({escape(c.note)})" if c.note else "")
+            + _list(f"{escape(e.where)}: {escape(e.text)} → {'holds' if e.holds else 'fails'}" for e in c.evidence) + "</li>"
+            for c in r.conditions)
+        rows.append(f"<tr><td style='text-align:left'><b>{escape(r.id)}</b><br>{escape(r.statement)}</td>"
+                    f"<td style='text-align:left'>{escape(r.source)}</td><td class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</td>"
+                    f"<td style='text-align:left;white-space:normal'><ul>{details}</ul></td></tr>")
+    return ("<p>Tolerances are fixed in the YAML files; verdicts with one seed are point estimates, not significance tests.</p>"
+            "<div class='scroll'><table><thead><tr><th>Claim</th><th>Source</th><th>Verdict</th><th>Evidence</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def failed_html(failed: pd.DataFrame) -> str:
+    if failed.empty:
+        return "<p>None.</p>"
+    return _df_table(failed[["run_id", "method", "model", "task", "seed", "error", "file"]])
+
+
+def problems_html(problems: list[Problem]) -> str:
+    if not problems:
+        return "<p>None.</p>"
+    return _list(f"<code>{escape(p.file)}</code>: {escape(p.reason)}" for p in problems)
+
+
+def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResult], ok: pd.DataFrame,
+           failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str]) -> str:
+    """The whole page. Every link is relative to the out folder."""
+    nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("tables", "Tables"), ("figures", "Figures"), ("claims", "Claims"),
+                                                             ("provenance", "Provenance"), ("failed", "Failed runs"), ("skipped", "Skipped files")])
+    summary = (f"<p>{len(ok)} successful runs, {len(failed)} failed, {len(problems)} skipped/superseded files; "
+               f"read from {escape(', '.join(sources))}.</p>" + "".join(f"<p class='warn'>{escape(n)}</p>" for n in notes)
+               + "<p>Downloads: " + " · ".join(f"<a href='{escape(d)}'>{escape(d)}</a>" for d in downloads) + "</p>")
+    body = "".join([
+        _section("Tables", "".join(tables_html) or "<p>No successful runs.</p>", "tables"),
+        _section("Figures", figures_html(figs), "figures"),
+        _section("Claims check", claims_html(claims), "claims"),
+        _section("Provenance", provenance_html(ok), "provenance"),
+        _section("Failed runs", failed_html(failed), "failed"),
+        _section("Skipped or corrupt files", problems_html(problems), "skipped"),
+    ])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>peftbench report</title><style>{CSS}</style></head>"
+            f"<body><h1>peftbench report</h1><nav>{nav}</nav>{summary}{body}</body></html>\n")

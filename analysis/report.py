@@ -1,0 +1,82 @@
+"""`peftbench report [RESULTS...] [--out DIR] [--claims DIR]`: tables, figures, claims, index.html.
+
+Reads JSON records only; retrains nothing; takes seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import claims as claims_mod
+from analysis import tables
+from analysis.figures import figures_for
+from analysis.html import render
+from analysis.load import Loaded, load_results
+from analysis.stats import aggregate, single_seed_only
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="peftbench report", description=__doc__.splitlines()[0])
+    p.add_argument("results", nargs="*", default=["results"], help="result files or folders of *.json (default: results/)")
+    p.add_argument("--out", default="report", help="output folder (default: report/)")
+    p.add_argument("--claims", default=str(claims_mod.CLAIMS_DIR), help="folder of claim YAML files (default: conf/claims/)")
+    return p.parse_args(argv)
+
+
+def write_tables(agg, out: Path) -> tuple[list[str], list[str]]:
+    """tables.md, tables.tex (+ a compilable tables_standalone.tex) and one CSV per model x task.
+    Returns (HTML fragments, files written)."""
+    groups = tables.table_groups(agg) if not agg.empty else []
+    md, tex, html, files = [tables.markdown_legend()], [], [], []
+    for (model, task), t in groups:
+        title = f"{model} / {task}"
+        md.append(tables.to_markdown(title, t))
+        tex.append(tables.to_latex(title, t))
+        html.append(tables.to_html(title, t))
+        csv = out / "tables" / f"{model}__{task}.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        csv.write_text(tables.to_csv(t))
+        files.append(csv.relative_to(out).as_posix())
+    (out / "tables.md").write_text("# Results\n\n" + "\n".join(md[1:] + md[:1]))
+    (out / "tables.tex").write_text("% \\usepackage{booktabs,graphicx}\n" + "\n".join(tex))
+    (out / "tables_standalone.tex").write_text(tables.LATEX_PREAMBLE + "\n".join(tex) + "\n\\end{document}\n")
+    return html, ["tables.md", "tables.tex", "tables_standalone.tex", *files]
+
+
+def report_problems(loaded: Loaded) -> None:
+    for p in loaded.problems:
+        print(f"peftbench report: skipped {p.file}: {p.reason}", file=sys.stderr)
+    for _, f in loaded.failed.iterrows():
+        print(f"peftbench report: failed run {f['run_id']}: {f['error']}", file=sys.stderr)
+
+
+def build(results: list[str], out: Path, claims_dir: Path) -> dict:
+    """Everything the report writes; returns what it made, for tests and the summary line."""
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_results(results)
+    report_problems(loaded)
+    agg = aggregate(loaded.ok) if not loaded.ok.empty else loaded.ok
+    html_tables, files = write_tables(agg, out)
+    figs = figures_for(loaded.ok, agg, out) if not agg.empty else []
+    claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir) if not loaded.ok.empty else []
+    (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))
+    notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
+    page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
+                  problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results])
+    (out / "index.html").write_text(page)
+    return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    made = build(args.results, out, Path(args.claims))
+    n_figs = sum(1 for f in made["figures"] if f.files)
+    print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "
+          f"{len(made['claims'])} claims -> {out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests run offline: nothing is downloaded."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A small slice of the built-in task so that a run takes seconds.
+SMALL_TASK = ["task.n_train=64", "task.n_validation=16", "task.n_test=32"]
+FAST = ["measure.latency=false", "measure.adapter_size=false", "progress=false", "eval_batch_size=32"]
+
+
+def compose(overrides: list[str], searchpath: list[str] | None = None) -> dict[str, Any]:
+    """The resolved config a `peftbench run OVERRIDES` would see."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    extra = [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[*overrides, *extra])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet() -> None:
+    from experiments.quiet import quiet
+
+    quiet()
+
+
+@pytest.fixture
+def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Run one small training in-process and return its record."""
+    from experiments.run import execute, prepare
+
+    def _run(*overrides: str, fast: bool = True, searchpath: list[str] | None = None) -> dict[str, Any]:
+        config = compose([*SMALL_TASK, *(FAST if fast else []), f"results_dir={tmp_path / 'results'}", *overrides], searchpath)
+        return execute(prepare(config))
+
+    return _run

@@ -1,0 +1,76 @@
+"""analysis.claims: the shipped conf/claims/*.yaml give the verdicts the fixture was designed for;
+new claims are data; missing data and invalid claims are reported, not raised."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
+import analysis_records as fx  # noqa: E402
+
+from analysis import claims  # noqa: E402
+from analysis.load import load_results  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ok(tmp_path_factory):
+    return load_results([fx.write_all(tmp_path_factory.mktemp("results"))]).ok
+
+
+@pytest.fixture(scope="module")
+def verdicts(ok):
+    return {r.id: r for r in claims.evaluate_all(ok)}
+
+
+def test_shipped_claims_all_hold_on_the_designed_fixture(verdicts):
+    assert set(verdicts) == {"lora_merged_no_latency", "adapters_add_latency", "qlora_less_weight_memory",
+                             "dora_ge_lora", "rslora_scales_with_rank", "loraplus_converges_faster"}
+    assert {k: v.verdict for k, v in verdicts.items()} == dict.fromkeys(verdicts, claims.HOLDS)
+
+
+def test_verdicts_carry_numbers_and_seeds(verdicts):
+    ev = verdicts["dora_ge_lora"].conditions[0].evidence
+    assert len(ev) == 1 and ev[0].seeds == (0, 1, 2)
+    assert "diff 0.03" in ev[0].text and "paired t-test p=" in ev[0].text
+    slope = verdicts["rslora_scales_with_rank"].conditions[0].evidence[0].text
+    assert "rslora 0.06" in slope and "lora 0" in slope
+
+
+def test_claim_fails_when_the_data_contradicts_it(ok):
+    worse = ok.copy()
+    worse.loc[worse.method == "dora", "accuracy"] -= 0.10
+    res = claims.evaluate_claim(claims.load_claims([claims.CLAIMS_DIR / "dora_ge_lora.yaml"])[0][1], worse)
+    assert res.verdict == claims.FAILS
+
+
+def test_not_enough_data_when_a_method_is_missing(ok):
+    res = claims.evaluate_claim(claims.load_claims([claims.CLAIMS_DIR / "qlora_less_weight_memory.yaml"])[0][1],
+                                ok[ok.method != "qlora"])
+    assert res.verdict == claims.NO_DATA
+
+
+def test_single_seed_evidence_says_untested(tmp_path):
+    single = load_results([fx.write_all(tmp_path, [fx.record("lora"), fx.record("dora", acc=0.81)], broken=False)]).ok
+    res = claims.evaluate_claim({"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance",
+                                 "method": "dora", "baseline": "lora", "metric": "accuracy", "tolerance": 0.0}, single)
+    assert res.verdict == claims.HOLDS and "single seed: differences untested" in res.conditions[0].evidence[0].text
+
+
+def test_a_new_claim_is_just_yaml_and_lists_are_allowed(tmp_path, ok):
+    (tmp_path / "mine.yaml").write_text(
+        "- id: probe_worse\n  statement: A linear probe trails LoRA.\n  source: folklore\n"
+        "  check: metric_less\n  method: linear_probe\n  baseline: lora\n  metric: accuracy\n  tolerance: 0.1\n"
+        "  match: []\n"
+        "- id: broken\n  statement: no tolerance\n  source: nobody\n  check: metric_less\n  method: lora\n  baseline: dora\n  metric: accuracy\n")
+    (tmp_path / "garbage.yaml").write_text("id: [unclosed\n")
+    res = {r.id: r for r in claims.evaluate_all(ok, tmp_path)}
+    assert res["probe_worse"].verdict == claims.HOLDS
+    assert res["broken"].verdict == claims.INVALID and "tolerance" in res["broken"].conditions[0].note
+    assert res["?"].verdict == claims.INVALID
+
+
+def test_claims_markdown_lists_every_claim(verdicts):
+    md = claims.to_markdown(list(verdicts.values()))
+    assert md.count("| **holds** |") == 6 and "Hu et al. 2021" in md

@@ -1,0 +1,120 @@
+"""analysis.load and analysis.stats on hand-built records: validation, grouping, aggregates, tests."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
+import analysis_records as fx  # noqa: E402
+
+from analysis.load import load_results  # noqa: E402
+from analysis.stats import aggregate, paired_test, t_ci95  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    return load_results([fx.write_all(tmp_path_factory.mktemp("results"))])
+
+
+@pytest.fixture(scope="module")
+def agg(loaded):
+    return aggregate(loaded.ok)
+
+
+def row(agg, **kw):
+    m = agg
+    for k, v in kw.items():
+        m = m[m[k] == v]
+    assert len(m) == 1, kw
+    return m.iloc[0]
+
+
+def test_bad_files_are_reported_by_name_and_skipped(loaded):
+    reasons = {Path(p.file).name: p.reason for p in loaded.problems}
+    assert set(reasons) == {"corrupt.json", "no_seed.json"}
+    assert reasons["corrupt.json"].startswith("corrupt JSON")
+    assert "missing seed" in reasons["no_seed.json"]
+
+
+def test_failed_runs_are_kept_apart(loaded):
+    assert list(loaded.failed["method"]) == ["pfeiffer"]
+    assert "out of memory" in loaded.failed["error"].iloc[0]
+    assert "pfeiffer" not in set(loaded.ok["method"])
+
+
+def test_rank_and_targets_come_from_the_method_config(loaded):
+    ok = loaded.ok
+    assert set(ok[ok.method == "lora"]["rank"]) == {"4", "8", "16"}
+    assert set(ok[ok.method == "houlsby"]["rank"]) == {"rf16"}
+    assert math.isnan(ok[ok.method == "houlsby"]["rank_value"].iloc[0])
+    assert set(ok[ok.method == "full_ft"]["targets"]) == {"-"}
+    assert set(ok[ok.method == "lora"]["targets"]) == {"attn_qv", "all_linear"}
+
+
+def test_rerun_of_same_config_and_seed_supersedes_instead_of_adding_a_seed(tmp_path):
+    old, new = fx.record("lora", acc=0.5), fx.record("lora", acc=0.7)
+    new["run_id"] += "_rerun"
+    new["finished_at"] = "2027-01-01T00:00:00"
+    fx.write_all(tmp_path, [old, new], broken=False)
+    loaded = load_results([tmp_path])
+    assert len(loaded.ok) == 1 and loaded.ok["accuracy"].iloc[0] == 0.7
+    assert any("superseded" in p.reason for p in loaded.problems)
+
+
+def test_missing_path_is_a_problem_not_a_crash(tmp_path):
+    loaded = load_results([tmp_path / "nope"])
+    assert loaded.ok.empty and "no such file" in loaded.problems[0].reason
+
+
+def test_models_are_never_pooled(agg):
+    ft = agg[agg.method == "full_ft"]
+    assert sorted(ft["model"]) == ["minilm", "tiny-llama"]
+    assert row(agg, model="tiny-llama", method="full_ft")["n"] == 1
+
+
+def test_mean_std_ci_over_seeds(agg):
+    r = row(agg, model="minilm", method="lora", rank="8", targets="attn_qv")
+    accs = [0.82 + fx.SEED_OFFSET[s] for s in fx.SEEDS]
+    assert r["n"] == 3 and r["seeds"] == (0, 1, 2)
+    assert r["accuracy_mean"] == pytest.approx(sum(accs) / 3)
+    assert r["accuracy_ci95"] == pytest.approx(4.302653 * r["accuracy_std"] / math.sqrt(3), rel=1e-5)
+
+
+def test_t_ci95_known_value_and_single_value():
+    assert t_ci95([1.0, 2.0, 3.0]) == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(t_ci95([1.0]))
+
+
+def test_pct_of_full_ft_is_paired_per_seed(agg):
+    r = row(agg, model="minilm", method="lora", rank="8", targets="attn_qv")
+    expected = sum(100 * (0.82 + fx.SEED_OFFSET[s]) / (0.90 + fx.SEED_OFFSET[s]) for s in fx.SEEDS) / 3
+    assert r["pct_full_ft_paired"] and r["pct_full_ft"] == pytest.approx(expected)
+    assert row(agg, model="tiny-llama", method="lora")["pct_full_ft"] == pytest.approx(100 * 0.6 / 0.7)
+
+
+def test_dora_vs_lora_is_paired_and_significant(agg):
+    r = row(agg, model="minilm", method="dora")
+    assert r["vs_lora_n"] == 3 and r["vs_lora_diff"] == pytest.approx(0.03)
+    assert r["vs_lora_p"] < 0.05
+
+
+def test_single_seed_comparison_is_untested(agg):
+    r = row(agg, model="tiny-llama", method="full_ft")
+    assert r["vs_lora_n"] == 0  # full FT has no rank: no LoRA at the same rank
+    assert math.isnan(row(agg, model="tiny-llama", method="lora")["vs_lora_p"])
+
+
+def test_paired_test_needs_two_shared_seeds():
+    assert paired_test({0: 0.5}, {0: 0.4}).tested is False
+    res = paired_test({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.52, 2: 0.58, 3: 0.1})
+    assert res.n == 3 and res.seeds == (0, 1, 2) and 0 < res.p_value < 0.05
+
+
+def test_analysis_never_imports_torch():
+    code = ("import sys; import analysis.report, analysis.load, experiments.record; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

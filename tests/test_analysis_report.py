@@ -1,0 +1,123 @@
+"""`peftbench report` end to end on hand-built records: every output exists, index.html links
+only files that exist, bad inputs are named on stderr and in the page, and the page renders in
+headless Chromium when it is installed."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
+import analysis_records as fx  # noqa: E402
+
+from analysis.figures import pareto_front, style_of  # noqa: E402
+from analysis.report import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = fx.write_all(tmp_path_factory.mktemp("results"))
+    out = tmp_path_factory.mktemp("report")
+    return results, out
+
+
+@pytest.fixture(scope="module")
+def built(report):
+    results, out = report
+    assert main([str(results), "--out", str(out)]) == 0
+    return out
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href"):
+            if a.get(key) and not a[key].startswith("#"):
+                self.refs.append(a[key])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(out: Path) -> Links:
+    p = Links()
+    p.feed((out / "index.html").read_text())
+    return p
+
+
+def test_outputs_exist(built):
+    for name in ("index.html", "tables.md", "tables.tex", "tables_standalone.tex", "claims.md",
+                 "tables/minilm__synth.csv", "tables/tiny-llama__synth.csv",
+                 "figures/minilm__synth__bf16__acc_vs_params.png", "figures/minilm__synth__bf16__acc_vs_params.pdf",
+                 "figures/minilm__synth__bf16__acc_vs_rank.pdf", "figures/minilm__synth__bf16__target_sets.png",
+                 "figures/minilm__synth__bf16__loss.png", "figures/minilm__synth__bf16__latency.png"):
+        assert (built / name).is_file(), name
+
+
+def test_every_link_in_index_exists_and_is_relative(built):
+    links = parse(built)
+    assert links.refs and all(not r.startswith(("/", "http", "file:")) for r in links.refs)
+    missing = [r for r in links.refs if not (built / r).is_file()]
+    assert missing == []
+    assert sum(r.endswith(".png") for r in links.refs) >= 7
+
+
+def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built):
+    text = " ".join(parse(built).text)
+    assert "corrupt.json" in text and "no_seed.json" in text and "missing seed" in text
+    assert "CUDA out of memory" in text
+    assert "abc1234 (dirty)" in text and "AMD EPYC" in text and "torch 2.13.0+cpu" in text
+    assert "Dettmers et al. 2023" in text and "holds" in text
+    # tiny-llama has one rank and one target set: those figures are skipped with a reason
+    assert "tiny-llama / synth / bf16: accuracy vs rank: no method was run at two or more ranks" in text
+
+
+def test_bad_inputs_named_on_stderr(report, tmp_path, capsys):
+    results, _ = report
+    assert main([str(results), "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "corrupt.json" in err and "no_seed.json" in err and "failed run" in err
+
+
+def test_empty_results_do_not_crash(tmp_path):
+    assert main([str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 0
+    assert "No successful runs" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_single_seed_report_says_untested(tmp_path):
+    res = fx.write_all(tmp_path / "r", fx.second_model_records(), broken=False)
+    assert main([str(res), "--out", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "single seed: differences untested" in page and "†" not in page
+
+
+def test_method_styles_are_fixed_and_deterministic():
+    assert style_of("lora") == ("#1f77b4", "o")
+    assert style_of("brand_new") == style_of("brand_new") and style_of("brand_new")[0].startswith("#")
+    assert len({style_of(m) for m in ("lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer")}) == 7
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    import numpy as np
+    x, y = np.array([1, 2, 3, 4]), np.array([0.5, 0.4, 0.8, 0.7])
+    assert pareto_front(x, y) == [0, 2]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian package 'chromium')")
+def test_index_renders_in_headless_chromium(built, tmp_path):
+    shot = tmp_path / "shot.png"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--window-size=1280,2000", f"--screenshot={shot}", (built / "index.html").resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.stat().st_size > 10_000  # a real page, not a blank frame
