@@ -1,17 +1,23 @@
 """The Hydra entry behind `peftbench run`."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # hydra_plugins/peftbench_sweeper (see there) must be importable
+    sys.path.append(str(ROOT))
+
+import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import provenance, record
+from experiments import lrsearch, provenance, record, sweep
 from experiments.run import base_record, execute, prepare, resolve_device
+from experiments.tracking import Tracker
 from methods.base import ConfigError
 
 
@@ -28,16 +34,67 @@ def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+def thread_cap(launcher: dict[str, Any] | None, multirun: bool) -> tuple[int | None, int]:
+    """(most torch threads one job may use, jobs running at once) under this launcher."""
+    if not multirun:
+        return None, 1
+    jobs = sweep.parallel_jobs(launcher)
+    if jobs > 1:
+        return max(1, sweep.usable_cores() // jobs), jobs
+    cpus = (launcher or {}).get("cpus_per_task") or os.environ.get("SLURM_CPUS_PER_TASK")
+    return (int(cpus), 1) if cpus else (None, 1)
+
+
+def run_one(config: dict[str, Any], multirun: bool, cap: int | None = None, group: str | None = None) -> dict[str, Any] | None:
+    """prepare -> execute for one config, with tracking and the launcher's thread cap. A bad
+    config is recorded as failed in a sweep and exits 2 otherwise."""
     try:
         plan = prepare(config)
     except ConfigError as e:
         if multirun:
             _record_invalid(config, e)
-            return
+            return record.read(record.result_path(config["results_dir"], record.run_id(config)))
         print(f"peftbench: error: {e}", file=sys.stderr)
         sys.exit(2)
-    execute(plan)
+    if cap is not None and plan.threads > cap:
+        if isinstance(config.get("torch_threads"), int):
+            print(f"peftbench: note: torch_threads={plan.threads} clamped to {cap}: parallel jobs x threads may not exceed the cores", flush=True)
+        plan.threads = cap
+    skipped = plan.path.exists() and not config.get("force") and record.is_done(plan.path)
+    tracker = None if skipped else Tracker.from_config(config)
+    if tracker:
+        tracker.start(plan.run_id, config, group=group, extra_tags=[f"protocol:{lrsearch.protocol_of({'config': config})}"])
+    rec = execute(plan)
+    if tracker:
+        tracker.finish(rec)
+    return rec
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    launcher = OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None
+    cap, jobs = thread_cap(launcher, multirun)  # type: ignore[arg-type]
+    if jobs > 1:
+        os.environ["PEFTBENCH_PARALLEL_JOBS"] = str(jobs)
+    group = Path(str(hc.sweep.dir)).name if multirun else None
+    # A shared lock on the results dir while this process may write there: lets a later run
+    # tell the temp files of a killed write from those of a live one (sweep.clean_stale_tmp).
+    with sweep.results_lock(config["results_dir"]):
+        if config.get("lr_search") is not None:
+            try:
+                lrsearch.search(config, lambda c: run_one(c, multirun, cap, group))
+            except ConfigError as e:
+                if not multirun:
+                    print(f"peftbench: error: {e}", file=sys.stderr)
+                    sys.exit(2)
+                _record_invalid(config, e)
+        else:
+            run_one(config, multirun, cap, group)
+    if multirun:
+        manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / "sweep.json")
+        line = sweep.progress_line(manifest)
+        if line:
+            print(line, flush=True)

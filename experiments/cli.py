@@ -23,7 +23,7 @@ def check_group_choices(overrides: list[str]) -> str | None:
         if not sep or group not in GROUPS or "(" in value or "*" in value:
             continue
         known = _choices(group)
-        for name in (v.strip() for v in value.split(",")):
+        for name in (v.strip() for v in value.strip("[]").split(",")):
             if name and name not in known:
                 return f"unknown {group} {name!r}; available: {', '.join(known)} (add conf/{group}/{name}.yaml to define it)"
     return None

@@ -1,8 +1,15 @@
-"""A live line per run (step, loss, tokens/s, ETA) on stderr."""
+"""A live line per run (step, loss, tokens/s, ETA) on stderr, and per-step hooks.
+
+`LISTENERS` get (step, loss, dt) of every step of every run, whether or not the line is shown:
+experiments/tracking.py adds one to log the loss curve live (e.g. to W&B). The sweep-level line
+(done / failed / remaining runs) is experiments.sweep.progress_line, printed after each run."""
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
+
+LISTENERS: list[Callable[[int, float, float], None]] = []
 
 
 class Progress:
@@ -14,6 +21,8 @@ class Progress:
         self.t0 = time.perf_counter()
 
     def __call__(self, step: int, loss: float, dt: float) -> None:
+        for listener in LISTENERS:
+            listener(step, loss, dt)
         done = step + 1
         if not self.enabled or (done % self.every and done != self.steps):
             return

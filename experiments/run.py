@@ -233,6 +233,11 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_trained = time.perf_counter()
 
     metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
+    # --- lm-eval (issue 6) ---
+    from experiments.lm_eval_hook import run_lm_eval
+
+    lm_eval_results = run_lm_eval(model, tokenizer, cfg, device)
+    # --- end lm-eval (issue 6) ---
     t_evaluated = time.perf_counter()
     progress.note(f"test {metrics['test']}")
 
@@ -265,6 +270,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     return {
         "params": params,
         "metrics": metrics,
+        "lm_eval": lm_eval_results,  # lm-eval (issue 6)
         "loss_curve": losses,
         "lr": plan.lr,
         "timing": {

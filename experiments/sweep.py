@@ -55,24 +55,25 @@ def expand_jobs(params: Mapping[str, Any] | None, arms: Sequence[Mapping[str, An
                 arguments: Sequence[str], parser: OverridesParser | None = None) -> list[list[str]]:
     """(union over arms of each arm's grid) x grid(params + command line).
 
-    A key given on the command line replaces the same key in params and in every arm; a key in
-    params replaces the same key in every arm (so `+sweep=ranks method=lora` keeps lora only)."""
+    The command line replaces a key of params, as in Hydra. A key of params or of the command line
+    that an arm also sets filters that arm instead of being crossed with it:
+    `+sweep=ranks method=lora` keeps the 6 lora runs of the ranks preset."""
     parser = parser or OverridesParser.create()
-    base = _as_items(params) + list(arguments)
-    outer = {_key(x) for x in base}
-    # later items win, as in BasicSweeper (command line after params)
     dedup: dict[str, str] = {}
-    for item in base:
+    for item in _as_items(params) + list(arguments):  # later items win, as in BasicSweeper
         dedup[_key(item)] = item
     inner = _grid(list(dedup.values()), parser)
     if not arms:
         return inner
     jobs: list[list[str]] = []
     for arm in arms:
-        items = [x for x in _as_items(arm) if _key(x) not in outer]
-        for a in _grid(items, parser):
+        for a in _grid(_as_items(arm), parser):
+            arm_items = {_key(x): x.lstrip("+~") for x in a}
             for b in inner:
-                jobs.append(a + b)
+                given = {_key(x): x.lstrip("+~") for x in b}
+                if any(k in given and given[k] != v for k, v in arm_items.items()):
+                    continue
+                jobs.append([x for x in a if _key(x) not in given] + b)
     return jobs
 
 
@@ -172,7 +173,15 @@ def check_parallelism(n_jobs: int, torch_threads: Any) -> str | None:
 class PeftbenchSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
                  arms: list[dict[str, Any]] | None = None, skip_done: bool = True, dry_run: bool = False) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        # not super().__init__: Hydra's plugin scan re-executes basic_sweeper.py, after which
+        # BasicSweeper.__init__'s `super(BasicSweeper, self)` no longer matches this class's base
+        self.overrides = None
+        self.batch_index = 0
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context = None
+        self.config = None
+        self.launcher = None
         self.arms = [dict(a) for a in (arms or [])]
         self.skip_done = skip_done
         self.dry_run = dry_run
@@ -251,7 +260,7 @@ class PeftbenchSweeper(BasicSweeper):
                 returns.append(results)
         line = progress_line(manifest)
         if line:
-            print(line.replace("[sweep]", "[sweep] finished:"), flush=True)
+            print(line.replace("[sweep]", "[sweep] sweep over:", 1), flush=True)
         return returns
 
 

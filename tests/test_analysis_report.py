@@ -3,6 +3,8 @@ only files that exist, bad inputs are named on stderr and in the page, and the p
 headless Chromium when it is installed."""
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -26,10 +28,17 @@ def report(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def built(report):
+def built_and_stderr(report):
     results, out = report
-    assert main([str(results), "--out", str(out)]) == 0
-    return out
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main([str(results), "--out", str(out)]) == 0
+    return out, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built(built_and_stderr):
+    return built_and_stderr[0]
 
 
 class Links(HTMLParser):
@@ -81,10 +90,8 @@ def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built)
     assert "tiny-llama / synth / bf16: accuracy vs rank: no method was run at two or more ranks" in text
 
 
-def test_bad_inputs_named_on_stderr(report, tmp_path, capsys):
-    results, _ = report
-    assert main([str(results), "--out", str(tmp_path)]) == 0
-    err = capsys.readouterr().err
+def test_bad_inputs_named_on_stderr(built_and_stderr):
+    err = built_and_stderr[1]
     assert "corrupt.json" in err and "no_seed.json" in err and "failed run" in err
 
 

@@ -168,16 +168,16 @@ def validate_task(task_cfg: Mapping[str, Any], config: Mapping[str, Any] | None 
     kind = task_cfg.get("kind", "classification")
     if kind not in ("classification", "generation"):
         raise ConfigError(f"task.kind must be classification or generation, got {kind!r}")
-    if builder in _VALIDATORS:
-        _VALIDATORS[builder](task_cfg)
-    if config is None:
-        return
-    model = config.get("model") or {}
-    if kind == "generation" and model.get("kind") != "causal_lm":
+    model = (config or {}).get("model") or {}
+    if config is not None and kind == "generation" and model.get("kind") != "causal_lm":
         raise ConfigError(
             f"task {task_cfg.get('name')} is generative and needs a causal LM; model {model.get('name')} is a "
             f"{model.get('kind')} (use e.g. model=tiny-llama or a conf/model/ LLM)"
         )
+    if builder in _VALIDATORS:
+        _VALIDATORS[builder](task_cfg)
+    if config is None:
+        return
     if ((config.get("lm_eval") or {}).get("tasks")):
         from experiments.lm_eval_hook import validate_lm_eval
 

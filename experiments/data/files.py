@@ -66,6 +66,8 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
 
         with path.open(encoding="utf-8", newline="") as f:
             first = f.readline().rstrip("\r\n")
+            if not any(line.strip() for line in f):
+                raise ConfigError(f"file {path} is empty (a header and no rows)")
         return next(csv.reader([first], delimiter=delimiter)) if first else None
     with path.open(encoding="utf-8") as f:
         head = f.read(1 << 16)
@@ -149,7 +151,7 @@ def load_files(files: Mapping[str, Path], fmt: str, **kwargs):
     try:
         return datasets.load_dataset(fmt, data_files={k: str(v) for k, v in files.items()}, **kwargs)
     except Exception as e:  # pandas/pyarrow parse errors: one line that names the files
-        if "empty" in str(e).lower() or "No columns to parse" in str(e):
+        if "empty" in str(e).lower() or "No columns to parse" in str(e) or "corresponds to no data" in str(e):
             raise ConfigError(f"data file(s) {', '.join(map(str, files.values()))}: empty ({e})") from None
         raise ConfigError(f"cannot parse {', '.join(map(str, files.values()))} as {fmt}: {type(e).__name__}: {e}") from None
 

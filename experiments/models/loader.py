@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,11 +60,34 @@ def _linear_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)))
 
 
-def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: int | None) -> ModelInfo:
-    """Layer names and sizes from the model's config alone, on the meta device: no weights read."""
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def model_config(model_cfg: Mapping[str, Any]):
+    """The model's transformers config. A hub model whose YAML carries an `arch:` block (the
+    published config's architecture fields) gets its config built from that block when the hub
+    is offline or cannot be reached, so targets validate offline against real layer names."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_path(model_cfg["source"]), **_revision(model_cfg["source"]))
+    arch = model_cfg.get("arch")
+    source = model_cfg["source"]
+    if arch and source.get("kind") == "hub" and _hub_offline():
+        return AutoConfig.for_model(**dict(arch))
+    try:
+        return AutoConfig.from_pretrained(model_path(source), **_revision(source))
+    except (OSError, ValueError) as e:
+        if arch:
+            return AutoConfig.for_model(**dict(arch))
+        raise ConfigError(
+            f"cannot read the config of model {model_cfg.get('name')} ({model_path(source)}): {type(e).__name__}; "
+            "go online once, or add an arch: block (model_type, hidden_size, ...) to its conf/model YAML"
+        ) from None
+
+
+def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: int | None) -> ModelInfo:
+    """Layer names and sizes from the model's config alone, on the meta device: no weights read."""
+    config = model_config(model_cfg)
     if num_labels:
         config.num_labels = num_labels
     with torch.device("meta"):

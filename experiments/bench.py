@@ -1,0 +1,149 @@
+"""`peftbench bench harness|trainer`: overhead benchmarks measured side by side in one run.
+
+harness: the suite's training step (experiments.train.train with its meters) against a bare
+         PyTorch loop doing the same forward, backward and optimizer step, on the same model,
+         method and batches, alternating in rounds so machine drift hits both alike.
+trainer: one whole run through `peftbench run` against the same configuration through
+         transformers' Trainer + peft, each in its own process, timed from outside.
+Each prints its ratio as its last line. These are benchmarks, not tests.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.meters import StepTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose(overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+
+
+def _setup(config: dict[str, Any]):
+    from transformers import get_linear_schedule_with_warmup
+
+    from experiments.data import build_task
+    from experiments.models import load_model, load_tokenizer
+    from experiments.run import PRECISIONS, autocast_for, prepare, seed_everything
+
+    plan = prepare(config)
+    torch.set_num_threads(plan.threads)
+    seed_everything(int(config["seed"]))
+    tokenizer = load_tokenizer(config["model"])
+    task = build_task(config["task"], tokenizer, int(config["max_length"]))
+    extra = plan.method.load_kwargs(PRECISIONS[config["precision"]], plan.info)
+    model = load_model(config["model"], task.kind, task.num_labels, plan.device, extra, tokenizer.pad_token_id)
+    plan.method.after_load(model)
+    model = plan.method.wrap(model, plan.info)
+    opt = plan.method.optimizer(model, plan.lr, float(config["weight_decay"]))
+    sched = get_linear_schedule_with_warmup(opt, 0, 10**9)
+    return plan, task, model, opt, sched, autocast_for(plan.device, config["precision"])
+
+
+def _bare_steps(model, opt, sched, batches, device, autocast, clip) -> list[float]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    times = []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        t0 = time.perf_counter()
+        with autocast():
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_harness(overrides: list[str], rounds: int = 6, steps_per_round: int = 10) -> float:
+    from experiments.progress import Progress
+    from experiments.train import train
+
+    config = _compose(overrides)
+    plan, task, model, opt, sched, autocast = _setup(config)
+    clip = float(config["grad_clip"])
+    bs = int(config["batch_size"])
+    batches = list(task.train_batches(steps_per_round * rounds * 2 + 5, bs, seed=0))
+    _bare_steps(model, opt, sched, batches[:5], plan.device, autocast, clip)  # warm-up, untimed
+    suite, bare, pos = [], [], 5
+    for _ in range(rounds):
+        chunk = batches[pos : pos + steps_per_round]
+        timer = StepTimer(plan.device)
+        train(model, opt, sched, chunk, plan.device, autocast, clip, timer, Progress("bench", len(chunk), 1, enabled=False))
+        suite += timer.times
+        bare += _bare_steps(model, opt, sched, batches[pos + steps_per_round : pos + 2 * steps_per_round], plan.device, autocast, clip)
+        pos += 2 * steps_per_round
+    s, b = statistics.median(suite), statistics.median(bare)
+    print(f"method={config['method']['name']} model={config['model']['name']} batch={bs} len={config['max_length']} "
+          f"precision={config['precision']} threads={plan.threads} steps={len(suite)}+{len(bare)} (alternating rounds)")
+    print(f"suite step median {s * 1e3:.2f} ms, bare PyTorch step median {b * 1e3:.2f} ms")
+    ratio = s / b
+    print(f"harness/bare step-time ratio: {ratio:.3f} (target <= 1.03)")
+    return ratio
+
+
+def _timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"peftbench: error: benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
+def bench_trainer(overrides: list[str]) -> float:
+    config = _compose(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        suite_cmd = [sys.executable, "-m", "experiments.cli", "run", *overrides, f"results_dir={tmp}", "force=true",
+                     "progress=false", "measure.latency=false", "measure.adapter_size=false"]
+        ref_cmd = [sys.executable, "-m", "experiments.trainer_reference", json.dumps(config)]
+        walls: dict[str, list[float]] = {"suite": [], "trainer": []}
+        steps: dict[str, list[float]] = {"suite": [], "trainer": []}
+        for _ in range(2):  # alternate, twice each
+            wall, _ = _timed(suite_cmd, ROOT)
+            rec = json.loads(next(Path(tmp).glob("*.json")).read_text())
+            walls["suite"].append(wall)
+            steps["suite"].append(rec["cost"]["step_time_ms_median"])
+            wall, out = _timed(ref_cmd, ROOT)
+            walls["trainer"].append(wall)
+            steps["trainer"].append(json.loads(out.strip().splitlines()[-1])["step_time_ms_median"])
+    med = {k: {"wall": statistics.median(walls[k]), "step": statistics.median(steps[k])} for k in walls}
+    print(f"method={config['method']['name']} model={config['model']['name']} steps={config['steps']} batch={config['batch_size']} "
+          f"precision={config['precision']}; each side run twice, alternating, medians shown")
+    for k in ("suite", "trainer"):
+        print(f"{k:8s} step median {med[k]['step']:.2f} ms   whole process {med[k]['wall']:.1f} s")
+    step_ratio = med["suite"]["step"] / med["trainer"]["step"]
+    wall_ratio = med["suite"]["wall"] / med["trainer"]["wall"]
+    print(f"suite/trainer ratios: step {step_ratio:.3f} (target <= 1), wall {wall_ratio:.3f} (target < 1)")
+    return step_ratio
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"harness", "trainer"}:
+        print("usage: peftbench bench harness|trainer [OVERRIDES...]", file=sys.stderr)
+        return 2
+    from methods.base import ConfigError
+
+    try:
+        (bench_harness if argv[0] == "harness" else bench_trainer)(argv[1:])
+    except ConfigError as e:
+        print(f"peftbench: error: {e}", file=sys.stderr)
+        return 2
+    return 0

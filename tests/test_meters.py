@@ -1,0 +1,96 @@
+"""Cost figures: each measured the documented way, and each able to fail."""
+import pytest
+import torch
+
+from experiments import meters
+from experiments.models import load_model
+from experiments.run import _combine
+from tests.conftest import compose
+
+
+def _minilm():
+    cfg = compose([])
+    torch.manual_seed(0)
+    return load_model(cfg["model"], "classification", 3, torch.device("cpu"), {}, 0)
+
+
+BATCH = {"input_ids": torch.randint(1000, 5000, (8, 32), generator=torch.Generator().manual_seed(0)),
+         "attention_mask": torch.ones(8, 32, dtype=torch.long)}
+
+
+def test_base_measured_twice_differs_by_less_than_reported_noise():
+    from contextlib import nullcontext
+
+    model = _minilm()
+    cpu = torch.device("cpu")
+    a = meters.measure_latency(model, BATCH, 5, 25, cpu, nullcontext)
+    b = meters.measure_latency(model, BATCH, 5, 25, cpu, nullcontext)
+    noise = max(a["noise_rel"], b["noise_rel"])  # spread within one measurement
+    assert noise > 0
+    assert abs(a["median_ms"] - b["median_ms"]) / a["median_ms"] < noise
+
+
+def test_combined_noise_covers_drift():
+    s = [{"median_ms": 10.0, "p10_ms": 9.5, "p90_ms": 10.5, "noise_rel": 0.1}, {"median_ms": 13.0, "p10_ms": 12.0, "p90_ms": 14.0, "noise_rel": 0.15}]
+    c = _combine(s)
+    assert c["repeat_drift_rel"] == pytest.approx(0.3)
+    assert c["noise_rel"] == pytest.approx(0.3)
+
+
+def test_merged_lora_overhead_within_measured_noise(run_small):
+    rec = run_small("method=lora", "steps=2", "measure.latency=true", "measure.latency_repeats=20")
+    cost = rec["cost"]
+    assert cost["can_merge"] is True
+    assert abs(cost["latency_overhead_merged"]) <= cost["latency_noise_rel"], cost
+    assert cost["merge_max_abs_logit_diff"] < 1e-2
+
+
+def test_bottleneck_reports_it_cannot_merge(run_small):
+    rec = run_small("method=pfeiffer", "steps=2", "measure.latency=true", "measure.latency_repeats=10")
+    cost = rec["cost"]
+    assert cost["can_merge"] is False and cost["latency_ms_merged"] is None and cost["latency_overhead_merged"] is None
+    assert cost["latency_ms_unmerged"] > 0
+
+
+def test_memory_meter_sees_training_phase_allocation_only():
+    pre = torch.ones(64 * 2**20 // 4)  # 64 MiB allocated before: must not count
+    with meters.MemoryMeter(torch.device("cpu")) as m:
+        x = torch.ones(160 * 2**20 // 4)  # 160 MiB, touched
+        x += 1
+        del x
+    growth = m.result["peak_train_mem_growth_bytes"]
+    assert 150 * 2**20 < growth < 230 * 2**20, growth
+    del pre
+
+
+def test_flops_ordering_and_formula():
+    model = _minilm()
+    linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    attn = 4 * 16 * 32 * 32 * 384 * 6
+    model.requires_grad_(True)
+    full = meters.train_flops_per_step(model, 16, 32)["flops_per_step"]
+    assert full == pytest.approx(3 * (2 * 16 * 32 * linear) + 3 * attn)
+    model.requires_grad_(False)
+    model.classifier.requires_grad_(True)
+    probe = meters.train_flops_per_step(model, 16, 32)["flops_per_step"]
+    assert probe < 0.4 * full  # forward only, plus the head's gradients
+
+
+def test_weight_bytes_counts_4bit_as_packed():
+    from methods import get
+    from experiments.models import build_model_info
+
+    cfg = compose(["method=qlora"])
+    info = build_model_info(cfg["model"], "classification", 3)
+    q = load_model(cfg["model"], "classification", 3, torch.device("cpu"), get("qlora")(cfg["method"]).load_kwargs(torch.float32, info), 0)
+    full = meters.weight_bytes(_minilm())
+    quant = meters.weight_bytes(q)
+    assert quant < 0.75 * full  # embeddings stay fp32; every encoder linear shrinks ~8x
+
+
+def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    first = meters.peak_matmul_flops(torch.device("cpu"), torch.float32)
+    second = meters.peak_matmul_flops(torch.device("cpu"), torch.float32)
+    assert first["peak_cached"] is False and second["peak_cached"] is True
+    assert second["peak_flops_per_s"] == first["peak_flops_per_s"] > 1e9
