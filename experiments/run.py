@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from experiments import meters, provenance, record
-from experiments.data import build_task
+from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
@@ -83,6 +83,7 @@ def prepare(config: dict[str, Any]) -> Plan:
         _positive_int(config, key)
     if config["precision"] not in PRECISIONS:
         raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
+    validate_task(config["task"], config)
     method = method_for(config["method"])
     lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")
     if lr is None or float(lr) <= 0:

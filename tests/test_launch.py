@@ -1,0 +1,61 @@
+"""Launchers: joblib in parallel with cores split between jobs, submitit end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.sweep import check_parallelism, usable_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+TINY = ["model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
+
+
+def peftbench(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def results(d: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def test_check_parallelism_refuses_and_clamps():
+    cores = usable_cores()
+    assert check_parallelism(1, "auto") is None
+    assert "n_jobs" in check_parallelism(cores + 1, "auto")
+    assert "clamped" in check_parallelism(1, cores + 1)
+
+
+def test_joblib_refuses_more_jobs_than_cores(tmp_path):
+    out = peftbench("-m", "method=lora", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={usable_cores() + 1}", f"results_dir={tmp_path}", *TINY)
+    assert out.returncode != 0
+    assert "cores" in (out.stdout + out.stderr)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_submitit_local_runs_end_to_end(tmp_path):
+    out = peftbench("-m", "method=lora", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                    "hydra.launcher.cpus_per_task=1", f"results_dir={tmp_path}", *TINY)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    [rec] = results(tmp_path)
+    assert rec["status"] == "ok" and rec["method"] == "lora"
+    assert rec["provenance"]["torch_threads"] == 1  # cpus_per_task caps the threads of the job
+    assert list(tmp_path.glob(".hydra/*/.submitit/*"))  # it really went through submitit
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
+def test_joblib_two_jobs_split_the_cores(tmp_path):
+    out = peftbench("-m", "method=lora,linear_probe", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                    f"results_dir={tmp_path}", *TINY)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    recs = results(tmp_path)
+    assert sorted(r["method"] for r in recs) == ["linear_probe", "lora"]
+    assert all(r["status"] == "ok" for r in recs)
+    assert {r["provenance"]["torch_threads"] for r in recs} == {usable_cores() // 2}
+    assert "[sweep] 2 runs, 0 already done, 2 to launch, 2 at a time" in out.stdout
