@@ -20,7 +20,7 @@ from experiments.record import SCHEMA_VERSION, schema_problems
 __all__ = ["SCHEMA_VERSION", "Problem", "Loaded", "load_results", "flatten", "find_json_files"]
 
 # Row identity in every table: what distinguishes two configurations within one model x task.
-ROW_KEY = ["method", "rank", "targets", "precision", "lr", "steps"]
+ROW_KEY = ["method", "rank", "targets", "precision", "lr", "protocol", "steps"]
 GROUP_KEY = ["model", "task"]
 BOTTLENECK_METHODS = {"houlsby", "pfeiffer"}
 
@@ -46,7 +46,8 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
     problems: list[Problem] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*.json") if not f.name.startswith(".")))
+            # dot-names hold temp files and lr-search trials (.lr_trials/), never table rows
+            files.extend(sorted(f for f in p.rglob("*.json") if not any(part.startswith(".") for part in f.relative_to(p).parts)))
         elif p.is_file():
             files.append(p)
         else:
@@ -124,6 +125,15 @@ def lr_of(record: Mapping[str, Any]) -> float:
     return math.nan
 
 
+def protocol_of(record: Mapping[str, Any]) -> str:
+    """How the learning rate was chosen: lr_search (on validation), fixed_lr (one shared lr=...)
+    or method_default_lr (the method YAML's lr). Mirrors experiments.lrsearch.protocol_of."""
+    search = record.get("lr_search")
+    if isinstance(search, Mapping):
+        return str(search.get("protocol", "lr_search"))
+    return "fixed_lr" if (record.get("config") or {}).get("lr") is not None else "method_default_lr"
+
+
 def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
     """One table row from one ok record. Column names say their unit where they have one."""
     cfg = record.get("config", {})
@@ -143,6 +153,7 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "seed": int(record["seed"]),
         "precision": record["precision"],
         "lr": lr_of(record),
+        "protocol": protocol_of(record),
         "steps": int(cfg["steps"]) if isinstance(cfg.get("steps"), int) else -1,
         "rank": rank,
         "rank_value": rank_value,

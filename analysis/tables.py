@@ -118,6 +118,8 @@ COLUMNS: list[Column] = [
     Column("Targets", NAN, _txt("targets"), None, "Target-module preset or list; '-' when n/a."),
     Column("Precision", NAN, _txt("precision"), None, "Training precision of the run."),
     Column("LR", NAN, _lr_text, None, "Learning rate."),
+    Column("LR protocol", NAN, _txt("protocol"), None,
+           "How the lr was chosen: method_default_lr (method YAML), fixed_lr (one lr for all), lr_search (grid, selected on validation)."),
     Column("Steps", NAN, _txt("steps"), None, "Optimiser steps (the training budget)."),
     Column("Accuracy (%)", lambda r: r["accuracy_mean"], _acc_text, "higher",
            f"Test accuracy, mean ± sample std over n seeds. {DAGGER}: p<{ALPHA} vs LoRA ({PAIRED_TEST_NAME})."),
@@ -161,7 +163,7 @@ def table_groups(agg: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]
     out = []
     for (model, task), t in agg.groupby(["model", "task"], sort=True):
         t = t.assign(_order=t["method"].map(method_order)).sort_values(
-            ["_order", "method", "precision", "rank_value", "rank", "targets", "lr", "steps"]).drop(columns="_order")
+            ["_order", "method", "precision", "rank_value", "rank", "targets", "lr", "protocol", "steps"]).drop(columns="_order")
         out.append(((str(model), str(task)), t.reset_index(drop=True)))
     return out
 
@@ -258,7 +260,7 @@ def to_html(title: str, table: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- CSV
 
 CSV_COLUMNS = [
-    "model", "task", "method", "rank", "targets", "precision", "lr", "steps", "n", "seeds",
+    "model", "task", "method", "rank", "targets", "precision", "lr", "protocol", "steps", "n", "seeds",
     "accuracy_mean", "accuracy_std", "accuracy_ci95", "macro_f1_mean", "macro_f1_std", "pct_full_ft", "pct_full_ft_paired",
     "vs_lora_diff", "vs_lora_p", "vs_lora_n", "trainable_params", "trainable_pct", "peak_mem_bytes", "memory_kind",
     "weight_bytes", "tokens_per_s", "step_time_ms", "mfu", "lat_unmerged", "lat_merged", "lat_noise", "can_merge", "adapter_bytes",

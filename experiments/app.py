@@ -63,7 +63,9 @@ def run_one(config: dict[str, Any], multirun: bool, cap: int | None = None, grou
     skipped = plan.path.exists() and not config.get("force") and record.is_done(plan.path)
     tracker = None if skipped else Tracker.from_config(config)
     if tracker:
-        tracker.start(plan.run_id, config, group=group, extra_tags=[f"protocol:{lrsearch.protocol_of({'config': config})}"])
+        trial = Path(str(config["results_dir"])).name == lrsearch.TRIALS_DIR
+        protocol = "lr_search_trial" if trial else lrsearch.protocol_of({"config": config})
+        tracker.start(plan.run_id, config, group=group, extra_tags=[f"protocol:{protocol}"])
     rec = execute(plan)
     if tracker:
         tracker.finish(rec)
@@ -94,7 +96,7 @@ def main(cfg: DictConfig) -> None:
         else:
             run_one(config, multirun, cap, group)
     if multirun:
-        manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / "sweep.json")
+        manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / ".sweep.json")
         line = sweep.progress_line(manifest)
         if line:
             print(line, flush=True)

@@ -36,18 +36,12 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
 def _setup(config: dict[str, Any]):
     from transformers import get_linear_schedule_with_warmup
 
-    from experiments.data import build_task
-    from experiments.models import load_model, load_tokenizer
-    from experiments.run import PRECISIONS, autocast_for, prepare, seed_everything
+    from experiments.run import autocast_for, load_for, prepare, seed_everything
 
     plan = prepare(config)
     torch.set_num_threads(plan.threads)
     seed_everything(int(config["seed"]))
-    tokenizer = load_tokenizer(config["model"])
-    task = build_task(config["task"], tokenizer, int(config["max_length"]))
-    extra = plan.method.load_kwargs(PRECISIONS[config["precision"]], plan.info)
-    model = load_model(config["model"], task.kind, task.num_labels, plan.device, extra, tokenizer.pad_token_id)
-    plan.method.after_load(model)
+    _, task, model = load_for(plan)
     model = plan.method.wrap(model, plan.info)
     opt = plan.method.optimizer(model, plan.lr, float(config["weight_decay"]))
     sched = get_linear_schedule_with_warmup(opt, 0, 10**9)

@@ -8,7 +8,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("method", "model", "task", "logger", "sweep", "launcher")
 USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with -m (Hydra)
        peftbench report [RESULTS...] [--out DIR]  tables, figures, index.html from result files
-       peftbench bench harness|trainer [OVERRIDES...]  side-by-side overhead benchmarks"""
+       peftbench bench harness|trainer [OVERRIDES...]  side-by-side overhead benchmarks
+       peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running"""
 
 
 def _choices(group: str) -> list[str]:
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.report import main as report_main
 
         return report_main(rest)
+    if command == "sweep-size":
+        from experiments.sweep import main as sweep_main
+
+        return sweep_main(rest)
     if command == "bench":
         from experiments.bench import main as bench_main
 

@@ -42,6 +42,10 @@ def run_id(config: Mapping[str, Any]) -> str:
     parts = [config["model"]["name"], config["task"]["name"], method["name"]]
     if method.get("r") is not None:
         parts.append(f"r{method['r']}")
+    elif method.get("bottleneck_size") is not None:
+        parts.append(f"b{method['bottleneck_size']}")
+    elif method.get("reduction_factor") is not None:
+        parts.append(f"rf{method['reduction_factor']}")
     parts.append(f"s{config['seed']}")
     return "__".join(str(p) for p in parts) + "__" + digest
 

@@ -197,6 +197,19 @@ def latency_figures(base: dict, unmerged: dict, merged: dict | None, can_merge: 
     return out
 
 
+def load_for(plan: Plan) -> tuple[Any, Any, nn.Module]:
+    """Tokenizer, task data and the base model (not yet adapted), loaded as the method needs."""
+    cfg = plan.config
+    tokenizer = load_tokenizer(cfg["model"])
+    task = build_task(cfg["task"], tokenizer, int(cfg["max_length"]))
+    extra = plan.method.load_kwargs(PRECISIONS[cfg["precision"]], plan.info)
+    model = load_model(cfg["model"], task.kind, task.num_labels, plan.device, extra, tokenizer.pad_token_id)
+    plan.method.after_load(model)
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    return tokenizer, task, model
+
+
 def run_plan(plan: Plan) -> dict[str, Any]:
     """Load, adapt, train, evaluate and measure. Returns the ok part of the record."""
     cfg, device, m = plan.config, plan.device, plan.config["measure"]
@@ -205,13 +218,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_start = time.perf_counter()
     seed_everything(int(cfg["seed"]))
 
-    tokenizer = load_tokenizer(cfg["model"])
-    task = build_task(cfg["task"], tokenizer, int(cfg["max_length"]))
-    extra = plan.method.load_kwargs(PRECISIONS[cfg["precision"]], plan.info)
-    model = load_model(cfg["model"], task.kind, task.num_labels, device, extra, tokenizer.pad_token_id)
-    plan.method.after_load(model)
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
+    tokenizer, task, model = load_for(plan)
     t_loaded = time.perf_counter()
 
     fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))

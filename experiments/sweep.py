@@ -8,7 +8,7 @@
 * resume: jobs whose ok result already exists are not launched at all (force=true launches them);
           run.execute() skips them anyway, but a SLURM job per finished run would be waste.
 * cleanup: temp files left by a write that was killed are removed, safely (see clean_stale_tmp).
-* a manifest (<sweep dir>/sweep.json) with every run id of the sweep, which the per-run sweep
+* a manifest (<sweep dir>/.sweep.json; dot-named so that report loaders skip it) with every run id of the sweep, which the per-run sweep
   progress line ([sweep] done/failed/remaining) counts against.
 * dry_run: `hydra.sweeper.dry_run=true` prints the jobs and their count and launches nothing.
 
@@ -240,7 +240,7 @@ class PeftbenchSweeper(BasicSweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        manifest = sweep_dir / "sweep.json"
+        manifest = sweep_dir / ".sweep.json"
         manifest.write_text(json.dumps({"started_at": time.time(), "n_jobs": n_jobs, "total": len(entries),
                                         "already_done": len(entries) - len(todo), "runs": entries}, indent=1))
         os.environ[MANIFEST_ENV] = str(manifest.resolve())

@@ -18,19 +18,13 @@ def main(config_json: str) -> None:
     quiet()
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from experiments.data import build_task
-    from experiments.models import load_model, load_tokenizer
-    from experiments.run import PRECISIONS, prepare, seed_everything
+    from experiments.run import load_for, prepare, seed_everything
 
     config = json.loads(config_json)
     plan = prepare(config)
     torch.set_num_threads(plan.threads)
     seed_everything(int(config["seed"]))
-    tokenizer = load_tokenizer(config["model"])
-    task = build_task(config["task"], tokenizer, int(config["max_length"]))
-    extra = plan.method.load_kwargs(PRECISIONS[config["precision"]], plan.info)
-    model = load_model(config["model"], task.kind, task.num_labels, plan.device, extra, tokenizer.pad_token_id)
-    plan.method.after_load(model)
+    _, task, model = load_for(plan)
     model = plan.method.wrap(model, plan.info)
 
     class Rows(torch.utils.data.Dataset):

@@ -13,7 +13,7 @@ from experiments.sweep import check_parallelism, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-TINY = ["model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
+TINY = ["model=tiny-llama", "steps=2", "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16"]
 
 
 def peftbench(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:

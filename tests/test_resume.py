@@ -1,0 +1,73 @@
+"""Resume: a sweep killed partway and started again runs only what is missing, leaves one
+complete, schema-valid result per run, and cleans up temp files of killed writes (safely)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments.record import schema_problems
+from experiments.sweep import LOCK_NAME, clean_stale_tmp, results_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+METHODS = ["lora", "linear_probe", "houlsby"]
+SMALL = ["task.n_train=64", "task.n_validation=16", "task.n_test=16"]
+
+
+def sweep_cmd(results: Path) -> list[str]:
+    return [sys.executable, "-m", "experiments.cli", "run", "-m", f"method={','.join(METHODS)}", "model=tiny-llama",
+            "steps=2", "measure.latency=false", "progress=false", *SMALL, f"results_dir={results}"]
+
+
+def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
+    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.json")}
+    assert 1 <= len(first) < len(METHODS), "the kill must land partway through the sweep"
+    # what a write killed between mkstemp and rename leaves: a partial temp file
+    stale = tmp_path / f".{next(iter(first))}.k1ll3d.tmp"
+    stale.write_text('{"schema_version": 1, "run_id": "tru')
+
+    out = subprocess.run(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert f"[sweep] {len(METHODS)} runs, {len(first)} already done, {len(METHODS) - len(first)} to launch" in out.stdout
+    assert f"{len(METHODS)}/{len(METHODS)} finished: {len(METHODS)} done, 0 failed, 0 remaining" in out.stdout
+
+    files = sorted(tmp_path.glob("*.json"))
+    recs = [json.loads(p.read_text()) for p in files]  # none corrupt
+    assert sorted(r["method"] for r in recs) == sorted(METHODS)  # exactly one result per run
+    for r in recs:
+        assert r["status"] == "ok" and schema_problems(r) == []
+    assert {p.name: p.stat().st_mtime_ns for p in files if p.name in first} == first  # done runs not re-run
+    assert not list(tmp_path.rglob("*.tmp"))  # the stale temp file is gone
+
+
+def test_stale_tmp_cleanup_spares_live_writers(tmp_path):
+    old = tmp_path / ".a.json.old1.tmp"
+    fresh = tmp_path / ".b.json.new1.tmp"
+    for p in (old, fresh):
+        p.write_text("{")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # another peftbench process is running on this results dir
+    try:
+        with results_lock(tmp_path) as alone:
+            assert not alone
+        assert not old.exists() and fresh.exists()  # only the one no live write can own
+    finally:
+        os.close(fd)
+    with results_lock(tmp_path) as alone:  # nobody else: every temp file is from a dead writer
+        assert alone
+    assert not fresh.exists()
+    assert clean_stale_tmp(tmp_path, alone=False) == []

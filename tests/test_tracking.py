@@ -1,0 +1,39 @@
+"""logger=wandb, offline: config, per-step loss, final metrics and cost land in the offline run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.tracking import read_offline_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
+    res = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=lora", "model=tiny-llama", "steps=3",
+                          "measure.latency=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16", "logger=wandb", "logger.tags=[t1]", f"results_dir={res}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    [result] = res.glob("*.json")
+    rec = json.loads(result.read_text())
+    [run_dir] = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    run = read_offline_run(run_dir)
+    assert run["name"] == rec["run_id"]
+    assert {"t1", "lora", "tiny-llama", "protocol:method_default_lr"} <= set(run["tags"])
+    cfg = {k: (v["value"] if isinstance(v, dict) and set(v) == {"value"} else v) for k, v in run["config"].items()}
+    assert cfg["method"]["name"] == "lora" and cfg["steps"] == 3 and cfg["run_id"] == rec["run_id"]
+    losses = [h["train/loss"] for h in run["history"] if "train/loss" in h]
+    assert losses == rec["loss_curve"]
+    s = run["summary"]
+    assert s["metrics/test/accuracy"] == rec["metrics"]["test"]["accuracy"]
+    assert s["cost/step_time_ms_median"] == rec["cost"]["step_time_ms_median"]
+    assert s["params/trainable"] == rec["params"]["trainable"] and s["status"] == "ok"
+    # off by default: logger=none creates no tracker
+    from experiments.tracking import Tracker
+    assert Tracker.from_config({"logger": {"name": "none"}}) is None
