@@ -1,5 +1,7 @@
 # Two commands do all the setup: `make demo` (default benchmark) and `make test` (test suite).
 VENV   ?= .venv
+# Python 3.11: the CPU torch build on this disk is for 3.11, and pyproject asks for it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
@@ -11,7 +13,7 @@ setup: $(VENV)/.installed
 # Where there is no GPU, install the CPU build of torch first: a bare `torch` requirement would
 # otherwise pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 	  echo "GPU found: installing torch from the default index"; \

@@ -118,7 +118,7 @@ def _fmt(v: float) -> str:
 
 def _where(cfg: Mapping[str, Any]) -> str:
     parts = [str(cfg.get(k)) for k in ("model", "task", "precision")]
-    for k in ("rank", "targets", "steps"):
+    for k in ("rank", "targets", "steps", "setting"):
         if k in cfg:
             parts.append(f"{k}={cfg[k]}")
     return " ".join(parts)
@@ -129,8 +129,12 @@ def _configs(runs: pd.DataFrame, method: str) -> list[tuple[tuple, pd.DataFrame]
     return [(k, g) for k, g in runs[runs["method"] == method].groupby(keys, sort=True)]
 
 
-def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]]) -> tuple[tuple, pd.DataFrame] | None:
-    """Among several matching baseline configurations (e.g. an lr sweep), the best on validation."""
+def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]], ref_setting: str) -> tuple[tuple, pd.DataFrame] | None:
+    """Among several matching baseline configurations, preferably those with the same non-method
+    setting (batch size, task, model, device; see analysis.load.non_method), then the best on
+    validation (e.g. an lr sweep)."""
+    same = [(k, g) for k, g in groups if g["ref_setting"].iloc[0] == ref_setting]
+    groups = same or groups
     if not groups:
         return None
     return max(groups, key=lambda kg: np.nan_to_num(kg[1]["val_accuracy"].mean(), nan=-1))
@@ -145,9 +149,9 @@ def _pairs(runs: pd.DataFrame, cond: Mapping[str, Any]) -> Iterable[tuple[dict, 
         for key, mine in _configs(runs, method):
             cfg = dict(zip(keys, key))
             cands = [(k, g) for k, g in _configs(runs, cond["baseline"]) if all(dict(zip(keys, k))[m] == cfg[m] for m in match)]
-            best = _best_by_validation(cands)
+            best = _best_by_validation(cands, mine["ref_setting"].iloc[0])
             if best is not None:
-                yield {"method": method, **{m: cfg[m] for m in match}}, mine, best[1]
+                yield {"method": method, **{m: cfg[m] for m in match}, "setting": cfg["setting"]}, mine, best[1]
 
 
 def _per_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
@@ -179,7 +183,7 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
         if math.isnan(ma) or math.isnan(mb):
             continue
         ok = holds(ma, mb, tol)
-        stat = f"paired t-test p={test.p_value:.3g}" if test.tested else "single seed: differences untested" if test.n <= 1 else "untested"
+        stat = f"paired t-test p={test.p_value:.3g}" if test.tested else test.note or "single seed: differences untested"
         text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
                 f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
                 f"{'' if test.seeds else ', unpaired'}; {stat})")
@@ -272,7 +276,8 @@ def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     metric, tol = cond.get("metric", "accuracy"), float(cond["tolerance"])
     lo, hi = float(cond.get("min_rank", 0)), float(cond.get("max_rank", math.inf))
     sel = runs[runs["rank_value"].between(lo, hi)]
-    match = GROUP_KEY + ["precision"] + list(cond.get("match", ["targets", "steps", "lr"]))
+    # ref_setting: never fit one slope through runs of different batch size, task size or device
+    match = GROUP_KEY + ["precision", "ref_setting"] + list(cond.get("match", ["targets", "steps", "lr"]))
     evidence = []
     for key, g in sel.groupby(match, sort=True):
         cfg = dict(zip(match, key))

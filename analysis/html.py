@@ -1,8 +1,11 @@
-"""index.html: one self-contained page (inline CSS, figures linked by relative path) that opens
-from disk without a server."""
+"""index.html: one self-contained page (inline CSS, figure PNGs embedded as base64 data URIs)
+that opens from disk without a server and survives being mailed on its own. PDFs and downloads
+stay separate files, linked by relative path."""
 from __future__ import annotations
 
+import base64
 from html import escape
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -16,7 +19,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1600px;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f2f2f2;position:sticky;top:0}
-td:nth-child(-n+6){text-align:left}
+td:nth-child(-n+8){text-align:left}
 .scroll{overflow-x:auto}
 .notes{font-size:12px;color:#555}
 .fig{display:inline-block;margin:.5em;vertical-align:top;max-width:48%}
@@ -63,14 +66,21 @@ def provenance_html(ok: pd.DataFrame) -> str:
     return warn + _df_table(setups)
 
 
-def figures_html(figs: list[Figure]) -> str:
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def figures_html(figs: list[Figure], out: Path) -> str:
+    """Each figure's PNG inline (so index.html alone shows them), its other formats as links."""
     made = [f for f in figs if f.files]
     skipped = [f for f in figs if not f.files]
     parts = []
     for f in made:
         png = next(p for p in f.files if p.endswith(".png"))
-        links = " · ".join(f"<a href='{escape(p)}'>{escape(p.rsplit('.', 1)[1].upper())}</a>" for p in f.files)
-        parts.append(f"<figure class='fig'><img src='{escape(png)}' alt='{escape(f.title)}'><figcaption>{escape(f.title)} ({links})</figcaption></figure>")
+        others = [p for p in f.files if not p.endswith(".png")]
+        links = " · ".join(f"<a href='{escape(p)}'>{escape(p.rsplit('.', 1)[1].upper())} (separate file)</a>" for p in others)
+        parts.append(f"<figure class='fig'><img src='{data_uri(out / png)}' alt='{escape(f.title)}'>"
+                     f"<figcaption>{escape(f.title)}{f' ({links})' if links else ''}</figcaption></figure>")
     if skipped:
         parts.append("<h3>Skipped figures</h3>" + _list(f"{escape(f.title)}: {escape(f.skipped)}" for f in skipped))
     return "".join(parts) or "<p>No figures.</p>"
@@ -108,8 +118,9 @@ def problems_html(problems: list[Problem]) -> str:
 
 
 def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResult], ok: pd.DataFrame,
-           failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str]) -> str:
-    """The whole page. Every link is relative to the out folder."""
+           failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str],
+           out: Path) -> str:
+    """The whole page. Figures are embedded; every link is relative to the out folder."""
     nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("tables", "Tables"), ("figures", "Figures"), ("claims", "Claims"),
                                                              ("provenance", "Provenance"), ("failed", "Failed runs"), ("skipped", "Skipped files")])
     summary = (f"<p>{len(ok)} successful runs, {len(failed)} failed, {len(problems)} skipped/superseded files; "
@@ -117,7 +128,7 @@ def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResu
                + "<p>Downloads: " + " · ".join(f"<a href='{escape(d)}'>{escape(d)}</a>" for d in downloads) + "</p>")
     body = "".join([
         _section("Tables", "".join(tables_html) or "<p>No successful runs.</p>", "tables"),
-        _section("Figures", figures_html(figs), "figures"),
+        _section("Figures", figures_html(figs, out), "figures"),
         _section("Claims check", claims_html(claims), "claims"),
         _section("Provenance", provenance_html(ok), "provenance"),
         _section("Failed runs", failed_html(failed), "failed"),

@@ -5,6 +5,7 @@ the report prints on stderr and lists in index.html.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,13 +16,24 @@ import pandas as pd
 
 # experiments.record is stdlib-only (tests/test_analysis_load.py checks it stays torch-free), so
 # the schema lives in one place.
-from experiments.record import SCHEMA_VERSION, schema_problems
+from experiments.record import SCHEMA_VERSION, schema_problems, semantic_config
 
-__all__ = ["SCHEMA_VERSION", "Problem", "Loaded", "load_results", "flatten", "find_json_files"]
+__all__ = ["SCHEMA_VERSION", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items"]
 
 # Row identity in every table: what distinguishes two configurations within one model x task.
-ROW_KEY = ["method", "rank", "targets", "precision", "lr", "protocol", "steps"]
+# `setting` is a hash of everything else in the config (batch size, alpha, task size, dtype,
+# device type, ...), so runs that differ only there are separate rows, never merged as seeds.
+ROW_KEY = ["method", "rank", "targets", "precision", "lr", "protocol", "steps", "setting"]
 GROUP_KEY = ["model", "task"]
+# Cost figures for the cost-details table: row column -> record key in `cost`.
+DETAIL_COST_KEYS = {
+    "est_mem_bytes": "est_train_mem_growth_bytes", "mem_over_est": "mem_measured_over_estimated",
+    "peak_reserved_bytes": "peak_train_reserved_bytes", "samples_per_s": "train_samples_per_s_median",
+    "step_time_ms_p10": "step_time_ms_p10", "step_time_ms_p90": "step_time_ms_p90",
+    "tokens_per_s_p10": "train_tokens_per_s_p10", "tokens_per_s_p90": "train_tokens_per_s_p90",
+    "flops_per_step": "flops_per_step", "peak_flops_per_s": "peak_flops_per_s",
+    "lat_ms_base": "latency_ms_base", "lat_ms_unmerged": "latency_ms_unmerged", "lat_ms_merged": "latency_ms_merged",
+}
 BOTTLENECK_METHODS = {"houlsby", "pfeiffer"}
 
 
@@ -134,6 +146,58 @@ def protocol_of(record: Mapping[str, Any]) -> str:
     return "fixed_lr" if (record.get("config") or {}).get("lr") is not None else "method_default_lr"
 
 
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as {dotted.key: value}; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def device_type(prov: Mapping[str, Any]) -> str:
+    """'cuda:0' -> 'cuda': which kind of device ran, not which card."""
+    return str(prov.get("device") or "-").split(":")[0]
+
+
+def _column_keys(mcfg: Mapping[str, Any]) -> set[str]:
+    """Config keys that table columns already show (method, rank, targets, lr, steps, precision),
+    plus seed; only the key each column actually read, so nothing distinguishing is lost."""
+    keys = {"seed", "method.name", "method.lr", "lr", "steps", "precision", "method.target_modules"}
+    for k in ("r", "bottleneck_size", "reduction_factor"):  # rank_of's order
+        if mcfg.get(k) is not None:
+            return keys | {f"method.{k}"}
+    return keys
+
+
+def setting_items(record: Mapping[str, Any]) -> dict[str, str]:
+    """The config beyond the table's label columns, as {dotted key: JSON value}, plus the device
+    type: what makes two otherwise identical rows different runs."""
+    cfg = semantic_config(record.get("config") or {})
+    shown = _column_keys(cfg.get("method") or {})
+    items = {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat_config(cfg).items() if k not in shown}
+    items["device"] = json.dumps(device_type(record.get("provenance") or {}))
+    return items
+
+
+def short_hash(items: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(items.items()))).encode()).hexdigest()[:6]
+
+
+def non_method(items: Mapping[str, str]) -> dict[str, str]:
+    """The part of a setting that references must share: method.* differs by design between a
+    method and its reference (full FT has no r or alpha)."""
+    return {k: v for k, v in items.items() if not k.startswith("method.")}
+
+
+def _can_merge(cost: Mapping[str, Any]) -> bool | None:
+    """None for records from before cost.can_merge existed: unknown, not 'cannot merge'."""
+    v = cost.get("can_merge")
+    return v if isinstance(v, bool) else None
+
+
 def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
     """One table row from one ok record. Column names say their unit where they have one."""
     cfg = record.get("config", {})
@@ -144,6 +208,8 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
     params = record.get("params", {}) or {}
     cost = record.get("cost", {}) or {}
     prov = record.get("provenance", {}) or {}
+    timing = record.get("timing", {}) or {}
+    items = setting_items(record)
     return {
         "file": file,
         "run_id": record["run_id"],
@@ -158,6 +224,10 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "rank": rank,
         "rank_value": rank_value,
         "targets": targets_of(mcfg),
+        "setting": short_hash(items),
+        "ref_setting": short_hash(non_method(items)),
+        "setting_items": items,
+        "device": device_type(prov),
         "accuracy": _num(test.get("accuracy")),
         "macro_f1": _num(test.get("macro_f1")),
         "val_accuracy": _num(val.get("accuracy")),
@@ -173,8 +243,11 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "lat_unmerged": _num(cost.get("latency_overhead_unmerged")),
         "lat_merged": _num(cost.get("latency_overhead_merged")),
         "lat_noise": _num(cost.get("latency_noise_rel")),
-        "can_merge": bool(cost.get("can_merge", False)),
+        "can_merge": _can_merge(cost),
         "adapter_bytes": _num(cost.get("adapter_bytes")),
+        **{col: _num(cost.get(key)) for col, key in DETAIL_COST_KEYS.items()},
+        "train_s": _num(timing.get("train_s")),
+        "eval_s": _num(timing.get("eval_s")),
         "loss_curve": [float(x) for x in record.get("loss_curve", []) if isinstance(x, (int, float))],
         "finished_at": str(record.get("finished_at") or ""),
         **provenance_columns(prov),
@@ -204,7 +277,8 @@ def _failed_row(record: Mapping[str, Any], file: str) -> dict[str, Any]:
 
 def _dedupe(rows: list[dict[str, Any]], problems: list[Problem]) -> list[dict[str, Any]]:
     """One run per (group, row, seed): a re-run of the same configuration supersedes the older
-    one (by finished_at) instead of being counted as an extra seed."""
+    one (by finished_at) instead of being counted as an extra seed. The row key holds `setting`,
+    so runs that differ in any other config value both stay."""
     latest: dict[tuple, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["finished_at"]):
         key = tuple(row[k] for k in GROUP_KEY + ROW_KEY + ["seed"])

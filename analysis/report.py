@@ -25,15 +25,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def write_tables(agg, out: Path) -> tuple[list[str], list[str]]:
-    """tables.md, tables.tex (+ a compilable tables_standalone.tex) and one CSV per model x task.
-    Returns (HTML fragments, files written)."""
+    """tables.md, tables.tex (+ a compilable tables_standalone.tex) and one CSV per model x task;
+    each model x task has a main table and a cost-details table. Returns (HTML fragments, files)."""
     groups = tables.table_groups(agg) if not agg.empty else []
     md, tex, html, files = [tables.markdown_legend()], [], [], []
     for (model, task), t in groups:
-        title = f"{model} / {task}"
-        md.append(tables.to_markdown(title, t))
-        tex.append(tables.to_latex(title, t))
-        html.append(tables.to_html(title, t))
+        title, details = f"{model} / {task}", f"{model} / {task}: cost details"
+        md += [tables.to_markdown(title, t), tables.to_markdown(details, t, details=True)]
+        tex += [tables.to_latex(title, t), tables.to_latex(details, t, details=True)]
+        html += [tables.to_html(title, t), tables.to_html(details, t, details=True)]
         csv = out / "tables" / f"{model}__{task}.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
         csv.write_text(tables.to_csv(t))
@@ -63,7 +63,7 @@ def build(results: list[str], out: Path, claims_dir: Path) -> dict:
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
-                  problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results])
+                  problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out)
     (out / "index.html").write_text(page)
     return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files}
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.load import GROUP_KEY, ROW_KEY
+from analysis.load import DETAIL_COST_KEYS, GROUP_KEY, ROW_KEY
 
 KEY = GROUP_KEY + ROW_KEY
 ALPHA = 0.05
@@ -22,7 +22,9 @@ PAIRED_TEST_NAME = "paired t-test over seeds (two-sided)"
 COST_COLUMNS = [
     "trainable_params", "trainable_pct", "total_params", "peak_mem_bytes", "weight_bytes",
     "tokens_per_s", "step_time_ms", "mfu", "lat_unmerged", "lat_merged", "lat_noise", "adapter_bytes",
+    *DETAIL_COST_KEYS, "train_s", "eval_s",
 ]
+ZERO_VARIANCE_NOTE = "zero-variance differences: untested"
 
 
 @dataclass
@@ -31,8 +33,9 @@ class Paired:
 
     n: int
     mean_diff: float  # a - b
-    p_value: float  # NaN when n < 2: untested
+    p_value: float  # NaN when n < 2 or the differences have zero variance: untested
     seeds: tuple[int, ...]
+    note: str = ""  # why it is untested, when it is
 
     @property
     def tested(self) -> bool:
@@ -59,10 +62,11 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
         return Paired(0, math.nan, math.nan, seeds)
     mean = float(diffs.mean())
     if len(diffs) < 2:
-        return Paired(1, mean, math.nan, seeds)
-    if np.allclose(diffs, diffs[0]):
-        # Zero variance: the t statistic is undefined; identical differences on every seed.
-        return Paired(len(diffs), mean, 1.0 if diffs[0] == 0 else 0.0, seeds)
+        return Paired(1, mean, math.nan, seeds, "single seed: differences untested")
+    if np.allclose(diffs, diffs[0], rtol=0.0, atol=1e-9):
+        # Identical differences on every seed (up to float noise): the t statistic is 0/0, and
+        # scipy's answer from rounding residue would be an arbitrary p. Say so instead.
+        return Paired(len(diffs), mean, math.nan, seeds, ZERO_VARIANCE_NOTE)
     return Paired(len(diffs), mean, float(sps.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue), seeds)
 
 
@@ -84,9 +88,11 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
             row[f"{metric}_ci95"] = t_ci95(list(vals))
         for col in COST_COLUMNS:
             row[col] = float(runs[col].astype(float).mean())
-        row["rank_value"] = float(runs["rank_value"].iloc[0])
+        first = runs.iloc[0]  # constant within a row: setting is in the key
+        for col in ("rank_value", "ref_setting", "setting_items", "device"):
+            row[col] = first[col]
         row["memory_kind"] = "/".join(sorted(set(runs["memory_kind"])))
-        row["can_merge"] = bool(runs["can_merge"].all())
+        row["can_merge"] = _all_can_merge(runs["can_merge"])
         rows.append(row)
     agg = pd.DataFrame(rows)
     if agg.empty:
@@ -94,6 +100,14 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     add_full_ft_relative(agg, ok)
     add_lora_comparison(agg, ok)
     return agg
+
+
+def _all_can_merge(flags: pd.Series) -> bool | None:
+    """False if any run cannot merge, True if all can, None when unknown (old records)."""
+    values = [v for v in flags if isinstance(v, (bool, np.bool_))]
+    if any(not v for v in values):
+        return False
+    return True if values and len(values) == len(flags) else None
 
 
 def _runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
@@ -105,13 +119,17 @@ def _runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
 
 def pick_reference(agg: pd.DataFrame, row: Mapping, method: str, match: list[str]) -> Mapping | None:
     """The `method` configuration to compare `row` with: same model, task, precision and `match`
-    keys; among several (an lr sweep), the one with the same lr, else the best by validation
-    accuracy (never by test accuracy, which would tune on the test set)."""
+    keys; among several, preferably the same non-method setting (batch size, task, model dtype,
+    device: `ref_setting`), then the same lr, else the best by validation accuracy (never by test
+    accuracy, which would tune on the test set)."""
     cand = agg[(agg["method"] == method)]
     for k in GROUP_KEY + ["precision"] + match:
         cand = cand[cand[k] == row[k]]
     if cand.empty:
         return None
+    same_setting = cand[cand["ref_setting"] == row["ref_setting"]]
+    if not same_setting.empty:
+        cand = same_setting
     same_lr = cand[np.isclose(cand["lr"].astype(float), float(row["lr"]), equal_nan=True)]
     if not same_lr.empty:
         cand = same_lr
@@ -120,7 +138,8 @@ def pick_reference(agg: pd.DataFrame, row: Mapping, method: str, match: list[str
 
 def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     """`pct_full_ft`: accuracy as % of full fine-tuning (same model, task, precision; same steps
-    when available). Paired per seed (mean of per-seed ratios) when the seeds match."""
+    when available; same non-method setting preferred, see pick_reference). Paired per seed (mean
+    of per-seed ratios) when the seeds match."""
     pct, paired = [], []
     for _, row in agg.iterrows():
         ref = pick_reference(agg, row, "full_ft", ["steps"])
@@ -144,8 +163,8 @@ def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
 
 def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     """`vs_lora_*`: paired test of accuracy against LoRA at the same rank, targets, steps,
-    model, task and precision."""
-    cols = {"vs_lora_diff": [], "vs_lora_p": [], "vs_lora_n": []}
+    model, task and precision (same non-method setting preferred)."""
+    cols: dict[str, list] = {"vs_lora_diff": [], "vs_lora_p": [], "vs_lora_n": [], "vs_lora_note": []}
     for _, row in agg.iterrows():
         ref = None if row["method"] == "lora" else pick_reference(agg, row, "lora", ["rank", "targets", "steps"])
         if ref is None:
@@ -155,6 +174,7 @@ def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
         cols["vs_lora_diff"].append(res.mean_diff)
         cols["vs_lora_p"].append(res.p_value)
         cols["vs_lora_n"].append(res.n)
+        cols["vs_lora_note"].append(res.note)
     for k, v in cols.items():
         agg[k] = v
 

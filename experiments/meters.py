@@ -46,23 +46,33 @@ class StepTimer:
     def __init__(self, device: torch.device):
         self.sync = synchronizer(device)
         self.times: list[float] = []
+        self.tokens: list[int] = []  # tokens in each step's batch (padded width, as computed)
+        self.samples: list[int] = []
         self._t0 = 0.0
 
     def start(self) -> None:
         self.sync()
         self._t0 = time.perf_counter()
 
-    def stop(self) -> float:
+    def stop(self, tokens: int, samples: int) -> float:
         self.sync()
         dt = time.perf_counter() - self._t0
         self.times.append(dt)
+        self.tokens.append(tokens)
+        self.samples.append(samples)
         return dt
 
-    def summary(self, warmup: int, tokens_per_step: int, samples_per_step: int) -> dict[str, Any]:
-        kept = self.times[warmup:] if len(self.times) > warmup else self.times
+    def mean_tokens(self) -> float:
+        return sum(self.tokens) / max(len(self.tokens), 1)
+
+    def summary(self, warmup: int) -> dict[str, Any]:
+        """Warm-up steps are excluded when the run has more steps than that; the record says how
+        many were excluded (0 for a run too short to spare them)."""
+        start = warmup if len(self.times) > warmup else 0
+        kept = self.times[start:]
         step = spread(kept)
-        tok = spread([tokens_per_step / t for t in kept])
-        smp = spread([samples_per_step / t for t in kept])
+        tok = spread([n / t for n, t in zip(self.tokens[start:], kept)])
+        smp = spread([n / t for n, t in zip(self.samples[start:], kept)])
         return {
             "step_time_ms_median": step["median"] * 1e3,
             "step_time_ms_p10": step["p10"] * 1e3,
@@ -197,7 +207,9 @@ def estimate_train_memory(model: nn.Module, batch: int, seq: int, act_bytes: int
         "est_grad_bytes": n_train * 4,
         "est_optimizer_bytes": n_train * 8,
         "est_activation_bytes": activations,
-        "est_autocast_cache_bytes": sum(d for _, d, _ in _linear_dims(model)) * 2 if act_bytes == 2 else 0,
+        # bf16 copies of linear weights made by autocast live until backward where input
+        # gradients flow (saved for grad_input = grad_out @ W), else only for trainable ones
+        "est_autocast_cache_bytes": (sum(d for _, d, t in _linear_dims(model) if body_trains or t) * 2) if act_bytes == 2 else 0,
     }
     est["est_train_mem_bytes"] = sum(est.values())
     est["est_train_mem_growth_bytes"] = est["est_train_mem_bytes"] - est["est_weight_bytes"]
@@ -248,7 +260,7 @@ def _linear_dims(model: nn.Module) -> list[tuple[str, int, bool]]:
     return out
 
 
-def train_flops_per_step(model: nn.Module, batch: int, seq: int) -> dict[str, float]:
+def train_flops_per_step(model: nn.Module, batch: int, seq: float) -> dict[str, float]:
     """Analytic FLOPs of one training step.
 
     Forward: 2 FLOPs per weight per token for every linear layer (frozen, 4-bit, adapter) plus
@@ -289,32 +301,39 @@ def device_name(device: torch.device) -> str:
 
 
 def peak_matmul_flops(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """The device's measured peak dense matmul rate in `dtype`, cached per machine and threads."""
+    """The device's measured peak dense matmul rate in `dtype`, cached per machine and threads.
+
+    Each call measures briefly again (`seconds`) and the cache keeps the best rate ever seen, so
+    a peak taken while the machine was busy does not stay and inflate MFU."""
     key = f"{device_name(device)}|{device.type}|{dtype}|threads={torch.get_num_threads()}"
     path = _peak_cache()
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    if key in cache:
-        return {**cache[key], "peak_cached": True}
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        cache = {}
+    seconds = 1.0 if key not in cache else 0.3
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = synchronizer(device)
     for _ in range(3):
         a @ b
-    best, deadline = 0.0, time.perf_counter() + 1.0
+    best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         sync()
         t0 = time.perf_counter()
         a @ b
         sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    entry = {"peak_flops_per_s": best, "peak_matmul_n": n, "peak_key": key}
+    previous = cache.get(key)
+    cached = previous is not None and previous["peak_flops_per_s"] >= best
+    entry = previous if cached else {"peak_flops_per_s": best, "peak_matmul_n": n, "peak_key": key}
     cache[key] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(cache, indent=1))
     os.replace(tmp, path)
-    return {**entry, "peak_cached": False}
+    return {**entry, "peak_cached": cached, "peak_this_run_flops_per_s": best}
 
 
 def dir_bytes(path: Path) -> int:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from experiments.meters import StepTimer
 
 LISTENERS: list[Callable[[int, float, float], None]] = []
 
 
 class Progress:
-    def __init__(self, label: str, steps: int, tokens_per_step: int, enabled: bool = True):
-        self.label, self.steps, self.tokens = label, steps, tokens_per_step
+    def __init__(self, label: str, steps: int, timer: "StepTimer | None" = None, enabled: bool = True):
+        self.label, self.steps, self.timer = label, steps, timer
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.every = 1 if self.tty else max(1, steps // 5)
@@ -28,7 +31,8 @@ class Progress:
             return
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.steps - done)
-        line = f"[{self.label}] step {done}/{self.steps} loss {loss:.4f} {self.tokens / dt:,.0f} tok/s ETA {eta:.0f}s"
+        tokens = self.timer.tokens[-1] if self.timer is not None and self.timer.tokens else 0
+        line = f"[{self.label}] step {done}/{self.steps} loss {loss:.4f} {tokens / dt:,.0f} tok/s ETA {eta:.0f}s"
         if self.tty:
             sys.stderr.write("\r" + line + ("\n" if done == self.steps else ""))
         else:

@@ -60,10 +60,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a cpuset can allow fewer than os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def resolve_threads(value: Any) -> int:
     if value in (None, "auto"):
         jobs = int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1"))
-        return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+        return max(1, usable_cores() // max(jobs, 1))
     if not isinstance(value, int) or value <= 0:
         raise ConfigError(f"torch_threads must be 'auto' or a positive integer, got {value!r}")
     return value
@@ -91,6 +99,9 @@ def prepare(config: dict[str, Any]) -> Plan:
     task_kind = config["task"].get("kind", "classification")
     info = build_model_info(config["model"], task_kind, num_labels=None)
     method.validate(info)
+    device = resolve_device(str(config["device"]))
+    # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
+    # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
     return Plan(
         config=config,
@@ -98,7 +109,7 @@ def prepare(config: dict[str, Any]) -> Plan:
         info=info,
         run_id=rid,
         path=record.result_path(config["results_dir"], rid),
-        device=resolve_device(str(config["device"])),
+        device=device,
         threads=resolve_threads(config.get("torch_threads")),
         lr=float(lr),
     )
@@ -232,7 +243,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * steps), steps)
     timer = StepTimer(device)
-    progress = Progress(label, steps, bs * seq, enabled=bool(cfg.get("progress", True)))
+    progress = Progress(label, steps, timer, enabled=bool(cfg.get("progress", True)))
     batches = task.train_batches(steps, bs, seed=int(cfg["seed"]))
 
     t_train = time.perf_counter()
@@ -249,13 +260,14 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_evaluated = time.perf_counter()
     progress.note(f"test {metrics['test']}")
 
-    cost: dict[str, Any] = {**memory.result, "weight_bytes": meters.weight_bytes(model)}
+    cost: dict[str, Any] = {**memory.result, "weight_bytes": meters.weight_bytes(model), "can_merge": bool(plan.method.can_merge)}
     act_bytes = 2 if cfg["precision"] == "bf16" else 4
-    cost.update(meters.estimate_train_memory(model, bs, seq, act_bytes))
+    cost.update(meters.estimate_train_memory(model, bs, round(timer.mean_tokens() / bs), act_bytes))
     measured = cost.get("peak_train_mem_growth_bytes")
     cost["mem_measured_over_estimated"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
-    cost.update(timer.summary(int(m["warmup_steps"]), bs * seq, bs))
-    flops = meters.train_flops_per_step(model, bs, seq)
+    cost.update(timer.summary(int(m["warmup_steps"])))
+    # generation batches are trimmed to their longest example: FLOPs use the mean real width
+    flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
     peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
     cost.update(flops)
     cost.update({"peak_flops_per_s": peak["peak_flops_per_s"], "peak_flops_key": peak["peak_key"],

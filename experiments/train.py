@@ -35,7 +35,7 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        dt = timer.stop()
+        dt = timer.stop(tokens=batch["input_ids"].numel(), samples=batch["input_ids"].shape[0])
         losses.append(loss.item())
         on_step(step, losses[-1], dt)
     return losses

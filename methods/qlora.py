@@ -43,8 +43,10 @@ class QLoRA(LoRA):
                 bnb_4bit_quant_type=self.cfg.get("quant_type", "nf4"),
                 bnb_4bit_use_double_quant=bool(self.cfg.get("double_quant", True)),
                 bnb_4bit_compute_dtype=compute_dtype,
-                # A freshly initialised head as a 4-bit layer fails at its first forward.
-                llm_int8_skip_modules=list(info.head_modules),
+                # A freshly initialised head as a 4-bit layer fails at its first forward. With no
+                # head (causal LM), None keeps transformers' default skips, so lm_head stays as
+                # in the QLoRA paper; an empty list would quantise it.
+                llm_int8_skip_modules=list(info.head_modules) or None,
             )
         }
 

@@ -7,6 +7,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Peak-FLOPs measurements taken under a busy test run must not land in the user's cache.
+if "PEFTBENCH_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["PEFTBENCH_CACHE"] = tempfile.mkdtemp(prefix="peftbench-test-cache-")
 
 from pathlib import Path
 from typing import Any, Callable

@@ -30,7 +30,7 @@ def _cli(args, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args,message", CASES[:3] + CASES[5:6] + CASES[8:9])
+@pytest.mark.parametrize("args,message", CASES)
 def test_cli_one_line_and_exit_code(args, message, tmp_path):
     proc = _cli(args, tmp_path)
     assert proc.returncode == 2
@@ -42,9 +42,13 @@ def test_cli_one_line_and_exit_code(args, message, tmp_path):
 
 @pytest.mark.parametrize("args,message", CASES[3:])
 def test_validation_rejects_before_loading(args, message, monkeypatch):
-    import experiments.run as run_mod
+    import transformers
 
-    monkeypatch.setattr(run_mod, "run_plan", lambda plan: pytest.fail("a model was about to be loaded"))
+    def no_loading(*a, **k):
+        pytest.fail("weights or a tokenizer were about to be loaded")
+
+    for cls in (transformers.AutoModelForSequenceClassification, transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+        monkeypatch.setattr(cls, "from_pretrained", no_loading)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         prepare(compose(args))
 

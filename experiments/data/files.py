@@ -64,7 +64,8 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
     if fmt == "csv":
         import csv
 
-        with path.open(encoding="utf-8", newline="") as f:
+        # utf-8-sig: some distributed GLUE TSVs (MRPC) start with a byte-order mark
+        with path.open(encoding="utf-8-sig", newline="") as f:
             first = f.readline().rstrip("\r\n")
             if not any(line.strip() for line in f):
                 raise ConfigError(f"file {path} is empty (a header and no rows)")
@@ -148,6 +149,7 @@ def load_files(files: Mapping[str, Path], fmt: str, **kwargs):
 
     if fmt == "csv":
         kwargs.setdefault("na_filter", False)  # "null", "NA", "nan" are text, not missing values
+        kwargs.setdefault("encoding", "utf-8-sig")  # a leading byte-order mark is not part of a column name
     try:
         return datasets.load_dataset(fmt, data_files={k: str(v) for k, v in files.items()}, **kwargs)
     except Exception as e:  # pandas/pyarrow parse errors: one line that names the files
