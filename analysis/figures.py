@@ -64,13 +64,20 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> list[int]:
     return front
 
 
-def _label(r: pd.Series) -> str:
+def _label(r: pd.Series, with_setting: bool = False) -> str:
     parts = [r["method"]]
     if r["rank"] != "-":
         parts.append(f"r={r['rank']}")
     if r["targets"] != "-":
         parts.append(r["targets"])
+    if with_setting:  # only where rows differ by setting, else the id is noise
+        parts.append(f"[{r['setting']}]")
     return " ".join(parts)
+
+
+def _labels(t: pd.DataFrame) -> list[str]:
+    many = t["setting"].nunique() > 1
+    return [_label(r, many) for _, r in t.iterrows()]
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
@@ -129,12 +136,12 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
 
 
 def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    lines = [(k, g) for k, g in t[t["rank_value"].notna()].groupby(["method", "targets", "lr", "steps"])
+    lines = [(k, g) for k, g in t[t["rank_value"].notna()].groupby(["method", "targets", "lr", "steps", "ref_setting"])
              if g["rank_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (method, targets, _, _), g in sorted(lines, key=lambda kg: method_order(kg[0][0])):
+    for (method, targets, *_), g in sorted(lines, key=lambda kg: method_order(kg[0][0])):
         g = g.sort_values("rank_value")
         colour, marker = style_of(method)
         yerr = (g["accuracy_ci95"] * 100).where(g["n"] > 1)
@@ -149,14 +156,14 @@ def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figur
 
 
 def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    groups = [(k, g) for k, g in t[t["targets"] != "-"].groupby(["method", "rank", "lr", "steps"]) if g["targets"].nunique() >= 2]
+    groups = [(k, g) for k, g in t[t["targets"] != "-"].groupby(["method", "rank", "lr", "steps", "ref_setting"]) if g["targets"].nunique() >= 2]
     if not groups:
         return Figure(name, title, [], "no method was run with two or more target-module sets at one rank")
     all_targets = sorted({tg for _, g in groups for tg in g["targets"]})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(all_targets) / 2), 4))
     width = 0.8 / len(all_targets)
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
-    for gi, ((method, rank, _, _), g) in enumerate(sorted(groups, key=lambda kg: method_order(kg[0][0]))):
+    for gi, ((method, rank, *_), g) in enumerate(sorted(groups, key=lambda kg: method_order(kg[0][0]))):
         colour, _ = style_of(method)
         for ti, tg in enumerate(all_targets):
             row = g[g["targets"] == tg]
@@ -166,7 +173,7 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
             ax.bar(gi + (ti - (len(all_targets) - 1) / 2) * width, r["accuracy_mean"] * 100, width, color=colour,
                    hatch=hatches[ti % len(hatches)], edgecolor="white", yerr=(r["accuracy_std"] * 100 if r["n"] > 1 else None),
                    capsize=2, label=tg)
-    ax.set_xticks(range(len(groups)), [f"{m}\nr={rk}" for (m, rk, _, _), _ in sorted(groups, key=lambda kg: method_order(kg[0][0]))])
+    ax.set_xticks(range(len(groups)), [f"{m}\nr={rk}" for (m, rk, *_), _ in sorted(groups, key=lambda kg: method_order(kg[0][0]))])
     _full_ft_line(ax, t)
     ax.set(ylabel="test accuracy (%)", title=title + "\n(hatch = target set)")
     ax.grid(alpha=0.3, axis="y")
@@ -181,7 +188,7 @@ def throughput_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(pts)), 4))
     for i, (_, r) in enumerate(pts.iterrows()):
         ax.bar(i, r["tokens_per_s"], color=style_of(r["method"])[0])
-    ax.set_xticks(range(len(pts)), [_label(r) for _, r in pts.iterrows()], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="train tokens/s (median)", title=title)
     ax.grid(alpha=0.3, axis="y")
     return Figure(name, title, _save(fig, out, name))
@@ -196,12 +203,12 @@ def latency_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         colour = style_of(r["method"])[0]
         noise = r["lat_noise"] * 100 if not math.isnan(r["lat_noise"]) else None
         ax.bar(i - 0.2, r["lat_unmerged"] * 100, 0.4, color=colour, yerr=noise, capsize=2, label="unmerged")
-        if r["can_merge"] and not math.isnan(r["lat_merged"]):
+        if r["can_merge"] is not False and not math.isnan(r["lat_merged"]):
             ax.bar(i + 0.2, r["lat_merged"] * 100, 0.4, color=colour, alpha=0.45, hatch="//", yerr=noise, capsize=2, label="merged")
         else:
             ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(pts)), [_label(r) for _, r in pts.iterrows()], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="latency overhead vs base (%)", title=title + "\n(solid: unmerged, hatched: merged; bars: noise)")
     ax.grid(alpha=0.3, axis="y")
     return Figure(name, title, _save(fig, out, name))
@@ -219,7 +226,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
     if ok.empty or not any(len(c) > 1 for c in ok["loss_curve"]):
         return Figure(name, title, [], "no loss curves in the records")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "steps"], sort=False):
+    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "steps", "setting"], sort=False):
         curves = [np.asarray(c, float) for c in runs["loss_curve"] if len(c) > 1]
         if not curves:
             continue

@@ -296,10 +296,11 @@ def _show(value: str | None) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def _usual(table: pd.DataFrame) -> str:
-    """The most common setting among these rows (ties: the smallest hash, for stable output)."""
+def _usual(table: pd.DataFrame, prefer: str = "") -> str:
+    """The most common setting among these rows (ties: `prefer`, then the smallest hash, so the
+    output is stable and a method's odd run is compared with the table's usual setting)."""
     counts = table["setting"].value_counts()
-    return min(counts.index, key=lambda s: (-counts[s], s))
+    return min(counts.index, key=lambda s: (-counts[s], s != prefer, s))
 
 
 def setting_diff(mine: Mapping[str, str], usual: Mapping[str, str], method_usual: Mapping[str, str]) -> list[str]:
@@ -324,7 +325,7 @@ def setting_notes(table: pd.DataFrame) -> list[str]:
         if s == usual:
             continue
         methods = sorted(set(table[table["setting"] == s]["method"]), key=method_order)
-        method_usual = _usual(table[table["method"] == methods[0]])
+        method_usual = _usual(table[table["method"] == methods[0]], prefer=usual)
         diffs = setting_diff(items[s], items[usual], items[method_usual])
         if diffs:
             out.append(f"Setting {s} ({', '.join(methods)}) differs from {usual} (most common): " + "; ".join(diffs) + ".")

@@ -33,9 +33,36 @@ def test_shipped_claims_all_hold_on_the_designed_fixture(verdicts):
 def test_verdicts_carry_numbers_and_seeds(verdicts):
     ev = verdicts["dora_ge_lora"].conditions[0].evidence
     assert len(ev) == 1 and ev[0].seeds == (0, 1, 2)
-    assert "diff 0.03" in ev[0].text and "paired t-test p=" in ev[0].text
+    # the fixture's DoRA is LoRA + exactly 3 points on every seed: a t-test has nothing to say
+    assert "diff 0.03" in ev[0].text and "zero-variance differences: untested" in ev[0].text
+    assert "paired t-test" not in ev[0].text
     slope = verdicts["rslora_scales_with_rank"].conditions[0].evidence[0].text
     assert "rslora 0.06" in slope and "lora 0" in slope
+
+
+def test_varying_differences_get_a_paired_t_test(tmp_path):
+    recs = fx.main_records()
+    for r in recs:
+        if r["method"] == "dora":  # +3 points give or take: differences now have a variance
+            r["metrics"]["test"]["accuracy"] += {0: 0.0, 1: 0.002, 2: -0.002}[r["seed"]]
+    ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
+    res = claims.evaluate_claim(claims.load_claims([claims.CLAIMS_DIR / "dora_ge_lora.yaml"])[0][1], ok)
+    assert res.verdict == claims.HOLDS and "paired t-test p=" in res.conditions[0].evidence[0].text
+
+
+def test_baseline_prefers_the_same_non_method_setting(tmp_path):
+    def rec(method, batch, acc, val):
+        r = fx.record(method, acc=acc, r=8 if method != "full_ft" else None, targets="attn_qv" if method != "full_ft" else None)
+        r["config"]["batch_size"] = batch
+        r["metrics"]["validation"]["accuracy"] = val
+        r["run_id"] += f"_b{batch}"
+        return r
+    # the LoRA at batch 16 is best on validation, but DoRA ran at batch 32: compare with that one
+    recs = [rec("lora", 16, 0.9, 0.99), rec("lora", 32, 0.7, 0.5), rec("dora", 32, 0.72, 0.5)]
+    ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
+    res = claims.evaluate_claim({"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance",
+                                 "method": "dora", "baseline": "lora", "metric": "accuracy", "tolerance": 0.0}, ok)
+    assert res.verdict == claims.HOLDS and "vs lora 0.7 " in res.conditions[0].evidence[0].text
 
 
 def test_claim_fails_when_the_data_contradicts_it(ok):

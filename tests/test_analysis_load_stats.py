@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
 from analysis.load import load_results  # noqa: E402
-from analysis.stats import aggregate, paired_test, t_ci95  # noqa: E402
+from analysis.stats import ZERO_VARIANCE_NOTE, aggregate, paired_test, t_ci95  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,52 @@ def test_pct_of_full_ft_is_paired_per_seed(agg):
     assert row(agg, model="tiny-llama", method="lora")["pct_full_ft"] == pytest.approx(100 * 0.6 / 0.7)
 
 
-def test_dora_vs_lora_is_paired_and_significant(agg):
-    r = row(agg, model="minilm", method="dora")
+def test_identical_differences_on_every_seed_are_untested(agg):
+    r = row(agg, model="minilm", method="dora")  # the fixture's DoRA is LoRA + exactly 3 points
     assert r["vs_lora_n"] == 3 and r["vs_lora_diff"] == pytest.approx(0.03)
-    assert r["vs_lora_p"] < 0.05
+    assert math.isnan(r["vs_lora_p"]) and r["vs_lora_note"] == ZERO_VARIANCE_NOTE
+
+
+def test_zero_variance_paired_test_is_nan_not_a_p_value():
+    res = paired_test({0: 0.85, 1: 0.86, 2: 0.845}, {0: 0.82, 1: 0.83, 2: 0.815})  # diffs 0.03 up to rounding
+    assert res.n == 3 and math.isnan(res.p_value) and not res.tested and res.note == ZERO_VARIANCE_NOTE
+    assert paired_test({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}).tested is False  # all-zero differences too
+
+
+def with_config(rec: dict, **cfg) -> dict:
+    """A record whose config differs only in `cfg` (and so gets its own run id, like the runner's)."""
+    rec["config"].update(cfg)
+    rec["run_id"] += "_" + "_".join(f"{k}{v}" for k, v in cfg.items())
+    return rec
+
+
+def test_runs_differing_only_in_batch_size_are_two_rows_not_two_seeds(tmp_path):
+    recs = [with_config(fx.record("lora", acc=0.8), batch_size=16), with_config(fx.record("lora", acc=0.7), batch_size=32)]
+    loaded = load_results([fx.write_all(tmp_path, recs, broken=False)])
+    assert len(loaded.ok) == 2 and loaded.problems == []  # nothing "superseded"
+    agg = aggregate(loaded.ok)
+    assert len(agg) == 2 and set(agg["n"]) == {1} and agg["setting"].nunique() == 2
+    assert all(len(s) == 6 for s in agg["setting"])
+
+
+def test_device_type_is_part_of_the_setting(tmp_path):
+    gpu = fx.record("lora", acc=0.7)
+    gpu["provenance"]["device"], gpu["run_id"] = "cuda:0", gpu["run_id"] + "_gpu"
+    ok = load_results([fx.write_all(tmp_path, [fx.record("lora"), gpu], broken=False)]).ok
+    assert sorted(ok["device"]) == ["cpu", "cuda"] and ok["setting"].nunique() == 2
+
+
+def test_references_prefer_the_same_non_method_setting(tmp_path):
+    def full_ft(batch: int, acc: float, val: float) -> dict:
+        rec = with_config(fx.record("full_ft", acc=acc, r=None, targets=None), batch_size=batch)
+        rec["metrics"]["validation"]["accuracy"] = val
+        return rec
+    lora = with_config(fx.record("lora", acc=0.6), batch_size=32)
+    lora["config"]["method"]["alpha"] = 16  # method-only keys do not stop full FT pairing
+    # full FT at batch 16 is best on validation, but LoRA ran at batch 32: that is its reference
+    recs = [full_ft(16, 0.9, 0.99), full_ft(32, 0.8, 0.5), lora]
+    agg = aggregate(load_results([fx.write_all(tmp_path, recs, broken=False)]).ok)
+    assert row(agg, method="lora")["pct_full_ft"] == pytest.approx(100 * 0.6 / 0.8)
 
 
 def test_single_seed_comparison_is_untested(agg):

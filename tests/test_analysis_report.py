@@ -3,6 +3,7 @@ only files that exist, bad inputs are named on stderr and in the page, and the p
 headless Chromium when it is installed."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import shutil
@@ -72,12 +73,24 @@ def test_outputs_exist(built):
         assert (built / name).is_file(), name
 
 
-def test_every_link_in_index_exists_and_is_relative(built):
+def test_figures_are_embedded_and_every_other_link_exists_and_is_relative(built):
     links = parse(built)
-    assert links.refs and all(not r.startswith(("/", "http", "file:")) for r in links.refs)
-    missing = [r for r in links.refs if not (built / r).is_file()]
-    assert missing == []
-    assert sum(r.endswith(".png") for r in links.refs) >= 7
+    embedded = [r for r in links.refs if r.startswith("data:image/png;base64,")]
+    files = [r for r in links.refs if not r.startswith("data:")]
+    assert len(embedded) >= 7  # the page shows its figures without the figures/ folder
+    assert base64.b64decode(embedded[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files and all(not r.startswith(("/", "http", "file:")) for r in files)
+    assert [r for r in files if not (built / r).is_file()] == []
+    assert not any(r.endswith(".png") for r in files) and sum(r.endswith(".pdf") for r in files) >= 7
+    assert "PDF (separate file)" in " ".join(links.text)
+
+
+def test_index_has_a_cost_details_table_per_model_and_task(built):
+    text = " ".join(parse(built).text)
+    assert "minilm / synth: cost details" in text and "tiny-llama / synth: cost details" in text
+    assert "Peak FLOP/s (TFLOP/s)" in text and "Setting" in text
+    md = (built / "tables.md").read_text()
+    assert md.count(": cost details") == 2 and "## Cost-details columns" in md
 
 
 def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built):
@@ -103,8 +116,8 @@ def test_empty_results_do_not_crash(tmp_path):
 def test_single_seed_report_says_untested(tmp_path):
     res = fx.write_all(tmp_path / "r", fx.second_model_records(), broken=False)
     assert main([str(res), "--out", str(tmp_path / "out")]) == 0
-    page = (tmp_path / "out" / "index.html").read_text()
-    assert "single seed: differences untested" in page and "†" not in page
+    text = " ".join(parse(tmp_path / "out").text)  # visible text: header tooltips may explain the mark
+    assert "single seed: differences untested" in text and "†" not in text
 
 
 def test_method_styles_are_fixed_and_deterministic():

@@ -20,10 +20,23 @@ from analysis.load import load_results  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
 
 
+def jittered_dora() -> list[dict]:
+    """The fixture with DoRA's +3 points varying a little by seed, so that the paired t-test has a
+    variance to work with (identical differences are untested)."""
+    recs = fx.main_records() + fx.second_model_records()
+    for r in recs:
+        if r["method"] == "dora":
+            r["metrics"]["test"]["accuracy"] += {0: 0.0, 1: 0.002, 2: -0.002}[r["seed"]]
+    return recs
+
+
+def groups_of(folder: Path) -> dict:
+    return dict(tables.table_groups(aggregate(load_results([folder]).ok)))
+
+
 @pytest.fixture(scope="module")
 def groups(tmp_path_factory):
-    loaded = load_results([fx.write_all(tmp_path_factory.mktemp("results"))])
-    return dict(tables.table_groups(aggregate(loaded.ok)))
+    return groups_of(fx.write_all(tmp_path_factory.mktemp("results"), jittered_dora()))
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +63,11 @@ def test_one_row_per_method_rank_targets(minilm):
 
 
 def test_every_header_has_a_unit_and_a_legend():
-    for c in tables.COLUMNS[7:]:  # after the label columns
+    assert [c.header for c in tables.COLUMNS[: tables.N_LABELS]][-1] == "Setting"
+    for c in tables.COLUMNS[tables.N_LABELS:] + tables.DETAIL_COLUMNS[tables.N_LABELS:]:  # after the label columns
         assert "(" in c.header or c.header == "Mem kind", c.header
     legend = tables.markdown_legend()
-    assert all(f"**{c.header}**" in legend for c in tables.COLUMNS)
+    assert all(f"**{c.header}**" in legend for c in tables.COLUMNS + tables.DETAIL_COLUMNS)
 
 
 def test_markdown_values_bolding_and_dagger(minilm):
@@ -67,8 +81,79 @@ def test_markdown_values_bolding_and_dagger(minilm):
     dora = rows[("dora", "8", "attn_qv")]
     assert "†" in dora["Accuracy (%)"] and "+3.0 (p=" in dora["Δ acc vs LoRA (pp)"]
     assert rows[("houlsby", "rf16", "-")]["Latency overhead merged (%)"] == "n/a (cannot merge)"
-    assert rows[("lora", "8", "attn_qv")]["Latency overhead unmerged (%)"] == "+10.0 ± 5.0"
+    # smallest adapter overhead is bold; full FT and the linear probe (0%, no adapter) do not compete
+    assert rows[("lora", "8", "attn_qv")]["Latency overhead unmerged (%)"] == "**+10.0 ± 5.0**"
     assert rows[("lora", "8", "attn_qv")]["Peak train mem (MiB)"] == "101.1"
+    # full FT is no adapter: its measured overhead shows, its absent merged figure is a dash
+    assert ft["Latency overhead unmerged (%)"] == "+0.0 ± 5.0" and ft["Latency overhead merged (%)"] == "–"
+    assert ft["Setting"] == rows[("lora", "8", "attn_qv")]["Setting"] and not ft["Setting"].startswith("**")
+
+
+def test_identical_differences_get_no_dagger(tmp_path):
+    minilm = groups_of(fx.write_all(tmp_path, fx.main_records(), broken=False))[("minilm", "synth")]
+    md = tables.to_markdown("t", minilm)
+    dora = {r["Method"]: r for r in md_rows(md)}["dora"]
+    assert "†" not in dora["Accuracy (%)"]
+    assert dora["Δ acc vs LoRA (pp)"] == "+3.0 (zero-variance differences: untested, n=3)"
+
+
+def test_latency_off_is_not_measured_and_cannot_merge_is_na(tmp_path):
+    off = dict(lat_unmerged=None, lat_merged=None, lat_noise=None)
+    recs = [fx.record("lora", **off), fx.record("houlsby", r=None, targets=None, reduction_factor=16, can_merge=False, **off),
+            fx.record("full_ft", r=None, targets=None, can_merge=False, **off)]
+    rows = {r["Method"]: r for r in md_rows(tables.to_markdown("t", groups_of(fx.write_all(tmp_path, recs, broken=False))[("minilm", "synth")]))}
+    assert rows["lora"]["Latency overhead unmerged (%)"] == rows["lora"]["Latency overhead merged (%)"] == "not measured"
+    assert rows["houlsby"]["Latency overhead merged (%)"] == "n/a (cannot merge)"
+    assert rows["houlsby"]["Latency overhead unmerged (%)"] == "not measured"
+    assert rows["full_ft"]["Latency overhead unmerged (%)"] == rows["full_ft"]["Latency overhead merged (%)"] == "–"
+
+
+def test_bolding_is_per_precision(tmp_path):
+    recs = [fx.record("lora", r=8, acc=0.80, precision="bf16"), fx.record("lora", r=16, acc=0.82, precision="bf16"),
+            fx.record("lora", r=8, acc=0.70, precision="fp32"), fx.record("lora", r=16, acc=0.75, precision="fp32")]
+    md = tables.to_markdown("t", groups_of(fx.write_all(tmp_path, recs, broken=False))[("minilm", "synth")])
+    bold = {(r["Precision"], r["Rank"]) for r in md_rows(md) if r["Accuracy (%)"].startswith("**")}
+    assert bold == {("bf16", "16"), ("fp32", "16")}  # each precision's best, not only the overall best
+
+
+def test_setting_column_and_notes_name_what_differs(tmp_path):
+    a, b = fx.record("lora", acc=0.8), fx.record("lora", acc=0.7)
+    b["config"]["batch_size"], b["run_id"] = 32, b["run_id"] + "_b32"
+    extra = fx.record("lora", acc=0.75, r=16)  # two rows share a's setting: a's is the most common
+    t = groups_of(fx.write_all(tmp_path, [a, b, extra], broken=False))[("minilm", "synth")]
+    md = tables.to_markdown("t", t)
+    settings = {r["Setting"] for r in md_rows(md)}
+    assert len(settings) == 2
+    note = next(line for line in md.splitlines() if line.startswith("- Setting "))
+    assert "batch_size=32 (vs absent)" in note and "most common" in note and "method." not in note
+
+
+def test_cost_details_table_has_every_cost_figure_with_units(tmp_path):
+    extra = dict(est_train_mem_growth_bytes=50 * 2**20, mem_measured_over_estimated=2.5, peak_train_reserved_bytes=2**30,
+                 train_samples_per_s_median=90.0, step_time_ms_p10=90.0, step_time_ms_p90=120.0, train_tokens_per_s_p10=2500.0,
+                 train_tokens_per_s_p90=3500.0, flops_per_step=2.5e10, peak_flops_per_s=4.3e11, latency_ms_base=10.0,
+                 latency_ms_unmerged=11.0, latency_ms_merged=10.1)
+    recs = [fx.record("lora", **extra), fx.record("houlsby", r=None, targets=None, reduction_factor=16, can_merge=False,
+                                                   **{**extra, "latency_ms_merged": None})]
+    t = groups_of(fx.write_all(tmp_path, recs, broken=False))[("minilm", "synth")]
+    rows = {r["Method"]: r for r in md_rows(tables.to_markdown("t", t, details=True))}
+    lora = rows["lora"]
+    assert lora["Est. train mem (MiB)"] == "50.0" and lora["Measured / est. mem (×)"] == "2.50"
+    assert lora["Peak reserved (MiB)"] == "–"  # CUDA-only figure, CPU run
+    assert lora["Train samples/s (samples/s)"] == "90.0" and lora["Step time p10 (ms)"] == "90.0" and lora["Step time p90 (ms)"] == "120.0"
+    assert lora["Train tok/s p10 (tokens/s)"] == "2,500" and lora["Train tok/s p90 (tokens/s)"] == "3,500"
+    assert lora["FLOPs/step (GFLOP)"] == "25.0" and lora["Peak FLOP/s (TFLOP/s)"] == "0.43"
+    assert lora["Train time (s)"] == "10.0" and lora["Eval time (s)"] == "–"
+    assert (lora["Latency base (ms)"], lora["Latency unmerged (ms)"], lora["Latency merged (ms)"]) == ("10.00", "11.00", "10.10")
+    assert rows["houlsby"]["Latency merged (ms)"] == "n/a (cannot merge)" and rows["houlsby"]["Setting"] == lora["Setting"]
+    csv_row = next(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    for col in ("est_train_mem_growth_bytes", "mem_measured_over_estimated_ratio", "peak_train_reserved_bytes",
+                "train_samples_per_s_median", "step_time_ms_p10", "step_time_ms_p90", "train_tokens_per_s_p10",
+                "train_tokens_per_s_p90", "flops_per_step_flop", "peak_flops_per_s_flop_per_s", "train_s", "eval_s",
+                "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged", "setting", "device"):
+        assert col in csv_row, col
+    tex = tables.to_latex("t", t, details=True)
+    assert "Peak FLOP/s (TFLOP/s)" in tex and len(re.split(r"(?<!\\)&", tex_rows(tex)[0])) == len(tables.DETAIL_COLUMNS)
 
 
 def test_single_seed_table_says_untested(groups):
@@ -109,7 +194,8 @@ def test_latex_parses_balanced_and_consistent(minilm):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (apt-get install texlive-latex-recommended)")
 def test_latex_compiles_with_pdflatex(groups, tmp_path):
-    doc = tables.LATEX_PREAMBLE + "\n".join(tables.to_latex(f"{m} / {t}", g) for (m, t), g in groups.items()) + "\n\\end{document}\n"
+    doc = tables.LATEX_PREAMBLE + "\n".join(tables.to_latex(f"{m} / {t}", g, details=d) for (m, t), g in groups.items()
+                                             for d in (False, True)) + "\n\\end{document}\n"
     (tmp_path / "t.tex").write_text(doc)
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

@@ -67,7 +67,8 @@ def test_gpu_model_config_prepares_offline(name, tmp_path):
 @pytest.mark.parametrize("name", ["llama-3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b"])
 def test_llm_configs_prepare_for_generation(name, tmp_path):
     config = composed(f"model={name}", "method=lora", "task=gsm8k", f"results_dir={tmp_path}", "device=cpu",
-                      "task.data_files.train=" + str(ROOT / "conf" / "lm_eval_tasks" / "peftbench_arith.jsonl"))
+                      "task.data_files.train=" + str(ROOT / "conf" / "lm_eval_tasks" / "peftbench_arith.jsonl"),
+                      "task.data_files.test=" + str(ROOT / "conf" / "lm_eval_tasks" / "peftbench_arith.jsonl"))
     plan = prepare(config)
     assert plan.info.task_type == "CAUSAL_LM" and plan.info.head_modules == ()
     assert any(n.endswith("lm_head") for n in plan.info.linear_names)
