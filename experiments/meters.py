@@ -201,7 +201,9 @@ def estimate_train_memory(model: nn.Module, batch: int, seq: int, act_bytes: int
     h, layers, heads = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads
     body_trains = any(p.requires_grad for n, p in model.named_parameters() if _in_body(n))
     per_layer = seq * batch * h * (34 + 5 * heads * seq / h) * act_bytes / 2
-    activations = int(per_layer * layers) if body_trains else 0
+    # without gradients through the body (linear probe) nothing is saved for backward, but one
+    # layer's activations are alive at a time during the forward
+    activations = int(per_layer * layers) if body_trains else int(per_layer)
     est = {
         "est_weight_bytes": weight_bytes(model),
         "est_grad_bytes": n_train * 4,
@@ -247,7 +249,22 @@ def measure_latency(
             times.append((time.perf_counter() - t0) * 1e3)
     model.train(was_training)
     s = spread(times)
-    return {"median_ms": s["median"], "p10_ms": s["p10"], "p90_ms": s["p90"], "noise_rel": (s["p90"] - s["p10"]) / s["median"], "repeats": repeats}
+    lo, hi = median_ci(times)
+    return {"median_ms": s["median"], "p10_ms": s["p10"], "p90_ms": s["p90"], "median_ci95_ms": [lo, hi],
+            "noise_rel": (hi - lo) / s["median"], "repeats": repeats}
+
+
+def median_ci(xs: list[float]) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median (order statistics,
+    n/2 -+ 0.98*sqrt(n)): how far the median itself can move, which is what an overhead of one
+    median over another must exceed."""
+    import math
+
+    s = sorted(xs)
+    n = len(s)
+    half = 0.98 * math.sqrt(n)
+    j, k = math.floor(n / 2 - half), math.ceil(1 + n / 2 + half)  # 1-based ranks
+    return s[max(j, 1) - 1], s[min(k, n) - 1]
 
 
 # -- compute ------------------------------------------------------------------------------------
