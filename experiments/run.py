@@ -161,7 +161,7 @@ class LatencyBench:
     def __init__(self, base: nn.Module, batch: dict, m: Mapping[str, Any], device: torch.device, autocast, keep_base: bool):
         self.batch, self.m, self.device, self.autocast = batch, m, device, autocast
         self.base_samples = [self._once(base)]
-        self.base = copy.deepcopy(base) if keep_base else None
+        self.base = copy.deepcopy(base).requires_grad_(False) if keep_base else None
 
     def _once(self, model: nn.Module) -> dict[str, Any]:
         return meters.measure_latency(model, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)

@@ -94,3 +94,12 @@ def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     second = meters.peak_matmul_flops(torch.device("cpu"), torch.float32)
     assert first["peak_cached"] is False and second["peak_cached"] is True
     assert second["peak_flops_per_s"] == first["peak_flops_per_s"] > 1e9
+
+
+def test_a_probe_adds_no_latency_to_its_base(run_small):
+    """A linear probe is the base model with a retrained head: no overhead beyond noise. This
+    failed when frozen weights paid autocast casts that the base (weights requiring grad) had
+    cached across calls."""
+    rec = run_small("method=linear_probe", "steps=2", "measure.latency=true", "measure.latency_repeats=20")
+    cost = rec["cost"]
+    assert abs(cost["latency_overhead_unmerged"]) <= cost["latency_noise_rel"], cost
