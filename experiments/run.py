@@ -140,42 +140,32 @@ def count_params(model: nn.Module) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
 
 
-def _combine(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several latency series of one model: the spread within and the drift between them are
-    both noise."""
-    medians = [x["median_ms"] for x in samples]
-    drift = (max(medians) - min(medians)) / min(medians)
-    return {"median_ms": sorted(medians)[len(medians) // 2], "p10_ms": min(x["p10_ms"] for x in samples),
-            "p90_ms": max(x["p90_ms"] for x in samples), "noise_rel": max([drift] + [x["noise_rel"] for x in samples]),
-            "repeat_drift_rel": drift}
-
-
 class LatencyBench:
-    """Latency of base, unmerged and merged models on one fixed batch.
+    """Latency of the base, unmerged and merged models on one fixed batch.
 
-    With `keep_base` a frozen copy of the base model is kept and measured in alternation with the
-    adapted model, so that machine drift between measurements hits both alike. Without it (huge
-    models), the base is measured before training only.
+    With `keep_base` a frozen copy of the base model is kept, and each adapted model is measured
+    interleaved with it (`meters.measure_latency_interleaved`): an overhead is then the ratio of
+    two medians taken over the same seconds, so machine drift cancels. Without it (models too
+    large to hold twice) the base is measured alone before adaptation and drift is not controlled;
+    `latency_protocol` in the record says which was done.
     """
 
     def __init__(self, base: nn.Module, batch: dict, m: Mapping[str, Any], device: torch.device, autocast, keep_base: bool):
         self.batch, self.m, self.device, self.autocast = batch, m, device, autocast
-        self.base_samples = [self._once(base)]
         self.base = copy.deepcopy(base).requires_grad_(False) if keep_base else None
+        self.base_alone = None if keep_base else self._measure({"model": base})["model"]
+        self.protocol = "interleaved_with_base" if keep_base else "base_before_training"
 
-    def _once(self, model: nn.Module) -> dict[str, Any]:
-        return meters.measure_latency(model, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)
+    def _measure(self, models: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
+        return meters.measure_latency_interleaved(
+            models, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)
 
-    def against_base(self, model: nn.Module, rounds: int = 2) -> dict[str, Any]:
-        samples = []
-        for _ in range(rounds):
-            samples.append(self._once(model))
-            if self.base is not None:
-                self.base_samples.append(self._once(self.base))
-        return _combine(samples)
-
-    def base_figures(self) -> dict[str, Any]:
-        return _combine(self.base_samples)
+    def against_base(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(base, model) latency series, measured together where the base copy is kept."""
+        if self.base is None:
+            return self.base_alone, self._measure({"model": model})["model"]
+        out = self._measure({"base": self.base, "model": model})
+        return out["base"], out["model"]
 
 
 def adapter_bytes(method: Method, model: nn.Module) -> int:
@@ -184,26 +174,37 @@ def adapter_bytes(method: Method, model: nn.Module) -> int:
         return meters.dir_bytes(Path(tmp) / "adapter")
 
 
-def latency_figures(base: dict, unmerged: dict, merged: dict | None, can_merge: bool) -> dict[str, Any]:
+def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | None, can_merge: bool, protocol: str) -> dict[str, Any]:
+    """Each overhead is against the base series measured with it. The noise is the widest 95%
+    confidence interval of any median behind an overhead, relative to that median."""
+    base, adapted = unmerged
+    series = [base, adapted] + (list(merged) if merged else [])
     out = {
+        "latency_protocol": protocol,
         "latency_ms_base": base["median_ms"],
         "latency_ms_base_p10": base["p10_ms"],
         "latency_ms_base_p90": base["p90_ms"],
-        "latency_noise_rel": base["noise_rel"],
-        "latency_ms_unmerged": unmerged["median_ms"],
-        "latency_ms_unmerged_p10": unmerged["p10_ms"],
-        "latency_ms_unmerged_p90": unmerged["p90_ms"],
-        "latency_overhead_unmerged": unmerged["median_ms"] / base["median_ms"] - 1,
+        "latency_noise_rel": max(x["noise_rel"] for x in series),
+        "latency_repeats": base["repeats"],
+        "latency_ms_unmerged": adapted["median_ms"],
+        "latency_ms_unmerged_p10": adapted["p10_ms"],
+        "latency_ms_unmerged_p90": adapted["p90_ms"],
+        "latency_overhead_unmerged": adapted["median_ms"] / base["median_ms"] - 1,
         "can_merge": can_merge,
         "latency_ms_merged": None,
         "latency_overhead_merged": None,
     }
     if merged is not None:
+        base_m, merged_m = merged
         out.update({
-            "latency_ms_merged": merged["median_ms"],
-            "latency_ms_merged_p10": merged["p10_ms"],
-            "latency_ms_merged_p90": merged["p90_ms"],
-            "latency_overhead_merged": merged["median_ms"] / base["median_ms"] - 1,
+            "latency_ms_merged": merged_m["median_ms"],
+            "latency_ms_merged_p10": merged_m["p10_ms"],
+            "latency_ms_merged_p90": merged_m["p90_ms"],
+            "latency_ms_base_beside_merged": base_m["median_ms"],
+            "latency_overhead_merged": merged_m["median_ms"] / base_m["median_ms"] - 1,
+            # how far the base itself moved between the two measurements: why each overhead is
+            # taken against its own base series
+            "latency_base_drift_rel": abs(base_m["median_ms"] - base["median_ms"]) / base["median_ms"],
         })
     return out
 
@@ -282,7 +283,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
             model = plan.method.merge(model)
             merge_diff = (before - _logits(model, fixed, device, autocast)).abs().max().item()
             merged = latency.against_base(model)
-        cost.update(latency_figures(latency.base_figures(), unmerged, merged, plan.method.can_merge))
+        cost.update(latency_figures(unmerged, merged, plan.method.can_merge, latency.protocol))
         cost["merge_max_abs_logit_diff"] = merge_diff
         cost["latency_batch"], cost["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
     t_end = time.perf_counter()
