@@ -92,9 +92,16 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
 
 
 def _full_ft_line(ax: plt.Axes, t: pd.DataFrame) -> None:
+    """The full FT reference, chosen like the tables' (stats.pick_reference): the non-method
+    setting and steps most of the figure's runs share, then the best by validation."""
     ft = t[t["method"] == "full_ft"]
     if ft.empty:
         return
+    others = t[t["method"] != "full_ft"]
+    for key in ("ref_setting", "steps"):
+        if not others.empty:
+            narrowed = ft[ft[key] == others[key].mode().iloc[0]]
+            ft = narrowed if not narrowed.empty else ft
     best = ft.sort_values("val_accuracy_mean", ascending=False).iloc[0]
     colour, _ = style_of("full_ft")
     ax.axhline(best["accuracy_mean"] * 100, color=colour, ls="--", lw=1, label=f"full FT ({best['accuracy_mean'] * 100:.1f}%)")
@@ -136,7 +143,7 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
 
 
 def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    lines = [(k, g) for k, g in t[t["rank_value"].notna()].groupby(["method", "targets", "lr", "steps", "ref_setting"])
+    lines = [(k, g) for k, g in t[t["rank_value"].notna()].groupby(["method", "targets", "lr", "protocol", "steps", "setting"], dropna=False)
              if g["rank_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
@@ -156,7 +163,7 @@ def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figur
 
 
 def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    groups = [(k, g) for k, g in t[t["targets"] != "-"].groupby(["method", "rank", "lr", "steps", "ref_setting"]) if g["targets"].nunique() >= 2]
+    groups = [(k, g) for k, g in t[t["targets"] != "-"].groupby(["method", "rank", "lr", "protocol", "steps", "setting"], dropna=False) if g["targets"].nunique() >= 2]
     if not groups:
         return Figure(name, title, [], "no method was run with two or more target-module sets at one rank")
     all_targets = sorted({tg for _, g in groups for tg in g["targets"]})
@@ -226,7 +233,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
     if ok.empty or not any(len(c) > 1 for c in ok["loss_curve"]):
         return Figure(name, title, [], "no loss curves in the records")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "steps", "setting"], sort=False):
+    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
         curves = [np.asarray(c, float) for c in runs["loss_curve"] if len(c) > 1]
         if not curves:
             continue
@@ -242,12 +249,13 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
 
 
 def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
-    """All figures for every model x task x precision (precisions are never pooled)."""
+    """All figures for every model x task x precision x device type: precisions and devices are
+    never pooled (CPU RSS and CUDA allocator bytes, or CPU and GPU tokens/s, share no axis)."""
     figs: list[Figure] = []
-    for (model, task, prec), t in agg.groupby(["model", "task", "precision"], sort=True):
+    for (model, task, prec, dev), t in agg.groupby(["model", "task", "precision", "device"], sort=True):
         t = t.assign(_o=t["method"].map(method_order)).sort_values(["_o", "rank_value", "targets"]).drop(columns="_o")
-        runs = ok[(ok["model"] == model) & (ok["task"] == task) & (ok["precision"] == prec)]
-        stem, title = f"figures/{model}__{task}__{prec}", f"{model} / {task} / {prec}"
+        runs = ok[(ok["model"] == model) & (ok["task"] == task) & (ok["precision"] == prec) & (ok["device"] == dev)]
+        stem, title = f"figures/{model}__{task}__{prec}__{dev}", f"{model} / {task} / {prec} / {dev}"
         figs += [
             scatter_with_pareto(t, "trainable_params", "trainable parameters (log)", 1.0, True, f"{title}: accuracy vs trainable params", out, f"{stem}__acc_vs_params"),
             scatter_with_pareto(t, "peak_mem_bytes", "peak train memory growth (MiB)", 1 / MIB, False, f"{title}: accuracy vs peak memory", out, f"{stem}__acc_vs_memory"),

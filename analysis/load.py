@@ -210,6 +210,7 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
     prov = record.get("provenance", {}) or {}
     timing = record.get("timing", {}) or {}
     items = setting_items(record)
+    protocol = protocol_of(record)
     return {
         "file": file,
         "run_id": record["run_id"],
@@ -218,8 +219,11 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "task": record["task"],
         "seed": int(record["seed"]),
         "precision": record["precision"],
-        "lr": lr_of(record),
-        "protocol": protocol_of(record),
+        # Under lr_search each seed chooses its own lr: the row is "lr searched", and the chosen lr
+        # is a per-run value, or seeds that chose differently would split into rows of n=1.
+        "lr": math.nan if protocol == "lr_search" else lr_of(record),
+        "chosen_lr": lr_of(record),
+        "protocol": protocol,
         "steps": int(cfg["steps"]) if isinstance(cfg.get("steps"), int) else -1,
         "rank": rank,
         "rank_value": rank_value,

@@ -92,6 +92,7 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
         for col in ("rank_value", "ref_setting", "setting_items", "device"):
             row[col] = first[col]
         row["memory_kind"] = "/".join(sorted(set(runs["memory_kind"])))
+        row["chosen_lrs"] = tuple(sorted({float(x) for x in runs["chosen_lr"] if not math.isnan(x)}))
         row["can_merge"] = _all_can_merge(runs["can_merge"])
         rows.append(row)
     agg = pd.DataFrame(rows)

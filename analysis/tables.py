@@ -136,6 +136,8 @@ def _int(key: str) -> Callable[[pd.Series, str], str]:
 
 
 def _lr_text(r: pd.Series, fmt: str) -> str:
+    if r.get("protocol") == "lr_search":  # each seed chose its own lr on validation
+        return "search: " + ";".join(f"{x:.0e}" for x in r.get("chosen_lrs") or ()) if r.get("chosen_lrs") else "search"
     return "–" if math.isnan(r["lr"]) else f"{r['lr']:.0e}"
 
 

@@ -31,6 +31,18 @@ def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
     print(f"FAILED (ConfigError: {error}): {path}", flush=True)
 
 
+def exit_failed(rec: dict[str, Any]) -> None:
+    """A single run that failed exits non-zero (a sweep records it and goes on): 2 for bad input
+    found only when the data was read (an unseen label, a missing column), 1 for a crash. The
+    failed record is written either way."""
+    error = str(rec.get("error") or "failed")
+    if error.startswith("ConfigError: "):
+        print(f"peftbench: error: {error.removeprefix('ConfigError: ')}", file=sys.stderr)
+        sys.exit(2)
+    print(f"peftbench: run failed: {error} (traceback in {record.result_path(rec['config']['results_dir'], rec['run_id'])})", file=sys.stderr)
+    sys.exit(1)
+
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
@@ -84,17 +96,20 @@ def main(cfg: DictConfig) -> None:
     group = Path(str(hc.sweep.dir)).name if multirun else None
     # A shared lock on the results dir while this process may write there: lets a later run
     # tell the temp files of a killed write from those of a live one (sweep.clean_stale_tmp).
+    rec = None
     with sweep.results_lock(config["results_dir"]):
         if config.get("lr_search") is not None:
             try:
-                lrsearch.search(config, lambda c: run_one(c, multirun, cap, group))
+                rec = lrsearch.search(config, lambda c: run_one(c, multirun, cap, group))
             except ConfigError as e:
                 if not multirun:
                     print(f"peftbench: error: {e}", file=sys.stderr)
                     sys.exit(2)
                 _record_invalid(config, e)
         else:
-            run_one(config, multirun, cap, group)
+            rec = run_one(config, multirun, cap, group)
+    if not multirun and rec and rec.get("status") == "failed":
+        exit_failed(rec)
     if multirun:
         manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / ".sweep.json")
         line = sweep.progress_line(manifest)

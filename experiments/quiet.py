@@ -9,6 +9,9 @@ def quiet() -> None:
     # nothing is downloaded) and warns at import.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # datasets' "Generating train split" bars would bury a one-line error on stderr; our own
+    # progress line says what a run is doing
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         from transformers.utils import logging as hf_logging

@@ -136,7 +136,7 @@ def autocast_for(device: torch.device, precision: str) -> Callable:
 
 def count_params(model: nn.Module) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(meters.logical_numel(p) for p in model.parameters())
+    total = sum(meters.logical_numel(p) for n, p in model.named_parameters() if not meters.is_shadow_copy(n))
     return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
 
 

@@ -67,9 +67,9 @@ def parse(out: Path) -> Links:
 def test_outputs_exist(built):
     for name in ("index.html", "tables.md", "tables.tex", "tables_standalone.tex", "claims.md",
                  "tables/minilm__synth.csv", "tables/tiny-llama__synth.csv",
-                 "figures/minilm__synth__bf16__acc_vs_params.png", "figures/minilm__synth__bf16__acc_vs_params.pdf",
-                 "figures/minilm__synth__bf16__acc_vs_rank.pdf", "figures/minilm__synth__bf16__target_sets.png",
-                 "figures/minilm__synth__bf16__loss.png", "figures/minilm__synth__bf16__latency.png"):
+                 "figures/minilm__synth__bf16__cpu__acc_vs_params.png", "figures/minilm__synth__bf16__cpu__acc_vs_params.pdf",
+                 "figures/minilm__synth__bf16__cpu__acc_vs_rank.pdf", "figures/minilm__synth__bf16__cpu__target_sets.png",
+                 "figures/minilm__synth__bf16__cpu__loss.png", "figures/minilm__synth__bf16__cpu__latency.png"):
         assert (built / name).is_file(), name
 
 
@@ -100,7 +100,7 @@ def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built)
     assert "abc1234 (dirty)" in text and "AMD EPYC" in text and "torch 2.13.0+cpu" in text
     assert "Dettmers et al. 2023" in text and "holds" in text
     # tiny-llama has one rank and one target set: those figures are skipped with a reason
-    assert "tiny-llama / synth / bf16: accuracy vs rank: no method was run at two or more ranks" in text
+    assert "tiny-llama / synth / bf16 / cpu: accuracy vs rank: no method was run at two or more ranks" in text
 
 
 def test_bad_inputs_named_on_stderr(built_and_stderr):

@@ -98,6 +98,23 @@ def test_flops_ordering_and_formula():
     assert probe < 0.4 * full  # forward only, plus the head's gradients
 
 
+def test_lora_flops_skip_weight_gradients_of_frozen_layers():
+    from methods import get
+    from experiments.models import build_model_info
+
+    cfg = compose(["method=lora"])
+    info = build_model_info(cfg["model"], "classification", 3)
+    model = get("lora")(cfg["method"]).wrap(_minilm(), info)
+    tokens = 16 * 32
+    dims = meters._linear_dims(model)
+    total = sum(d for _, d, _ in dims)
+    trainable = sum(d for _, d, t in dims if t)  # LoRA A/B and the head
+    assert 0 < trainable < 0.01 * total
+    attn = 4 * 16 * 32 * 32 * 384 * 6
+    expected = 2 * tokens * total + attn + (2 * tokens * total + 2 * attn) + 2 * tokens * trainable
+    assert meters.train_flops_per_step(model, 16, 32)["flops_per_step"] == pytest.approx(expected)
+
+
 def test_weight_bytes_counts_4bit_as_packed():
     from methods import get
     from experiments.models import build_model_info
@@ -116,6 +133,8 @@ def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     second = meters.peak_matmul_flops(torch.device("cpu"), torch.float32)
     assert first["peak_cached"] is False and second["peak_cached"] is True
     assert second["peak_flops_per_s"] == first["peak_flops_per_s"] > 1e9
+    third = meters.peak_matmul_flops(torch.device("cpu"), torch.float32, refresh=True)  # measures again, keeps the best
+    assert third["peak_flops_per_s"] == max(first["peak_flops_per_s"], third["peak_this_run_flops_per_s"])
 
 
 def test_a_probe_adds_no_latency_to_its_base(run_small):

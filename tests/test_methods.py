@@ -30,3 +30,10 @@ def test_lora_trainable_count_matches_formula(run_small):
     rec = run_small("method=lora", "method.r=4", "steps=1")
     lora = 6 * 2 * 4 * (384 + 384)  # 6 layers, query+value, A and B
     assert rec["params"]["trainable"] == lora + 384 * 3 + 3
+
+
+def test_total_params_count_the_base_once_plus_what_the_method_adds(run_small):
+    """peft keeps an untrained shadow of the head beside the trained one; it must not count."""
+    base = run_small("method=full_ft", "steps=1")["params"]["total"]
+    rec = run_small("method=lora", "method.r=4", "steps=1")
+    assert rec["params"]["total"] == base + 6 * 2 * 4 * (384 + 384)

@@ -2,6 +2,7 @@
 files in the distributed formats), their label mapping, split carving and one-line errors."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -204,3 +205,19 @@ def test_cli_bad_task_file_is_one_line_exit_2(tmp_path):
     assert p.returncode == 2
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert lines == [f"peftbench: error: task.train_file: file {tmp_path}/missing.csv does not exist"]
+
+
+def test_cli_label_found_only_when_reading_data_exits_2_with_one_line(tmp_path):
+    """An unseen test label is found when the data is built (after prepare), still before any
+    model is loaded: a single run says so in one line and exits 2; the failed record stays."""
+    tr = write(tmp_path / "tr.csv", ["text,label"] + [f"t{i},{'ab'[i % 2]}" for i in range(10)])
+    te = write(tmp_path / "te.csv", ["text,label", "u,a", "v,c"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "model=tiny-llama", "task=csv", f"task.train_file={tr}",
+                        f"task.test_file={te}", "steps=2", "progress=false", f"results_dir={tmp_path / 'r'}"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("peftbench: error: task.test_file") and "'c'" in lines[0], p.stderr
+    [rec] = [json.loads(f.read_text()) for f in (tmp_path / "r").glob("*.json")]
+    assert rec["status"] == "failed" and rec["error"].startswith("ConfigError")
