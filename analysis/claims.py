@@ -48,6 +48,7 @@ class ConditionResult:
     verdict: str
     evidence: list[Evidence] = field(default_factory=list)
     note: str = ""
+    spec: str = ""  # what is compared and the tolerance fixed before looking
 
 
 @dataclass
@@ -99,6 +100,35 @@ def claim_problems(claim: Any) -> list[str]:
     return problems
 
 
+DERIVED_METRICS = {"loss_auc"}
+
+
+def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[str]:
+    """Names in a claim that are no run column: a typo would otherwise crash the report, or (in
+    `where`) silently filter nothing and let the claim run on every run."""
+    known = set(columns) | DERIVED_METRICS
+    problems = [f"where: unknown column {k!r}" for k in (claim.get("where") or {}) if k not in known]
+    for i, cond in enumerate(conditions_of(claim)):
+        names = {"metric": cond.get("metric", "accuracy" if cond.get("check") == "slope_compare" else None),
+                 "than_metric": cond.get("than_metric"), "noise_metric": cond.get("noise_metric")}
+        if cond.get("check") == "auc_compare":
+            names.pop("metric")
+        for role, name in names.items():
+            if role == "metric" and name is None:
+                problems.append(f"condition {i}: metric is required")
+            elif name is not None and name not in known:
+                problems.append(f"condition {i}: {role} {name!r} is not a run column")
+        problems += [f"condition {i}: match key {k!r} is not a run column" for k in cond.get("match", []) if k not in known]
+        problems += [f"condition {i}: where: unknown column {k!r}" for k in (cond.get("where") or {}) if k not in known]
+    return problems
+
+
+def condition_spec(cond: Mapping[str, Any]) -> str:
+    metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "accuracy")
+    versus = f" vs {cond['baseline']}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
+    return f"{', '.join(_methods(cond))}{versus}: {metric}, tolerance {cond.get('tolerance')}"
+
+
 def conditions_of(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
     if isinstance(claim.get("conditions"), list):
         return [c for c in claim["conditions"] if isinstance(c, dict)]
@@ -126,15 +156,18 @@ def _where(cfg: Mapping[str, Any]) -> str:
 
 def _configs(runs: pd.DataFrame, method: str) -> list[tuple[tuple, pd.DataFrame]]:
     keys = GROUP_KEY + ROW_KEY
-    return [(k, g) for k, g in runs[runs["method"] == method].groupby(keys, sort=True)]
+    return [(k, g) for k, g in runs[runs["method"] == method].groupby(keys, sort=True, dropna=False)]
 
 
-def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]], ref_setting: str) -> tuple[tuple, pd.DataFrame] | None:
-    """Among several matching baseline configurations, preferably those with the same non-method
-    setting (batch size, task, model, device; see analysis.load.non_method), then the best on
-    validation (e.g. an lr sweep)."""
+def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]], ref_setting: str, lr: float = math.nan) -> tuple[tuple, pd.DataFrame] | None:
+    """Among several matching baseline configurations, the tables' reference rule
+    (analysis.stats.pick_reference): preferably the same non-method setting (batch size, task,
+    model, device; see analysis.load.non_method), then the same lr, then the best on validation
+    (e.g. an lr sweep)."""
     same = [(k, g) for k, g in groups if g["ref_setting"].iloc[0] == ref_setting]
     groups = same or groups
+    same_lr = [(k, g) for k, g in groups if np.isclose(float(g["lr"].iloc[0]), float(lr), equal_nan=True)]
+    groups = same_lr or groups
     if not groups:
         return None
     return max(groups, key=lambda kg: np.nan_to_num(kg[1]["val_accuracy"].mean(), nan=-1))
@@ -149,7 +182,7 @@ def _pairs(runs: pd.DataFrame, cond: Mapping[str, Any]) -> Iterable[tuple[dict, 
         for key, mine in _configs(runs, method):
             cfg = dict(zip(keys, key))
             cands = [(k, g) for k, g in _configs(runs, cond["baseline"]) if all(dict(zip(keys, k))[m] == cfg[m] for m in match)]
-            best = _best_by_validation(cands, mine["ref_setting"].iloc[0])
+            best = _best_by_validation(cands, mine["ref_setting"].iloc[0], float(mine["lr"].iloc[0]))
             if best is not None:
                 yield {"method": method, **{m: cfg[m] for m in match}, "setting": cfg["setting"]}, mine, best[1]
 
@@ -270,26 +303,37 @@ def _slope(g: pd.DataFrame, metric: str) -> tuple[float, list[str]]:
     return slope, seeds
 
 
+def _lr_lines(g: pd.DataFrame) -> list[pd.DataFrame]:
+    """One rank line per lr (and lr protocol) of a method: a slope never mixes learning rates."""
+    return [line for _, line in g.groupby(["lr", "protocol"], sort=True, dropna=False)]
+
+
 def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Slope of metric vs log2(rank) over ranks in [min_rank, max_rank]: method's slope greater
-    than the baseline's by more than the tolerance (keeps improving where the baseline stalls)."""
+    than the baseline's by more than the tolerance (keeps improving where the baseline stalls).
+    Each method is fitted along its own lr (methods' default lrs differ); where the baseline has
+    several lr lines, the same lr is preferred, else the best by validation."""
     metric, tol = cond.get("metric", "accuracy"), float(cond["tolerance"])
     lo, hi = float(cond.get("min_rank", 0)), float(cond.get("max_rank", math.inf))
     sel = runs[runs["rank_value"].between(lo, hi)]
     # ref_setting: never fit one slope through runs of different batch size, task size or device
-    match = GROUP_KEY + ["precision", "ref_setting"] + list(cond.get("match", ["targets", "steps", "lr"]))
+    match = GROUP_KEY + ["precision", "ref_setting"] + list(cond.get("match", ["targets", "steps"]))
     evidence = []
-    for key, g in sel.groupby(match, sort=True):
+    for key, g in sel.groupby(match, sort=True, dropna=False):
         cfg = dict(zip(match, key))
+        base_lines = [ln for ln in _lr_lines(g[g["method"] == cond["baseline"]]) if ln["rank_value"].nunique() >= 2]
         for method in _methods(cond):
-            sm, seeds_m = _slope(g[g["method"] == method], metric)
-            sb, seeds_b = _slope(g[g["method"] == cond["baseline"]], metric)
-            if math.isnan(sm) or math.isnan(sb):
-                continue
-            text = (f"slope of {metric} per doubling of rank (r in [{_fmt(lo)}, {_fmt(hi)}]): {method} {_fmt(sm)} "
-                    f"({'; '.join(seeds_m)}) vs {cond['baseline']} {_fmt(sb)} ({'; '.join(seeds_b)}); needs diff > {_fmt(tol)}")
-            evidence.append(Evidence(_where({"method": method, **cfg}), text, sm - sb > tol))
-    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 ranks in [{_fmt(lo)}, {_fmt(hi)}] for both methods")
+            for line in _lr_lines(g[g["method"] == method]):
+                sm, seeds_m = _slope(line, metric)
+                pick = _best_by_validation([((), b) for b in base_lines], cfg["ref_setting"], float(line["lr"].iloc[0]))
+                if pick is None or math.isnan(sm):
+                    continue
+                sb, seeds_b = _slope(pick[1], metric)
+                text = (f"slope of {metric} per doubling of rank (r in [{_fmt(lo)}, {_fmt(hi)}]): {method} {_fmt(sm)} "
+                        f"(lr {_fmt(float(line['lr'].iloc[0]))}; {'; '.join(seeds_m)}) vs {cond['baseline']} {_fmt(sb)} "
+                        f"(lr {_fmt(float(pick[1]['lr'].iloc[0]))}; {'; '.join(seeds_b)}); needs diff > {_fmt(tol)}")
+                evidence.append(Evidence(_where({"method": method, **cfg}), text, sm - sb > tol))
+    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 ranks in [{_fmt(lo)}, {_fmt(hi)}] for both methods at one setting")
 
 
 CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] = {
@@ -301,7 +345,8 @@ CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] 
     "slope_compare": slope_compare,
     "auc_compare": auc_compare,
 }
-NEEDS_BASELINE = {"metric_ge_with_tolerance", "metric_within_tolerance", "slope_compare", "auc_compare"}
+NEEDS_BASELINE = {"metric_ge_with_tolerance", "metric_within_tolerance", "slope_compare", "auc_compare",
+                  "metric_greater", "metric_less"}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -315,6 +360,8 @@ def _filter(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame
 
 def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     problems = claim_problems(claim)
+    if not problems:
+        problems = column_problems(claim, ok.columns)
     if problems:
         cid = claim.get("id", "?") if isinstance(claim, dict) else "?"
         return ClaimResult(str(cid), "", "", INVALID, [ConditionResult("-", INVALID, [], "; ".join(problems))], file)
@@ -322,9 +369,14 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     results = []
     for cond in conditions_of(claim):
         cond_runs = _filter(runs, cond.get("where"))
-        results.append(CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs"))
+        try:
+            result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
+        except Exception as e:  # a claim the data cannot answer is reported, never a crashed report
+            result = ConditionResult(cond["check"], INVALID, [], f"{type(e).__name__}: {e}")
+        result.spec = condition_spec(cond)
+        results.append(result)
     verdicts = [r.verdict for r in results]
-    verdict = FAILS if FAILS in verdicts else NO_DATA if NO_DATA in verdicts else HOLDS
+    verdict = INVALID if INVALID in verdicts else FAILS if FAILS in verdicts else NO_DATA if NO_DATA in verdicts else HOLDS
     return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, file)
 
 
@@ -341,6 +393,6 @@ def to_markdown(results: list[ClaimResult]) -> str:
     for r in results:
         lines += ["", f"## {r.id}: {r.verdict}", "", f"*{r.statement}* ({r.source}; {r.file})", ""]
         for c in r.conditions:
-            lines.append(f"- `{c.check}`: **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
+            lines.append(f"- `{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
             lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" for e in c.evidence]
     return "\n".join(lines) + "\n"

@@ -93,7 +93,7 @@ def claims_html(results: list[ClaimResult]) -> str:
     rows = []
     for r in results:
         details = "".join(
-            f"<li><code>{escape(c.check)}</code>: <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>"
+            f"<li><code>{escape(c.check)}</code>" + (f" ({escape(c.spec)})" if c.spec else "") + f": <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>"
             + (f" ({escape(c.note)})" if c.note else "")
             + _list(f"{escape(e.where)}: {escape(e.text)} → {'holds' if e.holds else 'fails'}" for e in c.evidence) + "</li>"
             for c in r.conditions)

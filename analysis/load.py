@@ -305,7 +305,10 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
         elif record["status"] == "failed":
             failed_rows.append(_failed_row(record, str(path)))
         else:
-            ok_rows.append(flatten(record, str(path)))
+            try:
+                ok_rows.append(flatten(record, str(path)))
+            except (AttributeError, KeyError, TypeError, ValueError) as e:  # odd shapes the schema check let through
+                problems.append(Problem(str(path), f"schema-invalid: cannot read it as a run ({type(e).__name__}: {e})"))
     ok_rows = _dedupe(ok_rows, problems)
     ok = pd.DataFrame(ok_rows) if ok_rows else pd.DataFrame(columns=list(flatten_columns()))
     failed = pd.DataFrame(failed_rows, columns=["file", "run_id", "method", "model", "task", "seed", "precision", "error"])

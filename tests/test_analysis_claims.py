@@ -101,3 +101,35 @@ def test_a_new_claim_is_just_yaml_and_lists_are_allowed(tmp_path, ok):
 def test_claims_markdown_lists_every_claim(verdicts):
     md = claims.to_markdown(list(verdicts.values()))
     assert md.count("| **holds** |") == 6 and "Hu et al. 2021" in md
+
+
+@pytest.mark.parametrize("bad,why", [
+    ({"metric": "acuracy"}, "metric 'acuracy' is not a run column"),
+    ({"where": {"precison": "bf16"}}, "where: unknown column 'precison'"),
+    ({"match": ["rnak"]}, "match key 'rnak' is not a run column"),
+    ({"check": "metric_less", "baseline": None}, "metric_less needs a baseline"),
+])
+def test_malformed_claim_is_reported_invalid_not_raised(ok, bad, why):
+    claim = {"id": "x", "statement": "s", "source": "src", "check": "metric_ge_with_tolerance", "method": "dora",
+             "baseline": "lora", "metric": "accuracy", "tolerance": 0.01, **bad}
+    res = claims.evaluate_claim(claim, ok)
+    assert res.verdict == claims.INVALID and why in res.conditions[0].note
+
+
+def test_condition_states_metric_and_tolerance_up_front(verdicts, ok):
+    assert verdicts["dora_ge_lora"].conditions[0].spec == "dora vs lora: accuracy, tolerance 0.01"
+    md = claims.to_markdown([verdicts["rslora_scales_with_rank"]])
+    assert "(rslora vs lora: accuracy, tolerance" in md
+
+
+def test_rank_slopes_compare_methods_at_their_own_default_lrs(tmp_path):
+    """The shipped methods default to different lrs (lora 2e-3, rslora 1e-3): the claim must still
+    be evaluated, each slope along one lr, never through a mix of lrs."""
+    recs = [r for r in fx.main_records() if r["method"] in ("lora", "rslora") and r["config"]["method"].get("target_modules") == "attn_qv"]
+    for r in recs:
+        r["lr"] = r["config"]["method"]["lr"] = 2e-3 if r["method"] == "lora" else 1e-3
+    ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
+    res = claims.evaluate_claim(claims.load_claims([claims.CLAIMS_DIR / "rslora_scales_with_rank.yaml"])[0][1], ok)
+    assert res.verdict == claims.HOLDS, res
+    [ev] = res.conditions[0].evidence
+    assert "lr 0.001" in ev.text and "lr 0.002" in ev.text

@@ -160,3 +160,26 @@ def test_analysis_never_imports_torch():
     code = ("import sys; import analysis.report, analysis.load, experiments.record; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_lr_searched_seeds_stay_one_row_with_their_chosen_lrs(tmp_path):
+    """Under lr_search each seed picks its own lr; the seeds still aggregate into one row."""
+    from analysis import stats, tables
+
+    recs = [fx.record("lora", seed=s, acc=0.8 + 0.01 * s, lr=[1e-3, 3e-3, 1e-3][s]) for s in fx.SEEDS]
+    for r in recs:
+        r["protocol"] = "lr_search"
+        r["lr_search"] = {"protocol": "lr_search", "chosen_lr": r["lr"]}
+    agg = stats.aggregate(load_results([fx.write_all(tmp_path, recs, broken=False)]).ok)
+    assert len(agg) == 1 and agg.iloc[0]["n"] == 3
+    assert tables._lr_text(agg.iloc[0], "md") == "search: 1e-03;3e-03"
+
+
+def test_schema_valid_but_odd_record_is_skipped_by_name(tmp_path):
+    odd = fx.record("lora", seed=5)
+    odd["provenance"]["versions"] = "torch 2.13"  # a string where a mapping belongs
+    folder = fx.write_all(tmp_path, [fx.record("lora", seed=0), odd], broken=False)
+    loaded = load_results([folder])
+    assert len(loaded.ok) == 1
+    [problem] = loaded.problems
+    assert problem.file.endswith(f"{odd['run_id']}.json") and "schema-invalid" in problem.reason
