@@ -211,11 +211,16 @@ def estimate_train_memory(model: nn.Module, batch: int, seq: int, act_bytes: int
         "est_activation_bytes": activations,
         # bf16 copies of linear weights made by autocast live until backward where input
         # gradients flow (saved for grad_input = grad_out @ W), else only for trainable ones
-        "est_autocast_cache_bytes": (sum(d for _, d, t in _linear_dims(model) if body_trains or t) * 2) if act_bytes == 2 else 0,
+        # (4-bit layers dequantise per call and keep no bf16 copy)
+        "est_autocast_cache_bytes": (sum(d for n, d, t in _linear_dims(model) if (body_trains or t) and not _is_4bit(model, n)) * 2) if act_bytes == 2 else 0,
     }
     est["est_train_mem_bytes"] = sum(est.values())
     est["est_train_mem_growth_bytes"] = est["est_train_mem_bytes"] - est["est_weight_bytes"]
     return est
+
+
+def _is_4bit(model: nn.Module, name: str) -> bool:
+    return type(model.get_submodule(name)).__name__ == "Linear4bit"
 
 
 def _base_config(model: nn.Module):
@@ -403,4 +408,6 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, refresh: bool | 
 
 
 def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """Bytes of the weights and configs in a saved folder; the model card peft writes beside them
+    (README.md) is documentation, not adapter."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and f.suffix != ".md")

@@ -91,6 +91,11 @@ def prepare(config: dict[str, Any]) -> Plan:
         _positive_int(config, key)
     if config["precision"] not in PRECISIONS:
         raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
+    weights = str(config["model"].get("dtype", "fp32"))
+    if config["precision"] == "fp32" and weights != "fp32":
+        # the run would compute in the weights' dtype while every table labels it fp32
+        raise ConfigError(f"precision=fp32 but model {config['model']['name']} loads {weights} weights; "
+                          f"set model.dtype=fp32 too, or use precision=bf16")
     validate_task(config["task"], config)
     method = method_for(config["method"])
     lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")

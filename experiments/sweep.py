@@ -148,17 +148,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def parallel_jobs(launcher_cfg: Mapping[str, Any] | None) -> int:
-    """How many jobs of this sweep run at once on this machine (1 unless joblib)."""
-    if not launcher_cfg or "joblib" not in str(launcher_cfg.get("_target_", "")):
-        return 1
-    n = int(launcher_cfg.get("n_jobs", -1))
-    return usable_cores() if n <= 0 else n
+def parallel_jobs(launcher_cfg: Mapping[str, Any] | None, n_runs: int | None = None) -> int:
+    """How many jobs of this sweep run at once on this machine: joblib's n_jobs; every run for
+    submitit's local launcher, which starts them all at once (`n_runs` in the sweeper; inside a
+    job, the count the sweeper passed down); 1 otherwise (sequential, or SLURM nodes)."""
+    target = str((launcher_cfg or {}).get("_target_", ""))
+    if "joblib" in target:
+        n = int(launcher_cfg.get("n_jobs", -1))  # type: ignore[union-attr]
+        return usable_cores() if n <= 0 else n
+    if target.endswith("LocalLauncher"):
+        return max(1, n_runs if n_runs is not None else int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1")))
+    return 1
 
 
-def check_parallelism(n_jobs: int, torch_threads: Any) -> str | None:
+def check_parallelism(n_jobs: int, torch_threads: Any, local_submitit: bool = False) -> str | None:
     """None when jobs x threads fits the cores, else the message why it does not."""
     cores = usable_cores()
+    if n_jobs > cores and local_submitit:
+        return (f"hydra/launcher=submitit_local starts all {n_jobs} runs at once but there are only {cores} cores: "
+                f"runs would share cores and every timing would be wrong; use hydra/launcher=parallel "
+                f"hydra.launcher.n_jobs<={cores}, or the default sequential launcher")
     if n_jobs > cores:
         return (f"hydra.launcher.n_jobs={n_jobs} but only {cores} cores: jobs would share cores and every "
                 f"timing would be wrong; use hydra.launcher.n_jobs<={cores}")
@@ -219,7 +228,8 @@ class PeftbenchSweeper(BasicSweeper):
         plan = self.plan_jobs(arguments)
         entries = plan["entries"]
         todo = [e for e in entries if not e["done"]]
-        n_jobs = parallel_jobs(self.config.hydra.get("launcher"))
+        launcher = self.config.hydra.get("launcher")
+        n_jobs = parallel_jobs(launcher, len(todo))
         merged = plan["expanded"] - len(entries)
         head = (f"[sweep] {len(entries)} runs" + (f" ({merged} duplicate jobs merged)" if merged else "")
                 + f", {len(entries) - len(todo)} already done, {len(todo)} to launch"
@@ -229,7 +239,8 @@ class PeftbenchSweeper(BasicSweeper):
             for e in entries:
                 print(("done  " if e["done"] else "run   ") + " ".join(e["overrides"]), flush=True)
             return []
-        problem = check_parallelism(n_jobs, self.config.get("torch_threads"))
+        problem = check_parallelism(n_jobs, self.config.get("torch_threads"),
+                                    str((launcher or {}).get("_target_", "")).endswith("LocalLauncher"))
         if problem and n_jobs > usable_cores():
             raise ValueError(problem)
         if problem:

@@ -49,8 +49,8 @@ def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
     if isinstance(targets, str):
         if targets not in info.target_presets:
             raise ConfigError(
-                f"unknown target preset {targets!r} for model {info.name}; "
-                f"use one of {sorted(info.target_presets)} or a list of layer names"
+                f"unknown target preset {targets!r} for model {info.name}; use one of {sorted(info.target_presets)} "
+                f"or a list of layer names, e.g. [{targets}] (available: {', '.join(_short_names(tuple(body)))})"
             )
         patterns = [re.compile(p) for p in info.target_presets[targets]]
         found = [n for n in body if any(p.search(n) for p in patterns)]

@@ -1,6 +1,8 @@
 """LoRA+ (Hayou et al. 2024): LoRA whose B matrices train at a higher learning rate.
 
-The only method whose optimizer groups differ; built by peft's create_loraplus_optimizer.
+The only method whose optimizer groups differ; built by peft's create_loraplus_optimizer, which
+also puts every 1-D trainable parameter (the head's bias) in B's group at lr x ratio. That is
+peft's reference behaviour and is kept (the README says so) rather than regrouped here.
 """
 import torch
 from peft.optimizers import create_loraplus_optimizer

@@ -24,18 +24,25 @@ class PeftConfigMethod(Method):
         return cls
 
     def validate(self, info: ModelInfo) -> None:
-        self.config_class()
-        resolve_targets(self.cfg["target_modules"], info)
-
-    def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
         kwargs = dict(self.cfg.get("peft_kwargs") or {})
-        config = self.config_class()(
+        r = kwargs.get("r")
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r <= 0):
+            raise ConfigError(f"method.peft_kwargs.r must be a positive integer, got {r!r}; set e.g. method.peft_kwargs.r=8")
+        try:  # peft checks its own arguments when the config is built: before any weights load
+            self.peft_config(info)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"method.peft_kwargs rejected by {self.cfg.get('peft_class')}: {e}") from None
+
+    def peft_config(self, info: ModelInfo) -> peft.PeftConfig:
+        return self.config_class()(
             target_modules=resolve_targets(self.cfg["target_modules"], info),
             modules_to_save=list(info.head_modules),
             task_type=info.task_type,
-            **kwargs,
+            **dict(self.cfg.get("peft_kwargs") or {}),
         )
-        return peft.get_peft_model(model, config)
+
+    def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
+        return peft.get_peft_model(model, self.peft_config(info))
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model.merge_and_unload()

@@ -19,6 +19,9 @@ CASES = [
     (["method=lora", "method.target_modules=[nosuch_proj]"], "match no layer"),
     (["method=lora", "method.target_modules=nosuch_preset"], "unknown target preset"),
     (["method=houlsby", "method.reduction_factor=1000"], "bottleneck size comes out as 0"),
+    (["method=lora", "method.target_modules=query"], "available: attention.output.dense"),
+    (["method=loha", "method.peft_kwargs.r=0"], "method.peft_kwargs.r must be a positive integer"),
+    (["model.dtype=bf16", "precision=fp32"], "precision=fp32 but model minilm loads bf16 weights"),
     (["steps=0"], "steps must be a positive integer"),
     (["steps=-5"], "steps must be a positive integer"),
 ]

@@ -59,3 +59,15 @@ def test_joblib_two_jobs_split_the_cores(tmp_path):
     assert all(r["status"] == "ok" for r in recs)
     assert {r["provenance"]["torch_threads"] for r in recs} == {usable_cores() // 2}
     assert "[sweep] 2 runs, 0 already done, 2 to launch, 2 at a time" in out.stdout
+
+
+def test_submitit_local_counts_every_run_as_running_at_once(monkeypatch):
+    """submitit's local executor starts all runs together: they split the cores, and more runs
+    than cores are refused like joblib's n_jobs."""
+    from experiments.sweep import parallel_jobs
+
+    local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
+    assert parallel_jobs(local, 3) == 3 and parallel_jobs({"_target_": "x.SlurmLauncher"}, 3) == 1
+    monkeypatch.setenv("PEFTBENCH_PARALLEL_JOBS", "2")
+    assert parallel_jobs(local) == 2  # inside a job: the sweeper's count, passed down
+    assert "submitit_local starts all" in check_parallelism(usable_cores() + 1, "auto", local_submitit=True)
