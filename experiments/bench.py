@@ -85,7 +85,7 @@ def bench_harness(overrides: list[str], rounds: int = 10, steps_per_round: int =
     batches = list(task.train_batches(steps_per_round * rounds * 2 + 5, bs, seed=0))
     _bare_loop(model, opt, sched, batches[:5], dev, autocast, clip)  # warm-up, untimed
     suite, bare, pos = [], [], 5
-    for _ in range(rounds):
+    for i in range(rounds):
         a, b = batches[pos : pos + steps_per_round], batches[pos + steps_per_round : pos + 2 * steps_per_round]
         timer = StepTimer(dev)
         progress = Progress("bench", len(a), timer, enabled=True)
@@ -94,8 +94,16 @@ def bench_harness(overrides: list[str], rounds: int = 10, steps_per_round: int =
         def suite_loop(chunk=a, timer=timer, progress=progress):
             train(model, opt, sched, iter(chunk), dev, autocast, clip, timer, progress)
 
-        suite.append(_wall_per_step(suite_loop, len(a), sync))
-        bare.append(_wall_per_step(lambda chunk=b: _bare_loop(model, opt, sched, chunk, dev, autocast, clip), len(b), sync))
+        def bare_loop(chunk=b):
+            _bare_loop(model, opt, sched, chunk, dev, autocast, clip)
+
+        # who goes first alternates, so that neither side always runs on a warmer cache
+        if i % 2 == 0:
+            suite.append(_wall_per_step(suite_loop, len(a), sync))
+            bare.append(_wall_per_step(bare_loop, len(b), sync))
+        else:
+            bare.append(_wall_per_step(bare_loop, len(b), sync))
+            suite.append(_wall_per_step(suite_loop, len(a), sync))
         pos += 2 * steps_per_round
     ratios = [s / b for s, b in zip(suite, bare)]
     s, b = statistics.median(suite), statistics.median(bare)

@@ -93,3 +93,24 @@ def test_user_include_path(tmp_path, tiny):
     validate_lm_eval({"lm_eval": le, "model": {"kind": "causal_lm"}, "task": {"kind": "generation"}})
     out = run_lm_eval(model, tok, {"lm_eval": le, "precision": "bf16"}, "cpu")
     assert out["n_samples"]["my_local_mc"]["effective"] == 4 and out["settings"]["mixed_precision"] == "torch.bfloat16"
+
+
+def test_lm_eval_results_land_in_the_run_record(tmp_path):
+    """A whole run: train LoRA on a GSM8K-format file, then lm-eval on the adapted model; the
+    scores are in the run's JSON record."""
+    from experiments.run import execute, prepare
+    from tests.conftest import compose
+
+    rows = [{"question": f"What is {i} plus {i + 1}?", "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"} for i in range(12)]
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = compose(["model=tiny-llama", "task=gsm8k", f"task.data_files.train={tmp_path / 'train.jsonl'}",
+                      f"task.data_files.test={tmp_path / 'test.jsonl'}", "task.max_eval_samples=2", "task.max_new_tokens=4",
+                      "method=lora", "steps=2", "batch_size=2", "max_length=64", "precision=fp32", "progress=false",
+                      "measure.latency=false", "measure.adapter_size=false", f"results_dir={tmp_path / 'r'}",
+                      "lm_eval.tasks=[peftbench_arith]", "lm_eval.limit=4"])
+    rec = execute(prepare(config))
+    assert rec["status"] == "ok", rec.get("error")
+    stored = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    res = stored["lm_eval"]["results"]["peftbench_arith"]
+    assert 0.0 <= res["acc,none"] <= 1.0 and stored["lm_eval"]["n_samples"]["peftbench_arith"]["effective"] == 4
