@@ -221,3 +221,25 @@ def test_cli_label_found_only_when_reading_data_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("peftbench: error: task.test_file") and "'c'" in lines[0], p.stderr
     [rec] = [json.loads(f.read_text()) for f in (tmp_path / "r").glob("*.json")]
     assert rec["status"] == "failed" and rec["error"].startswith("ConfigError")
+
+
+def test_hub_branch_loads_a_dataset_repo_laid_out_like_the_hub(tmp_path, tok):
+    """The branch that runs for `nyu-mll/glue` (no data_files): load_dataset(path, name) on a
+    local folder laid out as the hub repo is (per-config parquet files named by a dataset-card
+    config, ClassLabel labels), so the hub code path itself runs, offline."""
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                  "idx": datasets.Value("int32")})
+    (tmp_path / "sst2").mkdir()
+    for split, n in (("train", 60), ("validation", 12)):
+        rows = {"sentence": [sentence(i) for i in range(n)], "label": [i % 2 for i in range(n)], "idx": list(range(n))}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "sst2" / f"{split}-00000-of-00001.parquet"))
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: sst2\n  data_files:\n"
+                                        "  - split: train\n    path: sst2/train-*\n  - split: validation\n    path: sst2/validation-*\n---\n")
+    cfg = task_cfg("sst2", dataset={"path": str(tmp_path), "name": "sst2", "revision": None})
+    validate_task(cfg)
+    t = build_task(cfg, tok, 16)
+    assert t.label_names == ["negative", "positive"]
+    assert t.size("test") == 12 and t.size("validation") == 3 and t.size("train") == 57  # 5% of train carved off
+    assert t.splits["test"]["labels"].tolist() == [i % 2 for i in range(12)]
