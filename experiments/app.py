@@ -31,6 +31,18 @@ def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
     print(f"FAILED (ConfigError: {error}): {path}", flush=True)
 
 
+def track_search_result(config: dict[str, Any], rec: dict[str, Any], group: str | None) -> None:
+    """The search's final record is a run of its own in W&B (its trials are tagged as trials),
+    with the chosen lr beside the final figures."""
+    tracker = Tracker.from_config(config)
+    if tracker is None:
+        return
+    tracker.start(rec["run_id"], config, group=group, extra_tags=["protocol:lr_search"])
+    if tracker.run is not None:
+        tracker.run.summary["lr_search/chosen_lr"] = (rec.get("lr_search") or {}).get("chosen_lr")
+    tracker.finish(rec)
+
+
 def exit_failed(rec: dict[str, Any]) -> None:
     """A single run that failed exits non-zero (a sweep records it and goes on): 2 for bad input
     found only when the data was read (an unseen label, a missing column), 1 for a crash. The
@@ -100,7 +112,10 @@ def main(cfg: DictConfig) -> None:
     with sweep.results_lock(config["results_dir"]):
         if config.get("lr_search") is not None:
             try:
+                done = not config.get("force") and record.is_done(record.result_path(config["results_dir"], record.run_id(config)))
                 rec = lrsearch.search(config, lambda c: run_one(c, multirun, cap, group))
+                if not done:
+                    track_search_result(config, rec, group)
             except ConfigError as e:
                 if not multirun:
                     print(f"peftbench: error: {e}", file=sys.stderr)

@@ -63,8 +63,23 @@ def resolve_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     split = spec.get("split") or "validation"
     if split == "test":
         raise ConfigError("lr_search.split=test would select on the test set; use validation")
+    if split == "validation" and not _may_have_validation(config["task"]):
+        raise ConfigError("lr_search selects on the validation split, but this task has none "
+                          "(task.n_validation=0, or no validation file and validation_split_percentage=0); give it one")
     return {"grid": grid, "split": split, "metric": spec.get("metric") or metrics[0],
             "mode": spec.get("mode") or "max", "final": "reuse_trial"}
+
+
+def _may_have_validation(task: Mapping[str, Any]) -> bool:
+    """False only where the task config itself rules a validation split out; known before any
+    trial trains."""
+    if "n_validation" in task:
+        return bool(task["n_validation"])
+    # GLUE's own validation file is this suite's test split (its test labels are hidden)
+    files = {} if task.get("builder") == "glue" else (task.get("data_files") or {})
+    given = task.get("validation_file") or files.get("validation")
+    carved = task.get("validation_split_percentage")
+    return bool(given) or carved is None or float(carved) > 0
 
 
 def trial_config(config: Mapping[str, Any], lr: float) -> dict[str, Any]:

@@ -60,6 +60,10 @@ def test_protocols_and_bad_specs(tmp_path):
     with pytest.raises(ConfigError, match="test"):
         lrsearch.resolve_spec(_config(tmp_path, lr_search={"split": "test"}))
     assert lrsearch.resolve_spec(_config(tmp_path, lr_search={"grid": [1e-2, 1e-4]}))["grid"] == [1e-4, 1e-2]
+    no_val = _config(tmp_path)
+    no_val["task"]["n_validation"] = 0
+    with pytest.raises(ConfigError, match="has none"):  # refused before any trial trains
+        lrsearch.resolve_spec(no_val)
     fails = lambda cfg: {"run_id": record.run_id(cfg), "status": "failed", "error": "boom"}  # noqa: E731
     rec = lrsearch.search(_config(tmp_path, seed=1), fails)
     assert rec["status"] == "failed" and "no trial" in rec["error"] and record.schema_problems(rec) == []

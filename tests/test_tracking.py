@@ -34,6 +34,27 @@ def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
     assert s["metrics/test/accuracy"] == rec["metrics"]["test"]["accuracy"]
     assert s["cost/step_time_ms_median"] == rec["cost"]["step_time_ms_median"]
     assert s["params/trainable"] == rec["params"]["trainable"] and s["status"] == "ok"
-    # off by default: logger=none creates no tracker
+    # off by default: the default config composes logger=none, which creates no tracker
     from experiments.tracking import Tracker
-    assert Tracker.from_config({"logger": {"name": "none"}}) is None
+    from tests.conftest import compose
+
+    default = compose([])
+    assert default["logger"]["name"] == "none" and Tracker.from_config(default) is None
+
+
+def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
+    res = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=lora", "model=tiny-llama", "steps=2",
+                          "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16",
+                          "logger=wandb", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]", f"results_dir={res}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    [result] = res.glob("*.json")
+    rec = json.loads(result.read_text())
+    runs = [read_offline_run(d) for d in (tmp_path / "wb" / "wandb").glob("offline-run-*")]
+    final = [r for r in runs if "protocol:lr_search" in r["tags"]]
+    assert len(runs) == 3 and len(final) == 1
+    assert final[0]["name"] == rec["run_id"] and final[0]["summary"]["lr_search/chosen_lr"] == rec["lr_search"]["chosen_lr"]
+    assert final[0]["summary"]["metrics/test/accuracy"] == rec["metrics"]["test"]["accuracy"]
