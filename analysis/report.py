@@ -13,7 +13,7 @@ from analysis import tables
 from analysis.figures import figures_for
 from analysis.html import render
 from analysis.load import Loaded, load_results
-from analysis.stats import aggregate, single_seed_only
+from analysis.stats import aggregate, per_run, single_seed_only
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,6 +58,13 @@ def build(results: list[str], out: Path, claims_dir: Path) -> dict:
     report_problems(loaded)
     agg = aggregate(loaded.ok) if not loaded.ok.empty else loaded.ok
     html_tables, files = write_tables(agg, out)
+    if not agg.empty:
+        runs = per_run(loaded.ok, agg)
+        runs = runs.assign(_o=runs["method"].map(tables.method_order)).sort_values(
+            ["model", "task", "_o", "rank", "targets", "lr", "steps", "setting", "seed"]).drop(columns="_o")
+        (out / "runs.md").write_text(tables.runs_markdown(runs))
+        (out / "runs.csv").write_text(tables.runs_csv(runs))
+        files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out) if not agg.empty else []
     claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir) if not loaded.ok.empty else []
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))

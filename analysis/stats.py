@@ -111,7 +111,8 @@ def _all_can_merge(flags: pd.Series) -> bool | None:
     return True if values and len(values) == len(flags) else None
 
 
-def _runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
+def runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
+    """The runs (seeds) behind one aggregated row."""
     mask = np.ones(len(ok), dtype=bool)
     for k in KEY:
         mask &= (ok[k] == row[k]).to_numpy() | (pd.isna(ok[k]) & pd.isna(row[k])).to_numpy()
@@ -143,14 +144,12 @@ def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     of per-seed ratios) when the seeds match."""
     pct, paired = [], []
     for _, row in agg.iterrows():
-        ref = pick_reference(agg, row, "full_ft", ["steps"])
-        if ref is None:
-            ref = pick_reference(agg, row, "full_ft", [])
+        ref = full_ft_reference(agg, row)
         if ref is None or not ref["accuracy_mean"]:
             pct.append(math.nan)
             paired.append(False)
             continue
-        mine, theirs = by_seed(_runs_of(ok, row)), by_seed(_runs_of(ok, ref))
+        mine, theirs = by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref))
         common = sorted(set(mine) & set(theirs))
         if common and all(theirs[s] for s in common):
             pct.append(float(np.mean([100 * mine[s] / theirs[s] for s in common])))
@@ -171,7 +170,7 @@ def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
         if ref is None:
             res = Paired(0, math.nan, math.nan, ())
         else:
-            res = paired_test(by_seed(_runs_of(ok, row)), by_seed(_runs_of(ok, ref)))
+            res = paired_test(by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref)))
         cols["vs_lora_diff"].append(res.mean_diff)
         cols["vs_lora_p"].append(res.p_value)
         cols["vs_lora_n"].append(res.n)
@@ -183,3 +182,26 @@ def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
 def single_seed_only(agg: pd.DataFrame) -> bool:
     """True when no configuration has two seeds: nothing can be tested."""
     return agg.empty or int(agg["n"].max()) < 2
+
+
+def full_ft_reference(agg: pd.DataFrame, row: Mapping) -> Mapping | None:
+    """The full fine-tuning row `row` is measured against: same steps where there is one."""
+    ref = pick_reference(agg, row, "full_ft", ["steps"])
+    return ref if ref is not None else pick_reference(agg, row, "full_ft", [])
+
+
+def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, with its accuracy relative to the full fine-tuning run of the same model,
+    task and seed (the reference configuration chosen as for the aggregated tables)."""
+    rows = []
+    for _, row in agg.iterrows():
+        ref = full_ft_reference(agg, row)
+        ft = by_seed(runs_of(ok, ref)) if ref is not None else {}
+        for _, run in runs_of(ok, row).sort_values("seed").iterrows():
+            base = ft.get(int(run["seed"]))
+            rows.append({**{k: run[k] for k in ("model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lr",
+                                                 "protocol", "steps", "setting", "device", "seed", "run_id")},
+                         "trainable_params": run["trainable_params"], "trainable_pct": run["trainable_pct"],
+                         "accuracy": run["accuracy"], "macro_f1": run["macro_f1"],
+                         "pct_full_ft_same_seed": 100 * run["accuracy"] / base if base else math.nan})
+    return pd.DataFrame(rows)

@@ -443,3 +443,35 @@ CSV_UNITS = {
     "flops_per_step": "flops_per_step_flop", "peak_flops_per_s": "peak_flops_per_s_flop_per_s",
     "lat_ms_base": "latency_ms_base", "lat_ms_unmerged": "latency_ms_unmerged", "lat_ms_merged": "latency_ms_merged",
 }
+
+
+# ---------------------------------------------------------------- one row per run
+
+RUN_COLUMNS = [  # (header, column, format)
+    ("Model", "model", str), ("Task", "task", str), ("Method", "method", str), ("Rank", "rank", str),
+    ("Targets", "targets", str), ("Precision", "precision", str), ("LR", "chosen_lr", lambda v: f"{v:.0e}"),
+    ("Steps", "steps", str), ("Setting", "setting", str), ("Seed", "seed", str),
+    ("Trainable params (count)", "trainable_params", lambda v: f"{int(v):,}"), ("Trainable (%)", "trainable_pct", lambda v: f"{v:.3f}"),
+    ("Accuracy (%)", "accuracy", lambda v: f"{100 * v:.1f}"), ("Macro-F1 (%)", "macro_f1", lambda v: f"{100 * v:.1f}"),
+    ("% of full FT, same seed (%)", "pct_full_ft_same_seed", lambda v: f"{v:.1f}"),
+]
+
+
+def runs_markdown(runs: pd.DataFrame) -> str:
+    """Every run on its own row: accuracy against the full fine-tuning run of the same model,
+    task and seed ('–' where there is none)."""
+    head = "| " + " | ".join(h for h, _, _ in RUN_COLUMNS) + " |"
+    lines = ["# Runs", "", "One row per run (seeds not aggregated; the tables in tables.md aggregate them).", "",
+             head, "|" + "---|" * len(RUN_COLUMNS)]
+    for _, r in runs.iterrows():
+        cells = ["–" if isinstance(r[c], float) and math.isnan(r[c]) else _md_escape(fmt(r[c])) for _, c, fmt in RUN_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def runs_csv(runs: pd.DataFrame) -> str:
+    cols = [c for _, c, _ in RUN_COLUMNS] + ["protocol", "device", "run_id"]
+    out = runs[cols].rename(columns={"chosen_lr": "lr", "accuracy": "accuracy_frac", "macro_f1": "macro_f1_frac",
+                                     "trainable_params": "trainable_params_count", "trainable_pct": "trainable_percent",
+                                     "pct_full_ft_same_seed": "pct_of_full_ft_same_seed_percent"})
+    return out.to_csv(index=False)

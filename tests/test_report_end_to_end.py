@@ -29,3 +29,8 @@ def test_report_reads_what_the_runs_wrote(run_small, tmp_path):
     assert rows["pfeiffer"]["latency_overhead_merged_frac"] == ""  # cannot merge: no number
     html = (tmp_path / "report" / "index.html").read_text()
     assert "n/a (cannot merge)" in html and "single seed: differences untested" in html
+    runs = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))
+    assert len(runs) == 3  # one row per run
+    by = {r["method"]: r for r in runs}
+    assert float(by["lora"]["pct_of_full_ft_same_seed_percent"]) == pytest.approx(100 * ratio)
+    assert "| lora |" in (tmp_path / "report" / "runs.md").read_text()
