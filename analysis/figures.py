@@ -131,6 +131,9 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
         colour, marker = style_of(r["method"])
         err = r["accuracy_std"] * 100 if r["n"] > 1 else None
         ax.errorbar(xi, yi, yerr=err, fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
+        if (pts["method"] == r["method"]).sum() > 1:  # tell a method's points (ranks, targets) apart
+            ax.annotate(_label(r).removeprefix(r["method"]).strip(), (xi, yi), textcoords="offset points",
+                        xytext=(4, 3), fontsize=6, color=colour)
     front = pareto_front(x, y)
     ax.step(x[front], y[front], where="post", color="0.4", lw=1, alpha=0.8, label="Pareto front")
     _full_ft_line(ax, t)

@@ -171,12 +171,17 @@ def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
             res = Paired(0, math.nan, math.nan, ())
         else:
             res = paired_test(by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref)))
+            if res.n == 0:
+                res = Paired(0, math.nan, math.nan, (), NO_SHARED_SEEDS_NOTE)
         cols["vs_lora_diff"].append(res.mean_diff)
         cols["vs_lora_p"].append(res.p_value)
         cols["vs_lora_n"].append(res.n)
         cols["vs_lora_note"].append(res.note)
     for k, v in cols.items():
         agg[k] = v
+
+
+NO_SHARED_SEEDS_NOTE = "no shared seeds with LoRA"
 
 
 def single_seed_only(agg: pd.DataFrame) -> bool:

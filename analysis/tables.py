@@ -80,7 +80,7 @@ def _pct_ft_text(r: pd.Series, fmt: str) -> str:
 
 def _vs_lora_text(r: pd.Series, fmt: str) -> str:
     if r["method"] == "lora" or r["vs_lora_n"] == 0:
-        return "–"
+        return str(r.get("vs_lora_note") or "–")  # no LoRA reference, or none of its seeds shared
     diff = f"{r['vs_lora_diff'] * 100:+.1f}"
     if r["vs_lora_n"] < 2:
         return f"{diff} (untested, 1 seed)"
@@ -276,7 +276,8 @@ def notes(table: pd.DataFrame) -> list[str]:
         out.append(SINGLE_SEED_NOTE + " (every configuration has one seed; no significance is implied).")
     else:
         out.append(f"{DAGGER} p < {ALPHA} vs LoRA at the same rank/targets ({PAIRED_TEST_NAME}); untested where fewer than 2 shared seeds "
-                   f"or where every seed differs by the same amount ({ZERO_VARIANCE_NOTE}).")
+                   f"or where every seed differs by the same amount ({ZERO_VARIANCE_NOTE}). Each row is tested on its own, "
+                   f"with no correction for multiple comparisons: with many rows, expect some {DAGGER} by chance.")
     out.append("Bold: best value of each numeric column among rows of the same precision and device "
                "(higher accuracy/F1/throughput/MFU; lower params/memory/time/latency/size).")
     return out + setting_notes(table)
