@@ -56,7 +56,10 @@ def provenance_html(ok: pd.DataFrame) -> str:
     if ok.empty:
         return "<p>No successful runs.</p>"
     cols = list(PROVENANCE_COLUMNS)
-    setups = ok.groupby(cols, sort=True).agg(runs=("run_id", "count"), models=("model", lambda s: ", ".join(sorted(set(s))))).reset_index()
+    joined = lambda s: ", ".join(sorted(set(map(str, s))))  # noqa: E731
+    # which tables and figures (model x task x precision) each setup stands behind
+    setups = ok.groupby(cols, sort=True).agg(runs=("run_id", "count"), models=("model", joined), tasks=("task", joined),
+                                             precisions=("precision", joined)).reset_index()
     setups = setups.rename(columns=PROVENANCE_COLUMNS)
     warn = ""
     if len(setups) > 1:
