@@ -181,10 +181,15 @@ def _pairs(runs: pd.DataFrame, cond: Mapping[str, Any]) -> Iterable[tuple[dict, 
     for method in _methods(cond):
         for key, mine in _configs(runs, method):
             cfg = dict(zip(keys, key))
-            cands = [(k, g) for k, g in _configs(runs, cond["baseline"]) if all(dict(zip(keys, k))[m] == cfg[m] for m in match)]
+            cands = [(k, g) for k, g in _configs(runs, cond["baseline"]) if all(_same(dict(zip(keys, k))[m], cfg[m]) for m in match)]
             best = _best_by_validation(cands, mine["ref_setting"].iloc[0], float(mine["lr"].iloc[0]))
             if best is not None:
                 yield {"method": method, **{m: cfg[m] for m in match}, "setting": cfg["setting"]}, mine, best[1]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality where NaN (an lr-searched row's lr) equals NaN."""
+    return bool(a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def _per_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
@@ -371,7 +376,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
         cond_runs = _filter(runs, cond.get("where"))
         try:
             result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
-        except Exception as e:  # a claim the data cannot answer is reported, never a crashed report
+        except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
             result = ConditionResult(cond["check"], INVALID, [], f"{type(e).__name__}: {e}")
         result.spec = condition_spec(cond)
         results.append(result)

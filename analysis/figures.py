@@ -145,8 +145,21 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
     return Figure(name, title, _save(fig, out, name))
 
 
+def _series(t: pd.DataFrame, keys: list[str], along: str) -> list[tuple[tuple, pd.DataFrame]]:
+    """Rows that form one line along `along` (rank, or target set): same `keys` and non-method
+    setting (so alpha = 2r sweeps still make one line); where that leaves two rows at one point
+    (e.g. two alphas at one rank), the line splits by full setting instead of zig-zagging."""
+    out: list[tuple[tuple, pd.DataFrame]] = []
+    for k, g in t.groupby(keys + ["ref_setting"], sort=True, dropna=False):
+        if g[along].duplicated().any():
+            out += [((*k, s), gs) for s, gs in g.groupby("setting", sort=True)]
+        else:
+            out.append((k, g))
+    return out
+
+
 def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    lines = [(k, g) for k, g in t[t["rank_value"].notna()].groupby(["method", "targets", "lr", "protocol", "steps", "setting"], dropna=False)
+    lines = [(k, g) for k, g in _series(t[t["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
              if g["rank_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
@@ -166,7 +179,8 @@ def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figur
 
 
 def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    groups = [(k, g) for k, g in t[t["targets"] != "-"].groupby(["method", "rank", "lr", "protocol", "steps", "setting"], dropna=False) if g["targets"].nunique() >= 2]
+    groups = [(k, g) for k, g in _series(t[t["targets"] != "-"], ["method", "rank", "lr", "protocol", "steps"], "targets")
+              if g["targets"].nunique() >= 2]
     if not groups:
         return Figure(name, title, [], "no method was run with two or more target-module sets at one rank")
     all_targets = sorted({tg for _, g in groups for tg in g["targets"]})

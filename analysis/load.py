@@ -165,7 +165,10 @@ def device_type(prov: Mapping[str, Any]) -> str:
 def _column_keys(mcfg: Mapping[str, Any]) -> set[str]:
     """Config keys that table columns already show (method, rank, targets, lr, steps, precision),
     plus seed; only the key each column actually read, so nothing distinguishing is lost."""
-    keys = {"seed", "method.name", "method.lr", "lr", "steps", "precision", "method.target_modules"}
+    keys = {"seed", "method.name", "method.lr", "lr", "steps", "precision"}
+    keys.add("method.target_modules" if "target_modules" in mcfg else "method.peft_kwargs.target_modules")
+    if mcfg.get("r") is None and (mcfg.get("peft_kwargs") or {}).get("r") is not None:
+        return keys | {"method.peft_kwargs.r"}
     for k in ("r", "bottleneck_size", "reduction_factor"):  # rank_of's order
         if mcfg.get(k) is not None:
             return keys | {f"method.{k}"}

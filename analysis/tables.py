@@ -415,7 +415,7 @@ def to_html(title: str, table: pd.DataFrame, details: bool = False) -> str:
 # ---------------------------------------------------------------- CSV
 
 CSV_COLUMNS = [
-    "model", "task", "method", "rank", "targets", "precision", "lr", "protocol", "steps", "setting", "device", "n", "seeds",
+    "model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lrs", "protocol", "steps", "setting", "device", "n", "seeds",
     "accuracy_mean", "accuracy_std", "accuracy_ci95", "macro_f1_mean", "macro_f1_std", "pct_full_ft", "pct_full_ft_paired",
     "vs_lora_diff", "vs_lora_p", "vs_lora_n", "vs_lora_note", "trainable_params", "trainable_pct", "peak_mem_bytes", "memory_kind",
     "weight_bytes", "tokens_per_s", "step_time_ms", "mfu", "lat_unmerged", "lat_merged", "lat_noise", "can_merge", "adapter_bytes",
@@ -427,6 +427,7 @@ def to_csv(table: pd.DataFrame) -> str:
     """Raw numbers (fractions, bytes) with units implied by the column names; seeds as 0;1;2."""
     out = table[CSV_COLUMNS].copy()
     out["seeds"] = out["seeds"].map(lambda s: ";".join(map(str, s)))
+    out["chosen_lrs"] = out["chosen_lrs"].map(lambda s: ";".join(f"{x:g}" for x in s))  # lr_search rows: each seed's pick
     return out.rename(columns=CSV_UNITS).to_csv(index=False)
 
 

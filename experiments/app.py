@@ -38,9 +38,7 @@ def track_search_result(config: dict[str, Any], rec: dict[str, Any], group: str 
     if tracker is None:
         return
     tracker.start(rec["run_id"], config, group=group, extra_tags=["protocol:lr_search"])
-    if tracker.run is not None:
-        tracker.run.summary["lr_search/chosen_lr"] = (rec.get("lr_search") or {}).get("chosen_lr")
-    tracker.finish(rec)
+    tracker.finish(rec, extra={"lr_search/chosen_lr": (rec.get("lr_search") or {}).get("chosen_lr")})
 
 
 def exit_failed(rec: dict[str, Any]) -> None:
@@ -51,7 +49,8 @@ def exit_failed(rec: dict[str, Any]) -> None:
     if error.startswith("ConfigError: "):
         print(f"peftbench: error: {error.removeprefix('ConfigError: ')}", file=sys.stderr)
         sys.exit(2)
-    print(f"peftbench: run failed: {error} (traceback in {record.result_path(rec['config']['results_dir'], rec['run_id'])})", file=sys.stderr)
+    where = record.result_path(rec["config"]["results_dir"], rec["run_id"])
+    print(f"peftbench: run failed: {error} ({'traceback' if rec.get('traceback') else 'record'} in {where})", file=sys.stderr)
     sys.exit(1)
 
 

@@ -5,6 +5,7 @@ Each figure's method is documented in the README ("How each figure is measured")
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import statistics
@@ -375,15 +376,24 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, refresh: bool | 
     first filled while the machine was busy."""
     key = f"{device_name(device)}|{device.type}|{dtype}|threads={torch.get_num_threads()}"
     path = _peak_cache()
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        cache = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
     if refresh is None:
         refresh = os.environ.get("PEFTBENCH_REFRESH_PEAK") == "1"
-    previous = cache.get(key)
-    if previous is not None and not refresh:
-        return {**previous, "peak_cached": True, "peak_this_run_flops_per_s": None}
+    # One process measures while the others wait on the lock (idle, so the measurement has the
+    # cores to itself); they then read its figure. Parallel jobs of a sweep share one peak.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            cache = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            cache = {}
+        previous = cache.get(key)
+        if previous is not None and not refresh:
+            return {**previous, "peak_cached": True, "peak_this_run_flops_per_s": None}
+        return _measure_peak(device, dtype, key, path, cache, previous)
+
+
+def _measure_peak(device: torch.device, dtype: torch.dtype, key: str, path: Path, cache: dict, previous: dict | None) -> dict[str, Any]:
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -400,7 +410,6 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, refresh: bool | 
     kept = previous is not None and previous["peak_flops_per_s"] >= best
     entry = previous if kept else {"peak_flops_per_s": best, "peak_matmul_n": n, "peak_key": key}
     cache[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(cache, indent=1))
     os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 import tempfile
 import time
 import traceback
@@ -53,6 +54,8 @@ def _positive_int(config: Mapping[str, Any], key: str) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", name):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -205,12 +208,15 @@ def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | Non
             "latency_ms_merged": merged_m["median_ms"],
             "latency_ms_merged_p10": merged_m["p10_ms"],
             "latency_ms_merged_p90": merged_m["p90_ms"],
-            "latency_ms_base_beside_merged": base_m["median_ms"],
             "latency_overhead_merged": merged_m["median_ms"] / base_m["median_ms"] - 1,
-            # how far the base itself moved between the two measurements: why each overhead is
-            # taken against its own base series
-            "latency_base_drift_rel": abs(base_m["median_ms"] - base["median_ms"]) / base["median_ms"],
         })
+        if base_m is not base:  # measured again beside the merged model (interleaved protocol)
+            out.update({
+                "latency_ms_base_beside_merged": base_m["median_ms"],
+                # how far the base itself moved between the two measurements: why each overhead
+                # is taken against its own base series
+                "latency_base_drift_rel": abs(base_m["median_ms"] - base["median_ms"]) / base["median_ms"],
+            })
     return out
 
 
@@ -237,6 +243,8 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
     tokenizer, task, model = load_for(plan)
     t_loaded = time.perf_counter()
+    # before training: parallel jobs starting together measure it once, not while others train
+    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
 
     fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
     latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
@@ -274,7 +282,6 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     cost.update(timer.summary(int(m["warmup_steps"])))
     # generation batches are trimmed to their longest example: FLOPs use the mean real width
     flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
-    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
     cost.update(flops)
     cost.update({"peak_flops_per_s": peak["peak_flops_per_s"], "peak_flops_key": peak["peak_key"],
                  "mfu": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak["peak_flops_per_s"]})

@@ -156,9 +156,13 @@ def parallel_jobs(launcher_cfg: Mapping[str, Any] | None, n_runs: int | None = N
     if "joblib" in target:
         n = int(launcher_cfg.get("n_jobs", -1))  # type: ignore[union-attr]
         return usable_cores() if n <= 0 else n
-    if target.endswith("LocalLauncher"):
+    if is_local_submitit(launcher_cfg):
         return max(1, n_runs if n_runs is not None else int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1")))
     return 1
+
+
+def is_local_submitit(launcher_cfg: Mapping[str, Any] | None) -> bool:
+    return str((launcher_cfg or {}).get("_target_", "")).endswith("LocalLauncher")
 
 
 def check_parallelism(n_jobs: int, torch_threads: Any, local_submitit: bool = False) -> str | None:
@@ -229,7 +233,8 @@ class PeftbenchSweeper(BasicSweeper):
         entries = plan["entries"]
         todo = [e for e in entries if not e["done"]]
         launcher = self.config.hydra.get("launcher")
-        n_jobs = parallel_jobs(launcher, len(todo))
+        # submitit_local starts a batch of jobs at once: the sweep, or max_batch_size of it
+        n_jobs = parallel_jobs(launcher, min(len(todo), self.max_batch_size or len(todo)))
         merged = plan["expanded"] - len(entries)
         head = (f"[sweep] {len(entries)} runs" + (f" ({merged} duplicate jobs merged)" if merged else "")
                 + f", {len(entries) - len(todo)} already done, {len(todo)} to launch"
@@ -239,8 +244,7 @@ class PeftbenchSweeper(BasicSweeper):
             for e in entries:
                 print(("done  " if e["done"] else "run   ") + " ".join(e["overrides"]), flush=True)
             return []
-        problem = check_parallelism(n_jobs, self.config.get("torch_threads"),
-                                    str((launcher or {}).get("_target_", "")).endswith("LocalLauncher"))
+        problem = check_parallelism(n_jobs, self.config.get("torch_threads"), is_local_submitit(launcher))
         if problem and n_jobs > usable_cores():
             raise ValueError(problem)
         if problem:

@@ -81,13 +81,13 @@ class Tracker:
         self._listener = on_step
         progress.LISTENERS.append(on_step)
 
-    def finish(self, rec: Mapping[str, Any]) -> None:
+    def finish(self, rec: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
         if self._listener in progress.LISTENERS:
             progress.LISTENERS.remove(self._listener)
         if self.run is None:
             return
         try:
-            figures = final_figures(rec)
+            figures = {**final_figures(rec), **(extra or {})}
             self.run.summary.update(figures)
             self.run.log({k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             self.run.finish(exit_code=0 if rec.get("status") == "ok" else 1)

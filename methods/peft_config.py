@@ -30,6 +30,8 @@ class PeftConfigMethod(Method):
             raise ConfigError(f"method.peft_kwargs.r must be a positive integer, got {r!r}; set e.g. method.peft_kwargs.r=8")
         try:  # peft checks its own arguments when the config is built: before any weights load
             self.peft_config(info)
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as e:
             raise ConfigError(f"method.peft_kwargs rejected by {self.cfg.get('peft_class')}: {e}") from None
 

@@ -141,3 +141,33 @@ def test_index_renders_in_headless_chromium(built, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.stat().st_size > 10_000  # a real page, not a blank frame
+
+
+def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_path):
+    """alpha = 2r makes each rank a different setting; LoHa keeps its rank in peft_kwargs. Both
+    are still one line across ranks; two alphas at one rank split into two lines."""
+    from analysis import figures
+    from analysis.load import load_results
+    from analysis.stats import aggregate
+
+    recs = []
+    for r in (4, 8, 16):
+        lora = fx.record("lora", r=r, acc=0.7 + r / 100)
+        lora["config"]["method"]["alpha"] = 2 * r
+        loha = fx.record("loha", r=None, targets=None, acc=0.6 + r / 100)
+        loha["config"]["method"]["peft_kwargs"] = {"r": r, "alpha": 2 * r, "target_modules": "attn_qv"}
+        loha["run_id"] += f"_r{r}"
+        recs += [lora, loha]
+    agg = aggregate(load_results([fx.write_all(tmp_path / "a", recs, broken=False)]).ok)
+    lines = figures._series(agg[agg["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
+    assert sorted((k[0], len(g)) for k, g in lines) == [("loha", 3), ("lora", 3)]
+    fig = figures.accuracy_vs_rank(agg, "t", tmp_path / "out", "rank")
+    assert fig.files, fig
+    extra = fx.record("lora", r=8, acc=0.9)
+    extra["config"]["method"]["alpha"] = 8  # a second alpha at r=8
+    extra["run_id"] += "_alpha8"
+    agg = aggregate(load_results([fx.write_all(tmp_path / "b", recs + [extra], broken=False)]).ok)
+    lines = figures._series(agg[(agg["method"] == "lora")], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
+    # split by full setting: no line passes through r=8 twice (here alpha=8 at r4 and r8 is one line)
+    assert sum(len(g) for _, g in lines) == 4 and not any(g["rank_value"].duplicated().any() for _, g in lines)
+    assert sorted(len(g) for _, g in lines) == [1, 1, 2]

@@ -1,5 +1,6 @@
 """Bad input: one clear line, non-zero exit, before any model is loaded."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ CASES = [
     (["method=lora", "method.target_modules=query"], "available: attention.output.dense"),
     (["method=loha", "method.peft_kwargs.r=0"], "method.peft_kwargs.r must be a positive integer"),
     (["model.dtype=bf16", "precision=fp32"], "precision=fp32 but model minilm loads bf16 weights"),
+    (["method=loha", "method.target_modules=[nosuch_proj]"], "target modules ['nosuch_proj'] match no layer"),
+    (["device=meta"], "device must be auto, cpu, cuda, cuda:N or mps"),
     (["steps=0"], "steps must be a positive integer"),
     (["steps=-5"], "steps must be a positive integer"),
 ]
@@ -52,7 +55,7 @@ def test_validation_rejects_before_loading(args, message, monkeypatch):
 
     for cls in (transformers.AutoModelForSequenceClassification, transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
         monkeypatch.setattr(cls, "from_pretrained", no_loading)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         prepare(compose(args))
 
 
@@ -62,6 +65,9 @@ def test_unmatched_targets_list_available_names():
     text = str(err.value)
     for name in ("attention.self.query", "attention.self.value", "intermediate.dense", "attn_qv", "all_linear"):
         assert name in text
+    with pytest.raises(ConfigError) as err:  # a method built from a peft config says the same, not "peft_kwargs"
+        prepare(compose(["method=loha", "method.target_modules=[nosuch_proj]"]))
+    assert str(err.value).startswith("target modules ['nosuch_proj'] match no layer")
 
 
 def test_failed_run_inside_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -79,3 +85,18 @@ def test_failed_run_inside_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert by_status == [(0, "failed"), (2, "ok")]
     failed = next(r for r in records if r["status"] == "failed")
     assert "method.r must be a positive integer" in failed["error"]
+
+
+@pytest.mark.parametrize("error,code,line", [
+    ("ConfigError: task.test_file (t.csv): label 'c' never appears", 2, "peftbench: error: task.test_file (t.csv): label 'c' never appears"),
+    ("RuntimeError: boom", 1, "peftbench: run failed: RuntimeError: boom (traceback in"),
+])
+def test_a_failed_single_run_exits_non_zero(error, code, line, tmp_path, capsys):
+    """Bad data found while reading it exits 2 like any bad input; a crash exits 1. Either way
+    the failed record was written first."""
+    from experiments.app import exit_failed
+
+    rec = {"run_id": "r", "error": error, "traceback": "Traceback ...", "config": {"results_dir": str(tmp_path)}}
+    with pytest.raises(SystemExit) as e:
+        exit_failed(rec)
+    assert e.value.code == code and capsys.readouterr().err.startswith(line)
