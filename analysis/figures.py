@@ -196,10 +196,12 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
             r = row.iloc[0]
             ax.bar(gi + (ti - (len(all_targets) - 1) / 2) * width, r["accuracy_mean"] * 100, width, color=colour,
                    hatch=hatches[ti % len(hatches)], edgecolor="white", yerr=(r["accuracy_std"] * 100 if r["n"] > 1 else None),
-                   capsize=2, label=tg)
+                   capsize=2)
+    for ti, tg in enumerate(all_targets):  # legend keys in a neutral colour: the hatch is the target set
+        ax.bar(0, 0, 0, color="0.8", hatch=hatches[ti % len(hatches)], edgecolor="0.3", label=tg)
     ax.set_xticks(range(len(groups)), [f"{m}\nr={rk}" for (m, rk, *_), _ in sorted(groups, key=lambda kg: method_order(kg[0][0]))])
     _full_ft_line(ax, t)
-    ax.set(ylabel="test accuracy (%)", title=title + "\n(hatch = target set)")
+    ax.set(ylabel="test accuracy (%)", title=title + "\n(hatch = target set; error bars: std over seeds)")
     ax.grid(alpha=0.3, axis="y")
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
