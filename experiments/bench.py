@@ -133,7 +133,7 @@ def bench_trainer(overrides: list[str]) -> float:
         ref_cmd = [sys.executable, "-m", "experiments.trainer_reference", json.dumps(config)]
         walls: dict[str, list[float]] = {"suite": [], "trainer": []}
         steps: dict[str, list[float]] = {"suite": [], "trainer": []}
-        for _ in range(2):  # alternate, twice each
+        for _ in range(3):  # alternate, three times each: a median of three, not a mean of two
             wall, _ = _timed(suite_cmd, ROOT)
             rec = json.loads(next(Path(tmp).glob("*.json")).read_text())
             walls["suite"].append(wall)
@@ -143,7 +143,7 @@ def bench_trainer(overrides: list[str]) -> float:
             steps["trainer"].append(json.loads(out.strip().splitlines()[-1])["step_time_ms_median"])
     med = {k: {"wall": statistics.median(walls[k]), "step": statistics.median(steps[k])} for k in walls}
     print(f"method={config['method']['name']} model={config['model']['name']} steps={config['steps']} batch={config['batch_size']} "
-          f"precision={config['precision']}; each side run twice, alternating, medians shown")
+          f"precision={config['precision']}; each side run three times, alternating, medians shown")
     for k in ("suite", "trainer"):
         print(f"{k:8s} step median {med[k]['step']:.2f} ms   whole process {med[k]['wall']:.1f} s")
     step_ratio = med["suite"]["step"] / med["trainer"]["step"]
