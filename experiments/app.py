@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # hydra_plugins/peftbench_sweeper (see there) must be importable
@@ -16,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import lrsearch, provenance, record, sweep
-from experiments.run import base_record, execute, prepare, resolve_device
+from experiments.run import Interrupted, base_record, execute, prepare, resolve_device
 from experiments.tracking import Tracker
 from methods.base import ConfigError
 
@@ -50,6 +52,9 @@ def exit_failed(rec: dict[str, Any]) -> None:
         print(f"peftbench: error: {error.removeprefix('ConfigError: ')}", file=sys.stderr)
         sys.exit(2)
     where = record.result_path(rec["config"]["results_dir"], rec["run_id"])
+    if rec.get("status") == "diverged":
+        print(f"peftbench: run {error} (record in {where})", file=sys.stderr)
+        sys.exit(1)
     print(f"peftbench: run failed: {error} ({'traceback' if rec.get('traceback') else 'record'} in {where})", file=sys.stderr)
     sys.exit(1)
 
@@ -95,6 +100,22 @@ def run_one(config: dict[str, Any], multirun: bool, cap: int | None = None, grou
     return rec
 
 
+@contextmanager
+def stopped_cleanly() -> Iterator[None]:
+    """A stopped run (its record says interrupted) or a result that cannot be written ends the
+    process with one line, in a sweep too: the rest of the sweep needs the same start again."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"peftbench: interrupted by {signal.Signals(signum).name}: the run in flight is recorded as interrupted; "
+              f"start the same command again to finish", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+    except record.ResultWriteError as e:
+        print(f"peftbench: error: {e.strerror}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -105,10 +126,14 @@ def main(cfg: DictConfig) -> None:
     if jobs > 1:
         os.environ["PEFTBENCH_PARALLEL_JOBS"] = str(jobs)
     group = Path(str(hc.sweep.dir)).name if multirun else None
+    problem = record.check_results_dir(config["results_dir"])
+    if problem:
+        print(f"peftbench: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     # A shared lock on the results dir while this process may write there: lets a later run
     # tell the temp files of a killed write from those of a live one (sweep.clean_stale_tmp).
     rec = None
-    with sweep.results_lock(config["results_dir"]):
+    with sweep.results_lock(config["results_dir"]), stopped_cleanly():
         if config.get("lr_search") is not None:
             try:
                 done = not config.get("force") and record.is_done(record.result_path(config["results_dir"], record.run_id(config)))
@@ -122,7 +147,7 @@ def main(cfg: DictConfig) -> None:
                 _record_invalid(config, e)
         else:
             rec = run_one(config, multirun, cap, group)
-    if not multirun and rec and rec.get("status") == "failed":
+    if not multirun and rec and rec.get("status") in ("failed", "diverged"):
         exit_failed(rec)
     if multirun:
         manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / ".sweep.json")

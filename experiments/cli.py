@@ -1,6 +1,8 @@
 """`peftbench run | report | bench`."""
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,15 +32,94 @@ def check_group_choices(overrides: list[str]) -> str | None:
     return None
 
 
+def _chosen(group: str, overrides: list[str]) -> list[str]:
+    """The option(s) of a config group this command line picks (its default when none)."""
+    for ov in reversed(overrides):
+        key, _, value = ov.partition("=")
+        if key.lstrip("+~") == group:
+            return [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    import yaml
+
+    for entry in yaml.safe_load((CONF / "config.yaml").read_text()).get("defaults", []):
+        if isinstance(entry, dict) and group in entry:
+            return [str(entry[group])]
+    return []
+
+
+def _keys_at(node: object, path: list[str]) -> list[str] | None:
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return sorted(map(str, node)) if isinstance(node, dict) else None
+
+
+def missing_key_line(key: str, overrides: list[str]) -> str:
+    """`method.r` overridden where the chosen method has no `r`: name the key and what the
+    chosen group option (or the top-level config) accepts."""
+    import yaml
+
+    head, *rest = key.split(".")
+    if head in GROUPS and rest and (CONF / head).is_dir():
+        lacking = []
+        for name in _chosen(head, overrides):
+            path = CONF / head / f"{name}.yaml"
+            keys = _keys_at(yaml.safe_load(path.read_text()) or {}, rest[:-1]) if path.exists() else None
+            if keys is not None and rest[-1] not in keys:
+                lacking.append(f"{head} {name} accepts {', '.join(f'{head}.' + '.'.join([*rest[:-1], k]) for k in keys)}")
+        where = "; ".join(lacking) or f"the chosen {head} has no such key"
+        return f"{key}: no such key ({where}); to add a key use +{key}=VALUE"
+    top = yaml.safe_load((CONF / "config.yaml").read_text()) or {}
+    keys = _keys_at(top, key.split(".")[:-1])
+    scope = "the config" if "." not in key else key.rsplit(".", 1)[0]
+    accepts = f"; {scope} accepts {', '.join(k for k in (keys or []) if k not in ('defaults', 'hydra'))}" if keys else ""
+    return f"{key}: no such key{accepts}; to add a key use +{key}=VALUE"
+
+
+def hydra_error_line(error: Exception, overrides: list[str]) -> str:
+    """Hydra's composition errors as one line: the key, and what the chosen group accepts."""
+    text = str(error)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        return missing_key_line(m.group(1), overrides)
+    m = re.search(r"An item is already at '([^']+)'", text)
+    if m:
+        return f"{m.group(1)}: already exists; override it without the + ({m.group(1)}=VALUE)"
+    m = re.search(r"Could not find '([^']+)'.*?Available options in '([^']+)':\n((?:\t[^\n]*\n?)*)", text, re.S)
+    if m:
+        options = ", ".join(x.strip() for x in m.group(3).splitlines() if x.strip())
+        return f"{m.group(2)}: no option {m.group(1).rsplit('/', 1)[-1]!r}; available: {options}"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if type(error).__name__ == "OverrideParseException":
+        return f"cannot parse the overrides ({first}); write key=value, e.g. steps=100 or method=lora"
+    return first
+
+
 def run(argv: list[str]) -> int:
-    problem = check_group_choices([a for a in argv if not a.startswith("-")])
+    overrides = [a for a in argv if not a.startswith("-")]
+    problem = check_group_choices(overrides)
     if problem:
         print(f"peftbench: error: {problem}", file=sys.stderr)
         return 2
+    # Hydra then raises its errors instead of printing them, so that they become one line here
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from hydra.errors import HydraException
+
     from experiments.app import main as hydra_main
+    from methods.base import ConfigError
 
     sys.argv = ["peftbench run", *argv]
-    hydra_main()
+    try:
+        hydra_main()
+    except HydraException as e:
+        print(f"peftbench: error: {hydra_error_line(e, overrides)}", file=sys.stderr)
+        return 2
+    except ConfigError as e:  # raised before any run started (paths, parallelism)
+        print(f"peftbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("peftbench: interrupted by SIGINT", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from methods.base import ConfigError
+from methods.base import ConfigError, positive_int
 
 PROJECT_TASKS = Path(__file__).resolve().parents[1] / "conf" / "lm_eval_tasks"
 
@@ -82,7 +82,7 @@ def validate_lm_eval(config: Mapping[str, Any]) -> None:
         )
     for key in ("batch_size",):
         v = le.get(key, 8)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        if not positive_int(v):
             raise ConfigError(f"lm_eval.{key} must be a positive integer, got {v!r}")
     shots = le.get("num_fewshot")
     if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 0):

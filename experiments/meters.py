@@ -11,12 +11,31 @@ import os
 import statistics
 import threading
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+
+@contextmanager
+def rng_isolated(device: torch.device | None = None) -> Iterator[None]:
+    """Run measurement code without touching the training's random state: torch's CPU (and the
+    device's) generator, Python's `random` and numpy's global state are restored on exit, so a
+    measurement that draws (or a library that reseeds, like lm-eval) changes no later number."""
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [device] if device is not None and device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -395,8 +414,11 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, refresh: bool | 
 
 def _measure_peak(device: torch.device, dtype: torch.dtype, key: str, path: Path, cache: dict, previous: dict | None) -> dict[str, Any]:
     n = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # its own generator: the first run on a machine (empty cache) must train on the same random
+    # stream as every later one (cache filled)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     sync = synchronizer(device)
     for _ in range(3):
         a @ b

@@ -4,12 +4,15 @@ The record is the only contract between experiments/ and analysis/.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +32,19 @@ REQUIRED = {
     "provenance": dict,
 }
 REQUIRED_OK = {"params": dict, "metrics": dict, "loss_curve": list, "timing": dict, "cost": dict}
+# ok: a result. failed: crashed or bad input. diverged: the loss became NaN/inf at
+# `diverged_at_step`. interrupted: stopped by SIGTERM/SIGINT. Only ok counts as done.
+REQUIRED_BY_STATUS = {
+    "ok": REQUIRED_OK,
+    "failed": {"error": str},
+    "diverged": {"error": str, "diverged_at_step": int, "loss_curve": list},
+    "interrupted": {"error": str},
+}
+CLAIMS_DIR = ".claims"
+
+
+class ResultWriteError(OSError):
+    """A result could not be written (disk full, folder not writable): one line, no partial file."""
 
 
 def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,14 +74,20 @@ def write_atomic(path: Path, record: Mapping[str, Any]) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see the old file or
     the whole new one, never half of it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1, default=_json_default, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,6 +96,47 @@ def write_atomic(path: Path, record: Mapping[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_error(path: Path, e: OSError) -> ResultWriteError:
+    fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    return ResultWriteError(e.errno, f"cannot write result {path}: {e.strerror or e}; {fix}, or set results_dir=ANOTHER_FOLDER")
+
+
+def check_results_dir(results_dir: str | Path) -> str | None:
+    """Why results cannot go to `results_dir` (created if missing), or None when they can."""
+    d = Path(results_dir)
+    if d.exists() and not d.is_dir():
+        return f"results_dir={results_dir} is a file, not a folder; move it away or set results_dir=ANOTHER_FOLDER"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"results_dir={results_dir} cannot be used: {e.strerror or e}; set results_dir=A_WRITABLE_FOLDER"
+    return None
+
+
+@contextmanager
+def claim(path: Path) -> Iterator[None]:
+    """Hold the run's claim (an exclusive lock on <results_dir>/.claims/<run id>.lock) while it
+    trains: a second process that reaches the same run (two identical sweeps on one folder) waits,
+    then finds the ok result and skips it, so each run trains once. A dead holder's lock is freed
+    by the kernel, and the waiter then runs it."""
+    path = Path(path)
+    lock = path.parent / CLAIMS_DIR / f"{path.stem}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"wait {path.stem}: another process is running it", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _json_default(o: Any) -> Any:
@@ -89,11 +152,27 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def is_done(path: Path) -> bool:
-    """An ok result exists. Failed or unreadable results do not count: they are run again."""
+    """A valid ok result exists. Failed, diverged, interrupted, corrupt or schema-invalid results
+    do not count: they are run again."""
+    return existing(path) == ("ok", None)
+
+
+def existing(path: Path) -> tuple[str | None, str | None]:
+    """(status, problem) of the result at `path`: (None, None) when there is none; problem names
+    what makes an existing file unusable (corrupt JSON, schema-invalid)."""
+    path = Path(path)
+    if not path.exists():
+        return None, None
     try:
-        return read(path).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
+        rec = read(path)
+    except (OSError, ValueError) as e:
+        return None, f"corrupt ({type(e).__name__}: {e})"
+    if not isinstance(rec, dict):
+        return None, f"corrupt (a JSON {type(rec).__name__}, not an object)"
+    problems = schema_problems(rec)
+    if problems:
+        return None, "schema-invalid (" + "; ".join(problems) + ")"
+    return str(rec["status"]), None
 
 
 def schema_problems(record: Mapping[str, Any]) -> list[str]:
@@ -102,12 +181,10 @@ def schema_problems(record: Mapping[str, Any]) -> list[str]:
     if record.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"schema_version {record.get('schema_version')!r} is not {SCHEMA_VERSION}")
     required = dict(REQUIRED)
-    if record.get("status") == "ok":
-        required.update(REQUIRED_OK)
-    elif record.get("status") == "failed":
-        required["error"] = str
+    if record.get("status") in REQUIRED_BY_STATUS:
+        required.update(REQUIRED_BY_STATUS[record["status"]])
     else:
-        problems.append(f"status {record.get('status')!r} is neither ok nor failed")
+        problems.append(f"status {record.get('status')!r} is not one of {', '.join(REQUIRED_BY_STATUS)}")
     for key, typ in required.items():
         if key not in record:
             problems.append(f"missing {key}")

@@ -6,27 +6,28 @@ import copy
 import os
 import random
 import re
+import signal
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from experiments import meters, provenance, record
+from experiments import config_check, meters, provenance, record
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
-from experiments.train import train
+from experiments.train import Diverged, train
 from methods import available, get
-from methods.base import ConfigError, Method, ModelInfo
+from methods.base import ConfigError, Method, ModelInfo, positive_int
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -46,12 +47,6 @@ class Plan:
 
 
 # -- validate -----------------------------------------------------------------------------------
-
-def _positive_int(config: Mapping[str, Any], key: str) -> None:
-    v = config.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ConfigError(f"{key} must be a positive integer, got {v!r}; set e.g. {key}=100")
-
 
 def resolve_device(name: str) -> torch.device:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", name):
@@ -75,7 +70,7 @@ def resolve_threads(value: Any) -> int:
     if value in (None, "auto"):
         jobs = int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1"))
         return max(1, usable_cores() // max(jobs, 1))
-    if not isinstance(value, int) or value <= 0:
+    if not positive_int(value):
         raise ConfigError(f"torch_threads must be 'auto' or a positive integer, got {value!r}")
     return value
 
@@ -90,8 +85,7 @@ def method_for(method_cfg: Mapping[str, Any]) -> Method:
 
 def prepare(config: dict[str, Any]) -> Plan:
     """Check the whole config and resolve names. Raises ConfigError; loads no weights."""
-    for key in ("steps", "batch_size", "eval_batch_size", "max_length"):
-        _positive_int(config, key)
+    config_check.check(config)  # type and range of every key the table knows
     if config["precision"] not in PRECISIONS:
         raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
     weights = str(config["model"].get("dtype", "fp32"))
@@ -243,11 +237,12 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
     tokenizer, task, model = load_for(plan)
     t_loaded = time.perf_counter()
-    # before training: parallel jobs starting together measure it once, not while others train
-    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
-
-    fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
-    latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
+    # before training: parallel jobs starting together measure it once, not while others train.
+    # Measurements run isolated from the training's random state (meters.rng_isolated).
+    with meters.rng_isolated(device):
+        peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+        fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
+        latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
 
     model = plan.method.wrap(model, plan.info)
     params = count_params(model)
@@ -261,9 +256,15 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     batches = task.train_batches(steps, bs, seed=int(cfg["seed"]))
 
     t_train = time.perf_counter()
-    with MemoryMeter(device) as memory:
-        losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
+    try:
+        with MemoryMeter(device) as memory:
+            losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
+    except Diverged as d:  # recorded as diverged (no metrics, no cost); the sweep goes on
+        return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
+                "params": params, "lr": plan.lr, "timing": {"total_s": time.perf_counter() - t_start}}
     t_trained = time.perf_counter()
+    rng = meters.rng_isolated(device)  # evaluation and measurement leave the random state as they found it
+    rng.__enter__()
 
     metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
     # --- lm-eval (issue 6) ---
@@ -299,6 +300,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         cost["merge_max_abs_logit_diff"] = merge_diff
         cost["latency_batch"], cost["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
     t_end = time.perf_counter()
+    rng.__exit__(None, None, None)
 
     return {
         "params": params,
@@ -338,21 +340,67 @@ def base_record(plan_or_config: Plan | dict[str, Any], rid: str | None = None) -
     }
 
 
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT, as KeyboardInterrupt) arrived while a run was in flight."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into Interrupted while a run is in flight, so that the run is recorded as
+    interrupted instead of vanishing (SIGINT already raises KeyboardInterrupt)."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals to the process that owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def execute(plan: Plan) -> dict[str, Any]:
-    """Run a validated plan unless an ok result exists; always leave a record (ok or failed)."""
-    if plan.path.exists() and not plan.config.get("force") and record.is_done(plan.path):
-        print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
-        return record.read(plan.path)
+    """Run a validated plan unless an ok result exists; always leave a record (ok, failed,
+    diverged, or interrupted and then re-raise). The run's claim makes a second process that
+    reaches the same run wait for it and then skip it."""
+    with record.claim(plan.path):
+        status, problem = record.existing(plan.path)
+        if problem:
+            print(f"rerun {plan.run_id}: the existing result {plan.path} is {problem}", flush=True)
+        if status == "ok" and not plan.config.get("force"):
+            print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
+            return record.read(plan.path)
+        return _execute(plan)
+
+
+def _execute(plan: Plan) -> dict[str, Any]:
     torch.set_num_threads(plan.threads)
     started = datetime.now(timezone.utc).isoformat()
     rec = base_record(plan)
     try:
-        rec.update({"status": "ok", "error": None, **run_plan(plan)})
+        with signals_interrupt():
+            rec.update({"status": "ok", "error": None, **run_plan(plan)})  # run_plan may say diverged
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+        rec.update({"status": "interrupted", "error": f"interrupted by {name}"})
+        _finish(plan, rec, started)
+        raise
     except Exception as exc:  # one failed run is recorded and the sweep goes on
         rec.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+    _finish(plan, rec, started)
+    status = rec["status"] if rec["status"] == "ok" else f"{rec['status'].upper()} ({rec['error']})"
+    print(f"{status}: {plan.path}", flush=True)
+    return rec
+
+
+def _finish(plan: Plan, rec: dict[str, Any], started: str) -> None:
     rec["provenance"] = provenance.collect(plan.device)
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(plan.path, rec)
-    status = rec["status"] if rec["status"] == "ok" else f"FAILED ({rec['error']})"
-    print(f"{status}: {plan.path}", flush=True)
-    return rec

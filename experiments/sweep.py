@@ -223,7 +223,10 @@ class PeftbenchSweeper(BasicSweeper):
             from experiments import record
 
             path = record.result_path(config["results_dir"], rid)
-            done = bool(self.skip_done and not config.get("force") and record.is_done(path))
+            status, problem = record.existing(path)
+            if problem:
+                print(f"[sweep] {path} is {problem}: its run runs again", flush=True)
+            done = bool(self.skip_done and not config.get("force") and status == "ok")
             entries.append({"overrides": list(overrides), "run_id": rid, "results_dir": str(config["results_dir"]), "done": done})
         return {"expanded": len(jobs), "entries": entries}
 
@@ -244,9 +247,16 @@ class PeftbenchSweeper(BasicSweeper):
             for e in entries:
                 print(("done  " if e["done"] else "run   ") + " ".join(e["overrides"]), flush=True)
             return []
+        from experiments import record
+        from methods.base import ConfigError
+
+        for d in sorted({e["results_dir"] for e in entries if e["results_dir"]} | {str(self.config.results_dir)}):
+            unusable = record.check_results_dir(d)
+            if unusable:
+                raise ConfigError(unusable)
         problem = check_parallelism(n_jobs, self.config.get("torch_threads"), is_local_submitit(launcher))
         if problem and n_jobs > usable_cores():
-            raise ValueError(problem)
+            raise ConfigError(problem)
         if problem:
             print(f"[sweep] note: {problem}", flush=True)
         if n_jobs > 1:
@@ -310,7 +320,7 @@ def sweep_counts(manifest: Path) -> dict[str, Any]:
             continue
         if status == "ok":
             ok += 1
-        elif status == "failed" and mtime >= started - 1:
+        elif status in ("failed", "diverged") and mtime >= started - 1:
             failed += 1
     total = int(m["total"])
     return {"total": total, "done": ok, "failed": failed, "remaining": max(0, total - ok - failed),

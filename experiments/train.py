@@ -1,12 +1,22 @@
 """The one training loop, shared by every method. Read it top to bottom."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from experiments.meters import StepTimer
+
+
+class Diverged(Exception):
+    """The loss became NaN or inf: training stops at that step, and the run is recorded as
+    diverged with the losses before it."""
+
+    def __init__(self, step: int, loss: float, losses: list[float]):
+        super().__init__(f"diverged: loss {loss} at step {step} (0-based); lower the learning rate or raise grad_clip")
+        self.step, self.loss, self.losses = step, loss, losses
 
 
 def train(
@@ -20,7 +30,7 @@ def train(
     timer: StepTimer,
     on_step: Callable[[int, float, float], None],
 ) -> list[float]:
-    """Run the steps; return the loss of every step."""
+    """Run the steps; return the loss of every step. Raises Diverged at a NaN/inf loss."""
     params = [p for p in model.parameters() if p.requires_grad]
     losses: list[float] = []
     model.train()
@@ -36,6 +46,9 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = timer.stop(tokens=batch["input_ids"].numel(), samples=batch["input_ids"].shape[0])
-        losses.append(loss.item())
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(step, value, losses)
+        losses.append(value)
         on_step(step, losses[-1], dt)
     return losses

@@ -17,6 +17,11 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before any model is loaded."""
 
 
+def positive_int(v: Any) -> bool:
+    """The one positive-integer test of the project (a bool is not an integer here)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a method may know about a model before its weights are loaded."""

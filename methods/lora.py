@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, resolve_targets
+from methods.base import ConfigError, Method, ModelInfo, positive_int, resolve_targets
 from methods.registry import register
 
 
@@ -19,7 +19,7 @@ class LoRA(Method):
 
     def validate(self, info: ModelInfo) -> None:
         r = self.cfg.get("r")
-        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        if not positive_int(r):
             raise ConfigError(f"method.r must be a positive integer, got {r!r}; set e.g. method.r=8")
         if not float(self.cfg.get("alpha", 0)) > 0:
             raise ConfigError(f"method.alpha must be > 0, got {self.cfg.get('alpha')!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import peft
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, resolve_targets
+from methods.base import ConfigError, Method, ModelInfo, positive_int, resolve_targets
 from methods.registry import register
 
 
@@ -26,7 +26,7 @@ class PeftConfigMethod(Method):
     def validate(self, info: ModelInfo) -> None:
         kwargs = dict(self.cfg.get("peft_kwargs") or {})
         r = kwargs.get("r")
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r <= 0):
+        if r is not None and not positive_int(r):
             raise ConfigError(f"method.peft_kwargs.r must be a positive integer, got {r!r}; set e.g. method.peft_kwargs.r=8")
         try:  # peft checks its own arguments when the config is built: before any weights load
             self.peft_config(info)

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from methods.base import ConfigError
+from methods.base import ConfigError, positive_int
 
 SPLITS = ("train", "validation", "test")
 
@@ -105,7 +105,7 @@ def optional_count(cfg: Mapping[str, Any], key: str, allow_auto: bool = False) -
     v = cfg.get(key)
     if v is None or (allow_auto and v == "auto"):
         return
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+    if not positive_int(v):
         hint = "null, auto or a positive integer" if allow_auto else "null or a positive integer"
         raise ConfigError(f"task.{key} must be {hint}, got {v!r}")
 

@@ -34,7 +34,7 @@ import torch
 
 from experiments.data import files
 from experiments.data.base import task_builder, task_validator
-from methods.base import ConfigError
+from methods.base import ConfigError, positive_int
 
 CPU_EVAL_SAMPLES = 32
 
@@ -277,7 +277,7 @@ def _validate(cfg: Mapping[str, Any], needed: list[str]) -> None:
     files.optional_count(cfg, "max_train_samples")
     files.optional_count(cfg, "max_eval_samples", allow_auto=True)
     mnt = cfg.get("max_new_tokens")
-    if not isinstance(mnt, int) or isinstance(mnt, bool) or mnt <= 0:
+    if not positive_int(mnt):
         raise ConfigError(f"task.max_new_tokens must be a positive integer, got {mnt!r}")
     for key in ("validation_split_percentage", "test_split_percentage"):
         files.percentage(cfg, key)

@@ -1,0 +1,122 @@
+"""Type and range of every config key a user can set, checked before anything loads.
+
+One declarative table: dotted key -> rule. A rule is a predicate and the words that say what it
+accepts; `check` raises one ConfigError naming the first key that breaks its rule. Keys that are
+absent are not checked (a method or task has only its own keys); keys the table does not know
+(a new method's own knobs) are left to that method's `validate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+from methods.base import ConfigError, positive_int
+
+
+@dataclass(frozen=True)
+class Rule:
+    ok: Callable[[Any], bool]
+    accepts: str  # "a positive integer", completes "<key> must be ..."
+    example: str = ""  # a value that works, for the fix in the message
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.ok(v), f"null or {rule.accepts}", rule.example)
+
+
+def _one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(choices), choices[0])
+
+
+POS_INT = Rule(positive_int, "a positive integer", "8")
+NONNEG_INT = Rule(lambda v: _int(v) and v >= 0, "an integer >= 0", "0")
+INT = Rule(_int, "an integer", "0")
+POS_NUM = Rule(lambda v: _num(v) and v > 0, "a number > 0", "1e-3")
+NONNEG_NUM = Rule(lambda v: _num(v) and v >= 0, "a number >= 0", "0.0")
+FRACTION = Rule(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)", "0.1")
+PERCENT = Rule(lambda v: _num(v) and 0 <= v < 100, "a number in [0, 100)", "10")
+BOOL = Rule(lambda v: isinstance(v, bool), "true or false", "true")
+STR = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string", "NAME")
+STR_OR_LIST = Rule(lambda v: (isinstance(v, str) and v != "") or (_str_list(v) and len(v) > 0), "a name or a list of names", "[NAME]")
+STR_LIST = Rule(_str_list, "a list of strings", "[]")
+MAPPING = Rule(lambda v: isinstance(v, Mapping), "a group of keys (not a single value)", "")
+POS_NUM_LIST = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_num(x) and x > 0 for x in v), "a list of numbers > 0", "[1e-4,1e-3]")
+THREADS = Rule(lambda v: v == "auto" or positive_int(v), "auto or a positive integer", "auto")
+AUTO_COUNT = Rule(lambda v: v is None or v == "auto" or positive_int(v), "null, auto or a positive integer", "auto")
+
+RULES: dict[str, Rule] = {
+    # top level
+    "steps": POS_INT, "batch_size": POS_INT, "eval_batch_size": POS_INT, "max_length": POS_INT,
+    "lr": _optional(POS_NUM), "weight_decay": NONNEG_NUM, "warmup_ratio": FRACTION, "grad_clip": NONNEG_NUM,
+    "seed": NONNEG_INT, "precision": _one_of("fp32", "bf16"), "device": STR, "torch_threads": THREADS,
+    "gradient_checkpointing": BOOL, "results_dir": STR, "force": BOOL, "progress": BOOL,
+    "method": MAPPING, "model": MAPPING, "task": MAPPING, "measure": MAPPING, "lm_eval": MAPPING,
+    # model.*
+    "model.name": STR, "model.kind": _one_of("classifier", "causal_lm"), "model.source": MAPPING,
+    "model.dtype": _one_of("fp32", "bf16", "fp16"), "model.head_modules": STR_LIST,
+    "model.target_presets": MAPPING, "model.adapter_sites": MAPPING,
+    # measure.*
+    "measure.warmup_steps": NONNEG_INT, "measure.latency": BOOL, "measure.latency_batch": POS_INT,
+    "measure.latency_length": POS_INT, "measure.latency_warmup": NONNEG_INT, "measure.latency_repeats": POS_INT,
+    "measure.latency_keep_base": BOOL, "measure.adapter_size": BOOL,
+    # lm_eval.*
+    "lm_eval.tasks": STR_LIST, "lm_eval.include_path": _optional(STR), "lm_eval.limit": _optional(POS_NUM),
+    "lm_eval.num_fewshot": _optional(NONNEG_INT), "lm_eval.batch_size": POS_INT,
+    # method.* (every method's keys; each method also checks how they combine with the model)
+    "method.name": STR, "method.impl": STR, "method.lr": _optional(POS_NUM), "method.r": POS_INT,
+    "method.alpha": POS_NUM, "method.dropout": FRACTION, "method.target_modules": STR_OR_LIST,
+    "method.reduction_factor": POS_INT, "method.bottleneck_size": _optional(POS_INT), "method.non_linearity": STR,
+    "method.quant_type": _one_of("nf4", "fp4"), "method.double_quant": BOOL,
+    "method.loraplus_lr_ratio": Rule(lambda v: _num(v) and v >= 1, "a number >= 1 (B's lr over A's)", "16"),
+    "method.peft_class": STR, "method.peft_kwargs": MAPPING, "method.report": _optional(MAPPING),
+    # task.* (every task's keys; the task's validator then checks files and columns)
+    "task.name": STR, "task.builder": STR, "task.kind": _one_of("classification", "generation"),
+    "task.data_seed": INT, "task.n_train": POS_INT, "task.n_validation": NONNEG_INT, "task.n_test": POS_INT,
+    "task.label_noise": FRACTION, "task.split_seed": INT,
+    "task.validation_split_percentage": PERCENT, "task.test_split_percentage": PERCENT,
+    "task.max_train_samples": _optional(POS_INT), "task.max_eval_samples": AUTO_COUNT,
+    "task.max_new_tokens": POS_INT, "task.stop": STR_LIST,
+    "task.train_file": _optional(STR), "task.validation_file": _optional(STR), "task.test_file": _optional(STR),
+    "task.text_columns": STR_OR_LIST, "task.label_column": STR, "task.label_names": _optional(Rule(lambda v: isinstance(v, list) and len(v) >= 2, "a list of two or more names", "[neg,pos]")),
+    "task.delimiter": _optional(STR), "task.quoting": _optional(Rule(lambda v: _int(v) and 0 <= v <= 3, "0, 1, 2 or 3 (csv.QUOTE_*)", "3")),
+    "task.dataset": MAPPING, "task.data_files": MAPPING, "task.file_columns": MAPPING,
+    "task.data_files.train": _optional(STR), "task.data_files.validation": _optional(STR), "task.data_files.test": _optional(STR),
+    # logger.*
+    "logger": MAPPING, "logger.name": STR, "logger.project": _optional(STR), "logger.entity": _optional(STR),
+    "logger.mode": _one_of("offline", "online", "disabled"), "logger.tags": STR_LIST, "logger.group": _optional(STR),
+    "logger.dir": _optional(STR),
+    # lr_search.*
+    "lr_search": MAPPING, "lr_search.grid": _optional(POS_NUM_LIST), "lr_search.factors": POS_NUM_LIST,
+    "lr_search.split": _one_of("validation", "train"), "lr_search.metric": _optional(STR), "lr_search.mode": _one_of("max", "min"),
+}
+
+
+def _present(config: Mapping[str, Any], dotted: str) -> Iterator[Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return
+        node = node[part]
+    yield node
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first key whose value breaks its rule (table order: top-level
+    keys first, so a mapping replaced by a scalar is named before its children)."""
+    for key, rule in RULES.items():
+        for value in _present(config, key):
+            if not rule.ok(value):
+                fix = f"; e.g. {key}={rule.example}" if rule.example else ""
+                raise ConfigError(f"{key} must be {rule.accepts}, got {value!r}{fix}")
