@@ -177,11 +177,17 @@ def _column_keys(mcfg: Mapping[str, Any]) -> set[str]:
 
 def setting_items(record: Mapping[str, Any]) -> dict[str, str]:
     """The config beyond the table's label columns, as {dotted key: JSON value}, plus the device
-    type: what makes two otherwise identical rows different runs."""
+    type (and on CPU the torch thread count that ran): what makes two otherwise identical rows
+    different runs."""
     cfg = semantic_config(record.get("config") or {})
     shown = _column_keys(cfg.get("method") or {})
     items = {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat_config(cfg).items() if k not in shown}
-    items["device"] = json.dumps(device_type(record.get("provenance") or {}))
+    prov = record.get("provenance") or {}
+    items["device"] = json.dumps(device_type(prov))
+    if device_type(prov) == "cpu" and isinstance(prov.get("torch_threads"), int):
+        # the thread count that ran (torch_threads=auto resolves by launcher) sets the order of
+        # CPU reductions, so the numbers: runs on different counts are never pooled as seeds
+        items["torch_threads"] = json.dumps(prov["torch_threads"])
     return items
 
 
@@ -305,7 +311,7 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
         record, reason = read_record(path)
         if record is None:
             problems.append(Problem(str(path), reason or "unknown"))
-        elif record["status"] == "failed":
+        elif record["status"] != "ok":  # failed, diverged, interrupted: listed, never in a mean
             failed_rows.append(_failed_row(record, str(path)))
         else:
             try:

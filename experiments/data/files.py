@@ -37,8 +37,49 @@ def check_file(value: Any, key: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{key}: {path} is not a file")
     if path.stat().st_size == 0 or not path.read_text(encoding="utf-8", errors="replace").strip():
-        raise ConfigError(f"{key}: file {path} is empty")
+        raise ConfigError(f"{key}: file {path} is empty; give it a header and rows (CSV) or one JSON object per line (JSONL)")
+    bad = _not_utf8(path)
+    if bad:
+        raise ConfigError(f"{key}: file {path} is not UTF-8 ({bad}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT")
     return path
+
+
+def _not_utf8(path: Path) -> str | None:
+    """Where the file stops being UTF-8, or None; read in chunks, so a big file costs no memory."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                return f"byte {chunk[e.start]:#04x} at offset {offset + e.start}"
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "a multi-byte character cut off at the end"
+    return None
+
+
+def check_csv_rows(path: Path, delimiter: str, quoting: int | None = None) -> None:
+    """Every row parses and has no more fields than the header (the loader would fail on it
+    with a message that names neither the line nor the fix)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting is None else quoting, strict=True)
+        try:
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):
+                    raise ConfigError(f"file {path} line {reader.line_num} has {len(row)} fields but its header has {len(header)}; "
+                                      f"check task.delimiter (now {delimiter!r}) and quote fields that contain it")
+        except csv.Error as e:
+            raise ConfigError(f"file {path} is malformed CSV at line {reader.line_num} ({e}); "
+                              f"check its quotes, task.delimiter and task.quoting") from None
 
 
 def file_format(path: Path, default: str | None = None) -> str:
@@ -82,14 +123,19 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
         if not rows:
             raise ConfigError(f"file {path} is empty (an empty JSON array)")
         return list(rows[0]) if isinstance(rows[0], dict) else None
-    for line in head.splitlines():
-        if line.strip():
+    columns = None
+    with path.open(encoding="utf-8") as f:  # JSON Lines: every line must parse
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                return None  # a record longer than the peek; the loader will tell
-            return list(row) if isinstance(row, dict) else None
-    return None
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"file {path} line {n} is not valid JSON ({e.msg}); JSON Lines hold one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"file {path} line {n} is a JSON {type(row).__name__}, not an object; JSON Lines hold one JSON object per line")
+            columns = list(row) if columns is None else columns
+    return columns
 
 
 def require_columns(columns: Sequence[str] | None, needed: Iterable[str], where: str, renames: Mapping[str, str] | None = None) -> None:
@@ -155,7 +201,12 @@ def load_files(files: Mapping[str, Path], fmt: str, **kwargs):
     except Exception as e:  # pandas/pyarrow parse errors: one line that names the files
         if "empty" in str(e).lower() or "No columns to parse" in str(e) or "corresponds to no data" in str(e):
             raise ConfigError(f"data file(s) {', '.join(map(str, files.values()))}: empty ({e})") from None
-        raise ConfigError(f"cannot parse {', '.join(map(str, files.values()))} as {fmt}: {type(e).__name__}: {e}") from None
+        root = e
+        while root.__cause__ or root.__context__:  # datasets wraps the parser's own message
+            root = root.__cause__ or root.__context__
+        first = (str(root).strip().splitlines() or [type(root).__name__])[0]
+        fix = "check task.delimiter and task.quoting" if fmt == "csv" else "use one JSON array, or one JSON object per line"
+        raise ConfigError(f"cannot parse {', '.join(map(str, files.values()))} as {fmt}: {type(root).__name__}: {first}; {fix}") from None
 
 
 def rename_columns(ds, renames: Mapping[str, str] | None):

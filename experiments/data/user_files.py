@@ -48,7 +48,10 @@ def _validate(cfg: Mapping[str, Any], default_fmt: str) -> None:
     needed = [*files.text_columns(cfg), str(cfg.get("label_column") or "label")]
     for split, path in given.items():
         fmt = files.file_format(path, default_fmt)
-        header = files.header_columns(path, fmt, _read_kwargs(fmt, path, cfg).get("delimiter", ","))
+        kw = _read_kwargs(fmt, path, cfg)
+        header = files.header_columns(path, fmt, kw.get("delimiter", ","))
+        if fmt == "csv":
+            files.check_csv_rows(path, kw["delimiter"], kw.get("quoting"))
         files.require_columns(header, needed, f"task.{FILE_KEYS[split]} ({path})")
 
 
