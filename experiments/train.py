@@ -15,7 +15,7 @@ class Diverged(Exception):
     diverged with the losses before it."""
 
     def __init__(self, step: int, loss: float, losses: list[float]):
-        super().__init__(f"diverged: loss {loss} at step {step} (0-based); lower the learning rate or raise grad_clip")
+        super().__init__(f"diverged: loss {loss} at step {step} (0-based); lower the learning rate, or clip gradients (grad_clip=1.0)")
         self.step, self.loss, self.losses = step, loss, losses
 
 

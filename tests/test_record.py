@@ -83,3 +83,65 @@ def test_failed_run_is_recorded_and_rerun(tmp_path, monkeypatch):
     assert not record.is_done(path)
     monkeypatch.undo()
     assert execute(prepare(compose(overrides)))["status"] == "ok"
+
+
+TINY = [*SMALL_TASK, *FAST, "model=tiny-llama", "steps=2"]
+
+
+def test_diverged_run_is_recorded_and_left_out_of_the_report(tmp_path):
+    """A NaN loss stops training at that step; the record says diverged and where; the next run
+    goes on; the report lists it with the failed runs and keeps it out of every mean."""
+    from analysis.load import load_results
+
+    bad = execute(prepare(compose([*TINY, "method=full_ft", "lr=1e30", "grad_clip=0", "steps=6", f"results_dir={tmp_path}"])))
+    assert bad["status"] == "diverged" and bad["diverged_at_step"] == 2
+    assert len(bad["loss_curve"]) == 2 and all(x == x for x in bad["loss_curve"])  # the finite losses before it
+    assert "metrics" not in bad and record.schema_problems(bad) == []
+    path = record.result_path(tmp_path, bad["run_id"])
+    assert not record.is_done(path)
+    good = execute(prepare(compose([*TINY, "method=lora", f"results_dir={tmp_path}"])))
+    assert good["status"] == "ok"
+    loaded = load_results([tmp_path])
+    assert list(loaded.ok["method"]) == ["lora"]
+    assert list(loaded.failed["run_id"]) == [bad["run_id"]] and "diverged" in loaded.failed["error"].iloc[0]
+
+
+@pytest.mark.parametrize("content", ['{"schema_version": 1, "run_id": "trunc', '{"schema_version": 1, "status": "ok"}', "[1, 2]"],
+                         ids=["corrupt", "schema-invalid", "not-an-object"])
+def test_corrupt_or_invalid_result_is_named_and_run_again(content, tmp_path, capsys):
+    plan = prepare(compose([*TINY, "method=lora", f"results_dir={tmp_path}"]))
+    plan.path.write_text(content)
+    assert not record.is_done(plan.path)
+    rec = execute(plan)
+    out = capsys.readouterr().out
+    named = [line for line in out.splitlines() if str(plan.path) in line and line.startswith("rerun")]
+    assert len(named) == 1 and ("corrupt" in named[0] or "schema-invalid" in named[0])
+    assert rec["status"] == "ok" and record.is_done(plan.path)
+
+
+def test_full_disk_gives_one_line_and_no_partial_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from experiments.app import stopped_cleanly
+
+    plan = prepare(compose([*TINY, "method=lora", f"results_dir={tmp_path}"]))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(record.os, "fsync", full)
+    with pytest.raises(SystemExit) as e, stopped_cleanly():
+        execute(plan)
+    assert e.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("peftbench: error: cannot write result") and "No space left" in lines[0]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".tmp")], "partial file left"
+
+
+def test_statuses_the_schema_accepts():
+    base = {"schema_version": 1, "run_id": "r", "config": {}, "method": "m", "model": "m", "task": "t", "seed": 0,
+            "precision": "fp32", "provenance": {}}
+    assert record.schema_problems({**base, "status": "interrupted", "error": "interrupted by SIGTERM"}) == []
+    assert record.schema_problems({**base, "status": "diverged", "error": "x", "loss_curve": [1.0], "diverged_at_step": 1}) == []
+    assert "missing diverged_at_step" in record.schema_problems({**base, "status": "diverged", "error": "x", "loss_curve": []})
+    assert record.schema_problems({**base, "status": "weird"})

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from experiments.record import schema_problems
 from experiments.sweep import LOCK_NAME, clean_stale_tmp, results_lock
 
@@ -71,3 +73,48 @@ def test_stale_tmp_cleanup_spares_live_writers(tmp_path):
         assert alone
     assert not fresh.exists()
     assert clean_stale_tmp(tmp_path, alone=False) == []
+
+
+def _interrupt_cmd(results: Path) -> list[str]:
+    return [sys.executable, "-m", "experiments.cli", "run", "-m", "method=lora,linear_probe", "model=tiny-llama", "steps=2",
+            "measure.latency=false", "progress=false", *SMALL, f"results_dir={results}"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(sig, tmp_path):
+    # an empty peak cache makes the first run spend over a second in the probe: the signal lands in flight
+    env = {**ENV, "PEFTBENCH_CACHE": str(tmp_path / "cache")}
+    results = tmp_path / "results"
+    proc = subprocess.Popen(_interrupt_cmd(results), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not list(results.glob(".claims/*.lock")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C or a scheduler's kill reaches the process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, (out + err)[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("peftbench:")] == [
+        f"peftbench: interrupted by {signal.Signals(sig).name}: the run in flight is recorded as interrupted; "
+        f"start the same command again to finish"]
+    recs = [json.loads(p.read_text()) for p in results.glob("*.json")]
+    assert [r["status"] for r in recs] == ["interrupted"], "no ok record for the run in flight, and the sweep stopped"
+    assert schema_problems(recs[0]) == []
+
+    again = subprocess.run(_interrupt_cmd(results), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "[sweep] 2 runs, 0 already done, 2 to launch" in again.stdout
+    assert sorted(json.loads(p.read_text())["status"] for p in results.glob("*.json")) == ["ok", "ok"]
+
+
+def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path):
+    procs = [subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, (out + err)[-3000:]
+    trained = [line for out, _ in outs for line in out.splitlines() if line.startswith("ok: ")]
+    assert len(trained) == len(METHODS), "each run trains once, in one of the two sweeps"
+    recs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert sorted(r["method"] for r in recs) == sorted(METHODS)
+    assert all(r["status"] == "ok" and schema_problems(r) == [] for r in recs)
