@@ -259,8 +259,12 @@ class PeftbenchSweeper(BasicSweeper):
             raise ConfigError(problem)
         if problem:
             print(f"[sweep] note: {problem}", flush=True)
-        if n_jobs > 1:
-            os.environ["PEFTBENCH_PARALLEL_JOBS"] = str(n_jobs)
+        # Threads per job follow from the whole sweep, not from what is left of it: a resumed
+        # submitit_local sweep gives its remaining runs the thread count (hence the numerics) of
+        # the first start.
+        share = max(n_jobs, parallel_jobs(launcher, min(len(entries), self.max_batch_size or len(entries))))
+        if share > 1:
+            os.environ["PEFTBENCH_PARALLEL_JOBS"] = str(share)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

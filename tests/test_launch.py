@@ -25,6 +25,16 @@ def results(d: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
 
 
+def assert_same_numbers_as_a_plain_run(rec: dict, tmp_path: Path) -> None:
+    """A launched run equals the same config run in this process at the thread count it ran with."""
+    from experiments.run import execute, prepare
+    from tests.conftest import compose
+
+    threads = rec["provenance"]["torch_threads"]
+    ref = execute(prepare(compose([f"method={rec['method']}", f"torch_threads={threads}", f"results_dir={tmp_path / 'plain'}", *TINY])))
+    assert rec["loss_curve"] == ref["loss_curve"] and rec["metrics"] == ref["metrics"], rec["method"]
+
+
 def test_check_parallelism_refuses_and_clamps():
     cores = usable_cores()
     assert check_parallelism(1, "auto") is None
@@ -47,6 +57,7 @@ def test_submitit_local_runs_end_to_end(tmp_path):
     assert rec["status"] == "ok" and rec["method"] == "lora"
     assert rec["provenance"]["torch_threads"] == 1  # cpus_per_task caps the threads of the job
     assert list(tmp_path.glob(".hydra/*/.submitit/*"))  # it really went through submitit
+    assert_same_numbers_as_a_plain_run(rec, tmp_path)
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
@@ -59,6 +70,22 @@ def test_joblib_two_jobs_split_the_cores(tmp_path):
     assert all(r["status"] == "ok" for r in recs)
     assert {r["provenance"]["torch_threads"] for r in recs} == {usable_cores() // 2}
     assert "[sweep] 2 runs, 0 already done, 2 to launch, 2 at a time" in out.stdout
+    for rec in recs:
+        assert_same_numbers_as_a_plain_run(rec, tmp_path)
+
+
+def test_the_thread_count_that_ran_is_part_of_the_setting():
+    """torch_threads=auto resolves to 2 sequentially and to 1 under a 2-job launcher on 2 cores;
+    the count sets the order of CPU reductions, so it splits rows, and only on CPU."""
+    from analysis.load import setting_items
+
+    def items(ran: int, asked, device: str = "cpu") -> dict:
+        return setting_items({"config": {"torch_threads": asked, "steps": 2, "method": {"name": "lora"}},
+                              "provenance": {"device": device, "torch_threads": ran}})
+
+    assert items(2, "auto") != items(1, "auto")
+    assert items(1, "auto") == items(1, 1)  # the same numerics, however asked for
+    assert items(2, "auto", "cuda:0") == items(1, "auto", "cuda:0")
 
 
 def test_submitit_local_counts_every_run_as_running_at_once(monkeypatch):

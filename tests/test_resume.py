@@ -54,6 +54,16 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in files if p.name in first} == first  # done runs not re-run
     assert not list(tmp_path.rglob("*.tmp"))  # the stale temp file is gone
 
+    # a run of the resumed start gives the numbers it gives when run on its own
+    from experiments.run import execute, prepare
+    from tests.conftest import compose
+
+    resumed = next(r for p, r in zip(files, recs) if p.name not in first)
+    plain = execute(prepare(compose([f"method={resumed['method']}", "model=tiny-llama", "steps=2", "measure.latency=false",
+                                     "progress=false", *SMALL, f"torch_threads={resumed['provenance']['torch_threads']}",
+                                     f"results_dir={tmp_path / 'plain'}"])))
+    assert plain["loss_curve"] == resumed["loss_curve"] and plain["metrics"] == resumed["metrics"]
+
 
 def test_stale_tmp_cleanup_spares_live_writers(tmp_path):
     old = tmp_path / ".a.json.old1.tmp"
