@@ -100,3 +100,128 @@ def test_a_failed_single_run_exits_non_zero(error, code, line, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         exit_failed(rec)
     assert e.value.code == code and capsys.readouterr().err.startswith(line)
+
+
+# Every key a user can set is checked for type and range before anything loads
+# (experiments/config_check.py): one case per kind of rule and per config group.
+TABLE_CASES = [
+    (["batch_size=0"], "batch_size must be a positive integer, got 0"),
+    (["max_length=abc"], "max_length must be a positive integer, got 'abc'"),
+    (["lr=-1"], "lr must be null or a number > 0, got -1"),
+    (["weight_decay=-0.1"], "weight_decay must be a number >= 0"),
+    (["warmup_ratio=1.5"], "warmup_ratio must be a number in [0, 1)"),
+    (["seed=-1"], "seed must be an integer >= 0"),
+    (["precision=fp8"], "precision must be one of fp32, bf16"),
+    (["torch_threads=0"], "torch_threads must be auto or a positive integer"),
+    (["force=maybe"], "force must be true or false"),
+    (["measure=5"], "measure must be a group of keys"),
+    (["measure.latency_repeats=0"], "measure.latency_repeats must be a positive integer"),
+    (["measure.latency=yes"], "measure.latency must be true or false"),
+    (["lm_eval.batch_size=0"], "lm_eval.batch_size must be a positive integer"),
+    (["model.dtype=int8"], "model.dtype must be one of fp32, bf16, fp16"),
+    (["method=lora", "method.alpha=0"], "method.alpha must be a number > 0"),
+    (["method=lora", "method.dropout=1.0"], "method.dropout must be a number in [0, 1)"),
+    (["method=houlsby", "method.bottleneck_size=0"], "method.bottleneck_size must be null or a positive integer"),
+    (["method=qlora", "method.quant_type=int4"], "method.quant_type must be one of nf4, fp4"),
+    (["method=loraplus", "method.loraplus_lr_ratio=0.5"], "method.loraplus_lr_ratio must be a number >= 1"),
+    (["method=full_ft", "method.lr=0"], "method.lr must be null or a number > 0"),
+    (["task.n_train=0"], "task.n_train must be a positive integer"),
+    (["task.label_noise=2"], "task.label_noise must be a number in [0, 1)"),
+    (["task=csv", "task.test_split_percentage=150"], "task.test_split_percentage must be a number in [0, 100)"),
+    (["task=sst2", "task.max_eval_samples=-3"], "task.max_eval_samples must be null, auto or a positive integer"),
+    (["model=tiny-llama", "task=gsm8k", "task.max_new_tokens=0"], "task.max_new_tokens must be a positive integer"),
+    (["+lr_search=default", "lr_search.mode=best"], "lr_search.mode must be one of max, min"),
+    (["logger=wandb", "logger.mode=sometimes"], "logger.mode must be one of offline, online, disabled"),
+]
+
+
+@pytest.mark.parametrize("args,message", TABLE_CASES)
+def test_every_key_is_checked_before_loading(args, message, monkeypatch):
+    import transformers
+
+    def no_loading(*a, **k):
+        pytest.fail("weights or a tokenizer were about to be loaded")
+
+    for cls in (transformers.AutoModelForSequenceClassification, transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+        monkeypatch.setattr(cls, "from_pretrained", no_loading)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        prepare(compose(args))
+
+
+def _one_error_line(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("peftbench: error: ") and "Traceback" not in proc.stdout + proc.stderr
+    return lines[0]
+
+
+# Hydra's own composition errors and unusable paths, through the CLI
+CLI_CASES = [
+    (["method=full_ft", "method.r=8"], "method.r: no such key (method full_ft accepts method.lr, method.name)"),
+    (["-m", "method=lora,full_ft", "method.r=4"], "method full_ft accepts method.lr, method.name"),
+    (["measure.nosuch=1"], "measure.nosuch: no such key; measure accepts adapter_size, latency"),
+    (["+method.r=8"], "method.r: already exists; override it without the +"),
+    (["hydra/launcher=nosuch"], "hydra/launcher: no option 'nosuch'; available: basic"),
+    (["steps=["], "cannot parse the overrides"),
+]
+
+
+@pytest.mark.parametrize("args,message", CLI_CASES)
+def test_hydra_errors_are_one_line(args, message, tmp_path):
+    proc = _cli(args, tmp_path)
+    assert proc.returncode == 2
+    assert message in _one_error_line(proc)
+
+
+def test_unusable_results_folder_is_one_line(tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    for where, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "cannot be used")):
+        for mode in ([], ["-m"]):
+            proc = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *mode, f"results_dir={where}"], cwd=ROOT,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, (mode, proc.stderr[-2000:])
+            assert message in _one_error_line(proc)
+    assert a_file.read_text() == "not a folder"
+
+
+def _files(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train.csv").write_text("text,label\ngood film,pos\nbad film,neg\nfine,pos\nawful,neg\ngreat,pos\npoor,neg\n")
+    (d / "empty.csv").write_text("")
+    (d / "header_only.csv").write_text("text,label\n")
+    (d / "latin1.csv").write_bytes("text,label\ncaf\u00e9,pos\nbad,neg\n".encode("latin-1"))
+    (d / "unclosed.csv").write_text('text,label\n"unclosed,pos\nbad,neg\n')
+    (d / "extra_field.csv").write_text("text,label\ngood, really,pos\nbad,neg\n")
+    (d / "broken.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": \n')
+    (d / "broken.json").write_text('[{"text": "a", "label": "pos"},')
+    (d / "no_text.csv").write_text("review,label\nx,pos\ny,neg\n")
+    (d / "no_label.csv").write_text("text,stars\nx,pos\ny,neg\n")
+    (d / "unseen.csv").write_text("text,label\ngood,pos\nso-so,meh\n")
+    return d
+
+
+DATA_CASES = [
+    (["task.train_file=missing.csv"], "task.train_file: file {d}/missing.csv does not exist"),
+    (["task.train_file=empty.csv"], "task.train_file: file {d}/empty.csv is empty"),
+    (["task.train_file=header_only.csv"], "is empty (a header and no rows)"),
+    (["task.train_file=latin1.csv"], "is not UTF-8 (byte 0xe9 at offset 14); re-save it as UTF-8"),
+    (["task.train_file=unclosed.csv"], "is malformed CSV at line 3"),
+    (["task.train_file=extra_field.csv"], "line 2 has 3 fields but its header has 2; check task.delimiter"),
+    (["task=jsonl", "task.train_file=broken.jsonl"], "line 2 is not valid JSON (Expecting value); JSON Lines hold one JSON object per line"),
+    (["task=jsonl", "task.train_file=broken.json"], "broken.json is not valid JSON"),
+    (["task.train_file=no_text.csv"], "has no column 'text'; its columns: review, label"),
+    (["task.train_file=no_label.csv"], "has no column 'label'; its columns: text, stars"),
+    (["task.train_file=train.csv", "task.test_file=unseen.csv"], "label 'meh' (row 1) never appears in the training labels (neg, pos)"),
+]
+
+
+@pytest.mark.parametrize("args,message", DATA_CASES, ids=[c[0][-1].split("=")[-1] for c in DATA_CASES])
+def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path):
+    d = _files(tmp_path)
+    args = [a.replace("_file=", f"_file={d}/") for a in args]
+    base = ["task=csv", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
+    proc = _cli([*base, *args], tmp_path / "results")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message.format(d=d) in _one_error_line(proc)
