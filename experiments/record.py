@@ -11,7 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 1
+# 2: measured fields named by experiments.fields (units in the names); how a run was measured
+# moved from `cost` to `measurement`, what its method can do to `method_info`.
+SCHEMA_VERSION = 2
+# ok and diverged runs carry results; failed and interrupted ones carry an error.
+STATUSES = ("ok", "failed", "diverged", "interrupted")
 
 # Keys that do not change what a run computes, so they stay out of its id.
 NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger"}
@@ -32,7 +36,12 @@ REQUIRED_OK = {"params": dict, "metrics": dict, "loss_curve": list, "timing": di
 
 
 def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
+    """The config minus what does not change what a run computes: output and logging keys, and
+    the method's `report` block (how the report draws it)."""
+    out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
+    if isinstance(out.get("method"), Mapping) and "report" in out["method"]:
+        out["method"] = {k: v for k, v in out["method"].items() if k != "report"}
+    return out
 
 
 def run_id(config: Mapping[str, Any]) -> str:
@@ -96,6 +105,14 @@ def is_done(path: Path) -> bool:
         return False
 
 
+def protocol_of(rec: Mapping[str, Any]) -> str:
+    """How the learning rate was chosen: lr_search (on validation), fixed_lr (one shared lr=...)
+    or method_default_lr (the method YAML's lr)."""
+    if isinstance(rec.get("lr_search"), Mapping):
+        return str(rec["lr_search"].get("protocol", "lr_search"))
+    return "fixed_lr" if (rec.get("config") or {}).get("lr") is not None else "method_default_lr"
+
+
 def schema_problems(record: Mapping[str, Any]) -> list[str]:
     """Everything wrong with a record's shape; empty when it is valid."""
     problems = []
@@ -104,10 +121,10 @@ def schema_problems(record: Mapping[str, Any]) -> list[str]:
     required = dict(REQUIRED)
     if record.get("status") == "ok":
         required.update(REQUIRED_OK)
-    elif record.get("status") == "failed":
+    elif record.get("status") in ("failed", "interrupted"):
         required["error"] = str
-    else:
-        problems.append(f"status {record.get('status')!r} is neither ok nor failed")
+    elif record.get("status") != "diverged":
+        problems.append(f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
     for key, typ in required.items():
         if key not in record:
             problems.append(f"missing {key}")

@@ -26,9 +26,15 @@ def test_result_file_schema(run_small, tmp_path):
     assert "git_commit" in prov and "git_dirty" in prov and prov["cpu_model"] and prov["torch_threads"] >= 1
     cost = on_disk["cost"]
     for key in ("peak_train_mem_growth_bytes", "weight_bytes", "est_train_mem_bytes", "train_tokens_per_s_median",
-                "flops_per_step", "mfu", "adapter_bytes", "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged"):
+                "flops_per_step", "mfu_frac", "adapter_bytes", "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged"):
         assert cost[key] is not None and cost[key] > 0, key
-    assert cost["can_merge"] is True
+    assert on_disk["method_info"]["can_merge"] is True and on_disk["measurement"]["memory_kind"]
+    # one name from the record on: every schema field the writer knows is where the schema says
+    from experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
+
+    cuda_only = {"cost.peak_train_reserved_bytes"}
+    assert [f.path for f in FIELDS if f.path not in cuda_only and get_path(on_disk, f.path) is None] == []
+    assert not set(cost) & set(MEASUREMENT_KEYS + METHOD_INFO_KEYS)  # no non-costs in cost
 
 
 def test_run_id_is_stable_and_ignores_where_results_go():
