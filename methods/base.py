@@ -17,6 +17,13 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before any model is loaded."""
 
 
+def require_positive_int(value: Any, name: str, example: int = 8) -> int:
+    """The one positive-integer check of method settings (bools are ints to Python, not here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}; set e.g. {name}={example}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a method may know about a model before its weights are loaded."""
