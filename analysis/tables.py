@@ -75,15 +75,15 @@ def _nan_col(r: pd.Series) -> float:
 
 
 def score_column(table: pd.DataFrame, col: str, header: str, direction: str | None, legend: str, tested: bool = False,
-                 scale: float | None = None, unit: str | None = None) -> Column:
+                 scale: float | None = None, unit: str | None = None, digits: int = 1) -> Column:
     """Mean ± std over seeds (n), with a dagger where the paired test against the baseline is
     significant (`tested`, the primary metric only)."""
     scale = percent_scale(table, f"{col}_mean") if scale is None else scale
 
     def text(r: pd.Series, fmt: str) -> str:
-        s = _f(r[f"{col}_mean"], 1, scale)
+        s = _f(r[f"{col}_mean"], digits, scale)
         if r["n"] > 1 and not _nan(r[f"{col}_std"]):
-            s += f" {_pm(fmt)} {_f(r[f'{col}_std'], 1, scale)}"
+            s += f" {_pm(fmt)} {_f(r[f'{col}_std'], digits, scale)}"
         if tested:
             s += f" (n={int(r['n'])})"
             if r["vs_baseline_n"] >= 2 and r["vs_baseline_p"] < ALPHA:
@@ -238,7 +238,8 @@ def metric_columns(table: pd.DataFrame) -> list[Column]:
         key = _first(table, "forgetting_key")
         cols.append(score_column(table, "forgetting", f"Forgetting {key}", "min",
                                  f"forgetting.{key}: how far the model moved outside its task, measured on a fixed probe before and "
-                                 f"after training (lower is better); mean ± std over seeds."))
+                                 f"after training (lower is better; the unit ends its name); mean ± std over seeds.",
+                                 scale=1.0, unit="", digits=3))
     return cols
 
 

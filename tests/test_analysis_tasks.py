@@ -80,8 +80,8 @@ def test_generation_task_reaches_the_tables_with_its_primary_metric(made):
     assert lora["exact_match_flexible (%)"].startswith("35.2")  # the task's other metric is shown too
     assert lora["% of full FT (%)"] == f"{sum(100 * (0.30 + o) / (0.40 + o) for o in fx.SEED_OFFSET.values()) / 3:.1f}"
     assert lora["Base exact_match (%)"] == "2.0 ± 0.0" and lora["Gain over base (pp)"].startswith("28.2")
-    assert lora["peftbench_arith.exact_match,none (%)"] == "40.0"  # lm-eval scores, stderr left out
-    assert lora["Forgetting ce_increase_nats"] == "0.1"
+    assert lora["peftbench_arith.exact_match,none (%)"] == "40.0 ± 0.0"  # lm-eval scores, stderr left out
+    assert lora["Forgetting ce_increase_nats"] == "**0.050 ± 0.000**"  # nats as recorded; the least: bold
     fg = tables.best_rows(t, next(c for c in tables.main_columns(t) if c.header.startswith("Forgetting")))
     assert {t.iloc[i]["method"] for i in fg} == {"lora"}  # lower forgetting is better
     assert "Δ vs lora (pp)" in rows[("dora", "r=8")] and "(p=" in rows[("dora", "r=8")]["Δ vs lora (pp)"]
