@@ -14,7 +14,7 @@ YAML (name, direction, primary), and the record carries that declaration in `con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 MIB = 2**20
 
@@ -113,11 +113,3 @@ def get_path(record: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-def numbers(record: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
-    """(path, value) of every schema field the record holds a number for: what W&B logs."""
-    for f in FIELDS:
-        v = get_path(record, f.path)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            yield f.path, float(v)
