@@ -89,3 +89,16 @@ def test_failed_run_is_recorded_and_rerun(tmp_path, monkeypatch):
     assert not record.is_done(path)
     monkeypatch.undo()
     assert execute(prepare(compose(overrides)))["status"] == "ok"
+
+
+def test_run_id_ignores_the_methods_report_block():
+    """Restyling a method (its YAML's report block) changes no run: the block is display metadata."""
+    import copy
+
+    a = compose(["method=lora"])
+    b = copy.deepcopy(a)
+    b["method"]["report"] = {**b["method"]["report"], "color": "#000000", "order": 1}
+    assert a["method"]["report"]["role"] == "baseline"
+    assert record.run_id(a) == record.run_id(b)
+    b["method"]["alpha"] = 32
+    assert record.run_id(a) != record.run_id(b)
