@@ -5,7 +5,6 @@ for tables and figures. Synthetic records only: no torch."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import re
