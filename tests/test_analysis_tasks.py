@@ -223,5 +223,5 @@ def test_every_method_yaml_has_a_complete_report_block():
         rep = yaml.safe_load(path.read_text()).get("report")
         assert set(rep) >= {"family", "order", "color", "marker", "capacity_key", "role"}, path.name
         assert rep["role"] in (None, "full_reference", "lower_reference", "baseline"), path.name
-    json.dumps(rep)  # plain data: travels in the record's config
-    assert not math.isnan(float(rep["order"]))
+        assert not math.isnan(float(rep["order"])) and rep["color"].startswith("#"), path.name
+        json.dumps(rep)  # plain data: travels in the record's config
