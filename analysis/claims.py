@@ -10,10 +10,13 @@ A claim is a YAML mapping (a file may hold one mapping or a list of them):
       - check: metric_ge_with_tolerance
         method: dora                # or methods: [a, b]
         baseline: lora
-        metric: accuracy
+        metric: primary             # the task's primary metric, or any run column by its record name
         tolerance: 0.01             # required: stated before looking at results
 
-The checks are the fixed vocabulary in CHECKS; a new claim is a new YAML entry, not new code.
+Metric names are the report's column names, which are the record's own: `primary` (the task's
+primary metric, whatever it is), `metrics.test.<name>`, `cost.weight_bytes`, ... (see
+experiments.fields). The checks are the fixed vocabulary in CHECKS; a new claim is a new YAML
+entry, not new code.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ import pandas as pd
 import yaml
 
 from analysis.load import GROUP_KEY, ROW_KEY
-from analysis.stats import paired_test
+from analysis.meta import sign
+from analysis.stats import choose_reference, paired_test
+from experiments.fields import BY_PATH
 
 HOLDS, FAILS, NO_DATA, INVALID = "holds", "fails", "not enough data", "invalid claim"
 DEFAULT_MATCH = ["rank", "targets", "steps"]
@@ -109,7 +114,7 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
     known = set(columns) | DERIVED_METRICS
     problems = [f"where: unknown column {k!r}" for k in (claim.get("where") or {}) if k not in known]
     for i, cond in enumerate(conditions_of(claim)):
-        names = {"metric": cond.get("metric", "accuracy" if cond.get("check") == "slope_compare" else None),
+        names = {"metric": cond.get("metric", "primary" if cond.get("check") == "slope_compare" else None),
                  "than_metric": cond.get("than_metric"), "noise_metric": cond.get("noise_metric")}
         if cond.get("check") == "auc_compare":
             names.pop("metric")
@@ -124,7 +129,7 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
 
 
 def condition_spec(cond: Mapping[str, Any]) -> str:
-    metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "accuracy")
+    metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "primary")
     versus = f" vs {cond['baseline']}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
     return f"{', '.join(_methods(cond))}{versus}: {metric}, tolerance {cond.get('tolerance')}"
 
@@ -160,17 +165,28 @@ def _configs(runs: pd.DataFrame, method: str) -> list[tuple[tuple, pd.DataFrame]
 
 
 def _best_by_validation(groups: list[tuple[tuple, pd.DataFrame]], ref_setting: str, lr: float = math.nan) -> tuple[tuple, pd.DataFrame] | None:
-    """Among several matching baseline configurations, the tables' reference rule
-    (analysis.stats.pick_reference): preferably the same non-method setting (batch size, task,
-    model, device; see analysis.load.non_method), then the same lr, then the best on validation
-    (e.g. an lr sweep)."""
-    same = [(k, g) for k, g in groups if g["ref_setting"].iloc[0] == ref_setting]
-    groups = same or groups
-    same_lr = [(k, g) for k, g in groups if np.isclose(float(g["lr"].iloc[0]), float(lr), equal_nan=True)]
-    groups = same_lr or groups
+    """Among several matching baseline configurations, the one the tables' reference rule
+    (analysis.stats.choose_reference) picks."""
     if not groups:
         return None
-    return max(groups, key=lambda kg: np.nan_to_num(kg[1]["val_accuracy"].mean(), nan=-1))
+    summary = pd.DataFrame([{"ref_setting": g["ref_setting"].iloc[0], "lr": float(g["lr"].iloc[0]),
+                             "val_primary_mean": float(g["val_primary"].astype(float).mean()),
+                             "primary_direction": g["primary_direction"].iloc[0]} for _, g in groups])
+    ref = choose_reference(summary, {"ref_setting": ref_setting, "lr": lr})
+    return groups[int(ref.name)] if ref is not None else None
+
+
+def direction_of(metric: str, runs: pd.DataFrame) -> str:
+    """Which way `metric` is better: the task's declaration for its metrics, the field schema
+    for measured fields, lower for forgetting and loss, higher otherwise."""
+    if metric == "primary" and not runs.empty:
+        return str(runs["primary_direction"].iloc[0])
+    if metric.startswith("metrics.") and not runs.empty:
+        name = metric.split(".", 2)[-1]
+        return next((d for n, d, _ in runs["task_metrics"].iloc[0] if n == name), "max")
+    if metric in BY_PATH:
+        return BY_PATH[metric].direction or "max"
+    return "min" if metric in DERIVED_METRICS or metric.startswith("forgetting") else "max"
 
 
 def _pairs(runs: pd.DataFrame, cond: Mapping[str, Any]) -> Iterable[tuple[dict, pd.DataFrame, pd.DataFrame]]:
@@ -207,10 +223,13 @@ def loss_auc(curve: list[float], n: int | None = None) -> float:
 
 
 def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float, float, float], bool],
-             relation: str) -> ConditionResult:
+             relation: str, oriented: bool = False) -> ConditionResult:
     """Method vs baseline on `metric`, paired over shared seeds (means over all seeds when none
-    are shared); `holds(mine, theirs, tolerance)` decides each configuration."""
+    are shared); `holds(mine, theirs, tolerance)` decides each configuration. `oriented`: the
+    values are multiplied by the metric's sign first, so "not worse" reads the same for a
+    lower-is-better metric."""
     metric, tol = cond["metric"], float(cond["tolerance"])
+    s = sign(direction_of(metric, runs)) if oriented else 1.0
     evidence = []
     for cfg, mine, theirs in _pairs(runs, cond):
         a, b = _per_seed(mine, metric), _per_seed(theirs, metric)
@@ -220,7 +239,7 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
         mb = float(np.nanmean([b[s] for s in test.seeds])) if test.seeds else float(np.nanmean(list(b.values())))
         if math.isnan(ma) or math.isnan(mb):
             continue
-        ok = holds(ma, mb, tol)
+        ok = holds(s * ma, s * mb, tol)
         stat = f"paired t-test p={test.p_value:.3g}" if test.tested else test.note or "single seed: differences untested"
         text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
                 f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
@@ -239,7 +258,7 @@ def _result(check: str, evidence: list[Evidence], note: str = "") -> ConditionRe
 
 def metric_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """|metric| <= noise_metric + tolerance for every configuration of the methods (seed means)."""
-    metric, noise, tol = cond["metric"], cond.get("noise_metric", "lat_noise"), float(cond["tolerance"])
+    metric, noise, tol = cond["metric"], cond.get("noise_metric", "cost.latency_noise_frac"), float(cond["tolerance"])
     evidence = []
     for method in _methods(cond):
         for key, g in _configs(runs, method):
@@ -284,8 +303,9 @@ def metric_less(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
 
 
 def metric_ge_with_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
-    """metric >= baseline's metric - tolerance (not worse by more than the tolerance)."""
-    return _compare(cond, runs, lambda a, b, t: a >= b - t, "diff >= -{tol}")
+    """metric not worse than the baseline's by more than the tolerance, in the metric's own
+    direction (>= baseline - tolerance where higher is better)."""
+    return _compare(cond, runs, lambda a, b, t: a >= b - t, "not worse by more than {tol}", oriented=True)
 
 
 def metric_within_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
@@ -318,7 +338,7 @@ def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     than the baseline's by more than the tolerance (keeps improving where the baseline stalls).
     Each method is fitted along its own lr (methods' default lrs differ); where the baseline has
     several lr lines, the same lr is preferred, else the best by validation."""
-    metric, tol = cond.get("metric", "accuracy"), float(cond["tolerance"])
+    metric, tol = cond.get("metric", "primary"), float(cond["tolerance"])
     lo, hi = float(cond.get("min_rank", 0)), float(cond.get("max_rank", math.inf))
     sel = runs[runs["rank_value"].between(lo, hi)]
     # ref_setting: never fit one slope through runs of different batch size, task size or device
@@ -363,7 +383,32 @@ def _filter(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame
     return runs
 
 
+METRIC_ROLES = ("metric", "than_metric", "noise_metric")
+
+
+def resolve_names(claim: Any, columns: Iterable[str]) -> Any:
+    """A task metric may be named bare (`accuracy`, `exact_match`): it means the test split's,
+    `metrics.test.<name>`. Every other name is a run column as it is."""
+    if not isinstance(claim, dict):
+        return claim
+    known = set(columns)
+
+    def fix(cond: dict[str, Any]) -> dict[str, Any]:
+        out = dict(cond)
+        for role in METRIC_ROLES:
+            name = out.get(role)
+            if isinstance(name, str) and name not in known and f"metrics.test.{name}" in known:
+                out[role] = f"metrics.test.{name}"
+        return out
+
+    claim = fix(claim)
+    if isinstance(claim.get("conditions"), list):
+        claim["conditions"] = [fix(c) if isinstance(c, dict) else c for c in claim["conditions"]]
+    return claim
+
+
 def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
+    claim = resolve_names(claim, ok.columns)
     problems = claim_problems(claim)
     if not problems:
         problems = column_problems(claim, ok.columns)

@@ -5,7 +5,6 @@ horizontal reference line, never a point among the PEFT methods.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,31 +16,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.tables import MIB, method_order  # noqa: E402
-
-FIXED_STYLES: dict[str, tuple[str, str]] = {
-    "full_ft": ("#000000", "*"),
-    "linear_probe": ("#7f7f7f", "x"),
-    "lora": ("#1f77b4", "o"),
-    "qlora": ("#17becf", "v"),
-    "dora": ("#ff7f0e", "s"),
-    "rslora": ("#2ca02c", "^"),
-    "loraplus": ("#d62728", "D"),
-    "houlsby": ("#9467bd", "P"),
-    "pfeiffer": ("#8c564b", "X"),
-    "loha": ("#e377c2", "h"),
-}
-FALLBACK_COLOURS = ["#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d"]
-FALLBACK_MARKERS = ["<", ">", "p", "H", "d", "8", "1", "2"]
+from analysis.meta import FULL_REFERENCE, sign  # noqa: E402
+from analysis.stats import full_ft_reference, typical_row  # noqa: E402
+from analysis.tables import MIB, percent_scale  # noqa: E402
 
 
-def style_of(method: str) -> tuple[str, str]:
-    """(colour, marker) for a method: fixed for known ones, a stable hash for others, so an
-    unknown method looks the same in every figure and every report."""
-    if method in FIXED_STYLES:
-        return FIXED_STYLES[method]
-    h = int(hashlib.sha256(method.encode()).hexdigest(), 16)
-    return FALLBACK_COLOURS[h % len(FALLBACK_COLOURS)], FALLBACK_MARKERS[(h // 7) % len(FALLBACK_MARKERS)]
+def style_of(r: pd.Series) -> tuple[str, str]:
+    """(colour, marker) of a row's method, from its YAML's report block (a stable fallback for
+    methods without one, filled in by analysis.meta), so a method looks the same everywhere."""
+    return str(r["color"]), str(r["marker"])
+
+
+def _style_map(t: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {m: style_of(g.iloc[0]) for m, g in t.groupby("method")}
+
+
+def _metric_axis(t: pd.DataFrame, col: str = "primary") -> tuple[float, str]:
+    """(display scale, axis label) of the primary metric of these rows."""
+    scale = percent_scale(t, f"{col}_mean")
+    name = next((v for v in t["primary_metric"] if v != "-"), "primary metric")
+    return scale, f"test {name}{' (%)' if scale == 100 else ''}"
 
 
 @dataclass
@@ -54,7 +48,8 @@ class Figure:
 
 def pareto_front(x: np.ndarray, y: np.ndarray) -> list[int]:
     """Indices of points not dominated by any other (lower-or-equal x with higher-or-equal y,
-    one of them strictly), sorted by x: cost on x is minimised, accuracy on y maximised."""
+    one of them strictly), sorted by x: cost on x is minimised, the score on y maximised (pass
+    a lower-is-better score negated)."""
     idx = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
     front, best = [], -math.inf
     for i in idx:
@@ -91,23 +86,23 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
     return files
 
 
-def _full_ft_line(ax: plt.Axes, t: pd.DataFrame) -> None:
-    """The full FT reference, chosen like the tables' (stats.pick_reference): the non-method
-    setting and steps most of the figure's runs share, then the best by validation."""
-    ft = t[t["method"] == "full_ft"]
-    if ft.empty:
+def reference_row(t: pd.DataFrame) -> pd.Series | None:
+    """The full-reference configuration a figure's dashed line shows: what the tables'
+    reference rule (stats.choose_reference) picks for the figure's typical row."""
+    row = typical_row(t)
+    return full_ft_reference(t, row) if row is not None else None
+
+
+def _full_ft_line(ax: plt.Axes, t: pd.DataFrame, col: str = "primary") -> None:
+    best = reference_row(t)
+    if best is None or math.isnan(best[f"{col}_mean"]):
         return
-    others = t[t["method"] != "full_ft"]
-    for key in ("ref_setting", "steps"):
-        if not others.empty:
-            narrowed = ft[ft[key] == others[key].mode().iloc[0]]
-            ft = narrowed if not narrowed.empty else ft
-    best = ft.sort_values("val_accuracy_mean", ascending=False).iloc[0]
-    colour, _ = style_of("full_ft")
-    ax.axhline(best["accuracy_mean"] * 100, color=colour, ls="--", lw=1, label=f"full FT ({best['accuracy_mean'] * 100:.1f}%)")
-    if best["n"] > 1 and not math.isnan(best["accuracy_std"]):
-        lo, hi = (best["accuracy_mean"] - best["accuracy_std"]) * 100, (best["accuracy_mean"] + best["accuracy_std"]) * 100
-        ax.axhspan(lo, hi, color=colour, alpha=0.08)
+    scale, _ = _metric_axis(t, col)
+    colour, _ = style_of(best)
+    mean, std = best[f"{col}_mean"] * scale, best[f"{col}_std"] * scale
+    ax.axhline(mean, color=colour, ls="--", lw=1, label=f"{best['method']} ({mean:.1f})")
+    if best["n"] > 1 and not math.isnan(std):
+        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.08)
 
 
 def _legend_once(ax: plt.Axes) -> None:
@@ -121,25 +116,27 @@ def _legend_once(ax: plt.Axes) -> None:
 
 def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, logx: bool, title: str,
                         out: Path, name: str) -> Figure:
-    """Accuracy vs a cost, PEFT points only, with their Pareto front and the full-FT line."""
-    pts = t[(t["method"] != "full_ft") & t[xcol].notna() & t["accuracy_mean"].notna()]
+    """The primary metric vs a cost, without the full reference (its dashed line), with the
+    Pareto front in the metric's own direction."""
+    pts = t[(t["role"] != FULL_REFERENCE) & t[xcol].notna() & t["primary_mean"].notna()]
     if len(pts) < 2 or pts[xcol].nunique() < 2:
         return Figure(name, title, [], f"needs at least two PEFT configurations with different {xcol}")
     fig, ax = plt.subplots(figsize=(6, 4))
-    x, y = pts[xcol].to_numpy(float) * scale, pts["accuracy_mean"].to_numpy(float) * 100
+    yscale, ylabel = _metric_axis(t)
+    x, y = pts[xcol].to_numpy(float) * scale, pts["primary_mean"].to_numpy(float) * yscale
     for (_, r), xi, yi in zip(pts.iterrows(), x, y):
-        colour, marker = style_of(r["method"])
-        err = r["accuracy_std"] * 100 if r["n"] > 1 else None
+        colour, marker = style_of(r)
+        err = r["primary_std"] * yscale if r["n"] > 1 else None
         ax.errorbar(xi, yi, yerr=err, fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
         if (pts["method"] == r["method"]).sum() > 1:  # tell a method's points (ranks, targets) apart
             ax.annotate(_label(r).removeprefix(r["method"]).strip(), (xi, yi), textcoords="offset points",
                         xytext=(4, 3), fontsize=6, color=colour)
-    front = pareto_front(x, y)
+    front = pareto_front(x, y * sign(str(pts["primary_direction"].iloc[0])))
     ax.step(x[front], y[front], where="post", color="0.4", lw=1, alpha=0.8, label="Pareto front")
     _full_ft_line(ax, t)
     if logx:
         ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
@@ -158,21 +155,23 @@ def _series(t: pd.DataFrame, keys: list[str], along: str) -> list[tuple[tuple, p
     return out
 
 
-def accuracy_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
+def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     lines = [(k, g) for k, g in _series(t[t["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
              if g["rank_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (method, targets, *_), g in sorted(lines, key=lambda kg: method_order(kg[0][0])):
+    yscale, ylabel = _metric_axis(t)
+    keys = sorted({str(k) for k in t.loc[t["rank_value"].notna(), "capacity_key"] if k})
+    for (method, targets, *_), g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0])):
         g = g.sort_values("rank_value")
-        colour, marker = style_of(method)
-        yerr = (g["accuracy_ci95"] * 100).where(g["n"] > 1)
-        ax.errorbar(g["rank_value"], g["accuracy_mean"] * 100, yerr=yerr.fillna(0), color=colour, marker=marker,
+        colour, marker = style_of(g.iloc[0])
+        yerr = (g["primary_ci95"] * yscale).where(g["n"] > 1)
+        ax.errorbar(g["rank_value"], g["primary_mean"] * yscale, yerr=yerr.fillna(0), color=colour, marker=marker,
                     capsize=3, label=f"{method} ({targets})")
     _full_ft_line(ax, t)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="rank r (log2)", ylabel="test accuracy (%)", title=title + "\n(error bars: 95% CI over seeds)")
+    ax.set(xlabel=f"capacity: {', '.join(keys)} (log2)", ylabel=ylabel, title=title + "\n(error bars: 95% CI over seeds)")
     ax.grid(alpha=0.3)
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
@@ -187,33 +186,35 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(all_targets) / 2), 4))
     width = 0.8 / len(all_targets)
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
-    for gi, ((method, rank, *_), g) in enumerate(sorted(groups, key=lambda kg: method_order(kg[0][0]))):
-        colour, _ = style_of(method)
+    yscale, ylabel = _metric_axis(t)
+    groups = sorted(groups, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0]))
+    for gi, ((method, rank, *_), g) in enumerate(groups):
+        colour, _ = style_of(g.iloc[0])
         for ti, tg in enumerate(all_targets):
             row = g[g["targets"] == tg]
             if row.empty:
                 continue
             r = row.iloc[0]
-            ax.bar(gi + (ti - (len(all_targets) - 1) / 2) * width, r["accuracy_mean"] * 100, width, color=colour,
-                   hatch=hatches[ti % len(hatches)], edgecolor="white", yerr=(r["accuracy_std"] * 100 if r["n"] > 1 else None),
+            ax.bar(gi + (ti - (len(all_targets) - 1) / 2) * width, r["primary_mean"] * yscale, width, color=colour,
+                   hatch=hatches[ti % len(hatches)], edgecolor="white", yerr=(r["primary_std"] * yscale if r["n"] > 1 else None),
                    capsize=2)
     for ti, tg in enumerate(all_targets):  # legend keys in a neutral colour: the hatch is the target set
         ax.bar(0, 0, 0, color="0.8", hatch=hatches[ti % len(hatches)], edgecolor="0.3", label=tg)
-    ax.set_xticks(range(len(groups)), [f"{m}\nr={rk}" for (m, rk, *_), _ in sorted(groups, key=lambda kg: method_order(kg[0][0]))])
+    ax.set_xticks(range(len(groups)), [f"{m}\n{rk}" for (m, rk, *_), _ in groups])
     _full_ft_line(ax, t)
-    ax.set(ylabel="test accuracy (%)", title=title + "\n(hatch = target set; error bars: std over seeds)")
+    ax.set(ylabel=ylabel, title=title + "\n(hatch = target set; error bars: std over seeds)")
     ax.grid(alpha=0.3, axis="y")
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
 
 
 def throughput_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    pts = t[t["tokens_per_s"].notna()]
+    pts = t[t["cost.train_tokens_per_s_median"].notna()]
     if len(pts) < 2:
         return Figure(name, title, [], "needs throughput of at least two configurations")
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(pts)), 4))
     for i, (_, r) in enumerate(pts.iterrows()):
-        ax.bar(i, r["tokens_per_s"], color=style_of(r["method"])[0])
+        ax.bar(i, r["cost.train_tokens_per_s_median"], color=style_of(r)[0])
     ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="train tokens/s (median)", title=title)
     ax.grid(alpha=0.3, axis="y")
@@ -221,16 +222,16 @@ def throughput_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure
 
 
 def latency_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    pts = t[t["lat_unmerged"].notna() & (t["method"] != "full_ft")]
+    pts = t[t["cost.latency_overhead_unmerged_frac"].notna() & (t["role"] != FULL_REFERENCE)]
     if pts.empty:
         return Figure(name, title, [], "no latency measurements")
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(pts)), 4))
     for i, (_, r) in enumerate(pts.iterrows()):
-        colour = style_of(r["method"])[0]
-        noise = r["lat_noise"] * 100 if not math.isnan(r["lat_noise"]) else None
-        ax.bar(i - 0.2, r["lat_unmerged"] * 100, 0.4, color=colour, yerr=noise, capsize=2, label="unmerged")
-        if r["can_merge"] is not False and not math.isnan(r["lat_merged"]):
-            ax.bar(i + 0.2, r["lat_merged"] * 100, 0.4, color=colour, alpha=0.45, hatch="//", yerr=noise, capsize=2, label="merged")
+        colour = style_of(r)[0]
+        noise = r["cost.latency_noise_frac"] * 100 if not math.isnan(r["cost.latency_noise_frac"]) else None
+        ax.bar(i - 0.2, r["cost.latency_overhead_unmerged_frac"] * 100, 0.4, color=colour, yerr=noise, capsize=2, label="unmerged")
+        if r["method_info.can_merge"] is not False and not math.isnan(r["cost.latency_overhead_merged_frac"]):
+            ax.bar(i + 0.2, r["cost.latency_overhead_merged_frac"] * 100, 0.4, color=colour, alpha=0.45, hatch="//", yerr=noise, capsize=2, label="merged")
         else:
             ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6)
     ax.axhline(0, color="k", lw=0.8)
@@ -248,9 +249,33 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
+    """Target metric against forgetting, one point per configuration, as in Biderman et al.
+    2024 ("LoRA learns less and forgets less"): up is learning more, right is forgetting more."""
+    pts = t[t["primary_mean"].notna() & t["forgetting_mean"].notna()] if "forgetting_mean" in t else t.iloc[0:0]
+    if len(pts) < 2:
+        return Figure(name, title, [], "needs forgetting measured for at least two configurations")
+    yscale, ylabel = _metric_axis(t)
+    key = next((k for k in pts["forgetting_key"] if k != "-"), "forgetting")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in pts.iterrows():
+        colour, marker = style_of(r)
+        ax.errorbar(r["forgetting_mean"], r["primary_mean"] * yscale,
+                    xerr=r["forgetting_std"] if r["n"] > 1 else None, yerr=r["primary_std"] * yscale if r["n"] > 1 else None,
+                    fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
+        if (pts["method"] == r["method"]).sum() > 1:
+            ax.annotate(_label(r).removeprefix(r["method"]).strip(), (r["forgetting_mean"], r["primary_mean"] * yscale),
+                        textcoords="offset points", xytext=(4, 3), fontsize=6, color=colour)
+    ax.set(xlabel=f"forgetting: {key} (lower is better)", ylabel=ylabel, title=title + "\n(error bars: std over seeds)")
+    ax.grid(alpha=0.3)
+    _legend_once(ax)
+    return Figure(name, title, _save(fig, out, name))
+
+
 def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     if ok.empty or not any(len(c) > 1 for c in ok["loss_curve"]):
         return Figure(name, title, [], "no loss curves in the records")
+    styles = _style_map(ok)
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, runs in ok.groupby(["method", "rank", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
         curves = [np.asarray(c, float) for c in runs["loss_curve"] if len(c) > 1]
@@ -258,7 +283,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
             continue
         n = min(map(len, curves))
         mean = np.mean([c[:n] for c in curves], axis=0)
-        colour, _ = style_of(key[0])
+        colour, _ = styles[key[0]]
         ax.plot(np.arange(1, n + 1), smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
                 label=f"{_label(pd.Series(dict(zip(['method', 'rank', 'targets'], key[:3]))))} (n={len(curves)})")
     ax.set(xlabel="step", ylabel="training loss (moving avg, mean over seeds)", title=title)
@@ -272,14 +297,16 @@ def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
     never pooled (CPU RSS and CUDA allocator bytes, or CPU and GPU tokens/s, share no axis)."""
     figs: list[Figure] = []
     for (model, task, prec, dev), t in agg.groupby(["model", "task", "precision", "device"], sort=True):
-        t = t.assign(_o=t["method"].map(method_order)).sort_values(["_o", "rank_value", "targets"]).drop(columns="_o")
+        t = t.sort_values(["order", "method", "rank_value", "targets"])
         runs = ok[(ok["model"] == model) & (ok["task"] == task) & (ok["precision"] == prec) & (ok["device"] == dev)]
         stem, title = f"figures/{model}__{task}__{prec}__{dev}", f"{model} / {task} / {prec} / {dev}"
         figs += [
-            scatter_with_pareto(t, "trainable_params", "trainable parameters (log)", 1.0, True, f"{title}: accuracy vs trainable params", out, f"{stem}__acc_vs_params"),
-            scatter_with_pareto(t, "peak_mem_bytes", "peak train memory growth (MiB)", 1 / MIB, False, f"{title}: accuracy vs peak memory", out, f"{stem}__acc_vs_memory"),
-            accuracy_vs_rank(t, f"{title}: accuracy vs rank", out, f"{stem}__acc_vs_rank"),
+            scatter_with_pareto(t, "params.trainable", "trainable parameters (log)", 1.0, True, f"{title}: metric vs trainable params", out, f"{stem}__metric_vs_params"),
+            scatter_with_pareto(t, "cost.peak_train_mem_growth_bytes", "peak train memory growth (MiB)", 1 / MIB, False,
+                                f"{title}: metric vs train memory growth", out, f"{stem}__metric_vs_memory"),
+            metric_vs_rank(t, f"{title}: metric vs capacity", out, f"{stem}__metric_vs_rank"),
             target_sets(t, f"{title}: target-module sets", out, f"{stem}__target_sets"),
+            learning_vs_forgetting(t, f"{title}: learning vs forgetting", out, f"{stem}__learning_vs_forgetting"),
             throughput_bars(t, f"{title}: training throughput", out, f"{stem}__throughput"),
             latency_bars(t, f"{title}: inference latency overhead", out, f"{stem}__latency"),
             loss_curves(runs, t, f"{title}: training loss", out, f"{stem}__loss"),

@@ -111,7 +111,7 @@ def claims_html(results: list[ClaimResult]) -> str:
 def failed_html(failed: pd.DataFrame) -> str:
     if failed.empty:
         return "<p>None.</p>"
-    return _df_table(failed[["run_id", "method", "model", "task", "seed", "error", "file"]])
+    return _df_table(failed[["run_id", "status", "method", "model", "task", "seed", "error", "file"]])
 
 
 def problems_html(problems: list[Problem]) -> str:

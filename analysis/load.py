@@ -1,7 +1,7 @@
 """Read result records, validate them, and flatten them into one pandas DataFrame.
 
-Bad inputs (unreadable JSON, schema-invalid records) never raise: each becomes a `Problem` that
-the report prints on stderr and lists in index.html.
+Bad inputs (unreadable JSON, schema-invalid records, records of a newer schema) never raise:
+each becomes a `Problem` that the report prints on stderr and lists in index.html.
 """
 from __future__ import annotations
 
@@ -14,27 +14,27 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-# experiments.record is stdlib-only (tests/test_analysis_load.py checks it stays torch-free), so
-# the schema lives in one place.
-from experiments.record import SCHEMA_VERSION, schema_problems, semantic_config
+# experiments.record and experiments.fields are stdlib-only (tests check analysis/ stays
+# torch-free), so the record's schema and field names live in one place for both halves.
+from analysis.meta import MetricSpec, capacity_of, method_report, primary_of, sign, task_metrics
+from experiments.fields import FIELDS, V1_RENAMES, get_path
+from experiments.record import SCHEMA_VERSION, protocol_of, schema_problems, semantic_config
 
-__all__ = ["SCHEMA_VERSION", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items"]
+__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items"]
 
 # Row identity in every table: what distinguishes two configurations within one model x task.
 # `setting` is a hash of everything else in the config (batch size, alpha, task size, dtype,
 # device type, ...), so runs that differ only there are separate rows, never merged as seeds.
 ROW_KEY = ["method", "rank", "targets", "precision", "lr", "protocol", "steps", "setting"]
 GROUP_KEY = ["model", "task"]
-# Cost figures for the cost-details table: row column -> record key in `cost`.
-DETAIL_COST_KEYS = {
-    "est_mem_bytes": "est_train_mem_growth_bytes", "mem_over_est": "mem_measured_over_estimated",
-    "peak_reserved_bytes": "peak_train_reserved_bytes", "samples_per_s": "train_samples_per_s_median",
-    "step_time_ms_p10": "step_time_ms_p10", "step_time_ms_p90": "step_time_ms_p90",
-    "tokens_per_s_p10": "train_tokens_per_s_p10", "tokens_per_s_p90": "train_tokens_per_s_p90",
-    "flops_per_step": "flops_per_step", "peak_flops_per_s": "peak_flops_per_s",
-    "lat_ms_base": "latency_ms_base", "lat_ms_unmerged": "latency_ms_unmerged", "lat_ms_merged": "latency_ms_merged",
-}
-BOTTLENECK_METHODS = {"houlsby", "pfeiffer"}
+# Schema versions this report reads: 1 is upgraded on load (upgrade_v1); anything else (a newer
+# peftbench's records) is skipped with that reason.
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
+# Statuses whose results enter the tables. A diverged run is listed with the failed ones and
+# never averaged.
+RESULT_STATUSES = ("ok",)
+
+
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Problem:
 @dataclass
 class Loaded:
     ok: pd.DataFrame  # one row per successful run (after de-duplication)
-    failed: pd.DataFrame  # one row per failed run: file, run_id, method, model, task, seed, error
+    failed: pd.DataFrame  # one row per run without results to average (failed, interrupted, diverged)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -67,8 +67,9 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
     return files, problems
 
 
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The parsed record, or None and the reason it cannot be used."""
+    """The parsed record (schema 1 upgraded to 2), or None and the reason it cannot be used."""
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -77,15 +78,59 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"corrupt JSON: {e}"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__}"
+    version = record.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        return None, (f"schema_version {version!r} cannot be read: this report reads versions "
+                      f"{', '.join(map(str, READABLE_VERSIONS))}; use the peftbench that wrote it")
+    if version == 1:
+        record = upgrade_v1(record)
     problems = schema_problems(record) + _analysis_problems(record)
     if problems:
         return None, "schema-invalid: " + "; ".join(problems)
     return record, None
 
 
+def upgrade_v1(record: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 record in schema-2 names (experiments.fields.V1_RENAMES). Version 1 had no
+    `measurement` or `method_info` section, no forgetting and no base-model score: those stay
+    absent ('–' in the report). It had no method report block either: the package's YAML of the
+    same method name supplies it, else the defaults apply."""
+    out = json.loads(json.dumps(record))
+    for old, new in V1_RENAMES.items():
+        section, key = old.split(".", 1)
+        src = out.get(section)
+        if isinstance(src, dict) and key in src:
+            value = src.pop(key)
+            new_section, new_key = new.split(".", 1)
+            out.setdefault(new_section, {})[new_key] = value
+    method = out.get("config", {}).get("method")
+    if isinstance(method, dict) and "report" not in method:
+        report = shipped_report(str(method.get("name", "")))
+        if report is not None:
+            method["report"] = report
+    out["schema_version"] = SCHEMA_VERSION
+    return out
+
+
+METHOD_CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+
+
+def shipped_report(method: str) -> dict[str, Any] | None:
+    """The report block of the package's own YAML for a method of that name: version-1 records
+    predate report blocks, and the methods they ran are the shipped ones."""
+    import yaml
+
+    path = METHOD_CONF / f"{method}.yaml"
+    try:
+        report = yaml.safe_load(path.read_text()).get("report") if path.is_file() else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
 def _analysis_problems(record: Mapping[str, Any]) -> list[str]:
     """What the report needs beyond experiments.record's schema check."""
-    if record.get("status") != "ok":
+    if record.get("status") not in RESULT_STATUSES:
         return []
     test = record.get("metrics", {}).get("test")
     if not isinstance(test, dict) or not test:
@@ -102,21 +147,6 @@ def _num(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     return math.nan
-
-
-def rank_of(method_name: str, method_cfg: Mapping[str, Any]) -> tuple[str, float]:
-    """Rank label and numeric value. LoRA family: r. Bottleneck adapters: bottleneck size `b<n>`,
-    or reduction factor `rf<n>` (numeric value NaN: its size depends on the hidden size)."""
-    r = method_cfg.get("r", (method_cfg.get("peft_kwargs") or {}).get("r"))
-    if isinstance(r, (int, float)) and not isinstance(r, bool):
-        return str(int(r)) if float(r).is_integer() else str(r), float(r)
-    size = method_cfg.get("bottleneck_size")
-    if isinstance(size, (int, float)):
-        return f"b{int(size)}", float(size)
-    rf = method_cfg.get("reduction_factor")
-    if isinstance(rf, (int, float)):
-        return f"rf{int(rf)}", math.nan
-    return "-", math.nan
 
 
 def targets_of(method_cfg: Mapping[str, Any]) -> str:
@@ -137,13 +167,6 @@ def lr_of(record: Mapping[str, Any]) -> float:
     return math.nan
 
 
-def protocol_of(record: Mapping[str, Any]) -> str:
-    """How the learning rate was chosen: lr_search (on validation), fixed_lr (one shared lr=...)
-    or method_default_lr (the method YAML's lr). Mirrors experiments.lrsearch.protocol_of."""
-    search = record.get("lr_search")
-    if isinstance(search, Mapping):
-        return str(search.get("protocol", "lr_search"))
-    return "fixed_lr" if (record.get("config") or {}).get("lr") is not None else "method_default_lr"
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -163,16 +186,13 @@ def device_type(prov: Mapping[str, Any]) -> str:
 
 
 def _column_keys(mcfg: Mapping[str, Any]) -> set[str]:
-    """Config keys that table columns already show (method, rank, targets, lr, steps, precision),
-    plus seed; only the key each column actually read, so nothing distinguishing is lost."""
+    """Config keys that table columns already show (method, capacity, targets, lr, steps,
+    precision), plus seed; only the key each column actually read, so nothing distinguishing is
+    lost."""
     keys = {"seed", "method.name", "method.lr", "lr", "steps", "precision"}
     keys.add("method.target_modules" if "target_modules" in mcfg else "method.peft_kwargs.target_modules")
-    if mcfg.get("r") is None and (mcfg.get("peft_kwargs") or {}).get("r") is not None:
-        return keys | {"method.peft_kwargs.r"}
-    for k in ("r", "bottleneck_size", "reduction_factor"):  # rank_of's order
-        if mcfg.get(k) is not None:
-            return keys | {f"method.{k}"}
-    return keys
+    capacity = method_report(str(mcfg.get("name", "")), mcfg)["capacity_key"]
+    return keys | ({f"method.{capacity}"} if capacity else set())
 
 
 def setting_items(record: Mapping[str, Any]) -> dict[str, str]:
@@ -181,7 +201,9 @@ def setting_items(record: Mapping[str, Any]) -> dict[str, str]:
     different runs."""
     cfg = semantic_config(record.get("config") or {})
     shown = _column_keys(cfg.get("method") or {})
-    items = {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat_config(cfg).items() if k not in shown}
+    # the method's report block is display metadata, not a setting
+    items = {k: json.dumps(v, sort_keys=True, default=str) for k, v in flat_config(cfg).items()
+             if k not in shown and not k.startswith("method.report.")}
     prov = record.get("provenance") or {}
     items["device"] = json.dumps(device_type(prov))
     if device_type(prov) == "cpu" and isinstance(prov.get("torch_threads"), int):
@@ -201,28 +223,75 @@ def non_method(items: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in items.items() if not k.startswith("method.")}
 
 
-def _can_merge(cost: Mapping[str, Any]) -> bool | None:
-    """None for records from before cost.can_merge existed: unknown, not 'cannot merge'."""
-    v = cost.get("can_merge")
-    return v if isinstance(v, bool) else None
+def _numbers(prefix: str, values: Any) -> dict[str, float]:
+    """{prefix + name: value} for the numeric entries of a mapping."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def lm_eval_columns(lm_eval: Any) -> dict[str, float]:
+    """lm-eval's scores as `lm_eval.<task>.<metric>` (its standard errors left out: the tables
+    show the spread over seeds)."""
+    results = lm_eval.get("results") if isinstance(lm_eval, Mapping) else None
+    out: dict[str, float] = {}
+    for task, scores in (results or {}).items():
+        out.update({k: v for k, v in _numbers(f"lm_eval.{task}.", scores).items() if "_stderr" not in k})
+    return out
+
+
+def metric_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...]) -> dict[str, Any]:
+    """The task's metrics on test and validation, the base model's score before training, and
+    the primary one under fixed names (`primary`, `val_primary`, `primary_before`), so that the
+    report reads any task the same way."""
+    metrics = record.get("metrics") or {}
+    before = record.get("metrics_before") or {}
+    out: dict[str, Any] = {}
+    for split in ("test", "validation"):
+        out.update(_numbers(f"metrics.{split}.", metrics.get(split)))
+        out.update(_numbers(f"metrics_before.{split}.", before.get(split)))
+    p = primary_of(specs)
+    name = p.name if p else "-"
+    out["primary_metric"] = name
+    out["primary_direction"] = p.direction if p else "max"
+    out["primary"] = out.get(f"metrics.test.{name}", math.nan)
+    out["val_primary"] = out.get(f"metrics.validation.{name}", math.nan)
+    out["primary_before"] = out.get(f"metrics_before.test.{name}", math.nan)
+    # positive = better than the base model, whichever way the metric points
+    out["gain_over_base"] = sign(out["primary_direction"]) * (out["primary"] - out["primary_before"])
+    out["task_metrics"] = tuple((s.name, s.direction, s.primary) for s in specs)
+    return out
+
+
+def forgetting_columns(forgetting: Any) -> dict[str, Any]:
+    """Every number of the forgetting block as `forgetting.<key>`, and the headline one (the
+    block's `primary` key) under `forgetting`, named in `forgetting_key`."""
+    if not isinstance(forgetting, Mapping):
+        return {"forgetting": math.nan, "forgetting_key": "-"}
+    out: dict[str, Any] = _numbers("forgetting.", forgetting)
+    key = str(forgetting.get("primary") or "-")
+    out["forgetting_key"] = key
+    out["forgetting"] = out.get(f"forgetting.{key}", math.nan)
+    return out
 
 
 def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
-    """One table row from one ok record. Column names say their unit where they have one."""
+    """One table row from one record. Measured fields keep their record path as column name
+    (experiments.fields); task metrics, lm-eval scores and forgetting keep theirs too."""
     cfg = record.get("config", {})
     mcfg = cfg.get("method", {}) or {}
-    rank, rank_value = rank_of(record["method"], mcfg)
-    test = record.get("metrics", {}).get("test", {}) or {}
-    val = record.get("metrics", {}).get("validation", {}) or {}
-    params = record.get("params", {}) or {}
-    cost = record.get("cost", {}) or {}
+    rep = method_report(str(record["method"]), mcfg)
+    rank, rank_value = capacity_of(mcfg, rep["capacity_key"])
+    task_cfg = cfg.get("task") if isinstance(cfg.get("task"), Mapping) else None
+    specs = task_metrics(task_cfg, (record.get("metrics") or {}).get("test") or {})
     prov = record.get("provenance", {}) or {}
-    timing = record.get("timing", {}) or {}
     items = setting_items(record)
     protocol = protocol_of(record)
+    can_merge = get_path(record, "method_info.can_merge")
     return {
         "file": file,
         "run_id": record["run_id"],
+        "status": str(record.get("status", "ok")),
         "method": record["method"],
         "model": record["model"],
         "task": record["task"],
@@ -241,26 +310,14 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "ref_setting": short_hash(non_method(items)),
         "setting_items": items,
         "device": device_type(prov),
-        "accuracy": _num(test.get("accuracy")),
-        "macro_f1": _num(test.get("macro_f1")),
-        "val_accuracy": _num(val.get("accuracy")),
-        "trainable_params": _num(params.get("trainable")),
-        "total_params": _num(params.get("total")),
-        "trainable_pct": _num(params.get("trainable_pct")),
-        "peak_mem_bytes": _num(cost.get("peak_train_mem_growth_bytes")),
-        "memory_kind": str(cost.get("memory_kind") or "-"),
-        "weight_bytes": _num(cost.get("weight_bytes")),
-        "tokens_per_s": _num(cost.get("train_tokens_per_s_median")),
-        "step_time_ms": _num(cost.get("step_time_ms_median")),
-        "mfu": _num(cost.get("mfu")),
-        "lat_unmerged": _num(cost.get("latency_overhead_unmerged")),
-        "lat_merged": _num(cost.get("latency_overhead_merged")),
-        "lat_noise": _num(cost.get("latency_noise_rel")),
-        "can_merge": _can_merge(cost),
-        "adapter_bytes": _num(cost.get("adapter_bytes")),
-        **{col: _num(cost.get(key)) for col, key in DETAIL_COST_KEYS.items()},
-        "train_s": _num(timing.get("train_s")),
-        "eval_s": _num(timing.get("eval_s")),
+        **rep,
+        **metric_columns(record, specs),
+        **lm_eval_columns(record.get("lm_eval")),
+        **forgetting_columns(record.get("forgetting")),
+        **{f.path: _num(get_path(record, f.path)) for f in FIELDS},
+        "measurement.memory_kind": str(get_path(record, "measurement.memory_kind") or "-"),
+        # None for records from before can_merge existed: unknown, not 'cannot merge'
+        "method_info.can_merge": can_merge if isinstance(can_merge, bool) else None,
         "loss_curve": [float(x) for x in record.get("loss_curve", []) if isinstance(x, (int, float))],
         "finished_at": str(record.get("finished_at") or ""),
         **provenance_columns(prov),
@@ -283,9 +340,17 @@ def provenance_columns(prov: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+
+FAILED_COLUMNS = ["file", "run_id", "status", "method", "model", "task", "seed", "precision", "error"]
+
+
 def _failed_row(record: Mapping[str, Any], file: str) -> dict[str, Any]:
-    keys = ("run_id", "method", "model", "task", "seed", "precision", "error")
-    return {"file": file, **{k: record.get(k) for k in keys}}
+    """A run without results to average: failed, interrupted, or diverged (its loss went NaN or
+    inf; listed with the step where that happened, never averaged)."""
+    row = {"file": file, **{k: record.get(k) for k in FAILED_COLUMNS[1:]}}
+    if record.get("status") == "diverged" and not row["error"]:
+        row["error"] = f"diverged: loss not finite at step {record.get('diverged_at_step', '?')}"
+    return row
 
 
 def _dedupe(rows: list[dict[str, Any]], problems: list[Problem]) -> list[dict[str, Any]]:
@@ -311,7 +376,7 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
         record, reason = read_record(path)
         if record is None:
             problems.append(Problem(str(path), reason or "unknown"))
-        elif record["status"] != "ok":  # failed, diverged, interrupted: listed, never in a mean
+        elif record["status"] not in RESULT_STATUSES:
             failed_rows.append(_failed_row(record, str(path)))
         else:
             try:
@@ -320,7 +385,7 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
                 problems.append(Problem(str(path), f"schema-invalid: cannot read it as a run ({type(e).__name__}: {e})"))
     ok_rows = _dedupe(ok_rows, problems)
     ok = pd.DataFrame(ok_rows) if ok_rows else pd.DataFrame(columns=list(flatten_columns()))
-    failed = pd.DataFrame(failed_rows, columns=["file", "run_id", "method", "model", "task", "seed", "precision", "error"])
+    failed = pd.DataFrame(failed_rows, columns=FAILED_COLUMNS)
     return Loaded(ok=ok, failed=failed, problems=problems)
 
 

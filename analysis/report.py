@@ -28,7 +28,7 @@ def write_tables(agg, out: Path) -> tuple[list[str], list[str]]:
     """tables.md, tables.tex (+ a compilable tables_standalone.tex) and one CSV per model x task;
     each model x task has a main table and a cost-details table. Returns (HTML fragments, files)."""
     groups = tables.table_groups(agg) if not agg.empty else []
-    md, tex, html, files = [tables.markdown_legend()], [], [], []
+    md, tex, html, files = [tables.markdown_legend([t for _, t in groups])], [], [], []
     for (model, task), t in groups:
         title, details = f"{model} / {task}", f"{model} / {task}: cost details"
         md += [tables.to_markdown(title, t), tables.to_markdown(details, t, details=True)]
@@ -48,7 +48,7 @@ def report_problems(loaded: Loaded) -> None:
     for p in loaded.problems:
         print(f"peftbench report: skipped {p.file}: {p.reason}", file=sys.stderr)
     for _, f in loaded.failed.iterrows():
-        print(f"peftbench report: failed run {f['run_id']}: {f['error']}", file=sys.stderr)
+        print(f"peftbench report: {f['status']} run {f['run_id']} (not in any mean): {f['error']}", file=sys.stderr)
 
 
 def build(results: list[str], out: Path, claims_dir: Path) -> dict:
@@ -60,9 +60,8 @@ def build(results: list[str], out: Path, claims_dir: Path) -> dict:
     html_tables, files = write_tables(agg, out)
     if not agg.empty:
         runs = per_run(loaded.ok, agg)
-        runs = runs.assign(_o=runs["method"].map(tables.method_order)).sort_values(
-            ["model", "task", "_o", "rank", "targets", "lr", "steps", "setting", "seed"]).drop(columns="_o")
-        (out / "runs.md").write_text(tables.runs_markdown(runs))
+        runs = runs.sort_values(["model", "task", "order", "method", "rank", "targets", "lr", "steps", "setting", "seed"])
+        (out / "runs.md").write_text(tables.runs_markdown(runs, loaded.failed))
         (out / "runs.csv").write_text(tables.runs_csv(runs))
         files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out) if not agg.empty else []

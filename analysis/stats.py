@@ -1,4 +1,5 @@
-"""Per-configuration aggregates over seeds, 95% CIs, % of full fine-tuning, paired tests vs LoRA.
+"""Per-configuration aggregates over seeds, 95% CIs, % of full fine-tuning, paired tests against
+the baseline method, all on the task's primary metric; and the one rule that picks a reference.
 
 Every aggregate is within one model x task x precision x configuration: nothing is ever averaged
 across models, tasks or precisions.
@@ -13,17 +14,28 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.load import DETAIL_COST_KEYS, GROUP_KEY, ROW_KEY
+from analysis.load import GROUP_KEY, ROW_KEY, short_hash
+from analysis.meta import BASELINE, FULL_REFERENCE, sign
+from experiments.fields import FIELDS
 
 KEY = GROUP_KEY + ROW_KEY
 ALPHA = 0.05
 PAIRED_TEST_NAME = "paired t-test over seeds (two-sided)"
-# Columns averaged over seeds as they are (costs vary little between seeds; the mean is reported).
-COST_COLUMNS = [
-    "trainable_params", "trainable_pct", "total_params", "peak_mem_bytes", "weight_bytes",
-    "tokens_per_s", "step_time_ms", "mfu", "lat_unmerged", "lat_merged", "lat_noise", "adapter_bytes",
-    *DETAIL_COST_KEYS, "train_s", "eval_s",
-]
+# Measured fields, averaged over seeds as they are (costs vary little between seeds).
+COST_COLUMNS = [f.path for f in FIELDS]
+# Constant within a configuration (method metadata, the task's metric declaration): first run's.
+FIRST_COLUMNS = ["rank_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
+                 "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key"]
+SCORE_PREFIXES = ("metrics.", "metrics_before.", "lm_eval.", "forgetting.")
+SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting")
+
+
+def score_columns(ok: pd.DataFrame) -> list[str]:
+    """Columns that get mean, std and CI over seeds: task metrics, base scores, lm-eval scores,
+    forgetting."""
+    return [c for c in ok.columns if c in SCORE_COLUMNS or c.startswith(SCORE_PREFIXES)]
+
+
 ZERO_VARIANCE_NOTE = "zero-variance differences: untested"
 
 
@@ -70,18 +82,21 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
     return Paired(len(diffs), mean, float(sps.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue), seeds)
 
 
-def by_seed(runs: pd.DataFrame, column: str = "accuracy") -> dict[int, float]:
+def by_seed(runs: pd.DataFrame, column: str = "primary") -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[column])}
 
 
 def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x task x configuration: mean/std/CI/n over seeds, and mean costs."""
+    """One row per model x task x configuration: mean/std/CI/n over seeds of every score, and
+    mean costs."""
     rows = []
+    scores = score_columns(ok)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
         row = dict(zip(KEY, key))
+        row["config_id"] = short_hash({k: repr(v) for k, v in row.items()})
         row["n"] = len(runs)
         row["seeds"] = tuple(sorted(int(s) for s in runs["seed"]))
-        for metric in ("accuracy", "macro_f1", "val_accuracy"):
+        for metric in scores:
             vals = runs[metric].astype(float)
             row[f"{metric}_mean"] = float(vals.mean())
             row[f"{metric}_std"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan
@@ -89,17 +104,17 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
         for col in COST_COLUMNS:
             row[col] = float(runs[col].astype(float).mean())
         first = runs.iloc[0]  # constant within a row: setting is in the key
-        for col in ("rank_value", "ref_setting", "setting_items", "device"):
+        for col in FIRST_COLUMNS:
             row[col] = first[col]
-        row["memory_kind"] = "/".join(sorted(set(runs["memory_kind"])))
+        row["measurement.memory_kind"] = "/".join(sorted(set(runs["measurement.memory_kind"])))
         row["chosen_lrs"] = tuple(sorted({float(x) for x in runs["chosen_lr"] if not math.isnan(x)}))
-        row["can_merge"] = _all_can_merge(runs["can_merge"])
+        row["method_info.can_merge"] = _all_can_merge(runs["method_info.can_merge"])
         rows.append(row)
     agg = pd.DataFrame(rows)
     if agg.empty:
         return agg
     add_full_ft_relative(agg, ok)
-    add_lora_comparison(agg, ok)
+    add_baseline_comparison(agg, ok)
     return agg
 
 
@@ -119,14 +134,12 @@ def runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
     return ok[mask]
 
 
-def pick_reference(agg: pd.DataFrame, row: Mapping, method: str, match: list[str]) -> Mapping | None:
-    """The `method` configuration to compare `row` with: same model, task, precision and `match`
-    keys; among several, preferably the same non-method setting (batch size, task, model dtype,
-    device: `ref_setting`), then the same lr, else the best by validation accuracy (never by test
-    accuracy, which would tune on the test set)."""
-    cand = agg[(agg["method"] == method)]
-    for k in GROUP_KEY + ["precision"] + match:
-        cand = cand[cand[k] == row[k]]
+def choose_reference(cand: pd.DataFrame, row: Mapping) -> Mapping | None:
+    """The reference rule, the only one: among candidate configurations (already matched on
+    model, task, precision and whatever the comparison fixes), preferably the same non-method
+    setting (batch size, task, model dtype, device: `ref_setting`), then the same lr, else the
+    best by validation score (never by test score, which would tune on the test set). Tables,
+    figures and claims all call it."""
     if cand.empty:
         return None
     same_setting = cand[cand["ref_setting"] == row["ref_setting"]]
@@ -135,53 +148,76 @@ def pick_reference(agg: pd.DataFrame, row: Mapping, method: str, match: list[str
     same_lr = cand[np.isclose(cand["lr"].astype(float), float(row["lr"]), equal_nan=True)]
     if not same_lr.empty:
         cand = same_lr
-    return cand.sort_values("val_accuracy_mean", ascending=False, na_position="last").iloc[0]
+    score = cand["val_primary_mean"].astype(float) * cand["primary_direction"].map(sign)
+    return cand.loc[score.sort_values(ascending=False, na_position="last").index[0]]
+
+
+def pick_reference(agg: pd.DataFrame, row: Mapping, match: list[str], role: str | None = None,
+                   method: str | None = None) -> Mapping | None:
+    """The configuration of the method with `role` (or named `method`) that `row` is compared
+    with: same model, task, precision and `match` keys, then `choose_reference`."""
+    cand = agg[agg["role"] == role] if role is not None else agg[agg["method"] == method]
+    for k in GROUP_KEY + ["precision"] + match:
+        cand = cand[cand[k] == row[k]]
+    return choose_reference(cand, row)
+
+
+def _ratio(mine: float, ref: float, direction: str) -> float:
+    """% of the reference, oriented so that 100 is parity and above is better either way."""
+    if direction == "min":
+        return 100 * ref / mine if mine else math.nan
+    return 100 * mine / ref if ref else math.nan
 
 
 def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
-    """`pct_full_ft`: accuracy as % of full fine-tuning (same model, task, precision; same steps
-    when available; same non-method setting preferred, see pick_reference). Paired per seed (mean
-    of per-seed ratios) when the seeds match."""
-    pct, paired = [], []
+    """`pct_of_full_ft_percent`: the primary metric as % of the full reference (same model,
+    task, precision; same steps when available; see choose_reference). Paired per seed (mean of
+    per-seed ratios) when the seeds match. `full_ft_ref` names the reference configuration."""
+    pct, paired, ref_ids = [], [], []
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
-        if ref is None or not ref["accuracy_mean"]:
+        ref_ids.append(ref["config_id"] if ref is not None else "-")
+        if ref is None or not ref["primary_mean"]:
             pct.append(math.nan)
             paired.append(False)
             continue
         mine, theirs = by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref))
         common = sorted(set(mine) & set(theirs))
-        if common and all(theirs[s] for s in common):
-            pct.append(float(np.mean([100 * mine[s] / theirs[s] for s in common])))
+        direction = row["primary_direction"]
+        if common and all(theirs[s] and mine[s] for s in common):
+            pct.append(float(np.mean([_ratio(mine[s], theirs[s], direction) for s in common])))
             paired.append(True)
         else:
-            pct.append(100 * row["accuracy_mean"] / ref["accuracy_mean"])
+            pct.append(_ratio(row["primary_mean"], ref["primary_mean"], direction))
             paired.append(False)
-    agg["pct_full_ft"] = pct
-    agg["pct_full_ft_paired"] = paired
+    agg["pct_of_full_ft_percent"] = pct
+    agg["pct_of_full_ft_paired"] = paired
+    agg["full_ft_ref"] = ref_ids
 
 
-def add_lora_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
-    """`vs_lora_*`: paired test of accuracy against LoRA at the same rank, targets, steps,
-    model, task and precision (same non-method setting preferred)."""
-    cols: dict[str, list] = {"vs_lora_diff": [], "vs_lora_p": [], "vs_lora_n": [], "vs_lora_note": []}
+def add_baseline_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
+    """`vs_baseline_*`: paired test of the primary metric against the baseline-role method at the
+    same capacity, targets, steps, model, task and precision (see choose_reference)."""
+    cols: dict[str, list] = {"vs_baseline_diff": [], "vs_baseline_p": [], "vs_baseline_n": [], "vs_baseline_note": [],
+                             "vs_baseline_method": []}
     for _, row in agg.iterrows():
-        ref = None if row["method"] == "lora" else pick_reference(agg, row, "lora", ["rank", "targets", "steps"])
+        ref = None if row["role"] == BASELINE else pick_reference(agg, row, ["rank", "targets", "steps"], role=BASELINE)
         if ref is None:
             res = Paired(0, math.nan, math.nan, ())
         else:
             res = paired_test(by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref)))
             if res.n == 0:
                 res = Paired(0, math.nan, math.nan, (), NO_SHARED_SEEDS_NOTE)
-        cols["vs_lora_diff"].append(res.mean_diff)
-        cols["vs_lora_p"].append(res.p_value)
-        cols["vs_lora_n"].append(res.n)
-        cols["vs_lora_note"].append(res.note)
+        cols["vs_baseline_diff"].append(res.mean_diff)
+        cols["vs_baseline_p"].append(res.p_value)
+        cols["vs_baseline_n"].append(res.n)
+        cols["vs_baseline_note"].append(res.note)
+        cols["vs_baseline_method"].append(ref["method"] if ref is not None else "-")
     for k, v in cols.items():
         agg[k] = v
 
 
-NO_SHARED_SEEDS_NOTE = "no shared seeds with LoRA"
+NO_SHARED_SEEDS_NOTE = "no shared seeds with the baseline"
 
 
 def single_seed_only(agg: pd.DataFrame) -> bool:
@@ -190,15 +226,29 @@ def single_seed_only(agg: pd.DataFrame) -> bool:
 
 
 def full_ft_reference(agg: pd.DataFrame, row: Mapping) -> Mapping | None:
-    """The full fine-tuning row `row` is measured against: same steps where there is one."""
-    ref = pick_reference(agg, row, "full_ft", ["steps"])
-    return ref if ref is not None else pick_reference(agg, row, "full_ft", [])
+    """The full-reference row `row` is measured against: same steps where there is one."""
+    ref = pick_reference(agg, row, ["steps"], role=FULL_REFERENCE)
+    return ref if ref is not None else pick_reference(agg, row, [], role=FULL_REFERENCE)
+
+
+def typical_row(t: pd.DataFrame) -> Mapping | None:
+    """The non-reference row with the setting and steps most rows of `t` share: what a figure,
+    which draws one reference line for many rows, asks the reference rule about."""
+    others = t[t["role"] != FULL_REFERENCE]
+    if others.empty:
+        return None
+    setting, steps = others.groupby(["ref_setting", "steps"]).size().sort_values(ascending=False, kind="stable").index[0]
+    pick = others[(others["ref_setting"] == setting) & (others["steps"] == steps)]
+    return pick.iloc[0]
 
 
 def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
-    """One row per run, with its accuracy relative to the full fine-tuning run of the same model,
-    task and seed (the reference configuration chosen as for the aggregated tables)."""
+    """One row per run, with its primary metric relative to the full-reference run of the same
+    model, task and seed (the reference configuration chosen as for the aggregated tables)."""
     rows = []
+    extra = [c for c in ok.columns if c.startswith(("metrics.test.", "lm_eval."))] + [
+        "primary", "primary_metric", "primary_direction", "primary_before", "gain_over_base", "forgetting", "forgetting_key",
+        "params.trainable", "params.trainable_pct", "order", "status"]
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
         ft = by_seed(runs_of(ok, ref)) if ref is not None else {}
@@ -206,7 +256,6 @@ def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
             base = ft.get(int(run["seed"]))
             rows.append({**{k: run[k] for k in ("model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lr",
                                                  "protocol", "steps", "setting", "device", "seed", "run_id")},
-                         "trainable_params": run["trainable_params"], "trainable_pct": run["trainable_pct"],
-                         "accuracy": run["accuracy"], "macro_f1": run["macro_f1"],
-                         "pct_full_ft_same_seed": 100 * run["accuracy"] / base if base else math.nan})
+                         **{k: run.get(k, math.nan) for k in extra},
+                         "pct_of_full_ft_same_seed_percent": _ratio(run["primary"], base, run["primary_direction"]) if base else math.nan})
     return pd.DataFrame(rows)

@@ -1,8 +1,11 @@
-"""Tables: one per model x task, one row per method x rank x targets x precision x lr x steps x
-setting, plus a cost-details table with the same row labels.
+"""Tables: one per model x task, one row per method x capacity x targets x precision x lr x steps
+x setting, plus a cost-details table with the same row labels.
 
-The same cell model renders Markdown, HTML, LaTeX (booktabs, best value per column within each
-precision and device in bold) and CSV (raw numbers, every column, for anyone who wants to re-plot).
+Columns come from the data, never from names written here: the task's metrics (primary first)
+from the record's config, lm-eval scores and forgetting where recorded, and the measured fields
+from experiments.fields. The same cell model renders Markdown, HTML, LaTeX (booktabs, best value
+per column within each precision and device in bold) and CSV (raw numbers, every column, headed
+by the names the record uses).
 """
 from __future__ import annotations
 
@@ -13,14 +16,13 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from analysis.load import DETAIL_COST_KEYS
+from analysis.meta import BASELINE, FULL_REFERENCE, REFERENCE_ROLES
 from analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, single_seed_only
+from experiments.fields import FIELDS, Field
 
 MIB = 2**20
 DAGGER = "†"
 SINGLE_SEED_NOTE = "single seed: differences untested"
-# Not adapters: nothing to merge, and their latency "overhead" is no adapter's cost.
-NOT_ADAPTERS = frozenset({"full_ft", "linear_probe"})
 # Rows compete for bold only within one precision and device: bf16 vs fp32 speed is no contest.
 BOLD_SCOPE = ["precision", "device"]
 
@@ -32,14 +34,18 @@ class Column:
     text: Callable[[pd.Series, str], str]  # the cell, for format "md" | "tex" | "html"
     better: str | None  # "higher" | "lower" | None (not compared)
     legend: str
-    # Methods never "best" in this column: full FT is the reference for "% of full FT" (100% of
-    # itself), and non-adapters add no adapter latency.
-    skip: frozenset[str] = frozenset()
+    # Roles never "best" in this column: the full reference is 100% of itself, and methods
+    # without an adapter add no adapter latency.
+    skip_roles: frozenset[str] = frozenset()
     label: bool = False  # identifies the row (left-aligned, never bolded)
 
 
+def _nan(x: float) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _f(x: float, digits: int = 1, scale: float = 1.0) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * scale:,.{digits}f}"
+    return "–" if _nan(x) else f"{x * scale:,.{digits}f}"
 
 
 def _pm(fmt: str) -> str:
@@ -50,89 +56,106 @@ def _dagger(fmt: str) -> str:
     return r"$^\dagger$" if fmt == "tex" else DAGGER
 
 
-def _acc_text(r: pd.Series, fmt: str) -> str:
-    s = _f(r["accuracy_mean"], 1, 100)
-    if r["n"] > 1:
-        s += f" {_pm(fmt)} {_f(r['accuracy_std'], 1, 100)}"
-    s += f" (n={int(r['n'])})"
-    if r["vs_lora_n"] >= 2 and r["vs_lora_p"] < ALPHA:
-        s += _dagger(fmt)
-    return s
+def _better(direction: str | None) -> str | None:
+    return {"max": "higher", "min": "lower"}.get(direction or "")
 
 
-def _f1_text(r: pd.Series, fmt: str) -> str:
-    s = _f(r["macro_f1_mean"], 1, 100)
-    return s + (f" {_pm(fmt)} {_f(r['macro_f1_std'], 1, 100)}" if r["n"] > 1 else "")
+def percent_scale(table: pd.DataFrame, col: str) -> float:
+    """Scores in [0, 1] (accuracy, F1, exact match, ROUGE) show as %; anything else as it is."""
+    vals = table[col].dropna().astype(float) if col in table else pd.Series(dtype=float)
+    return 100.0 if len(vals) and vals.between(0, 1).all() else 1.0
 
 
-def _ci_text(r: pd.Series, fmt: str) -> str:
-    if r["n"] < 2:
-        return "–"
-    lo, hi = r["accuracy_mean"] - r["accuracy_ci95"], r["accuracy_mean"] + r["accuracy_ci95"]
-    return f"[{_f(lo, 1, 100)}, {_f(hi, 1, 100)}]"
+def _unit(scale: float) -> str:
+    return " (%)" if scale == 100 else ""
+
+
+def _nan_col(r: pd.Series) -> float:
+    return math.nan
+
+
+def score_column(table: pd.DataFrame, col: str, header: str, direction: str | None, legend: str, tested: bool = False,
+                 scale: float | None = None, unit: str | None = None, digits: int = 1) -> Column:
+    """Mean ± std over seeds (n), with a dagger where the paired test against the baseline is
+    significant (`tested`, the primary metric only)."""
+    scale = percent_scale(table, f"{col}_mean") if scale is None else scale
+
+    def text(r: pd.Series, fmt: str) -> str:
+        s = _f(r[f"{col}_mean"], digits, scale)
+        if r["n"] > 1 and not _nan(r[f"{col}_std"]):
+            s += f" {_pm(fmt)} {_f(r[f'{col}_std'], digits, scale)}"
+        if tested:
+            s += f" (n={int(r['n'])})"
+            if r["vs_baseline_n"] >= 2 and r["vs_baseline_p"] < ALPHA:
+                s += _dagger(fmt)
+        return s
+
+    return Column(header + (_unit(scale) if unit is None else unit), lambda r: r[f"{col}_mean"], text, _better(direction), legend)
+
+
+def _ci_column(table: pd.DataFrame) -> Column:
+    scale = percent_scale(table, "primary_mean")
+
+    def text(r: pd.Series, fmt: str) -> str:
+        if r["n"] < 2:
+            return "–"
+        lo, hi = r["primary_mean"] - r["primary_ci95"], r["primary_mean"] + r["primary_ci95"]
+        return f"[{_f(lo, 1, scale)}, {_f(hi, 1, scale)}]"
+
+    return Column(f"{_primary_name(table)} 95% CI{_unit(scale)}", _nan_col, text, None,
+                  "95% t-interval of the mean of the primary metric over seeds (n ≥ 2).")
 
 
 def _pct_ft_text(r: pd.Series, fmt: str) -> str:
-    if math.isnan(r["pct_full_ft"]):
+    if _nan(r["pct_of_full_ft_percent"]):
         return "–"
-    return _f(r["pct_full_ft"], 1) + ("" if r["pct_full_ft_paired"] else "*")
+    return _f(r["pct_of_full_ft_percent"], 1) + ("" if r["pct_of_full_ft_paired"] else "*")
 
 
-def _vs_lora_text(r: pd.Series, fmt: str) -> str:
-    if r["method"] == "lora" or r["vs_lora_n"] == 0:
-        return str(r.get("vs_lora_note") or "–")  # no LoRA reference, or none of its seeds shared
-    diff = f"{r['vs_lora_diff'] * 100:+.1f}"
-    if r["vs_lora_n"] < 2:
-        return f"{diff} (untested, 1 seed)"
-    if math.isnan(r["vs_lora_p"]):
-        return f"{diff} ({r.get('vs_lora_note') or 'untested'}, n={int(r['vs_lora_n'])})"
-    mark = _dagger(fmt) if r["vs_lora_p"] < ALPHA else ""
-    return f"{diff} (p={r['vs_lora_p']:.3f}, n={int(r['vs_lora_n'])}){mark}"
-
-
-def _nan(x: float) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def _latency_cell(r: pd.Series, key: str, measured: Callable[[float], str]) -> str:
-    """Latency rules: non-adapters show '–' unless measured; an adapter that cannot merge has no
-    merged latency; anything else missing was switched off (measure.latency=false)."""
-    value = r[key]
-    if r["method"] in NOT_ADAPTERS:
-        return "–" if _nan(value) else measured(value)
-    if key in MERGED_KEYS and r["can_merge"] is False:
-        return "n/a (cannot merge)"
-    return "not measured" if _nan(value) else measured(value)
-
-
-MERGED_KEYS = {"lat_merged", "lat_ms_merged"}
-
-
-def _lat_text(key: str) -> Callable[[pd.Series, str], str]:
+def _vs_baseline_text(scale: float) -> Callable[[pd.Series, str], str]:
     def text(r: pd.Series, fmt: str) -> str:
-        noise = "" if _nan(r["lat_noise"]) else f" {_pm(fmt)} {_f(r['lat_noise'], 1, 100)}"
-        return _latency_cell(r, key, lambda v: f"{v * 100:+.1f}{noise}")
+        if r["role"] == BASELINE or r["vs_baseline_n"] == 0:
+            return str(r.get("vs_baseline_note") or "–")  # no baseline, or none of its seeds shared
+        diff = f"{r['vs_baseline_diff'] * scale:+.1f}"
+        if r["vs_baseline_n"] < 2:
+            return f"{diff} (untested, 1 seed)"
+        if math.isnan(r["vs_baseline_p"]):
+            return f"{diff} ({r.get('vs_baseline_note') or 'untested'}, n={int(r['vs_baseline_n'])})"
+        mark = _dagger(fmt) if r["vs_baseline_p"] < ALPHA else ""
+        return f"{diff} (p={r['vs_baseline_p']:.3f}, n={int(r['vs_baseline_n'])}){mark}"
     return text
 
 
-def _lat_ms_text(key: str) -> Callable[[pd.Series, str], str]:
-    return lambda r, fmt: _latency_cell(r, key, lambda v: _f(v, 2))
+def field_column(f: Field) -> Column:
+    """A measured field as a column: header, unit, direction and legend from experiments.fields;
+    latency overheads carry their noise and say when the method cannot merge."""
+    def value(r: pd.Series) -> float:
+        v = r[f.path]
+        if f.needs_merge and r["method_info.can_merge"] is False:
+            return math.nan
+        return abs(v) if f.noise else v
 
+    def number(v: float, r: pd.Series, fmt: str) -> str:
+        if f.noise:
+            noise = r.get(f.noise, math.nan)
+            return f"{v * f.scale:+.{f.digits}f}" + ("" if _nan(noise) else f" {_pm(fmt)} {_f(noise, f.digits, f.scale)}")
+        if f.unit == "bytes" and f.path.endswith("reserved_bytes") and r["device"] != "cuda":
+            return "–"
+        return _f(v, f.digits, f.scale)
 
-def _cuda_only(key: str, scale: float) -> Callable[[pd.Series, str], str]:
-    return lambda r, fmt: _f(r[key], 1, scale) if r["device"] == "cuda" else "–"
+    def text(r: pd.Series, fmt: str) -> str:
+        v = r[f.path]
+        if not f.adapters_only:
+            return number(v, r, fmt)
+        # no adapter: '–' unless measured; cannot merge: no merged figure; else missing = switched off
+        if r["role"] in REFERENCE_ROLES:
+            return "–" if _nan(v) else number(v, r, fmt)
+        if f.needs_merge and r["method_info.can_merge"] is False:
+            return "n/a (cannot merge)"
+        return "not measured" if _nan(v) else number(v, r, fmt)
 
-
-def _merged_value(r: pd.Series) -> float:
-    return r["lat_merged"] if r["can_merge"] is not False else math.nan
-
-
-def _plain(key: str, digits: int = 1, scale: float = 1.0) -> Callable[[pd.Series, str], str]:
-    return lambda r, fmt: _f(r[key], digits, scale)
-
-
-def _int(key: str) -> Callable[[pd.Series, str], str]:
-    return lambda r, fmt: "–" if math.isnan(r[key]) else f"{int(round(r[key])):,}"
+    skip = frozenset(REFERENCE_ROLES) if f.adapters_only else frozenset()
+    return Column(f.label, value, text, _better(f.direction) if f.table == "main" else None, f"{f.legend} ({f.path})", skip)
 
 
 def _lr_text(r: pd.Series, fmt: str) -> str:
@@ -145,85 +168,90 @@ def _txt(key: str) -> Callable[[pd.Series, str], str]:
     return lambda r, fmt: str(r[key])
 
 
-NAN = lambda r: math.nan  # noqa: E731  (label columns are never bolded)
-
 LABEL_COLUMNS: list[Column] = [
-    Column("Method", NAN, _txt("method"), None, "PEFT method (full_ft = full fine-tuning).", label=True),
-    Column("Rank", NAN, _txt("rank"), None, "LoRA-family rank r; bottleneck adapters: bottleneck size b<n> or reduction factor rf<n>; '-' when n/a.", label=True),
-    Column("Targets", NAN, _txt("targets"), None, "Target-module preset or list; '-' when n/a.", label=True),
-    Column("Precision", NAN, _txt("precision"), None, "Training precision of the run.", label=True),
-    Column("LR", NAN, _lr_text, None, "Learning rate.", label=True),
-    Column("LR protocol", NAN, _txt("protocol"), None,
+    Column("Method", _nan_col, _txt("method"), None, "Method (its YAML's report.role says which is the full reference and which the baseline).", label=True),
+    Column("Capacity", _nan_col, _txt("rank"), None,
+           "The method's capacity (report.capacity_key in its YAML: r for the LoRA family, bottleneck size for adapters); '-' when n/a.", label=True),
+    Column("Targets", _nan_col, _txt("targets"), None, "Target-module preset or list; '-' when n/a.", label=True),
+    Column("Precision", _nan_col, _txt("precision"), None, "Training precision of the run.", label=True),
+    Column("LR", _nan_col, _lr_text, None, "Learning rate.", label=True),
+    Column("LR protocol", _nan_col, _txt("protocol"), None,
            "How the lr was chosen: method_default_lr (method YAML), fixed_lr (one lr for all), lr_search (grid, selected on validation).", label=True),
-    Column("Steps", NAN, _txt("steps"), None, "Optimiser steps (the training budget).", label=True),
-    Column("Setting", NAN, _txt("setting"), None,
+    Column("Steps", _nan_col, _txt("steps"), None, "Optimiser steps (the training budget).", label=True),
+    Column("Setting", _nan_col, _txt("setting"), None,
            "Short hash of the rest of the config (everything but the columns before it and the seed: batch size, max length, "
            "method alpha/dropout/..., task and model settings) and the device type that ran. Rows that differ only here are "
            "different runs; the notes list what differs from the table's most common setting.", label=True),
 ]
-
-COLUMNS: list[Column] = [
-    *LABEL_COLUMNS,
-    Column("Accuracy (%)", lambda r: r["accuracy_mean"], _acc_text, "higher",
-           f"Test accuracy, mean ± sample std over n seeds. {DAGGER}: p<{ALPHA} vs LoRA ({PAIRED_TEST_NAME})."),
-    Column("Acc. 95% CI (%)", NAN, _ci_text, None, "95% t-interval of the mean test accuracy (n ≥ 2)."),
-    Column("Macro-F1 (%)", lambda r: r["macro_f1_mean"], _f1_text, "higher", "Test macro-F1, mean ± std over seeds."),
-    Column("% of full FT (%)", lambda r: r["pct_full_ft"], _pct_ft_text, "higher",
-           "Accuracy relative to full fine-tuning of the same model, task and precision (same steps and non-method setting preferred); "
-           "mean of per-seed ratios (* = seeds unmatched: ratio of means).", frozenset({"full_ft"})),
-    Column("Δ acc vs LoRA (pp)", NAN, _vs_lora_text, None,
-           f"Accuracy minus LoRA at the same rank, targets, steps, model, task, precision (same non-method setting preferred); "
-           f"paired over shared seeds, {PAIRED_TEST_NAME}; '{ZERO_VARIANCE_NOTE}' when every seed differs by the same amount."),
-    Column("Trainable params (count)", lambda r: r["trainable_params"], _int("trainable_params"), "lower", "Parameters updated by the optimiser."),
-    Column("Trainable (%)", lambda r: r["trainable_pct"], _plain("trainable_pct", 3), "lower", "Trainable / total parameters."),
-    Column("Peak train mem (MiB)", lambda r: r["peak_mem_bytes"], _plain("peak_mem_bytes", 1, 1 / MIB), "lower",
-           "Peak memory growth during training (cost.peak_train_mem_growth_bytes); what was measured is in 'Mem kind'."),
-    Column("Mem kind", NAN, _txt("memory_kind"), None, "cpu_rss_hwm: process RSS high-water mark; cuda_*: CUDA allocator peak."),
-    Column("Weights (MiB)", lambda r: r["weight_bytes"], _plain("weight_bytes", 1, 1 / MIB), "lower", "Bytes of all model weights as trained (4-bit for QLoRA)."),
-    Column("Train tok/s (tokens/s)", lambda r: r["tokens_per_s"], _int("tokens_per_s"), "higher", "Median training throughput after warm-up steps."),
-    Column("Step time (ms)", lambda r: r["step_time_ms"], _plain("step_time_ms", 1), "lower", "Median optimiser-step wall time."),
-    Column("MFU (%)", lambda r: r["mfu"], _plain("mfu", 1, 100), "higher", "Model FLOPs utilisation: achieved FLOP/s over measured peak FLOP/s of the device."),
-    Column("Latency overhead unmerged (%)", lambda r: abs(r["lat_unmerged"]), _lat_text("lat_unmerged"), "lower",
-           "Inference latency vs the base model with the adapter unmerged; ± is the run's measured latency noise (cost.latency_noise_rel). "
-           "Bold: smallest |overhead|. 'not measured': latency was off (measure.latency=false); '–' for full_ft/linear_probe (not adapters).",
-           NOT_ADAPTERS),
-    Column("Latency overhead merged (%)", lambda r: abs(_merged_value(r)), _lat_text("lat_merged"), "lower",
-           "Same, after merging the adapter into the weights; 'n/a (cannot merge)' when cost.can_merge is false, 'not measured' when latency was off.",
-           NOT_ADAPTERS),
-    Column("Adapter size (KiB)", lambda r: r["adapter_bytes"], _plain("adapter_bytes", 1, 1 / 1024), "lower", "Bytes saved per task (adapter + head; full FT: whole model)."),
-]
-
-GFLOP, TFLOP = 1e9, 1e12
-
-
-def _detail(header: str, text: Callable[[pd.Series, str], str], legend: str) -> Column:
-    return Column(header, NAN, text, None, legend)  # details are reference figures: no bolding
-
-
-# Second table per model x task: every other cost figure of the record, same row labels.
-DETAIL_COLUMNS: list[Column] = [
-    *LABEL_COLUMNS,
-    _detail("Est. train mem (MiB)", _plain("est_mem_bytes", 1, 1 / MIB),
-            "Estimated training memory growth from the parameter count, optimiser state and activations (cost.est_train_mem_growth_bytes)."),
-    _detail("Measured / est. mem (×)", _plain("mem_over_est", 2), "Peak train mem divided by the estimate (cost.mem_measured_over_estimated)."),
-    _detail("Peak reserved (MiB)", _cuda_only("peak_reserved_bytes", 1 / MIB),
-            "CUDA allocator peak reserved memory (cost.peak_train_reserved_bytes); '–' on CPU."),
-    _detail("Train samples/s (samples/s)", _plain("samples_per_s", 1), "Median training throughput in examples (cost.train_samples_per_s_median)."),
-    _detail("Step time p10 (ms)", _plain("step_time_ms_p10", 1), "10th percentile of optimiser-step wall time (cost.step_time_ms_p10)."),
-    _detail("Step time p90 (ms)", _plain("step_time_ms_p90", 1), "90th percentile of optimiser-step wall time (cost.step_time_ms_p90)."),
-    _detail("Train tok/s p10 (tokens/s)", _int("tokens_per_s_p10"), "10th percentile of training throughput (cost.train_tokens_per_s_p10)."),
-    _detail("Train tok/s p90 (tokens/s)", _int("tokens_per_s_p90"), "90th percentile of training throughput (cost.train_tokens_per_s_p90)."),
-    _detail("FLOPs/step (GFLOP)", _plain("flops_per_step", 1, 1 / GFLOP), "Model FLOPs per optimiser step (cost.flops_per_step)."),
-    _detail("Peak FLOP/s (TFLOP/s)", _plain("peak_flops_per_s", 2, 1 / TFLOP),
-            "Measured peak FLOP/s of the device and dtype, the denominator of MFU (cost.peak_flops_per_s)."),
-    _detail("Train time (s)", _plain("train_s", 1), "Wall time of the training loop (timing.train_s)."),
-    _detail("Eval time (s)", _plain("eval_s", 1), "Wall time of evaluation (timing.eval_s)."),
-    _detail("Latency base (ms)", _lat_ms_text("lat_ms_base"), "Median inference latency of the base model (cost.latency_ms_base)."),
-    _detail("Latency unmerged (ms)", _lat_ms_text("lat_ms_unmerged"), "Median inference latency with the adapter unmerged (cost.latency_ms_unmerged)."),
-    _detail("Latency merged (ms)", _lat_ms_text("lat_ms_merged"),
-            "Median inference latency after merging (cost.latency_ms_merged); 'n/a (cannot merge)' when cost.can_merge is false."),
-]
 N_LABELS = len(LABEL_COLUMNS)
+
+
+def _first(table: pd.DataFrame, col: str, default: str = "-") -> str:
+    vals = [v for v in table[col] if isinstance(v, str) and v != "-"] if col in table else []
+    return vals[0] if vals else default
+
+
+def _primary_name(table: pd.DataFrame) -> str:
+    return _first(table, "primary_metric", "primary metric")
+
+
+def _declared(table: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    specs = next((t for t in table["task_metrics"] if t), ()) if "task_metrics" in table else ()
+    return [tuple(s) for s in specs]
+
+
+def _present(table: pd.DataFrame, col: str) -> bool:
+    return f"{col}_mean" in table and table[f"{col}_mean"].notna().any()
+
+
+def metric_columns(table: pd.DataFrame) -> list[Column]:
+    """The primary metric (with CI, % of the full reference and Δ vs the baseline), the task's
+    other metrics, the base model's score and the gain over it, lm-eval scores, forgetting."""
+    primary, direction = _primary_name(table), _first(table, "primary_direction", "max")
+    baseline = _first(table[table["role"] == BASELINE], "method", "baseline") if "role" in table else "baseline"
+    cols = [score_column(table, "primary", f"{primary} (primary)", direction,
+                         f"Test {primary}, the task's primary metric: mean ± sample std over n seeds. "
+                         f"{DAGGER}: p<{ALPHA} vs {baseline} ({PAIRED_TEST_NAME}).", tested=True),
+            _ci_column(table)]
+    for name, d, is_primary in _declared(table):
+        if not is_primary and _present(table, f"metrics.test.{name}"):
+            cols.append(score_column(table, f"metrics.test.{name}", name, d, f"Test {name} (metrics.test.{name}), mean ± std over seeds."))
+    scale = percent_scale(table, "primary_mean")
+    if _present(table, "primary_before"):
+        cols += [score_column(table, "primary_before", f"Base {primary}", None,  # the same model for all: no contest
+                              f"The base model's test {primary} before training (metrics_before.test.{primary}).", scale=scale),
+                 score_column(table, "gain_over_base", "Gain over base", "max",
+                              f"Test {primary} after training minus before, signed so that positive is better.", scale=scale,
+                              unit=" (pp)" if scale == 100 else "")]
+    cols += [Column("% of full FT (%)", lambda r: r["pct_of_full_ft_percent"], _pct_ft_text, "higher",
+                    f"{primary} relative to the full reference (report.role: full_reference) of the same model, task and precision "
+                    f"(same steps and non-method setting preferred); mean of per-seed ratios (* = seeds unmatched: ratio of means).",
+                    frozenset({FULL_REFERENCE})),
+             Column(f"Δ vs {baseline}{' (pp)' if scale == 100 else ''}", _nan_col, _vs_baseline_text(scale), None,
+                    f"{primary} minus the baseline ({baseline}, report.role: baseline) at the same capacity, targets, steps, model, task, "
+                    f"precision (same non-method setting preferred); paired over shared seeds, {PAIRED_TEST_NAME}; "
+                    f"'{ZERO_VARIANCE_NOTE}' when every seed differs by the same amount.")]
+    for col in sorted(c.removesuffix("_mean") for c in table.columns if c.startswith("lm_eval.") and c.endswith("_mean")):
+        if _present(table, col):
+            cols.append(score_column(table, col, col.removeprefix("lm_eval."), "max", f"lm-eval score ({col}), mean ± std over seeds."))
+    if _present(table, "forgetting"):
+        key = _first(table, "forgetting_key")
+        cols.append(score_column(table, "forgetting", f"Forgetting {key}", "min",
+                                 f"forgetting.{key}: how far the model moved outside its task, measured on a fixed probe before and "
+                                 f"after training (lower is better; the unit ends its name); mean ± std over seeds.",
+                                 scale=1.0, unit="", digits=3))
+    return cols
+
+
+def main_columns(table: pd.DataFrame) -> list[Column]:
+    fields = [field_column(f) for f in FIELDS if f.table == "main"]
+    mem_kind = Column("Mem kind", _nan_col, _txt("measurement.memory_kind"), None,
+                      "measurement.memory_kind: cpu_rss_hwm = process RSS high-water mark; cuda_* = CUDA allocator peak.")
+    return [*LABEL_COLUMNS, *metric_columns(table), *fields, mem_kind]
+
+
+def detail_columns(table: pd.DataFrame | None = None) -> list[Column]:
+    return [*LABEL_COLUMNS, *(field_column(f) for f in FIELDS if f.table == "details")]
 
 
 def best_rows(table: pd.DataFrame, col: Column) -> set[int]:
@@ -231,7 +259,7 @@ def best_rows(table: pd.DataFrame, col: Column) -> set[int]:
     precision and device of the table."""
     if col.better is None:
         return set()
-    vals = [math.nan if r["method"] in col.skip else col.value(r) for _, r in table.iterrows()]
+    vals = [math.nan if r["role"] in col.skip_roles else col.value(r) for _, r in table.iterrows()]
     scope = [tuple(r.get(k, "-") for k in BOLD_SCOPE) for _, r in table.iterrows()]
     best: set[int] = set()
     for key in set(scope):
@@ -240,31 +268,24 @@ def best_rows(table: pd.DataFrame, col: Column) -> set[int]:
 
 
 def _best_of(vals: list[tuple[int, float]], better: str) -> set[int]:
-    finite = [v for _, v in vals if not math.isnan(v)]
+    finite = [v for _, v in vals if not _nan(v)]
     if len(finite) < 2:  # one value is not "best" of anything
         return set()
     best = max(finite) if better == "higher" else min(finite)
-    return {i for i, v in vals if not math.isnan(v) and math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12)}
+    return {i for i, v in vals if not _nan(v) and math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12)}
+
+
+SORT_KEY = ["order", "method", "precision", "rank_value", "rank", "targets", "lr", "protocol", "steps", "setting"]
 
 
 def table_groups(agg: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
-    """(model, task) -> its rows, sorted for reading: method order, then rank, targets."""
-    out = []
-    for (model, task), t in agg.groupby(["model", "task"], sort=True):
-        t = t.assign(_order=t["method"].map(method_order)).sort_values(
-            ["_order", "method", "precision", "rank_value", "rank", "targets", "lr", "protocol", "steps", "setting"]).drop(columns="_order")
-        out.append(((str(model), str(task)), t.reset_index(drop=True)))
-    return out
+    """(model, task) -> its rows, sorted for reading: the methods' report.order, then capacity,
+    targets."""
+    return [((str(model), str(task)), t.sort_values(SORT_KEY).reset_index(drop=True))
+            for (model, task), t in agg.groupby(["model", "task"], sort=True)]
 
 
-METHOD_ORDER = ["full_ft", "linear_probe", "lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer"]
-
-
-def method_order(name: str) -> int:
-    return METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
-
-
-def cells(table: pd.DataFrame, fmt: str, columns: list[Column] = COLUMNS) -> list[list[tuple[str, bool]]]:
+def cells(table: pd.DataFrame, fmt: str, columns: list[Column]) -> list[list[tuple[str, bool]]]:
     """Cell text and bold flag, row by row."""
     best = [best_rows(table, c) for c in columns]
     return [[(c.text(r, fmt), i in best[j]) for j, c in enumerate(columns)] for i, (_, r) in enumerate(table.iterrows())]
@@ -272,20 +293,25 @@ def cells(table: pd.DataFrame, fmt: str, columns: list[Column] = COLUMNS) -> lis
 
 def notes(table: pd.DataFrame) -> list[str]:
     out = []
+    baseline = _first(table[table["role"] == BASELINE], "method", "the baseline")
     if single_seed_only(table):
         out.append(SINGLE_SEED_NOTE + " (every configuration has one seed; no significance is implied).")
     else:
-        out.append(f"{DAGGER} p < {ALPHA} vs LoRA at the same rank/targets ({PAIRED_TEST_NAME}); untested where fewer than 2 shared seeds "
-                   f"or where every seed differs by the same amount ({ZERO_VARIANCE_NOTE}). Each row is tested on its own, "
+        out.append(f"{DAGGER} p < {ALPHA} vs {baseline} at the same capacity/targets ({PAIRED_TEST_NAME}); untested where fewer than 2 "
+                   f"shared seeds or where every seed differs by the same amount ({ZERO_VARIANCE_NOTE}). Each row is tested on its own, "
                    f"with no correction for multiple comparisons: with many rows, expect some {DAGGER} by chance.")
     out.append("Bold: best value of each numeric column among rows of the same precision and device "
-               "(higher accuracy/F1/throughput/MFU; lower params/memory/time/latency/size).")
+               "(in each metric's own direction; lower params/memory/time/latency/size/forgetting).")
     return out + setting_notes(table)
 
 
 def detail_notes(table: pd.DataFrame) -> list[str]:
     return ["Cost details of the rows above (same row labels; no bolding). '–': not recorded "
             "(peak reserved is CUDA-only); 'not measured': latency was off; 'n/a (cannot merge)': the method cannot merge."]
+
+
+def columns_and_notes(table: pd.DataFrame, details: bool) -> tuple[list[Column], list[str]]:
+    return (detail_columns(table), detail_notes(table)) if details else (main_columns(table), notes(table))
 
 
 # ---------------------------------------------------------------- setting notes
@@ -327,7 +353,8 @@ def setting_notes(table: pd.DataFrame) -> list[str]:
     for s in sorted(items, key=lambda s: (s != usual, s)):
         if s == usual:
             continue
-        methods = sorted(set(table[table["setting"] == s]["method"]), key=method_order)
+        rows = table[table["setting"] == s].sort_values(["order", "method"])
+        methods = list(dict.fromkeys(rows["method"]))
         method_usual = _usual(table[table["method"] == methods[0]], prefer=usual)
         diffs = setting_diff(items[s], items[usual], items[method_usual])
         if diffs:
@@ -347,17 +374,21 @@ def _md_escape(s: str) -> str:
 
 def to_markdown(title: str, table: pd.DataFrame, details: bool = False) -> str:
     """The main table, or with details=True the cost-details table of the same rows."""
-    columns, note = (DETAIL_COLUMNS, detail_notes(table)) if details else (COLUMNS, notes(table))
+    columns, note = columns_and_notes(table, details)
     head = "| " + " | ".join(c.header for c in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(f"**{_md_escape(t)}**" if b else _md_escape(t) for t, b in row) + " |" for row in cells(table, "md", columns)]
     return "\n".join([f"### {title}", "", head, rule, *body, "", *[f"- {n}" for n in note], ""])
 
 
-def markdown_legend() -> str:
-    details = DETAIL_COLUMNS[N_LABELS:]
-    return "\n".join(["## Columns", "", *[f"- **{c.header}**: {c.legend}" for c in COLUMNS], "",
-                      "## Cost-details columns", "", *[f"- **{c.header}**: {c.legend}" for c in details], ""])
+def markdown_legend(tables: list[pd.DataFrame]) -> str:
+    """Every column of these tables once, with its legend."""
+    main: dict[str, str] = {}
+    for t in tables:
+        main.update({c.header: c.legend for c in main_columns(t)})
+    details = {c.header: c.legend for c in detail_columns()[N_LABELS:]}
+    return "\n".join(["## Columns", "", *[f"- **{h}**: {l}" for h, l in main.items()], "",
+                      "## Cost-details columns", "", *[f"- **{h}**: {l}" for h, l in details.items()], ""])
 
 
 # ---------------------------------------------------------------- LaTeX
@@ -379,7 +410,7 @@ def tex_escape(s: str) -> str:
 
 
 def to_latex(title: str, table: pd.DataFrame, details: bool = False) -> str:
-    columns, note = (DETAIL_COLUMNS, detail_notes(table)) if details else (COLUMNS, notes(table))
+    columns, note = columns_and_notes(table, details)
     spec = "l" * N_LABELS + "r" * (len(columns) - N_LABELS)
     head = " & ".join(tex_escape(c.header) for c in columns) + r" \\"
     body = [" & ".join(r"\textbf{" + tex_escape(t) + "}" if b else tex_escape(t) for t, b in row) + r" \\"
@@ -402,7 +433,7 @@ LATEX_PREAMBLE = "\n".join([r"\documentclass{article}", r"\usepackage[T1]{fonten
 def to_html(title: str, table: pd.DataFrame, details: bool = False) -> str:
     from html import escape
 
-    columns, notes_ = (DETAIL_COLUMNS, detail_notes(table)) if details else (COLUMNS, notes(table))
+    columns, notes_ = columns_and_notes(table, details)
     # the legend rides along as a tooltip: the page has no separate legend section
     head = "".join(f"<th title='{escape(c.legend)}'>{escape(c.header)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>" for t, b in row) + "</tr>"
@@ -414,66 +445,72 @@ def to_html(title: str, table: pd.DataFrame, details: bool = False) -> str:
 
 # ---------------------------------------------------------------- CSV
 
-CSV_COLUMNS = [
-    "model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lrs", "protocol", "steps", "setting", "device", "n", "seeds",
-    "accuracy_mean", "accuracy_std", "accuracy_ci95", "macro_f1_mean", "macro_f1_std", "pct_full_ft", "pct_full_ft_paired",
-    "vs_lora_diff", "vs_lora_p", "vs_lora_n", "vs_lora_note", "trainable_params", "trainable_pct", "peak_mem_bytes", "memory_kind",
-    "weight_bytes", "tokens_per_s", "step_time_ms", "mfu", "lat_unmerged", "lat_merged", "lat_noise", "can_merge", "adapter_bytes",
-    *DETAIL_COST_KEYS, "train_s", "eval_s",
-]
+LABEL_CSV = ["model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lrs", "protocol", "steps", "setting", "device",
+             "n", "seeds", "primary_metric", "primary_direction"]
+COMPARISON_CSV = ["pct_of_full_ft_percent", "pct_of_full_ft_paired", "vs_baseline_method", "vs_baseline_diff", "vs_baseline_p",
+                  "vs_baseline_n", "vs_baseline_note", "forgetting_key"]
+
+
+def csv_columns(table: pd.DataFrame) -> list[str]:
+    """Every column a reader may want to re-plot, under the names the record and the report use:
+    scores as <name>_mean/_std/_ci95 (fractions stay fractions: 0.88 = 88%), measured fields
+    by their record path (units in the name), then measurement and method facts."""
+    scores = [c for c in table.columns if c.endswith(("_mean", "_std", "_ci95")) and table[c].notna().any()]
+    return [*LABEL_CSV, *scores, *COMPARISON_CSV, *(f.path for f in FIELDS), "measurement.memory_kind", "method_info.can_merge"]
 
 
 def to_csv(table: pd.DataFrame) -> str:
-    """Raw numbers (fractions, bytes) with units implied by the column names; seeds as 0;1;2."""
-    out = table[CSV_COLUMNS].copy()
+    """Raw numbers (fractions, bytes); seeds as 0;1;2."""
+    out = table[csv_columns(table)].copy()
     out["seeds"] = out["seeds"].map(lambda s: ";".join(map(str, s)))
     out["chosen_lrs"] = out["chosen_lrs"].map(lambda s: ";".join(f"{x:g}" for x in s))  # lr_search rows: each seed's pick
-    return out.rename(columns=CSV_UNITS).to_csv(index=False)
-
-
-# Units in CSV headers: fractions stay fractions (0.88 = 88%), so nobody rescales twice.
-CSV_UNITS = {
-    "accuracy_mean": "accuracy_mean_frac", "accuracy_std": "accuracy_std_frac", "accuracy_ci95": "accuracy_ci95_halfwidth_frac",
-    "macro_f1_mean": "macro_f1_mean_frac", "macro_f1_std": "macro_f1_std_frac", "pct_full_ft": "pct_of_full_ft_percent",
-    "vs_lora_diff": "acc_minus_lora_frac", "vs_lora_p": "acc_vs_lora_paired_t_p", "vs_lora_n": "acc_vs_lora_n_pairs",
-    "trainable_params": "trainable_params_count", "trainable_pct": "trainable_percent", "mfu": "mfu_frac",
-    "lat_unmerged": "latency_overhead_unmerged_frac", "lat_merged": "latency_overhead_merged_frac",
-    "lat_noise": "latency_noise_rel_frac", "tokens_per_s": "train_tokens_per_s_median", "step_time_ms": "step_time_ms_median",
-    "est_mem_bytes": "est_train_mem_growth_bytes", "mem_over_est": "mem_measured_over_estimated_ratio",
-    "peak_reserved_bytes": "peak_train_reserved_bytes", "samples_per_s": "train_samples_per_s_median",
-    "tokens_per_s_p10": "train_tokens_per_s_p10", "tokens_per_s_p90": "train_tokens_per_s_p90",
-    "flops_per_step": "flops_per_step_flop", "peak_flops_per_s": "peak_flops_per_s_flop_per_s",
-    "lat_ms_base": "latency_ms_base", "lat_ms_unmerged": "latency_ms_unmerged", "lat_ms_merged": "latency_ms_merged",
-}
+    return out.to_csv(index=False)
 
 
 # ---------------------------------------------------------------- one row per run
 
-RUN_COLUMNS = [  # (header, column, format)
-    ("Model", "model", str), ("Task", "task", str), ("Method", "method", str), ("Rank", "rank", str),
-    ("Targets", "targets", str), ("Precision", "precision", str), ("LR", "chosen_lr", lambda v: f"{v:.0e}"),
-    ("Steps", "steps", str), ("Setting", "setting", str), ("Seed", "seed", str),
-    ("Trainable params (count)", "trainable_params", lambda v: f"{int(v):,}"), ("Trainable (%)", "trainable_pct", lambda v: f"{v:.3f}"),
-    ("Accuracy (%)", "accuracy", lambda v: f"{100 * v:.1f}"), ("Macro-F1 (%)", "macro_f1", lambda v: f"{100 * v:.1f}"),
-    ("% of full FT, same seed (%)", "pct_full_ft_same_seed", lambda v: f"{v:.1f}"),
+def _score(v: float) -> str:
+    return "–" if _nan(v) else (f"{100 * v:.1f}%" if 0 <= v <= 1 else f"{v:.4g}")
+
+
+def _others(r: pd.Series) -> str:
+    names = [c for c in r.index if c.startswith(("metrics.test.", "lm_eval.")) and c != f"metrics.test.{r['primary_metric']}"]
+    return "; ".join(f"{c.removeprefix('metrics.test.')}={_score(r[c])}" for c in names if not _nan(r[c])) or "–"
+
+
+RUN_COLUMNS: list[tuple[str, Callable[[pd.Series], str]]] = [
+    *[(h, (lambda c: lambda r: str(r[c]))(c)) for h, c in (("Model", "model"), ("Task", "task"), ("Method", "method"),
+                                                            ("Capacity", "rank"), ("Targets", "targets"), ("Precision", "precision"))],
+    ("LR", lambda r: f"{r['chosen_lr']:.0e}"), ("Steps", lambda r: str(r["steps"])), ("Setting", lambda r: str(r["setting"])),
+    ("Seed", lambda r: str(r["seed"])),
+    ("Trainable params (count)", lambda r: "–" if _nan(r["params.trainable"]) else f"{int(r['params.trainable']):,}"),
+    ("Trainable (%)", lambda r: _f(r["params.trainable_pct"], 3)),
+    ("Primary metric", lambda r: str(r["primary_metric"])), ("Score", lambda r: _score(r["primary"])),
+    ("Base score", lambda r: _score(r["primary_before"])), ("Other scores", _others),
+    ("Forgetting", lambda r: "–" if _nan(r["forgetting"]) else f"{r['forgetting_key']}={r['forgetting']:.4g}"),
+    ("% of full FT, same seed (%)", lambda r: _f(r["pct_of_full_ft_same_seed_percent"], 1)),
 ]
 
 
-def runs_markdown(runs: pd.DataFrame) -> str:
-    """Every run on its own row: accuracy against the full fine-tuning run of the same model,
-    task and seed ('–' where there is none)."""
-    head = "| " + " | ".join(h for h, _, _ in RUN_COLUMNS) + " |"
+def runs_markdown(runs: pd.DataFrame, not_averaged: pd.DataFrame | None = None) -> str:
+    """Every run on its own row: its primary metric, against the full-reference run of the same
+    model, task and seed ('–' where there is none); then the runs left out of every mean."""
+    head = "| " + " | ".join(h for h, _ in RUN_COLUMNS) + " |"
     lines = ["# Runs", "", "One row per run (seeds not aggregated; the tables in tables.md aggregate them).", "",
              head, "|" + "---|" * len(RUN_COLUMNS)]
-    for _, r in runs.iterrows():
-        cells = ["–" if isinstance(r[c], float) and math.isnan(r[c]) else _md_escape(fmt(r[c])) for _, c, fmt in RUN_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, fmt in RUN_COLUMNS) + " |" for _, r in runs.iterrows()]
+    if not_averaged is not None and not not_averaged.empty:
+        lines += ["", "## Runs without results in any mean", "", "| Status | Model | Task | Method | Seed | Why |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['status']} | {r['model']} | {r['task']} | {r['method']} | {r['seed']} | {_md_escape(str(r['error']))} |"
+                  for _, r in not_averaged.iterrows()]
     return "\n".join(lines) + "\n"
 
 
+RUN_CSV = ["model", "task", "method", "rank", "targets", "precision", "chosen_lr", "protocol", "steps", "setting", "device", "seed",
+           "run_id", "params.trainable", "params.trainable_pct", "primary_metric", "primary", "primary_before", "gain_over_base",
+           "forgetting_key", "forgetting", "pct_of_full_ft_same_seed_percent"]
+
+
 def runs_csv(runs: pd.DataFrame) -> str:
-    cols = [c for _, c, _ in RUN_COLUMNS] + ["protocol", "device", "run_id"]
-    out = runs[cols].rename(columns={"chosen_lr": "lr", "accuracy": "accuracy_frac", "macro_f1": "macro_f1_frac",
-                                     "trainable_params": "trainable_params_count", "trainable_pct": "trainable_percent",
-                                     "pct_full_ft_same_seed": "pct_of_full_ft_same_seed_percent"})
-    return out.to_csv(index=False)
+    extra = sorted(c for c in runs.columns if c.startswith(("metrics.test.", "lm_eval.")))
+    return runs[RUN_CSV + extra].to_csv(index=False)

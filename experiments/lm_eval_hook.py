@@ -1,4 +1,4 @@
-"""lm-eval harness on the adapted causal LM, after training (issue 6).
+"""lm-eval harness on the adapted causal LM, after training.
 
 Config (conf/config.yaml):
     lm_eval: {tasks: [], include_path: null, limit: null, num_fewshot: 0, batch_size: 8}

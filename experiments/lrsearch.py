@@ -30,18 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from experiments import record
+from experiments.record import protocol_of  # noqa: F401  (part of this module's interface)
 from methods.base import ConfigError
 
 DEFAULT_FACTORS = (0.3, 1.0, 3.0)
 TRIALS_DIR = ".lr_trials"
 
 Runner = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-
-
-def protocol_of(rec: Mapping[str, Any]) -> str:
-    if isinstance(rec.get("lr_search"), Mapping):
-        return str(rec["lr_search"].get("protocol", "lr_search"))
-    return "fixed_lr" if (rec.get("config") or {}).get("lr") is not None else "method_default_lr"
 
 
 def resolve_spec(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,7 +138,8 @@ def search(config: dict[str, Any], run_one: Runner) -> dict[str, Any]:
                     "provenance": next((r.get("provenance") for r in records.values() if r.get("provenance")), {})})
     else:
         chosen = records[best["run_id"]]
-        rec.update({k: chosen[k] for k in ("status", "error", "params", "metrics", "lm_eval", "loss_curve", "lr", "timing", "cost", "provenance") if k in chosen})
+        rec.update({k: chosen[k] for k in ("status", "error", "params", "metrics", "lm_eval", "loss_curve", "lr", "timing", "cost", "measurement",
+                                                  "method_info", "provenance") if k in chosen})
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(path, rec)
     status = "ok" if rec["status"] == "ok" else f"FAILED ({rec['error']})"

@@ -8,13 +8,13 @@ import ctypes
 import fcntl
 import json
 import os
-import statistics
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,17 +44,12 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def _quantile(sorted_xs: list[float], q: float) -> float:
-    if not sorted_xs:
-        return float("nan")
-    pos = q * (len(sorted_xs) - 1)
-    lo, hi = int(pos), min(int(pos) + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
-
-
 def spread(xs: list[float]) -> dict[str, float]:
-    s = sorted(xs)
-    return {"median": statistics.median(s), "p10": _quantile(s, 0.1), "p90": _quantile(s, 0.9)}
+    """Median and 10th/90th percentiles (numpy's linear interpolation between order statistics)."""
+    if not xs:
+        return {"median": float("nan"), "p10": float("nan"), "p90": float("nan")}
+    p10, median, p90 = np.percentile(np.asarray(xs, dtype=float), [10, 50, 90])
+    return {"median": float(median), "p10": float(p10), "p90": float(p90)}
 
 
 class StepTimer:
@@ -319,16 +314,16 @@ def latency_summary(times_ms: list[float]) -> dict[str, Any]:
 
 
 def median_ci(xs: list[float]) -> tuple[float, float]:
-    """Distribution-free 95% confidence interval of the median (order statistics,
-    n/2 -+ 0.98*sqrt(n)): how far the median itself can move, which is what an overhead of one
-    median over another must exceed."""
-    import math
+    """Exact distribution-free 95% confidence interval of the median, from order statistics
+    (scipy.stats.quantile_test): how far the median itself can move, which is what an overhead of
+    one median over another must exceed. With too few repeats for 95% coverage (n < 6) scipy
+    gives no bound: the whole range is then the interval, the widest the data allow."""
+    from scipy import stats
 
-    s = sorted(xs)
-    n = len(s)
-    half = 0.98 * math.sqrt(n)
-    j, k = math.floor(n / 2 - half), math.ceil(1 + n / 2 + half)  # 1-based ranks
-    return s[max(j, 1) - 1], s[min(k, n) - 1]
+    ci = stats.quantile_test(np.asarray(xs, dtype=float), p=0.5).confidence_interval(confidence_level=0.95)
+    lo = ci.low if np.isfinite(ci.low) else min(xs)
+    hi = ci.high if np.isfinite(ci.high) else max(xs)
+    return float(lo), float(hi)
 
 
 # -- compute ------------------------------------------------------------------------------------

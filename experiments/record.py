@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-SCHEMA_VERSION = 1
+# 2: measured fields named by experiments.fields (units in the names); how a run was measured
+# moved from `cost` to `measurement`, what its method can do to `method_info`.
+SCHEMA_VERSION = 2
 
 # Keys that do not change what a run computes, so they stay out of its id.
 NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger"}
@@ -40,6 +42,7 @@ REQUIRED_BY_STATUS = {
     "diverged": {"error": str, "diverged_at_step": int, "loss_curve": list},
     "interrupted": {"error": str},
 }
+STATUSES = tuple(REQUIRED_BY_STATUS)
 CLAIMS_DIR = ".claims"
 
 
@@ -48,7 +51,12 @@ class ResultWriteError(OSError):
 
 
 def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
+    """The config minus what does not change what a run computes: output and logging keys, and
+    the method's `report` block (how the report draws it)."""
+    out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
+    if isinstance(out.get("method"), Mapping) and "report" in out["method"]:
+        out["method"] = {k: v for k, v in out["method"].items() if k != "report"}
+    return out
 
 
 def run_id(config: Mapping[str, Any]) -> str:
@@ -173,6 +181,14 @@ def existing(path: Path) -> tuple[str | None, str | None]:
     if problems:
         return None, "schema-invalid (" + "; ".join(problems) + ")"
     return str(rec["status"]), None
+
+
+def protocol_of(rec: Mapping[str, Any]) -> str:
+    """How the learning rate was chosen: lr_search (on validation), fixed_lr (one shared lr=...)
+    or method_default_lr (the method YAML's lr)."""
+    if isinstance(rec.get("lr_search"), Mapping):
+        return str(rec["lr_search"].get("protocol", "lr_search"))
+    return "fixed_lr" if (rec.get("config") or {}).get("lr") is not None else "method_default_lr"
 
 
 def schema_problems(record: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""One run, in the order of the design card: validate -> load -> adapt -> train -> evaluate ->
+"""One run, in this order: validate -> load -> adapt -> train -> evaluate ->
 measure -> record."""
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, meters, provenance, record
+from experiments import config_check, fields, meters, provenance, record
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
+from experiments.sweep import usable_cores
 from experiments.train import Diverged, train
 from methods import available, get
 from methods.base import ConfigError, Method, ModelInfo, positive_int
@@ -56,14 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
     return torch.device(name)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a cpuset can allow fewer than os.cpu_count())."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def resolve_threads(value: Any) -> int:
@@ -186,15 +179,15 @@ def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | Non
         "latency_ms_base": base["median_ms"],
         "latency_ms_base_p10": base["p10_ms"],
         "latency_ms_base_p90": base["p90_ms"],
-        "latency_noise_rel": max(x["noise_rel"] for x in series),
+        "latency_noise_frac": max(x["noise_rel"] for x in series),
         "latency_repeats": base["repeats"],
         "latency_ms_unmerged": adapted["median_ms"],
         "latency_ms_unmerged_p10": adapted["p10_ms"],
         "latency_ms_unmerged_p90": adapted["p90_ms"],
-        "latency_overhead_unmerged": adapted["median_ms"] / base["median_ms"] - 1,
+        "latency_overhead_unmerged_frac": adapted["median_ms"] / base["median_ms"] - 1,
         "can_merge": can_merge,
         "latency_ms_merged": None,
-        "latency_overhead_merged": None,
+        "latency_overhead_merged_frac": None,
     }
     if merged is not None:
         base_m, merged_m = merged
@@ -202,7 +195,7 @@ def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | Non
             "latency_ms_merged": merged_m["median_ms"],
             "latency_ms_merged_p10": merged_m["p10_ms"],
             "latency_ms_merged_p90": merged_m["p90_ms"],
-            "latency_overhead_merged": merged_m["median_ms"] / base_m["median_ms"] - 1,
+            "latency_overhead_merged_frac": merged_m["median_ms"] / base_m["median_ms"] - 1,
         })
         if base_m is not base:  # measured again beside the merged model (interleaved protocol)
             out.update({
@@ -247,7 +240,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     model = plan.method.wrap(model, plan.info)
     params = count_params(model)
     optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
-    steps, bs, seq = int(cfg["steps"]), int(cfg["batch_size"]), int(cfg["max_length"])
+    steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * steps), steps)
@@ -267,11 +260,9 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     rng.__enter__()
 
     metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
-    # --- lm-eval (issue 6) ---
     from experiments.lm_eval_hook import run_lm_eval
 
     lm_eval_results = run_lm_eval(model, tokenizer, cfg, device)
-    # --- end lm-eval (issue 6) ---
     t_evaluated = time.perf_counter()
     progress.note(f"test {metrics['test']}")
 
@@ -279,13 +270,13 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     act_bytes = 2 if cfg["precision"] == "bf16" else 4
     cost.update(meters.estimate_train_memory(model, bs, round(timer.mean_tokens() / bs), act_bytes))
     measured = cost.get("peak_train_mem_growth_bytes")
-    cost["mem_measured_over_estimated"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
+    cost["mem_measured_over_estimated_ratio"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
     cost.update(timer.summary(int(m["warmup_steps"])))
     # generation batches are trimmed to their longest example: FLOPs use the mean real width
     flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
     cost.update(flops)
     cost.update({"peak_flops_per_s": peak["peak_flops_per_s"], "peak_flops_key": peak["peak_key"],
-                 "mfu": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak["peak_flops_per_s"]})
+                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak["peak_flops_per_s"]})
     cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
 
     if latency is not None:
@@ -305,7 +296,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     return {
         "params": params,
         "metrics": metrics,
-        "lm_eval": lm_eval_results,  # lm-eval (issue 6)
+        "lm_eval": lm_eval_results,
         "loss_curve": losses,
         "lr": plan.lr,
         "timing": {
@@ -315,7 +306,10 @@ def run_plan(plan: Plan) -> dict[str, Any]:
             "measure_s": t_end - t_evaluated,
             "total_s": t_end - t_start,
         },
-        "cost": cost,
+        # how it was measured and what the method can do are facts beside the costs, not costs
+        "cost": {k: v for k, v in cost.items() if k not in fields.MEASUREMENT_KEYS + fields.METHOD_INFO_KEYS},
+        "measurement": {k: cost[k] for k in fields.MEASUREMENT_KEYS if k in cost},
+        "method_info": {k: cost[k] for k in fields.METHOD_INFO_KEYS if k in cost},
     }
 
 

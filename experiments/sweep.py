@@ -142,6 +142,8 @@ def clean_stale_tmp(results_dir: str | Path, alone: bool, max_age_s: float = STA
 # -- cores ----------------------------------------------------------------------------------------
 
 def usable_cores() -> int:
+    """Cores this process may run on (a cpuset can allow fewer than os.cpu_count()); the one
+    count that run threads and sweep job limits both use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

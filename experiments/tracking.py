@@ -20,15 +20,21 @@ from experiments import progress
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
-            _flat(f"{prefix}/{k}" if prefix else str(k), v, out)
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
     elif isinstance(value, (int, float, bool, str)) or value is None:
         out[prefix] = value
 
 
+# Record sections logged at the end. Keys are the record's dotted paths, the names the report,
+# the CSV and the claims use (experiments.fields), so one figure has one name in W&B too.
+LOGGED_SECTIONS = ("metrics", "metrics_before", "cost", "params", "timing", "measurement", "method_info", "forgetting")
+
+
 def final_figures(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers of a finished record, flattened as metrics/<split>/<name>, cost/..., ..."""
+    """The numbers of a finished record under their record paths: metrics.<split>.<name>,
+    cost.<field>, ..."""
     out: dict[str, Any] = {"status": rec.get("status"), "lr": rec.get("lr")}
-    for key in ("metrics", "cost", "params", "timing"):
+    for key in LOGGED_SECTIONS:
         _flat(key, rec.get(key) or {}, out)
     if rec.get("error"):
         out["error"] = rec["error"]

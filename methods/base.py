@@ -22,6 +22,13 @@ def positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
+def require_positive_int(value: Any, name: str, example: int = 8) -> int:
+    """`positive_int` as a check that raises the one-line error."""
+    if not positive_int(value):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}; set e.g. {name}={example}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a method may know about a model before its weights are loaded."""

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, unfreeze_heads
+from methods.base import ConfigError, Method, ModelInfo, require_positive_int, unfreeze_heads
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -56,7 +56,7 @@ class BottleneckMethod(Method):
 
     def bottleneck_size(self, info: ModelInfo) -> int:
         if self.cfg.get("bottleneck_size") is not None:
-            return int(self.cfg["bottleneck_size"])
+            return require_positive_int(self.cfg["bottleneck_size"], "method.bottleneck_size", 64)
         rf = float(self.cfg.get("reduction_factor", 16))
         if rf <= 0:
             raise ConfigError(f"method.reduction_factor must be > 0, got {rf}")

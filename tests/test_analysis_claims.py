@@ -67,7 +67,7 @@ def test_baseline_prefers_the_same_non_method_setting(tmp_path):
 
 def test_claim_fails_when_the_data_contradicts_it(ok):
     worse = ok.copy()
-    worse.loc[worse.method == "dora", "accuracy"] -= 0.10
+    worse.loc[worse.method == "dora", "primary"] -= 0.10
     res = claims.evaluate_claim(claims.load_claims([claims.CLAIMS_DIR / "dora_ge_lora.yaml"])[0][1], worse)
     assert res.verdict == claims.FAILS
 
@@ -117,9 +117,9 @@ def test_malformed_claim_is_reported_invalid_not_raised(ok, bad, why):
 
 
 def test_condition_states_metric_and_tolerance_up_front(verdicts, ok):
-    assert verdicts["dora_ge_lora"].conditions[0].spec == "dora vs lora: accuracy, tolerance 0.01"
+    assert verdicts["dora_ge_lora"].conditions[0].spec == "dora vs lora: primary, tolerance 0.01"
     md = claims.to_markdown([verdicts["rslora_scales_with_rank"]])
-    assert "(rslora vs lora: accuracy, tolerance" in md
+    assert "(rslora vs lora: primary, tolerance" in md
 
 
 def test_rank_slopes_compare_methods_at_their_own_default_lrs(tmp_path):

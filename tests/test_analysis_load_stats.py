@@ -48,8 +48,9 @@ def test_failed_runs_are_kept_apart(loaded):
 
 def test_rank_and_targets_come_from_the_method_config(loaded):
     ok = loaded.ok
-    assert set(ok[ok.method == "lora"]["rank"]) == {"4", "8", "16"}
-    assert set(ok[ok.method == "houlsby"]["rank"]) == {"rf16"}
+    assert set(ok[ok.method == "lora"]["rank"]) == {"r=4", "r=8", "r=16"}
+    # houlsby's capacity key (its YAML's report block) is bottleneck_size, unset here: no capacity
+    assert set(ok[ok.method == "houlsby"]["rank"]) == {"-"}
     assert math.isnan(ok[ok.method == "houlsby"]["rank_value"].iloc[0])
     assert set(ok[ok.method == "full_ft"]["targets"]) == {"-"}
     assert set(ok[ok.method == "lora"]["targets"]) == {"attn_qv", "all_linear"}
@@ -61,7 +62,7 @@ def test_rerun_of_same_config_and_seed_supersedes_instead_of_adding_a_seed(tmp_p
     new["finished_at"] = "2027-01-01T00:00:00"
     fx.write_all(tmp_path, [old, new], broken=False)
     loaded = load_results([tmp_path])
-    assert len(loaded.ok) == 1 and loaded.ok["accuracy"].iloc[0] == 0.7
+    assert len(loaded.ok) == 1 and loaded.ok["primary"].iloc[0] == 0.7
     assert any("superseded" in p.reason for p in loaded.problems)
 
 
@@ -77,11 +78,11 @@ def test_models_are_never_pooled(agg):
 
 
 def test_mean_std_ci_over_seeds(agg):
-    r = row(agg, model="minilm", method="lora", rank="8", targets="attn_qv")
+    r = row(agg, model="minilm", method="lora", rank="r=8", targets="attn_qv")
     accs = [0.82 + fx.SEED_OFFSET[s] for s in fx.SEEDS]
     assert r["n"] == 3 and r["seeds"] == (0, 1, 2)
-    assert r["accuracy_mean"] == pytest.approx(sum(accs) / 3)
-    assert r["accuracy_ci95"] == pytest.approx(4.302653 * r["accuracy_std"] / math.sqrt(3), rel=1e-5)
+    assert r["primary_mean"] == pytest.approx(sum(accs) / 3)
+    assert r["primary_ci95"] == pytest.approx(4.302653 * r["primary_std"] / math.sqrt(3), rel=1e-5)
 
 
 def test_t_ci95_known_value_and_single_value():
@@ -90,16 +91,16 @@ def test_t_ci95_known_value_and_single_value():
 
 
 def test_pct_of_full_ft_is_paired_per_seed(agg):
-    r = row(agg, model="minilm", method="lora", rank="8", targets="attn_qv")
+    r = row(agg, model="minilm", method="lora", rank="r=8", targets="attn_qv")
     expected = sum(100 * (0.82 + fx.SEED_OFFSET[s]) / (0.90 + fx.SEED_OFFSET[s]) for s in fx.SEEDS) / 3
-    assert r["pct_full_ft_paired"] and r["pct_full_ft"] == pytest.approx(expected)
-    assert row(agg, model="tiny-llama", method="lora")["pct_full_ft"] == pytest.approx(100 * 0.6 / 0.7)
+    assert r["pct_of_full_ft_paired"] and r["pct_of_full_ft_percent"] == pytest.approx(expected)
+    assert row(agg, model="tiny-llama", method="lora")["pct_of_full_ft_percent"] == pytest.approx(100 * 0.6 / 0.7)
 
 
 def test_identical_differences_on_every_seed_are_untested(agg):
     r = row(agg, model="minilm", method="dora")  # the fixture's DoRA is LoRA + exactly 3 points
-    assert r["vs_lora_n"] == 3 and r["vs_lora_diff"] == pytest.approx(0.03)
-    assert math.isnan(r["vs_lora_p"]) and r["vs_lora_note"] == ZERO_VARIANCE_NOTE
+    assert r["vs_baseline_n"] == 3 and r["vs_baseline_diff"] == pytest.approx(0.03)
+    assert math.isnan(r["vs_baseline_p"]) and r["vs_baseline_note"] == ZERO_VARIANCE_NOTE
 
 
 def test_zero_variance_paired_test_is_nan_not_a_p_value():
@@ -141,13 +142,13 @@ def test_references_prefer_the_same_non_method_setting(tmp_path):
     # full FT at batch 16 is best on validation, but LoRA ran at batch 32: that is its reference
     recs = [full_ft(16, 0.9, 0.99), full_ft(32, 0.8, 0.5), lora]
     agg = aggregate(load_results([fx.write_all(tmp_path, recs, broken=False)]).ok)
-    assert row(agg, method="lora")["pct_full_ft"] == pytest.approx(100 * 0.6 / 0.8)
+    assert row(agg, method="lora")["pct_of_full_ft_percent"] == pytest.approx(100 * 0.6 / 0.8)
 
 
 def test_single_seed_comparison_is_untested(agg):
     r = row(agg, model="tiny-llama", method="full_ft")
-    assert r["vs_lora_n"] == 0  # full FT has no rank: no LoRA at the same rank
-    assert math.isnan(row(agg, model="tiny-llama", method="lora")["vs_lora_p"])
+    assert r["vs_baseline_n"] == 0  # full FT has no rank: no LoRA at the same rank
+    assert math.isnan(row(agg, model="tiny-llama", method="lora")["vs_baseline_p"])
 
 
 def test_paired_test_needs_two_shared_seeds():
@@ -157,7 +158,7 @@ def test_paired_test_needs_two_shared_seeds():
 
 
 def test_analysis_never_imports_torch():
-    code = ("import sys; import analysis.report, analysis.load, experiments.record; "
+    code = ("import sys; import analysis.report, analysis.load, experiments.record, experiments.fields; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 

@@ -67,8 +67,8 @@ def parse(out: Path) -> Links:
 def test_outputs_exist(built):
     for name in ("index.html", "tables.md", "tables.tex", "tables_standalone.tex", "claims.md",
                  "tables/minilm__synth.csv", "tables/tiny-llama__synth.csv",
-                 "figures/minilm__synth__bf16__cpu__acc_vs_params.png", "figures/minilm__synth__bf16__cpu__acc_vs_params.pdf",
-                 "figures/minilm__synth__bf16__cpu__acc_vs_rank.pdf", "figures/minilm__synth__bf16__cpu__target_sets.png",
+                 "figures/minilm__synth__bf16__cpu__metric_vs_params.png", "figures/minilm__synth__bf16__cpu__metric_vs_params.pdf",
+                 "figures/minilm__synth__bf16__cpu__metric_vs_rank.pdf", "figures/minilm__synth__bf16__cpu__target_sets.png",
                  "figures/minilm__synth__bf16__cpu__loss.png", "figures/minilm__synth__bf16__cpu__latency.png"):
         assert (built / name).is_file(), name
 
@@ -100,12 +100,12 @@ def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built)
     assert "abc1234 (dirty)" in text and "AMD EPYC" in text and "torch 2.13.0+cpu" in text
     assert "Dettmers et al. 2023" in text and "holds" in text
     # tiny-llama has one rank and one target set: those figures are skipped with a reason
-    assert "tiny-llama / synth / bf16 / cpu: accuracy vs rank: no method was run at two or more ranks" in text
+    assert "tiny-llama / synth / bf16 / cpu: metric vs capacity: no method was run at two or more ranks" in text
 
 
 def test_bad_inputs_named_on_stderr(built_and_stderr):
     err = built_and_stderr[1]
-    assert "corrupt.json" in err and "no_seed.json" in err and "failed run" in err
+    assert "corrupt.json" in err and "no_seed.json" in err and "failed run" in err and "not in any mean" in err
 
 
 def test_empty_results_do_not_crash(tmp_path):
@@ -120,10 +120,14 @@ def test_single_seed_report_says_untested(tmp_path):
     assert "single seed: differences untested" in text and "†" not in text
 
 
-def test_method_styles_are_fixed_and_deterministic():
-    assert style_of("lora") == ("#1f77b4", "o")
-    assert style_of("brand_new") == style_of("brand_new") and style_of("brand_new")[0].startswith("#")
-    assert len({style_of(m) for m in ("lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer")}) == 7
+def test_method_styles_come_from_the_method_yaml_and_are_deterministic():
+    from analysis.meta import method_report
+
+    assert style_of(method_report("lora", fx.record("lora")["config"]["method"])) == ("#1f77b4", "o")
+    new = method_report("brand_new", {"name": "brand_new"})  # no report block: a stable fallback
+    assert style_of(new) == style_of(method_report("brand_new", {"name": "brand_new"})) and new["color"].startswith("#")
+    shipped = ("lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer")
+    assert len({style_of(method_report(m, fx.record(m)["config"]["method"])) for m in shipped}) == 7
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -161,7 +165,7 @@ def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_pat
     agg = aggregate(load_results([fx.write_all(tmp_path / "a", recs, broken=False)]).ok)
     lines = figures._series(agg[agg["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
     assert sorted((k[0], len(g)) for k, g in lines) == [("loha", 3), ("lora", 3)]
-    fig = figures.accuracy_vs_rank(agg, "t", tmp_path / "out", "rank")
+    fig = figures.metric_vs_rank(agg, "t", tmp_path / "out", "rank")
     assert fig.files, fig
     extra = fx.record("lora", r=8, acc=0.9)
     extra["config"]["method"]["alpha"] = 8  # a second alpha at r=8

@@ -62,39 +62,41 @@ def test_one_row_per_method_rank_targets(minilm):
     assert keys[0] == ("full_ft", "-", "-")  # reference first
 
 
-def test_every_header_has_a_unit_and_a_legend():
-    assert [c.header for c in tables.COLUMNS[: tables.N_LABELS]][-1] == "Setting"
-    for c in tables.COLUMNS[tables.N_LABELS:] + tables.DETAIL_COLUMNS[tables.N_LABELS:]:  # after the label columns
+def test_every_header_has_a_unit_and_a_legend(minilm):
+    columns = tables.main_columns(minilm)
+    assert [c.header for c in columns[: tables.N_LABELS]][-1] == "Setting"
+    for c in columns[tables.N_LABELS:] + tables.detail_columns()[tables.N_LABELS:]:  # after the label columns
         assert "(" in c.header or c.header == "Mem kind", c.header
-    legend = tables.markdown_legend()
-    assert all(f"**{c.header}**" in legend for c in tables.COLUMNS + tables.DETAIL_COLUMNS)
+        assert c.legend
+    legend = tables.markdown_legend([minilm])
+    assert all(f"**{c.header}**" in legend for c in columns + tables.detail_columns())
 
 
 def test_markdown_values_bolding_and_dagger(minilm):
-    rows = {(r["Method"], r["Rank"], r["Targets"]): r for r in md_rows(tables.to_markdown("t", minilm))}
+    rows = {(r["Method"], r["Capacity"], r["Targets"]): r for r in md_rows(tables.to_markdown("t", minilm))}
     ft = rows[("full_ft", "-", "-")]
-    assert ft["Accuracy (%)"].startswith("**90.2 ± 0.8 (n=3)")  # highest accuracy: bold
+    assert ft["accuracy (primary) (%)"].startswith("**90.2 ± 0.8 (n=3)")  # highest accuracy: bold
     assert ft["Precision"] == "bf16"
     assert ft["% of full FT (%)"] == "100.0"  # the reference itself is never bolded
     assert rows[("linear_probe", "-", "-")]["Trainable params (count)"] == "**1,000**"  # lower is better
-    assert rows[("rslora", "16", "attn_qv")]["% of full FT (%)"].startswith("**")
-    dora = rows[("dora", "8", "attn_qv")]
-    assert "†" in dora["Accuracy (%)"] and "+3.0 (p=" in dora["Δ acc vs LoRA (pp)"]
-    assert rows[("houlsby", "rf16", "-")]["Latency overhead merged (%)"] == "n/a (cannot merge)"
+    assert rows[("rslora", "r=16", "attn_qv")]["% of full FT (%)"].startswith("**")
+    dora = rows[("dora", "r=8", "attn_qv")]
+    assert "†" in dora["accuracy (primary) (%)"] and "+3.0 (p=" in dora["Δ vs lora (pp)"]
+    assert rows[("houlsby", "-", "-")]["Latency overhead merged (%)"] == "n/a (cannot merge)"
     # smallest adapter overhead is bold; full FT and the linear probe (0%, no adapter) do not compete
-    assert rows[("lora", "8", "attn_qv")]["Latency overhead unmerged (%)"] == "**+10.0 ± 5.0**"
-    assert rows[("lora", "8", "attn_qv")]["Peak train mem (MiB)"] == "101.1"
+    assert rows[("lora", "r=8", "attn_qv")]["Latency overhead unmerged (%)"] == "**+10.0 ± 5.0**"
+    assert rows[("lora", "r=8", "attn_qv")]["Train mem growth, peak (MiB)"] == "101.1"
     # full FT is no adapter: its measured overhead shows, its absent merged figure is a dash
     assert ft["Latency overhead unmerged (%)"] == "+0.0 ± 5.0" and ft["Latency overhead merged (%)"] == "–"
-    assert ft["Setting"] == rows[("lora", "8", "attn_qv")]["Setting"] and not ft["Setting"].startswith("**")
+    assert ft["Setting"] == rows[("lora", "r=8", "attn_qv")]["Setting"] and not ft["Setting"].startswith("**")
 
 
 def test_identical_differences_get_no_dagger(tmp_path):
     minilm = groups_of(fx.write_all(tmp_path, fx.main_records(), broken=False))[("minilm", "synth")]
     md = tables.to_markdown("t", minilm)
     dora = {r["Method"]: r for r in md_rows(md)}["dora"]
-    assert "†" not in dora["Accuracy (%)"]
-    assert dora["Δ acc vs LoRA (pp)"] == "+3.0 (zero-variance differences: untested, n=3)"
+    assert "†" not in dora["accuracy (primary) (%)"]
+    assert dora["Δ vs lora (pp)"] == "+3.0 (zero-variance differences: untested, n=3)"
 
 
 def test_latency_off_is_not_measured_and_cannot_merge_is_na(tmp_path):
@@ -112,8 +114,8 @@ def test_bolding_is_per_precision(tmp_path):
     recs = [fx.record("lora", r=8, acc=0.80, precision="bf16"), fx.record("lora", r=16, acc=0.82, precision="bf16"),
             fx.record("lora", r=8, acc=0.70, precision="fp32"), fx.record("lora", r=16, acc=0.75, precision="fp32")]
     md = tables.to_markdown("t", groups_of(fx.write_all(tmp_path, recs, broken=False))[("minilm", "synth")])
-    bold = {(r["Precision"], r["Rank"]) for r in md_rows(md) if r["Accuracy (%)"].startswith("**")}
-    assert bold == {("bf16", "16"), ("fp32", "16")}  # each precision's best, not only the overall best
+    bold = {(r["Precision"], r["Capacity"]) for r in md_rows(md) if r["accuracy (primary) (%)"].startswith("**")}
+    assert bold == {("bf16", "r=16"), ("fp32", "r=16")}  # each precision's best, not only the overall best
 
 
 def test_setting_column_and_notes_name_what_differs(tmp_path):
@@ -129,7 +131,7 @@ def test_setting_column_and_notes_name_what_differs(tmp_path):
 
 
 def test_cost_details_table_has_every_cost_figure_with_units(tmp_path):
-    extra = dict(est_train_mem_growth_bytes=50 * 2**20, mem_measured_over_estimated=2.5, peak_train_reserved_bytes=2**30,
+    extra = dict(est_train_mem_growth_bytes=50 * 2**20, mem_measured_over_estimated_ratio=2.5, peak_train_reserved_bytes=2**30,
                  train_samples_per_s_median=90.0, step_time_ms_p10=90.0, step_time_ms_p90=120.0, train_tokens_per_s_p10=2500.0,
                  train_tokens_per_s_p90=3500.0, flops_per_step=2.5e10, peak_flops_per_s=4.3e11, latency_ms_base=10.0,
                  latency_ms_unmerged=11.0, latency_ms_merged=10.1)
@@ -145,15 +147,17 @@ def test_cost_details_table_has_every_cost_figure_with_units(tmp_path):
     assert lora["FLOPs/step (GFLOP)"] == "25.0" and lora["Peak FLOP/s (TFLOP/s)"] == "0.43"
     assert lora["Train time (s)"] == "10.0" and lora["Eval time (s)"] == "–"
     assert (lora["Latency base (ms)"], lora["Latency unmerged (ms)"], lora["Latency merged (ms)"]) == ("10.00", "11.00", "10.10")
-    assert rows["houlsby"]["Latency merged (ms)"] == "n/a (cannot merge)" and rows["houlsby"]["Setting"] == lora["Setting"]
+    assert rows["houlsby"]["Latency merged (ms)"] == "n/a (cannot merge)"
     csv_row = next(csv.DictReader(io.StringIO(tables.to_csv(t))))
-    for col in ("est_train_mem_growth_bytes", "mem_measured_over_estimated_ratio", "peak_train_reserved_bytes",
-                "train_samples_per_s_median", "step_time_ms_p10", "step_time_ms_p90", "train_tokens_per_s_p10",
-                "train_tokens_per_s_p90", "flops_per_step_flop", "peak_flops_per_s_flop_per_s", "train_s", "eval_s",
-                "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged", "setting", "device"):
+    # one name from the record to the CSV: every measured field under its record path
+    for col in ("cost.est_train_mem_growth_bytes", "cost.mem_measured_over_estimated_ratio", "cost.peak_train_reserved_bytes",
+                "cost.train_samples_per_s_median", "cost.step_time_ms_p10", "cost.step_time_ms_p90", "cost.train_tokens_per_s_p10",
+                "cost.train_tokens_per_s_p90", "cost.flops_per_step", "cost.peak_flops_per_s", "timing.train_s", "timing.eval_s",
+                "cost.latency_ms_base", "cost.latency_ms_unmerged", "cost.latency_ms_merged", "setting", "device"):
         assert col in csv_row, col
+    assert float(csv_row["cost.mem_measured_over_estimated_ratio"]) == 2.5
     tex = tables.to_latex("t", t, details=True)
-    assert "Peak FLOP/s (TFLOP/s)" in tex and len(re.split(r"(?<!\\)&", tex_rows(tex)[0])) == len(tables.DETAIL_COLUMNS)
+    assert "Peak FLOP/s (TFLOP/s)" in tex and len(re.split(r"(?<!\\)&", tex_rows(tex)[0])) == len(tables.detail_columns())
 
 
 def test_single_seed_table_says_untested(groups):
@@ -161,12 +165,12 @@ def test_single_seed_table_says_untested(groups):
     rows = md_rows(md)
     assert tables.SINGLE_SEED_NOTE in md and rows and not any("†" in cell for r in rows for cell in r.values())
     row = {r["Method"]: r for r in rows}["lora"]
-    assert row["Accuracy (%)"] == "60.0 (n=1)"
+    assert row["accuracy (primary) (%)"] == "60.0 (n=1)"
 
 
 def test_best_rows_is_direction_aware(minilm):
-    col = {c.header: c for c in tables.COLUMNS}
-    best_acc = tables.best_rows(minilm, col["Accuracy (%)"])
+    col = {c.header: c for c in tables.main_columns(minilm)}
+    best_acc = tables.best_rows(minilm, col["accuracy (primary) (%)"])
     best_step = tables.best_rows(minilm, col["Step time (ms)"])
     assert [minilm.iloc[i]["method"] for i in best_acc] == ["full_ft"]
     assert len(best_step) == 12  # all tied: every one is best
@@ -208,5 +212,6 @@ def test_csv_keeps_raw_numbers_with_units(minilm):
     rows = list(csv.DictReader(io.StringIO(tables.to_csv(minilm))))
     assert len(rows) == 12
     ft = next(r for r in rows if r["method"] == "full_ft")
-    assert float(ft["accuracy_mean_frac"]) == pytest.approx(0.9 + sum(fx.SEED_OFFSET.values()) / 3)
-    assert ft["seeds"] == "0;1;2" and "peak_mem_bytes" in ft and "latency_overhead_merged_frac" in ft
+    assert float(ft["primary_mean"]) == pytest.approx(0.9 + sum(fx.SEED_OFFSET.values()) / 3)
+    assert float(ft["metrics.test.accuracy_mean"]) == float(ft["primary_mean"]) and ft["primary_metric"] == "accuracy"
+    assert ft["seeds"] == "0;1;2" and "cost.peak_train_mem_growth_bytes" in ft and "cost.latency_overhead_merged_frac" in ft

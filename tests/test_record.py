@@ -26,9 +26,15 @@ def test_result_file_schema(run_small, tmp_path):
     assert "git_commit" in prov and "git_dirty" in prov and prov["cpu_model"] and prov["torch_threads"] >= 1
     cost = on_disk["cost"]
     for key in ("peak_train_mem_growth_bytes", "weight_bytes", "est_train_mem_bytes", "train_tokens_per_s_median",
-                "flops_per_step", "mfu", "adapter_bytes", "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged"):
+                "flops_per_step", "mfu_frac", "adapter_bytes", "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged"):
         assert cost[key] is not None and cost[key] > 0, key
-    assert cost["can_merge"] is True
+    assert on_disk["method_info"]["can_merge"] is True and on_disk["measurement"]["memory_kind"]
+    # one name from the record on: every schema field the writer knows is where the schema says
+    from experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
+
+    cuda_only = {"cost.peak_train_reserved_bytes"}
+    assert [f.path for f in FIELDS if f.path not in cuda_only and get_path(on_disk, f.path) is None] == []
+    assert not set(cost) & set(MEASUREMENT_KEYS + METHOD_INFO_KEYS)  # no non-costs in cost
 
 
 def test_run_id_is_stable_and_ignores_where_results_go():
@@ -139,9 +145,22 @@ def test_full_disk_gives_one_line_and_no_partial_file(tmp_path, monkeypatch, cap
 
 
 def test_statuses_the_schema_accepts():
-    base = {"schema_version": 1, "run_id": "r", "config": {}, "method": "m", "model": "m", "task": "t", "seed": 0,
+    base = {"schema_version": record.SCHEMA_VERSION, "run_id": "r", "config": {}, "method": "m", "model": "m", "task": "t", "seed": 0,
             "precision": "fp32", "provenance": {}}
     assert record.schema_problems({**base, "status": "interrupted", "error": "interrupted by SIGTERM"}) == []
     assert record.schema_problems({**base, "status": "diverged", "error": "x", "loss_curve": [1.0], "diverged_at_step": 1}) == []
     assert "missing diverged_at_step" in record.schema_problems({**base, "status": "diverged", "error": "x", "loss_curve": []})
     assert record.schema_problems({**base, "status": "weird"})
+
+
+def test_run_id_ignores_the_methods_report_block():
+    """Restyling a method (its YAML's report block) changes no run: the block is display metadata."""
+    import copy
+
+    a = compose(["method=lora"])
+    b = copy.deepcopy(a)
+    b["method"]["report"] = {**b["method"]["report"], "color": "#000000", "order": 1}
+    assert a["method"]["report"]["role"] == "baseline"
+    assert record.run_id(a) == record.run_id(b)
+    b["method"]["alpha"] = 32
+    assert record.run_id(a) != record.run_id(b)

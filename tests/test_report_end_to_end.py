@@ -19,14 +19,16 @@ def test_report_reads_what_the_runs_wrote(run_small, tmp_path):
     assert set(rows) == {"full_ft", "lora", "pfeiffer"}
     for m, rec in recs.items():
         row = rows[m]
-        assert int(float(row["trainable_params_count"])) == rec["params"]["trainable"]
-        assert float(row["accuracy_mean_frac"]) == pytest.approx(rec["metrics"]["test"]["accuracy"])
-        assert float(row["peak_mem_bytes"]) == rec["cost"]["peak_train_mem_growth_bytes"]
-        assert float(row["latency_overhead_unmerged_frac"]) == pytest.approx(rec["cost"]["latency_overhead_unmerged"])
+        # one name from the record to the CSV: the record path is the column
+        assert int(float(row["params.trainable"])) == rec["params"]["trainable"]
+        assert float(row["metrics.test.accuracy_mean"]) == pytest.approx(rec["metrics"]["test"]["accuracy"])
+        assert float(row["primary_mean"]) == pytest.approx(rec["metrics"]["test"]["accuracy"])
+        assert float(row["cost.peak_train_mem_growth_bytes"]) == rec["cost"]["peak_train_mem_growth_bytes"]
+        assert float(row["cost.latency_overhead_unmerged_frac"]) == pytest.approx(rec["cost"]["latency_overhead_unmerged_frac"])
         assert row["precision"] == "bf16" and row["device"] == "cpu"
     ratio = recs["lora"]["metrics"]["test"]["accuracy"] / recs["full_ft"]["metrics"]["test"]["accuracy"]
     assert float(rows["lora"]["pct_of_full_ft_percent"]) == pytest.approx(100 * ratio)
-    assert rows["pfeiffer"]["latency_overhead_merged_frac"] == ""  # cannot merge: no number
+    assert rows["pfeiffer"]["cost.latency_overhead_merged_frac"] == ""  # cannot merge: no number
     html = (tmp_path / "report" / "index.html").read_text()
     assert "n/a (cannot merge)" in html and "single seed: differences untested" in html
     runs = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))

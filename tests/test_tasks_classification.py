@@ -197,7 +197,7 @@ def test_generation_task_needs_a_causal_lm():
 
 
 def test_cli_bad_task_file_is_one_line_exit_2(tmp_path):
-    """Needs prepare() to call validate_task (issue 6): no model is loaded, one error line."""
+    """Needs prepare() to call validate_task: no model is loaded, one error line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
     p = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "model=tiny-llama", "task=csv",
                         f"task.train_file={tmp_path}/missing.csv", "steps=2", f"results_dir={tmp_path}"],

@@ -31,9 +31,10 @@ def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
     losses = [h["train/loss"] for h in run["history"] if "train/loss" in h]
     assert losses == rec["loss_curve"]
     s = run["summary"]
-    assert s["metrics/test/accuracy"] == rec["metrics"]["test"]["accuracy"]
-    assert s["cost/step_time_ms_median"] == rec["cost"]["step_time_ms_median"]
-    assert s["params/trainable"] == rec["params"]["trainable"] and s["status"] == "ok"
+    # W&B keys are the record paths, the same names the report, CSV and claims use
+    assert s["metrics.test.accuracy"] == rec["metrics"]["test"]["accuracy"]
+    assert s["cost.step_time_ms_median"] == rec["cost"]["step_time_ms_median"]
+    assert s["params.trainable"] == rec["params"]["trainable"] and s["status"] == "ok"
     # off by default: the default config composes logger=none, which creates no tracker
     from experiments.tracking import Tracker
     from tests.conftest import compose
@@ -56,5 +57,5 @@ def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path):
     runs = [read_offline_run(d) for d in (tmp_path / "wb" / "wandb").glob("offline-run-*")]
     final = [r for r in runs if "protocol:lr_search" in r["tags"]]
     assert len(runs) == 3 and len(final) == 1
-    assert final[0]["name"] == rec["run_id"] and final[0]["summary"]["lr_search/chosen_lr"] == rec["lr_search"]["chosen_lr"]
-    assert final[0]["summary"]["metrics/test/accuracy"] == rec["metrics"]["test"]["accuracy"]
+    assert final[0]["name"] == rec["run_id"] and final[0]["summary"]["lr_search.chosen_lr"] == rec["lr_search"]["chosen_lr"]
+    assert final[0]["summary"]["metrics.test.accuracy"] == rec["metrics"]["test"]["accuracy"]

@@ -71,22 +71,20 @@ class Task(Protocol):
 
 
 def _macro_f1(pred: torch.Tensor, gold: torch.Tensor, n: int) -> float:
-    f1s = []
-    for c in range(n):
-        tp = ((pred == c) & (gold == c)).sum().item()
-        fp = ((pred == c) & (gold != c)).sum().item()
-        fn = ((pred != c) & (gold == c)).sum().item()
-        if tp + fp + fn == 0:
-            continue
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / max(len(f1s), 1)
+    """Macro F1 over the classes that occur in the gold labels or the predictions (a class
+    absent from both has no F1 to average)."""
+    from sklearn.metrics import f1_score
+
+    g, p = gold.tolist(), pred.tolist()
+    present = sorted(set(g) | set(p))
+    return float(f1_score(g, p, labels=present, average="macro", zero_division=0)) if present else 0.0
 
 
 def _binary_f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
-    tp = ((pred == 1) & (gold == 1)).sum().item()
-    fp = ((pred == 1) & (gold == 0)).sum().item()
-    fn = ((pred == 0) & (gold == 1)).sum().item()
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+    """F1 of the positive class (label 1), as GLUE reports it for MRPC."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold.tolist(), pred.tolist(), pos_label=1, average="binary", zero_division=0))
 
 
 class ClassificationTask:

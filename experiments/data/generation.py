@@ -26,9 +26,10 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -80,30 +81,17 @@ def gsm8k_gold(answer: str) -> str:
     return gold
 
 
-def rouge_tokens(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
 
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 (beta = 1) over rouge_score's default tokens (lower-cased [a-z0-9]+, no stemming)."""
-    p, r = rouge_tokens(prediction), rouge_tokens(reference)
-    if not p or not r:
-        return 0.0
-    lcs = _lcs(p, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 (beta = 1) by rouge_score, with its default tokens (lower-cased [a-z0-9]+, no
+    stemming)."""
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def normalize_text(text: str) -> str:

@@ -11,6 +11,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# The task's metric declaration as a task YAML writes it (dict form), carried in config.task.
+SYNTH_METRICS = [{"name": "accuracy", "direction": "max", "primary": True}, {"name": "macro_f1", "direction": "max"}]
+
+
+def report_block(method: str) -> dict[str, Any] | None:
+    """The method's report metadata from its YAML in conf/method, as a run's config carries it;
+    None for a method without a YAML (the report's defaults apply)."""
+    path = CONF / "method" / f"{method}.yaml"
+    return yaml.safe_load(path.read_text()).get("report") if path.exists() else None
+
 SEEDS = (0, 1, 2)
 SEED_OFFSET = {0: 0.0, 1: 0.01, 2: -0.005}  # shared by all methods: differences are paired
 
@@ -21,6 +34,8 @@ def record(method: str, *, model: str = "minilm", seed: int = 0, acc: float = 0.
            lat_merged: float | None = 0.01, lat_noise: float = 0.05, can_merge: bool = True,
            loss_scale: float = 1.0, reduction_factor: int | None = None, **cost: Any) -> dict[str, Any]:
     mcfg: dict[str, Any] = {"name": method, "lr": lr}
+    if report_block(method) is not None:
+        mcfg["report"] = report_block(method)
     if r is not None:
         mcfg["r"] = r
     if targets is not None:
@@ -29,17 +44,21 @@ def record(method: str, *, model: str = "minilm", seed: int = 0, acc: float = 0.
         mcfg["reduction_factor"] = reduction_factor
     rid = f"{model}__synth__{method}__r{r}__{targets}__s{seed}__{precision}__{steps}"
     return {
-        "schema_version": 1, "run_id": rid, "status": "ok", "error": None,
+        "schema_version": 2, "run_id": rid, "status": "ok", "error": None,
         "method": method, "model": model, "task": "synth", "seed": seed, "precision": precision, "lr": lr,
-        "config": {"method": mcfg, "steps": steps, "seed": seed, "precision": precision},
+        "config": {"method": mcfg, "steps": steps, "seed": seed, "precision": precision,
+                   "task": {"name": "synth", "metrics": SYNTH_METRICS}},
         "params": {"trainable": trainable, "total": 22_000_000, "trainable_pct": 100 * trainable / 22_000_000},
         "metrics": {"test": {"accuracy": acc, "macro_f1": acc - 0.05}, "validation": {"accuracy": acc + 0.001, "macro_f1": acc - 0.04}},
         "loss_curve": [loss_scale * (1.1 - 0.8 * i / steps) + 0.01 * seed for i in range(steps)],
         "timing": {"train_s": 10.0},
-        "cost": {"memory_kind": "cpu_rss_hwm", "peak_train_mem_growth_bytes": 100 * 2**20 + trainable * 16,
+        "cost": {"peak_train_mem_growth_bytes": 100 * 2**20 + trainable * 16,
                  "weight_bytes": weight_bytes, "train_tokens_per_s_median": 3000.0, "step_time_ms_median": 100.0,
-                 "mfu": 0.3, "latency_overhead_unmerged": lat_unmerged, "latency_overhead_merged": lat_merged if can_merge else None,
-                 "latency_noise_rel": lat_noise, "can_merge": can_merge, "adapter_bytes": trainable * 4, **cost},
+                 "mfu_frac": 0.3, "latency_overhead_unmerged_frac": lat_unmerged,
+                 "latency_overhead_merged_frac": lat_merged if can_merge else None,
+                 "latency_noise_frac": lat_noise, "adapter_bytes": trainable * 4, **cost},
+        "measurement": {"memory_kind": "cpu_rss_hwm"},
+        "method_info": {"can_merge": can_merge},
         "provenance": {"versions": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "git_commit": "abc1234", "git_dirty": True,
                        "device": "cpu", "device_name": "AMD EPYC", "cpu_model": "AMD EPYC", "cpu_count": 2, "gpu": None,
                        "cuda": None, "torch_threads": 2},
@@ -77,9 +96,26 @@ def second_model_records() -> list[dict[str, Any]]:
 
 
 def failed_record() -> dict[str, Any]:
-    return {"schema_version": 1, "run_id": "minilm__synth__pfeiffer__s0__dead", "status": "failed", "error": "RuntimeError: CUDA out of memory",
+    return {"schema_version": 2, "run_id": "minilm__synth__pfeiffer__s0__dead", "status": "failed", "error": "RuntimeError: CUDA out of memory",
             "method": "pfeiffer", "model": "minilm", "task": "synth", "seed": 0, "precision": "bf16",
             "config": {"method": {"name": "pfeiffer"}}, "provenance": {}}
+
+
+def as_v1(rec: dict[str, Any]) -> dict[str, Any]:
+    """The same run as a schema-1 record wrote it: unit-less cost names, non-costs inside
+    `cost`, a list of metric names, no report block."""
+    old = json.loads(json.dumps(rec))
+    old["schema_version"] = 1
+    cost = old["cost"]
+    for new, was in (("latency_overhead_unmerged_frac", "latency_overhead_unmerged"), ("latency_overhead_merged_frac", "latency_overhead_merged"),
+                     ("latency_noise_frac", "latency_noise_rel"), ("mfu_frac", "mfu")):
+        if new in cost:
+            cost[was] = cost.pop(new)
+    cost.update(old.pop("measurement", {}))
+    cost.update(old.pop("method_info", {}))
+    old["config"]["method"].pop("report", None)
+    old["config"]["task"]["metrics"] = [m["name"] for m in old["config"]["task"]["metrics"]]
+    return old
 
 
 def write_all(folder: Path, records: list[dict[str, Any]] | None = None, *, broken: bool = True) -> Path:
@@ -91,7 +127,7 @@ def write_all(folder: Path, records: list[dict[str, Any]] | None = None, *, brok
         (folder / f"{rec['run_id']}.json").write_text(json.dumps(rec))
     if broken:
         (folder / "failed_run.json").write_text(json.dumps(failed_record()))
-        (folder / "corrupt.json").write_text('{"schema_version": 1, "run_id": ')
+        (folder / "corrupt.json").write_text('{"schema_version": 2, "run_id": ')
         bad = record("lora", seed=9)
         del bad["seed"]
         (folder / "no_seed.json").write_text(json.dumps(bad))
