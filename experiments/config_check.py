@@ -36,6 +36,10 @@ def _optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.ok(v), f"null or {rule.accepts}", rule.example)
 
 
+def _eg(rule: Rule, example: str) -> Rule:
+    return Rule(rule.ok, rule.accepts, example)
+
+
 def _one_of(*choices: str) -> Rule:
     return Rule(lambda v: v in choices, "one of " + ", ".join(choices), choices[0])
 
@@ -58,7 +62,8 @@ AUTO_COUNT = Rule(lambda v: v is None or v == "auto" or positive_int(v), "null, 
 
 RULES: dict[str, Rule] = {
     # top level
-    "steps": POS_INT, "batch_size": POS_INT, "eval_batch_size": POS_INT, "max_length": POS_INT,
+    "steps": _eg(POS_INT, "200"), "batch_size": _eg(POS_INT, "16"), "eval_batch_size": _eg(POS_INT, "64"),
+    "max_length": _eg(POS_INT, "128"),
     "lr": _optional(POS_NUM), "weight_decay": NONNEG_NUM, "warmup_ratio": FRACTION, "grad_clip": NONNEG_NUM,
     "seed": NONNEG_INT, "precision": _one_of("fp32", "bf16"), "device": STR, "torch_threads": THREADS,
     "gradient_checkpointing": BOOL, "results_dir": STR, "force": BOOL, "progress": BOOL,
@@ -69,25 +74,25 @@ RULES: dict[str, Rule] = {
     "model.target_presets": MAPPING, "model.adapter_sites": MAPPING,
     # measure.*
     "measure.warmup_steps": NONNEG_INT, "measure.latency": BOOL, "measure.latency_batch": POS_INT,
-    "measure.latency_length": POS_INT, "measure.latency_warmup": NONNEG_INT, "measure.latency_repeats": POS_INT,
+    "measure.latency_length": POS_INT, "measure.latency_warmup": NONNEG_INT, "measure.latency_repeats": _eg(POS_INT, "30"),
     "measure.latency_keep_base": BOOL, "measure.adapter_size": BOOL,
     # lm_eval.*
     "lm_eval.tasks": STR_LIST, "lm_eval.include_path": _optional(STR), "lm_eval.limit": _optional(POS_NUM),
     "lm_eval.num_fewshot": _optional(NONNEG_INT), "lm_eval.batch_size": POS_INT,
     # method.* (every method's keys; each method also checks how they combine with the model)
     "method.name": STR, "method.impl": STR, "method.lr": _optional(POS_NUM), "method.r": POS_INT,
-    "method.alpha": POS_NUM, "method.dropout": FRACTION, "method.target_modules": STR_OR_LIST,
-    "method.reduction_factor": POS_INT, "method.bottleneck_size": _optional(POS_INT), "method.non_linearity": STR,
+    "method.alpha": _eg(POS_NUM, "16"), "method.dropout": FRACTION, "method.target_modules": STR_OR_LIST,
+    "method.reduction_factor": _eg(POS_INT, "16"), "method.bottleneck_size": _optional(POS_INT), "method.non_linearity": STR,
     "method.quant_type": _one_of("nf4", "fp4"), "method.double_quant": BOOL,
     "method.loraplus_lr_ratio": Rule(lambda v: _num(v) and v >= 1, "a number >= 1 (B's lr over A's)", "16"),
     "method.peft_class": STR, "method.peft_kwargs": MAPPING, "method.report": _optional(MAPPING),
     # task.* (every task's keys; the task's validator then checks files and columns)
     "task.name": STR, "task.builder": STR, "task.kind": _one_of("classification", "generation"),
-    "task.data_seed": INT, "task.n_train": POS_INT, "task.n_validation": NONNEG_INT, "task.n_test": POS_INT,
+    "task.data_seed": INT, "task.n_train": _eg(POS_INT, "4000"), "task.n_validation": NONNEG_INT, "task.n_test": _eg(POS_INT, "1000"),
     "task.label_noise": FRACTION, "task.split_seed": INT,
     "task.validation_split_percentage": PERCENT, "task.test_split_percentage": PERCENT,
     "task.max_train_samples": _optional(POS_INT), "task.max_eval_samples": AUTO_COUNT,
-    "task.max_new_tokens": POS_INT, "task.stop": STR_LIST,
+    "task.max_new_tokens": _eg(POS_INT, "256"), "task.stop": STR_LIST,
     "task.train_file": _optional(STR), "task.validation_file": _optional(STR), "task.test_file": _optional(STR),
     "task.text_columns": STR_OR_LIST, "task.label_column": STR, "task.label_names": _optional(Rule(lambda v: isinstance(v, list) and len(v) >= 2, "a list of two or more names", "[neg,pos]")),
     "task.delimiter": _optional(STR), "task.quoting": _optional(Rule(lambda v: _int(v) and 0 <= v <= 3, "0, 1, 2 or 3 (csv.QUOTE_*)", "3")),

@@ -33,7 +33,7 @@ def check_file(value: Any, key: str) -> Path:
     """A data file that exists and is not empty, or one ConfigError line naming `key`."""
     path = Path(str(value)).expanduser()
     if not path.exists():
-        raise ConfigError(f"{key}: file {path} does not exist")
+        raise ConfigError(f"{key}: file {path} does not exist; check the path (a relative one starts from {Path.cwd()})")
     if not path.is_file():
         raise ConfigError(f"{key}: {path} is not a file")
     if path.stat().st_size == 0 or not path.read_text(encoding="utf-8", errors="replace").strip():
@@ -109,7 +109,7 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
         with path.open(encoding="utf-8-sig", newline="") as f:
             first = f.readline().rstrip("\r\n")
             if not any(line.strip() for line in f):
-                raise ConfigError(f"file {path} is empty (a header and no rows)")
+                raise ConfigError(f"file {path} is empty (a header and no rows); add rows under the header")
         return next(csv.reader([first], delimiter=delimiter)) if first else None
     with path.open(encoding="utf-8") as f:
         head = f.read(1 << 16)
@@ -119,7 +119,7 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ConfigError(f"file {path} is not valid JSON: {e}") from None
+            raise ConfigError(f"file {path} is not valid JSON: {e}; fix it, or write one JSON object per line (.jsonl)") from None
         if not rows:
             raise ConfigError(f"file {path} is empty (an empty JSON array)")
         return list(rows[0]) if isinstance(rows[0], dict) else None
@@ -138,13 +138,14 @@ def header_columns(path: Path, fmt: str, delimiter: str = ",") -> list[str] | No
     return columns
 
 
-def require_columns(columns: Sequence[str] | None, needed: Iterable[str], where: str, renames: Mapping[str, str] | None = None) -> None:
+def require_columns(columns: Sequence[str] | None, needed: Iterable[str], where: str, renames: Mapping[str, str] | None = None,
+                    hint: str = "") -> None:
     if columns is None:
         return
     have = [renames.get(c, c) for c in columns] if renames else list(columns)
     missing = [c for c in needed if c not in have]
     if missing:
-        raise ConfigError(f"{where} has no column {', '.join(repr(c) for c in missing)}; its columns: {', '.join(columns)}")
+        raise ConfigError(f"{where} has no column {', '.join(repr(c) for c in missing)}; its columns: {', '.join(columns)}{hint}")
 
 
 def optional_count(cfg: Mapping[str, Any], key: str, allow_auto: bool = False) -> None:
@@ -306,7 +307,8 @@ def encode_labels(labels: Sequence[Any], names: list[str], where: str, given_nam
                 out.append(i)
                 continue
         shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-        raise ConfigError(f"{where}: label {x!r} (row {row}) never appears in the training labels ({shown})")
+        raise ConfigError(f"{where}: label {x!r} (row {row}) never appears in the training labels ({shown}); "
+                          f"fix the label, or give it training examples")
     return out
 
 

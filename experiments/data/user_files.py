@@ -52,7 +52,8 @@ def _validate(cfg: Mapping[str, Any], default_fmt: str) -> None:
         header = files.header_columns(path, fmt, kw.get("delimiter", ","))
         if fmt == "csv":
             files.check_csv_rows(path, kw["delimiter"], kw.get("quoting"))
-        files.require_columns(header, needed, f"task.{FILE_KEYS[split]} ({path})")
+        files.require_columns(header, needed, f"task.{FILE_KEYS[split]} ({path})",
+                              hint="; name yours with task.text_columns=[...] and task.label_column=...")
 
 
 def _build(cfg: Mapping[str, Any], default_fmt: str) -> RawClassification:
