@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from experiments import meters, provenance, record
+from experiments import forgetting, meters, provenance, record
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
@@ -100,6 +100,7 @@ def prepare(config: dict[str, Any]) -> Plan:
         raise ConfigError(f"precision=fp32 but model {config['model']['name']} loads {weights} weights; "
                           f"set model.dtype=fp32 too, or use precision=bf16")
     validate_task(config["task"], config)
+    forgetting.validate(config)
     method = method_for(config["method"])
     lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")
     if lr is None or float(lr) <= 0:
@@ -245,6 +246,18 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_loaded = time.perf_counter()
     # before training: parallel jobs starting together measure it once, not while others train
     peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+    # the base model's scores and forgetting probe, before any adapter touches it
+    def evaluate_all() -> dict[str, dict[str, float]]:
+        return {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast)
+                for split in ("validation", "test") if task.size(split)}
+
+    metrics_before = evaluate_all() if m.get("metrics_before", True) else None
+    from experiments.lm_eval_hook import run_lm_eval
+
+    lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
+    forget = forgetting.ForgettingMeter(cfg, tokenizer, task.kind, device, autocast) if forgetting.settings(cfg).get("enabled", True) else None
+    if forget is not None:
+        forget.before(model)
 
     fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
     latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
@@ -265,10 +278,9 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
     t_trained = time.perf_counter()
 
-    metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
+    metrics = evaluate_all()
+    forgetting_figures = forget.after(model) if forget is not None else None
     # --- lm-eval (issue 6) ---
-    from experiments.lm_eval_hook import run_lm_eval
-
     lm_eval_results = run_lm_eval(model, tokenizer, cfg, device)
     # --- end lm-eval (issue 6) ---
     t_evaluated = time.perf_counter()
@@ -303,7 +315,10 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     return {
         "params": params,
         "metrics": metrics,
+        "metrics_before": metrics_before,
+        "forgetting": forgetting_figures,
         "lm_eval": lm_eval_results,  # lm-eval (issue 6)
+        "lm_eval_before": lm_eval_before,
         "loss_curve": losses,
         "lr": plan.lr,
         "timing": {
