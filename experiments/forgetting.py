@@ -90,13 +90,24 @@ def source_texts(path: Path | None) -> list[str]:
     return [p.strip() for p in raw.split("\n\n") if p.strip()]
 
 
+def _frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer puts before and after one input's text."""
+    plain = tokenizer("probe", add_special_tokens=False)["input_ids"]
+    full = tokenizer("probe", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i], full[i + len(plain) :]
+    return [], []
+
+
 def probe_ids(tokenizer, texts: list[str], n: int, length: int, special: bool = False) -> torch.Tensor:
     """`n` windows of `length` token ids, evenly spaced over the source read as one stream. With
     `special` each window is framed as the tokenizer frames one input (an encoder's [CLS] ... [SEP]),
     its text cut to keep `length` ids in all."""
     sep = tokenizer.eos_token or "\n\n"
     ids = tokenizer(sep.join(texts), add_special_tokens=False)["input_ids"]
-    frame = len(tokenizer.build_inputs_with_special_tokens([])) if special else 0
+    prefix, suffix = _frame(tokenizer) if special else ([], [])
+    frame = len(prefix) + len(suffix)
     inner = length - frame
     if inner < 1:
         raise ConfigError(f"forgetting.tokens={length} leaves no room for text beside the model's {frame} special tokens")
@@ -106,8 +117,7 @@ def probe_ids(tokenizer, texts: list[str], n: int, length: int, special: bool = 
     n = min(n, windows)
     starts = [round(i * (windows - 1) / max(n - 1, 1)) * inner for i in range(n)]
     rows = [ids[s : s + inner] for s in starts]
-    if special:
-        rows = [tokenizer.build_inputs_with_special_tokens(r) for r in rows]
+    rows = [prefix + r + suffix for r in rows]
     return torch.tensor(rows, dtype=torch.long)
 
 

@@ -47,6 +47,10 @@ def cache_entry(source: Mapping[str, Any]) -> Path:
     return cache_root() / f"{gguf.stem}-fp32-{key}"
 
 
+def is_converted(source: Mapping[str, Any]) -> bool:
+    return (cache_entry(source) / "config.json").exists()
+
+
 def convert(gguf: Path, out: Path) -> None:
     """Dequantise `gguf` into a plain fp32 checkpoint (model + tokenizer) in folder `out`."""
     import torch

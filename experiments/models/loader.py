@@ -91,6 +91,11 @@ def model_config(model_cfg: Mapping[str, Any]):
     source = source_of(model_cfg)
     if arch and source.get("kind") == "hub" and _hub_offline():
         return AutoConfig.for_model(**dict(arch))
+    if arch and source.get("kind") == "gguf_package":
+        from experiments.models.gguf_package import is_converted
+
+        if not is_converted(source):  # checking a config must not start the conversion
+            return AutoConfig.for_model(**dict(arch))
     try:
         return AutoConfig.from_pretrained(model_path(source), **_revision(source))
     except (OSError, ValueError) as e:
