@@ -208,14 +208,16 @@ def test_bottleneck_adapter_and_classification_head_on_smollm2(smollm2, run_smal
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent (a fresh clone has no ../shared)")
-def test_gsm8k_on_smollm2_with_lm_eval_before_and_after_and_a_real_probe(smollm2, run_small, tmp_path):
+def test_gsm8k_on_smollm2_with_lm_eval_before_and_after_and_a_real_probe(smollm2, tmp_path):
+    from experiments.run import execute, prepare
+
     gsm = SHARED_DATA / "gsm8k"
-    rec = run_small("model=smollm2-135m", "task=gsm8k", f"task.data_files.train={gsm / 'train.jsonl'}",
+    rec = execute(prepare(compose([*FAST, f"results_dir={tmp_path}", "model=smollm2-135m", "task=gsm8k", f"task.data_files.train={gsm / 'train.jsonl'}",
                     f"task.data_files.test={gsm / 'test.jsonl'}", "task.max_train_samples=32", "task.max_eval_samples=2",
                     "task.max_new_tokens=8", "steps=1", "batch_size=2", "max_length=64", "torch_threads=1",
                     "method=lora", "lm_eval.tasks=[peftbench_arith]", "lm_eval.limit=4",
                     f"forgetting.data_files={SHARED_DATA / 'instructions' / 'instruction-data.json'}",
-                    "forgetting.texts=4", "forgetting.tokens=16")
+                    "forgetting.texts=4", "forgetting.tokens=16"])))
     assert rec["status"] == "ok", rec.get("error")
     assert rec["forgetting"]["probe"].endswith("instruction-data.json")
     assert set(rec["lm_eval_before"]["results"]) == set(rec["lm_eval"]["results"]) == {"peftbench_arith"}
