@@ -215,8 +215,9 @@ def declared_metrics(task_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         if m.get("direction", "max") not in ("max", "min"):
             raise ConfigError(f"{where}: {m['name']} has direction {m.get('direction')!r}; use max or min")
         out.append({"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))})
-    known = _METRICS.get(str(builder), ())
-    unknown = [m["name"] for m in out if m["name"] not in known]
+    _discover()
+    known = _METRICS.get(str(builder))
+    unknown = [m["name"] for m in out if known is not None and m["name"] not in known]
     if unknown:
         raise ConfigError(f"{where}: builder {builder} does not compute {unknown}; it computes {list(known)}")
     primary = [m["name"] for m in out if m["primary"]]
