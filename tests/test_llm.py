@@ -222,3 +222,17 @@ def test_gsm8k_on_smollm2_with_lm_eval_before_and_after_and_a_real_probe(smollm2
     assert rec["forgetting"]["probe"].endswith("instruction-data.json")
     assert set(rec["lm_eval_before"]["results"]) == set(rec["lm_eval"]["results"]) == {"peftbench_arith"}
     assert set(rec["metrics_before"]["test"]) == {"exact_match", "exact_match_flexible", "n"}
+
+
+def test_llm_preset_runs_every_applicable_method_and_each_job_validates(tmp_path):
+    from experiments.run import prepare
+    from experiments.sweep import preset_jobs
+
+    jobs = preset_jobs("llm")
+    methods = sorted(dict(x.split("=", 1) for x in j)["method"] for j in jobs)
+    available = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if p.stem != "linear_probe")
+    assert methods == available
+    for job in jobs:
+        # the preset's own global keys come from +sweep=llm; the jobs' keys from its params/arms
+        plan = prepare(compose(["+sweep=llm", *job, f"results_dir={tmp_path}"]))
+        assert (plan.config["model"]["name"], plan.config["task"]["name"], plan.config["steps"]) == ("smollm2-135m", "procedural", 80)
