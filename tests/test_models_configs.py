@@ -18,7 +18,7 @@ from experiments.run import prepare
 from methods.base import ConfigError, resolve_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"minilm", "tiny-llama"})
+GPU_MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"minilm", "tiny-llama", "smollm2-135m"})
 LLMS = [m for m in GPU_MODELS if not m.startswith("roberta")]
 
 

@@ -12,12 +12,18 @@ from methods.base import ConfigError
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 _VALIDATORS: dict[str, Callable[..., None]] = {}
+_METRICS: dict[str, tuple[str, ...]] = {}
 _discovered = False
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "f1", "mcc")
 
 
-def task_builder(name: str):
+def task_builder(name: str, metrics: tuple[str, ...] = CLASSIFICATION_METRICS):
+    """Register a builder and the metric names its task can compute (a task YAML declares which
+    of them it reports)."""
+
     def deco(fn):
         _BUILDERS[name] = fn
+        _METRICS[name] = tuple(metrics)
         return fn
 
     return deco
@@ -94,6 +100,8 @@ class ClassificationTask:
         self.label_names = raw.label_names
         self.num_labels = len(raw.label_names)
         self.metric_names = raw.metrics
+        if "f1" in self.metric_names and self.num_labels != 2:
+            raise ConfigError(f"metric f1 is the positive class's F1 of a two-label task; this task has {self.num_labels} labels: use macro_f1")
         self.pad_token_id = tokenizer.pad_token_id
         self.splits = {name: self._encode(tokenizer, texts, labels, max_length) for name, (texts, labels) in raw.splits.items()}
         for name in ("train", "test"):
@@ -139,12 +147,17 @@ class ClassificationTask:
         return torch.cat(preds)
 
     def evaluate(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> dict[str, float]:
+        from sklearn.metrics import matthews_corrcoef
+
         gold = self.splits[split]["labels"]
         pred = self.predict(model, split, batch_size, device, autocast)
-        out = {"accuracy": (pred == gold).float().mean().item(), "macro_f1": _macro_f1(pred, gold, self.num_labels)}
-        if "f1" in self.metric_names and self.num_labels == 2:
-            out["f1"] = _binary_f1(pred, gold)
-        return out
+        compute = {
+            "accuracy": lambda: (pred == gold).float().mean().item(),
+            "macro_f1": lambda: _macro_f1(pred, gold, self.num_labels),
+            "f1": lambda: _binary_f1(pred, gold),
+            "mcc": lambda: float(matthews_corrcoef(gold.numpy(), pred.numpy())),
+        }
+        return {name: compute[name]() for name in self.metric_names}
 
     def fixed_batch(self, batch: int, length: int) -> dict[str, torch.Tensor]:
         """A fixed inference batch for latency: the first test examples, cut to `length` tokens."""
@@ -172,6 +185,7 @@ def validate_task(task_cfg: Mapping[str, Any], config: Mapping[str, Any] | None 
             f"task {task_cfg.get('name')} is generative and needs a causal LM; model {model.get('name')} is a "
             f"{model.get('kind')} (use e.g. model=tiny-llama or a conf/model/ LLM)"
         )
+    declared_metrics(task_cfg)
     if builder in _VALIDATORS:
         _VALIDATORS[builder](task_cfg)
     if config is None:
@@ -182,12 +196,46 @@ def validate_task(task_cfg: Mapping[str, Any], config: Mapping[str, Any] | None 
         validate_lm_eval(config)
 
 
+def declared_metrics(task_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The task YAML's `metrics:` as [{name, direction, primary}], checked against what its
+    builder computes. The old form, a list of names, reads as: first primary, all max."""
+    name, builder = task_cfg.get("name"), task_cfg.get("builder")
+    given = task_cfg.get("metrics")
+    where = f"task {name} (conf/task/{name}.yaml) metrics"
+    if not given or not isinstance(given, (list, tuple)):
+        raise ConfigError(f"{where}: declare a list, e.g. [{{name: accuracy, direction: max, primary: true}}]")
+    if all(isinstance(m, str) for m in given):
+        given = [{"name": m, "direction": "max", "primary": i == 0} for i, m in enumerate(given)]
+    out = []
+    for m in given:
+        if not isinstance(m, Mapping) or not m.get("name"):
+            raise ConfigError(f"{where}: each entry needs a name, e.g. {{name: accuracy, direction: max}}; got {m!r}")
+        if m.get("direction", "max") not in ("max", "min"):
+            raise ConfigError(f"{where}: {m['name']} has direction {m.get('direction')!r}; use max or min")
+        out.append({"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))})
+    _discover()
+    known = _METRICS.get(str(builder))
+    unknown = [m["name"] for m in out if known is not None and m["name"] not in known]
+    if unknown:
+        raise ConfigError(f"{where}: builder {builder} does not compute {unknown}; it computes {list(known)}")
+    primary = [m["name"] for m in out if m["primary"]]
+    if len(primary) != 1:
+        raise ConfigError(f"{where}: {len(primary)} metrics are marked primary ({primary}); mark exactly one of "
+                          f"{[m['name'] for m in out]} with primary: true")
+    return out
+
+
+def metric_names(task_cfg: Mapping[str, Any]) -> list[str]:
+    return [m["name"] for m in declared_metrics(task_cfg)]
+
+
 def build_task(task_cfg: Mapping[str, Any], tokenizer, max_length: int) -> Task:
     _discover()
     builder = task_cfg.get("builder")
     if builder not in _BUILDERS:
         raise ConfigError(f"unknown task builder {builder!r}; available: {', '.join(sorted(_BUILDERS))}")
     raw = _BUILDERS[builder](task_cfg)
+    raw.metrics = metric_names(task_cfg)
     if isinstance(raw, RawClassification):
         return ClassificationTask(raw, tokenizer, max_length)
     return raw.build(tokenizer, max_length)  # generation tasks carry their own task class

@@ -340,8 +340,7 @@ def raw_classification(splits: Mapping[str, Any], cfg: Mapping[str, Any], where:
         ids = encode_labels(ds[label_col], names, where[name], given_names=bool(given))
         texts = list(zip(*[["" if t is None else str(t) for t in ds[c]] for c in cols]))
         out[name] = (texts, ids)
-    metrics = list(cfg.get("metrics") or ["accuracy", "macro_f1"])
-    return RawClassification(label_names=names, splits=out, metrics=metrics)
+    return RawClassification(label_names=names, splits=out)  # metrics: the task YAML's, set by build_task
 
 
 def finish_splits(splits: dict[str, Any], cfg: Mapping[str, Any], cpu_eval_default: int | None = None) -> dict[str, Any]:

@@ -116,6 +116,7 @@ class RawGeneration:
     splits: dict[str, list[Example]]
     max_new_tokens: int
     stop: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)  # the task YAML's declared metric names
 
     def build(self, tokenizer, max_length: int) -> "GenerationTask":
         return GenerationTask(self, tokenizer, max_length)
@@ -231,14 +232,17 @@ class GenerationTask:
         return out
 
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
+        """The declared metrics (all the scorer knows when none are declared), plus `n`."""
         n = len(examples)
+        pairs = list(zip(predictions, examples))
         if self.scorer == "gsm8k":
-            strict = sum(extract_answer(p) == e.reference for p, e in zip(predictions, examples))
-            flexible = sum(extract_last_number(p) == e.reference for p, e in zip(predictions, examples))
-            return {"exact_match": strict / n, "exact_match_flexible": flexible / n, "n": n}
-        em = sum(normalize_text(p) == normalize_text(e.reference) for p, e in zip(predictions, examples))
-        rl = sum(rouge_l(p, e.reference) for p, e in zip(predictions, examples))
-        return {"exact_match": em / n, "rouge_l": rl / n, "n": n}
+            compute = {"exact_match": lambda: sum(extract_answer(p) == e.reference for p, e in pairs) / n,
+                       "exact_match_flexible": lambda: sum(extract_last_number(p) == e.reference for p, e in pairs) / n}
+        else:
+            compute = {"exact_match": lambda: sum(normalize_text(p) == normalize_text(e.reference) for p, e in pairs) / n,
+                       "rouge_l": lambda: sum(rouge_l(p, e.reference) for p, e in pairs) / n}
+        names = self.raw.metrics or list(compute)
+        return {**{k: compute[k]() for k in names}, "n": n}
 
     def evaluate(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> dict[str, float]:
         return self.score(self.generate(model, split, batch_size, device, autocast), self.examples[split])
@@ -314,7 +318,7 @@ def validate_gsm8k(cfg: Mapping[str, Any]) -> None:
     _validate(cfg, ["question", "answer"])
 
 
-@task_builder("gsm8k")
+@task_builder("gsm8k", metrics=("exact_match", "exact_match_flexible"))
 def gsm8k(cfg: Mapping[str, Any]) -> RawGeneration:
     splits = _load(cfg, ["question", "answer"])
     out = {}
@@ -349,7 +353,7 @@ def validate_instructions(cfg: Mapping[str, Any]) -> None:
     _validate(cfg, ["instruction", "output"])
 
 
-@task_builder("instructions")
+@task_builder("instructions", metrics=("exact_match", "rouge_l"))
 def instructions(cfg: Mapping[str, Any]) -> RawGeneration:
     splits = _load(cfg, ["instruction", "output"])
     out = {}

@@ -12,6 +12,18 @@ from torch import nn
 from methods.base import ConfigError, ModelInfo
 
 
+def source_of(model_cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The model's source block. `source` is either the block itself or the name of one of the
+    model's `sources` (e.g. model.source=hub picks the original checkpoint over a bundled copy)."""
+    source = model_cfg["source"]
+    if isinstance(source, str):
+        sources = model_cfg.get("sources") or {}
+        if source not in sources:
+            raise ConfigError(f"model {model_cfg.get('name')} has no source {source!r}; use one of {sorted(sources)}")
+        return sources[source]
+    return source
+
+
 def model_path(source: Mapping[str, Any]) -> str:
     """Resolve a model source to something `from_pretrained` takes: a folder or a hub id."""
     kind = source.get("kind")
@@ -28,11 +40,15 @@ def model_path(source: Mapping[str, Any]) -> str:
         return str(path)
     if kind == "hub":
         return str(source["id"])
+    if kind == "gguf_package":
+        from experiments.models.gguf_package import converted_path
+
+        return str(converted_path(source))
     if kind == "tiny_llama":
         from experiments.models.tiny_llama import tiny_llama_path
 
         return str(tiny_llama_path(source))
-    raise ConfigError(f"unknown model.source.kind {kind!r}; use package, local, hub or tiny_llama")
+    raise ConfigError(f"unknown model.source.kind {kind!r}; use package, gguf_package, local, hub or tiny_llama")
 
 
 def _auto_class(task_kind: str):
@@ -48,7 +64,8 @@ def _revision(source: Mapping[str, Any]) -> dict[str, Any]:
 def load_tokenizer(model_cfg: Mapping[str, Any]):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_path(model_cfg["source"]), **_revision(model_cfg["source"]))
+    source = source_of(model_cfg)
+    tok = AutoTokenizer.from_pretrained(model_path(source), **_revision(source))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -71,9 +88,14 @@ def model_config(model_cfg: Mapping[str, Any]):
     from transformers import AutoConfig
 
     arch = model_cfg.get("arch")
-    source = model_cfg["source"]
+    source = source_of(model_cfg)
     if arch and source.get("kind") == "hub" and _hub_offline():
         return AutoConfig.for_model(**dict(arch))
+    if arch and source.get("kind") == "gguf_package":
+        from experiments.models.gguf_package import is_converted
+
+        if not is_converted(source):  # checking a config must not start the conversion
+            return AutoConfig.for_model(**dict(arch))
     try:
         return AutoConfig.from_pretrained(model_path(source), **_revision(source))
     except (OSError, ValueError) as e:
@@ -119,13 +141,14 @@ def load_model(
     import transformers
 
     transformers.logging.set_verbosity_error()  # the "newly initialised head" report is expected
-    kwargs: dict[str, Any] = {"dtype": DTYPES[str(model_cfg.get("dtype", "fp32"))], **_revision(model_cfg["source"]), **extra}
+    source = source_of(model_cfg)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[str(model_cfg.get("dtype", "fp32"))], **_revision(source), **extra}
     if num_labels:
         kwargs["num_labels"] = num_labels
     quantised = "quantization_config" in kwargs
     if quantised and device.type == "cuda":
         kwargs["device_map"] = {"": device.index or 0}
-    model = _auto_class(task_kind).from_pretrained(model_path(model_cfg["source"]), **kwargs)
+    model = _auto_class(task_kind).from_pretrained(model_path(source), **kwargs)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     if not quantised:
