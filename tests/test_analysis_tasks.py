@@ -128,7 +128,7 @@ def test_lower_is_better_primary_metric_turns_ratios_and_bolding(tmp_path):
 
 def test_diverged_runs_are_listed_but_never_averaged(tmp_path):
     bad = fx.record("lora", seed=1, acc=0.1)
-    bad.update({"status": "diverged", "diverged_at_step": 17, "error": None})
+    bad.update({"status": "diverged", "diverged_at_step": 17, "error": "loss became nan at step 17"})
     recs = [fx.record("lora", seed=0, acc=0.8), bad]
     loaded = load_results([fx.write_all(tmp_path / "r", recs, broken=False)])
     assert len(loaded.ok) == 1 and loaded.ok["primary"].iloc[0] == 0.8
