@@ -249,6 +249,9 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
     latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
 
+    t_prepare = time.perf_counter()
+    plan.method.prepare_with_data(model, plan.info, partial(task.train_batches, batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"])))
+    prepare_s = time.perf_counter() - t_prepare
     model = plan.method.wrap(model, plan.info)
     params = count_params(model)
     optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
@@ -262,7 +265,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
     t_train = time.perf_counter()
     with MemoryMeter(device) as memory:
-        losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
+        losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress, plan.method.on_step)
     t_trained = time.perf_counter()
 
     metrics = {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast) for split in ("validation", "test") if task.size(split)}
@@ -308,6 +311,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         "lr": plan.lr,
         "timing": {
             "load_s": t_loaded - t_start,
+            "prepare_data_s": prepare_s,  # a method's pass over training data before training (EVA, CorDA)
             "train_s": t_trained - t_train,
             "eval_s": t_evaluated - t_trained,
             "measure_s": t_end - t_evaluated,

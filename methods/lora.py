@@ -18,6 +18,7 @@ class LoRA(Method):
     peft_flags: ClassVar[dict[str, Any]] = {}
 
     def validate(self, info: ModelInfo) -> None:
+        super().validate(info)
         r = self.cfg.get("r")
         if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
             raise ConfigError(f"method.r must be a positive integer, got {r!r}; set e.g. method.r=8")

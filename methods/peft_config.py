@@ -1,6 +1,7 @@
 """Any method peft already has, chosen by YAML alone (`impl: peft_config`, `peft_class: ...`)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import peft
@@ -24,6 +25,7 @@ class PeftConfigMethod(Method):
         return cls
 
     def validate(self, info: ModelInfo) -> None:
+        super().validate(info)
         kwargs = dict(self.cfg.get("peft_kwargs") or {})
         r = kwargs.get("r")
         if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r <= 0):
@@ -35,13 +37,22 @@ class PeftConfigMethod(Method):
         except (TypeError, ValueError) as e:
             raise ConfigError(f"method.peft_kwargs rejected by {self.cfg.get('peft_class')}: {e}") from None
 
+    def peft_kwargs(self, info: ModelInfo) -> dict:
+        """peft_kwargs, plus the resolved targets. `target_modules: null` leaves targets to
+        peft_kwargs (a regex over any module type, e.g. LayerNorms) or to peft (prompt methods);
+        `resolve_kwargs` names other arguments holding presets or layer lists (IA3's
+        feedforward_modules)."""
+        kwargs = dict(self.cfg.get("peft_kwargs") or {})
+        if self.cfg.get("target_modules") is not None:
+            kwargs["target_modules"] = resolve_targets(self.cfg["target_modules"], info)
+        for key, targets in (self.cfg.get("resolve_kwargs") or {}).items():
+            kwargs[key] = resolve_targets(targets, info)
+        if "modules_to_save" in {f.name for f in dataclasses.fields(self.config_class())}:
+            kwargs.setdefault("modules_to_save", list(info.head_modules))
+        return {**kwargs, "task_type": info.task_type}
+
     def peft_config(self, info: ModelInfo) -> peft.PeftConfig:
-        return self.config_class()(
-            target_modules=resolve_targets(self.cfg["target_modules"], info),
-            modules_to_save=list(info.head_modules),
-            task_type=info.task_type,
-            **dict(self.cfg.get("peft_kwargs") or {}),
-        )
+        return self.config_class()(**self.peft_kwargs(info))
 
     def wrap(self, model: nn.Module, info: ModelInfo) -> nn.Module:
         return peft.get_peft_model(model, self.peft_config(info))
