@@ -54,7 +54,10 @@ class EVA(_DataInit):
         if not hasattr(self, "_state"):
             raise RuntimeError("EVA needs prepare_with_data before wrap")
         wrapped = peft.get_peft_model(model, self._config, low_cpu_mem_usage=True)
-        peft.initialize_lora_eva_weights(wrapped, eva_state_dict=self._state, show_progress_bar=False)
+        # computed on the bare model, the state's keys lack the PeftModel prefix that peft looks
+        # them up by; unprefixed, every layer silently falls back to the default init
+        state = {f"base_model.model.{k}": v for k, v in self._state.items()}
+        peft.initialize_lora_eva_weights(wrapped, eva_state_dict=state, show_progress_bar=False)
         return wrapped
 
 
