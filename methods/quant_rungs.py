@@ -36,7 +36,9 @@ class LoRAInt8(LoRA):
 @register("lora_bf16w")
 class LoRABf16Weights(LoRA):
     """Base weights loaded in bf16 (half the bytes of fp32); the adapter stays fp32 (peft upcasts
-    it). Needs precision=bf16: without autocast an fp32 input meets bf16 weights."""
+    it). Refused under precision=fp32, which would then compute in bf16 while labelled fp32."""
 
     def load_kwargs(self, compute_dtype: torch.dtype, info: ModelInfo) -> dict[str, Any]:
+        if compute_dtype != torch.bfloat16:
+            raise ConfigError("method lora_bf16w stores the base in bf16 and needs precision=bf16; set precision=bf16")
         return {"dtype": torch.bfloat16}

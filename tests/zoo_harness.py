@@ -39,7 +39,8 @@ def build(overrides: list[str], task_kind: str) -> tuple[Any, Any, nn.Module, An
     method = method_for(cfg["method"])
     method.validate(info)
     torch.manual_seed(0)
-    extra = {**method.load_kwargs(torch.float32, info), **_no_dropout(cfg["model"])}
+    compute = torch.bfloat16 if cfg["method"]["name"] == "lora_bf16w" else torch.float32
+    extra = {**method.load_kwargs(compute, info), **_no_dropout(cfg["model"])}
     model = load_model(cfg["model"], task_kind, labels, torch.device("cpu"), extra, 0)
     method.after_load(model)
     source = batches(task_kind, model.config.vocab_size, labels or 1)
