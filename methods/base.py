@@ -5,7 +5,7 @@ Everything else (the loop, measurement, the record) is shared and cannot tell me
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
@@ -95,9 +95,12 @@ def unfreeze_heads(model: nn.Module, info: ModelInfo) -> None:
 def check_supported(cfg: Mapping[str, Any], info: ModelInfo) -> None:
     """Refuse a model a method cannot adapt, as its YAML declares under `unsupported`: a list of
     {<ModelInfo field>: value, ..., reason: ...}; an entry applies when every field matches."""
+    known = {f.name for f in fields(ModelInfo)}
     for entry in cfg.get("unsupported") or []:
         when = {k: v for k, v in dict(entry).items() if k != "reason"}
-        if when and all(str(getattr(info, k, None)) == str(v) for k, v in when.items()):
+        if not when or set(when) - known:
+            raise ConfigError(f"method.unsupported entry {dict(entry)} must match on fields of {sorted(known)} and give a reason")
+        if all(str(getattr(info, k, None)) == str(v) for k, v in when.items()):
             where = ", ".join(f"{k}={v}" for k, v in when.items())
             raise ConfigError(f"method {cfg.get('name')} cannot run on model {info.name} ({where}): {entry.get('reason')}")
 

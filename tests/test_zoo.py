@@ -38,7 +38,7 @@ QUANTISED = {"lora_bf16w", "lora_int8", "qlora_nf4_dq", "qlora_nf4", "qlora_fp4_
 
 @pytest.mark.parametrize("name,model,kind", CASES, ids=[f"{m}-{mo}" for m, mo, _ in CASES])
 def test_zoo_method_trains_and_merges(name, model, kind):
-    method, _, net, source = build([f"method={name}", f"model={model}"], kind)
+    method, _, net, source = build([f"method={name}", f"model={model}", *_fewer_calibration_batches(name)], kind)
     before = trained_copy(net)
     assert before, f"{name}: nothing trains"
     losses = train_steps(method, net, source, steps=2)
@@ -57,6 +57,11 @@ def test_zoo_method_trains_and_merges(name, model, kind):
     # merging into bf16 or quantised weights rounds or re-quantises them: close, not equal
     tol = 0.2 if name in QUANTISED else 1e-4
     torch.testing.assert_close(merged, unmerged, atol=tol, rtol=tol)
+
+
+def _fewer_calibration_batches(name: str) -> list[str]:
+    # the data-pass inits take seconds per calibration batch; two are enough to test them
+    return ["method.calibration_batches=2"] if "calibration_batches" in _yaml(name) else []
 
 
 def _validate(overrides: list[str], kind: str) -> None:
@@ -117,7 +122,7 @@ def test_adalora_on_step_prunes_the_rank_budget():
 def test_eva_redistributes_ranks_from_the_data_pass():
     """EVA sizes each layer's rank by the explained variance of its inputs on the calibration
     batches, within the budget r x layers: the ranks differ, their sum does not."""
-    _, _, net, _ = build(["method=eva"], "classification")
+    _, _, net, _ = build(["method=eva", *_fewer_calibration_batches("eva")], "classification")
     ranks = [p.shape[0] for n, p in net.named_parameters() if "lora_A" in n]
     assert len(ranks) == 12 and sum(ranks) == 8 * 12 and len(set(ranks)) > 1, ranks
 
