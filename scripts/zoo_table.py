@@ -1,7 +1,8 @@
-"""Print the README's zoo table from run records: `python scripts/zoo_table.py RESULTS_DIR`.
+"""Print the README's zoo table from run records: `python scripts/zoo_table.py RESULTS_DIR`, or
+the ladder's with `--ladder`.
 
-One row per zoo or ladder method (conf/sweep/zoo.yaml and quant.yaml), in display order; the
-method's metadata from its YAML, the outcome from its record (newest record per method).
+One row per method of conf/sweep/zoo.yaml (or quant.yaml), in display order; the method's metadata from its YAML, the outcome from its record (newest record
+per method).
 """
 from __future__ import annotations
 
@@ -43,9 +44,25 @@ def row(name: str, rec: dict | None) -> str:
     return f"| `{name}` | {meta.get('family', 'other')} | {cls} | {merges} | {cfg['lr']:g} | {outcome} |"
 
 
+def ladder(recs: dict[str, dict]) -> None:
+    print("| rung | status | test acc | weight MB (`cost.weight_bytes`) | trainable | s |")
+    print("|---|---|---|---|---|---|")
+    for n in sweep_methods("quant"):
+        r = recs.get(n)
+        if r is None:
+            print(f"| `{n}` | not run | | | | |")
+        elif r["status"] != "ok":
+            print(f"| `{n}` | {r['status']}: {r['error'].removeprefix('ConfigError: ')} | | | | |")
+        else:
+            print(f"| `{n}` | ok | {r['metrics']['test']['accuracy']:.3f} | {r['cost']['weight_bytes'] / 1e6:.1f} | "
+                  f"{r['params']['trainable']:,} | {r['timing']['total_s']:.0f} |")
+
+
 def main() -> None:
     recs = records(Path(sys.argv[1]))
-    names = sweep_methods("zoo") + [m for m in sweep_methods("quant") if m != "lora"]
+    if "--ladder" in sys.argv:
+        return ladder(recs)
+    names = sweep_methods("zoo")
     order = {n: (yaml.safe_load((ROOT / "conf" / "method" / f"{n}.yaml").read_text()).get("report") or {}).get("order", 1000) for n in names}
     print("| method | family | peft class | merges | default lr | quick sweep | test acc | trainable | s |")
     print("|---|---|---|---|---|---|---|---|---|")
