@@ -250,6 +250,9 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
         latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
 
+    t_prepare = time.perf_counter()
+    plan.method.prepare_with_data(model, plan.info, partial(task.train_batches, batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"])))
+    prepare_s = time.perf_counter() - t_prepare
     model = plan.method.wrap(model, plan.info)
     params = count_params(model)
     optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
@@ -264,7 +267,8 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     t_train = time.perf_counter()
     try:
         with MemoryMeter(device) as memory:
-            losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress)
+            losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress,
+                           plan.method.on_step)
     except Diverged as d:  # recorded as diverged (no metrics, no cost); the sweep goes on
         return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
                 "params": params, "lr": plan.lr, "timing": {"total_s": time.perf_counter() - t_start}}
@@ -316,6 +320,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         "lr": plan.lr,
         "timing": {
             "load_s": t_loaded - t_start,
+            "prepare_data_s": prepare_s,  # a method's pass over training data before training (EVA, CorDA)
             "train_s": t_trained - t_train,
             "eval_s": t_evaluated - t_trained,
             "measure_s": t_end - t_evaluated,

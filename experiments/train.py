@@ -29,8 +29,11 @@ def train(
     grad_clip: float,
     timer: StepTimer,
     on_step: Callable[[int, float, float], None],
+    after_update: Callable[[nn.Module, int], None] = lambda model, step: None,
 ) -> list[float]:
-    """Run the steps; return the loss of every step. Raises Diverged at a NaN/inf loss."""
+    """Run the steps; return the loss of every step. Raises Diverged at a NaN/inf loss.
+    `after_update` is the method's per-step hook (Method.on_step), called while the step's
+    gradients still exist."""
     params = [p for p in model.parameters() if p.requires_grad]
     losses: list[float] = []
     model.train()
@@ -43,6 +46,7 @@ def train(
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
+        after_update(model, step)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = timer.stop(tokens=batch["input_ids"].numel(), samples=batch["input_ids"].shape[0])

@@ -5,9 +5,9 @@ Everything else (the loop, measurement, the record) is shared and cannot tell me
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -41,6 +41,7 @@ class ModelInfo:
     head_modules: tuple[str, ...] = ()
     target_presets: Mapping[str, list[str]] = field(default_factory=dict)
     adapter_sites: Mapping[str, str] = field(default_factory=dict)
+    model_type: str = ""  # transformers' config.model_type (bert, llama, ...)
 
 
 def _short_names(names: tuple[str, ...]) -> list[str]:
@@ -103,6 +104,22 @@ def unfreeze_heads(model: nn.Module, info: ModelInfo) -> None:
                 p.requires_grad_(True)
 
 
+def check_supported(cfg: Mapping[str, Any], info: ModelInfo) -> None:
+    """Refuse a model a method cannot adapt, as its YAML declares under `unsupported`: a list of
+    {<ModelInfo field>: value, ..., reason: ...}; an entry applies when every field matches."""
+    known = {f.name for f in fields(ModelInfo)}
+    for entry in cfg.get("unsupported") or []:
+        when = {k: v for k, v in dict(entry).items() if k != "reason"}
+        if not when or set(when) - known:
+            raise ConfigError(f"method.unsupported entry {dict(entry)} must match on fields of {sorted(known)} and give a reason")
+        if all(str(getattr(info, k, None)) == str(v) for k, v in when.items()):
+            where = ", ".join(f"{k}={v}" for k, v in when.items())
+            raise ConfigError(f"method {cfg.get('name')} cannot run on model {info.name} ({where}): {entry.get('reason')}")
+
+
+BatchSource = Callable[[int], Iterable[Mapping[str, torch.Tensor]]]
+
+
 class Method:
     """Base class. Subclasses override only what differs."""
 
@@ -115,6 +132,7 @@ class Method:
     # -- before loading --------------------------------------------------------------------
     def validate(self, info: ModelInfo) -> None:
         """Raise ConfigError on bad hyperparameters. Runs before any weights are loaded."""
+        check_supported(self.cfg, info)
 
     def load_kwargs(self, compute_dtype: torch.dtype, info: ModelInfo) -> dict[str, Any]:
         """Extra keyword arguments for `from_pretrained` (QLoRA quantises at load time)."""
@@ -136,3 +154,11 @@ class Method:
     def save(self, model: nn.Module, path: Path) -> None:
         """Write what a user must keep to restore the trained model (adapter or checkpoint)."""
         raise NotImplementedError
+
+    # -- hooks for methods that need more than a config (no-ops by default) -------------------
+    def prepare_with_data(self, model: nn.Module, info: ModelInfo, batches: BatchSource) -> None:
+        """A pass over training data before `wrap` (EVA, CorDA). `batches(n)` yields the first n
+        training batches on the CPU; the default never calls it, so other methods read no data."""
+
+    def on_step(self, model: nn.Module, step: int) -> None:
+        """After each optimizer step, before the gradients are cleared (AdaLoRA's rank budget)."""

@@ -16,6 +16,7 @@ class LoRA(PeftMethod):
     peft_flags: ClassVar[dict[str, Any]] = {}
 
     def validate(self, info: ModelInfo) -> None:
+        super().validate(info)
         require_positive_int(self.cfg.get("r"), "method.r")
         if not float(self.cfg.get("alpha", 0)) > 0:
             raise ConfigError(f"method.alpha must be > 0, got {self.cfg.get('alpha')!r}")

@@ -16,7 +16,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_M
 
 # The numbers the README states for each preset.
 COUNTS = {"methods": 9, "demo": 9, "ranks": 42, "targets": 20, "seeds": 3, "paper": 183,
-          ("ranks", "seeds"): 126, ("methods", "seeds"): 27, ("targets", "seeds"): 60, "llm": 9}
+          ("ranks", "seeds"): 126, ("methods", "seeds"): 27, ("targets", "seeds"): 60, "llm": 9,
+          "zoo": 45, "quant": 8}
 
 
 @pytest.mark.parametrize("preset,n", list(COUNTS.items()), ids=lambda x: "+".join(x) if isinstance(x, tuple) else str(x))

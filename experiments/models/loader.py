@@ -124,6 +124,7 @@ def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: i
         head_modules=tuple(model_cfg.get("head_modules") or ()) if classify else (),
         target_presets={k: list(v) for k, v in (model_cfg.get("target_presets") or {}).items()},
         adapter_sites=dict(model_cfg.get("adapter_sites") or {}),
+        model_type=str(getattr(config, "model_type", "")),
     )
 
 

@@ -1,0 +1,36 @@
+"""AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is reallocated during training.
+
+The budget schedule needs the run's total steps (`total_step: ${steps}` in the YAML); its warm-up
+and final phases are given as fractions of it so that one YAML fits any `steps`. The per-step
+reallocation runs in the `on_step` hook.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from methods.base import ConfigError, ModelInfo
+from methods.peft_config import PeftConfigMethod
+from methods.registry import register
+
+
+@register("adalora")
+class AdaLoRA(PeftConfigMethod):
+    def validate(self, info: ModelInfo) -> None:
+        for key in ("tinit_frac", "tfinal_frac"):
+            if not 0.0 <= float(self.cfg.get(key, 0.0)) < 1.0:
+                raise ConfigError(f"method.{key} must be in [0, 1), got {self.cfg.get(key)!r}")
+        if float(self.cfg.get("tinit_frac", 0)) + float(self.cfg.get("tfinal_frac", 0)) >= 1.0:
+            raise ConfigError("method.tinit_frac + method.tfinal_frac must be < 1: no steps would be left to prune ranks")
+        super().validate(info)
+
+    def peft_kwargs(self, info: ModelInfo) -> dict:
+        total = int(self.cfg["total_step"])
+        return {
+            **super().peft_kwargs(info),
+            "total_step": total,
+            "tinit": int(float(self.cfg.get("tinit_frac", 0.0)) * total),
+            "tfinal": int(float(self.cfg.get("tfinal_frac", 0.0)) * total),
+        }
+
+    def on_step(self, model: nn.Module, step: int) -> None:
+        model.base_model.update_and_allocate(step)
