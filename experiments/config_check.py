@@ -56,6 +56,8 @@ STR = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string
 STR_OR_LIST = Rule(lambda v: (isinstance(v, str) and v != "") or (_str_list(v) and len(v) > 0), "a name or a list of names", "[NAME]")
 STR_LIST = Rule(_str_list, "a list of strings", "[]")
 MAPPING = Rule(lambda v: isinstance(v, Mapping), "a group of keys (not a single value)", "")
+# a source block, or the name of one of the model's `sources` (model.source=hub)
+SOURCE = Rule(lambda v: isinstance(v, Mapping) or (isinstance(v, str) and v.strip() != ""), "a group of keys or the name of one of model.sources", "hub")
 POS_NUM_LIST = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_num(x) and x > 0 for x in v), "a list of numbers > 0", "[1e-4,1e-3]")
 THREADS = Rule(lambda v: v == "auto" or positive_int(v), "auto or a positive integer", "auto")
 AUTO_COUNT = Rule(lambda v: v is None or v == "auto" or positive_int(v), "null, auto or a positive integer", "auto")
@@ -69,23 +71,25 @@ RULES: dict[str, Rule] = {
     "gradient_checkpointing": BOOL, "results_dir": STR, "force": BOOL, "progress": BOOL,
     "method": MAPPING, "model": MAPPING, "task": MAPPING, "measure": MAPPING, "lm_eval": MAPPING,
     # model.*
-    "model.name": STR, "model.kind": _one_of("classifier", "causal_lm"), "model.source": MAPPING,
+    "model.name": STR, "model.kind": _one_of("classifier", "causal_lm"), "model.source": SOURCE, "model.sources": _optional(MAPPING),
     "model.dtype": _one_of("fp32", "bf16", "fp16"), "model.head_modules": STR_LIST,
-    "model.target_presets": MAPPING, "model.adapter_sites": MAPPING,
+    "model.target_presets": MAPPING, "model.adapter_sites": MAPPING, "model.default_steps": _optional(POS_INT),
     # measure.*
     "measure.warmup_steps": NONNEG_INT, "measure.latency": BOOL, "measure.latency_batch": POS_INT,
     "measure.latency_length": POS_INT, "measure.latency_warmup": NONNEG_INT, "measure.latency_repeats": _eg(POS_INT, "30"),
-    "measure.latency_keep_base": BOOL, "measure.adapter_size": BOOL,
+    "measure.latency_keep_base": BOOL, "measure.adapter_size": BOOL, "measure.metrics_before": BOOL,
     # lm_eval.*
     "lm_eval.tasks": STR_LIST, "lm_eval.include_path": _optional(STR), "lm_eval.limit": _optional(POS_NUM),
     "lm_eval.num_fewshot": _optional(NONNEG_INT), "lm_eval.batch_size": POS_INT,
     # method.* (every method's keys; each method also checks how they combine with the model)
     "method.name": STR, "method.impl": STR, "method.lr": _optional(POS_NUM), "method.r": POS_INT,
-    "method.alpha": _eg(POS_NUM, "16"), "method.dropout": FRACTION, "method.target_modules": STR_OR_LIST,
+    "method.alpha": _eg(POS_NUM, "16"), "method.dropout": FRACTION, "method.target_modules": _optional(STR_OR_LIST),
     "method.reduction_factor": _eg(POS_INT, "16"), "method.bottleneck_size": _optional(POS_INT), "method.non_linearity": STR,
     "method.quant_type": _one_of("nf4", "fp4"), "method.double_quant": BOOL,
     "method.loraplus_lr_ratio": Rule(lambda v: _num(v) and v >= 1, "a number >= 1 (B's lr over A's)", "16"),
     "method.peft_class": STR, "method.peft_kwargs": MAPPING, "method.report": _optional(MAPPING),
+    "method.can_merge": BOOL, "method.unsupported": _optional(Rule(lambda v: isinstance(v, list) and all(isinstance(x, Mapping) for x in v), "a list of {model_type: ..., reason: ...}", "")), "method.resolve_kwargs": _optional(MAPPING),
+    "method.calibration_batches": _eg(POS_INT, "4"), "method.use_dora": BOOL,
     # task.* (every task's keys; the task's validator then checks files and columns)
     "task.name": STR, "task.builder": STR, "task.kind": _one_of("classification", "generation"),
     "task.data_seed": INT, "task.n_train": _eg(POS_INT, "4000"), "task.n_validation": NONNEG_INT, "task.n_test": _eg(POS_INT, "1000"),
@@ -104,7 +108,10 @@ RULES: dict[str, Rule] = {
     "logger.dir": _optional(STR),
     # lr_search.*
     "lr_search": MAPPING, "lr_search.grid": _optional(POS_NUM_LIST), "lr_search.factors": POS_NUM_LIST,
-    "lr_search.split": _one_of("validation", "train"), "lr_search.metric": _optional(STR), "lr_search.mode": _one_of("max", "min"),
+    "lr_search.split": _one_of("validation", "train"), "lr_search.metric": _optional(STR), "lr_search.mode": _optional(_one_of("max", "min")),
+    # forgetting.*
+    "forgetting": MAPPING, "forgetting.enabled": BOOL, "forgetting.data_files": _optional(STR),
+    "forgetting.texts": _eg(POS_INT, "32"), "forgetting.tokens": _eg(POS_INT, "64"), "forgetting.batch_size": _eg(POS_INT, "8"),
 }
 
 

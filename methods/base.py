@@ -59,6 +59,9 @@ def resolve_targets(targets: Any, info: ModelInfo) -> list[str]:
     A list entry matches a layer whose full name equals it or ends with `.` + entry.
     """
     body = [n for n in info.linear_names if not _is_head(n, info)]
+    if targets is None:
+        raise ConfigError(f"method.target_modules is null but this method adapts named layers; use one of "
+                          f"{sorted(info.target_presets)} or a list of layer names")
     if isinstance(targets, str):
         if targets not in info.target_presets:
             raise ConfigError(

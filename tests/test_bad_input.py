@@ -135,7 +135,7 @@ TABLE_CASES = [
     (["task=csv", "task.test_split_percentage=150"], "task.test_split_percentage must be a number in [0, 100)"),
     (["task=sst2", "task.max_eval_samples=-3"], "task.max_eval_samples must be null, auto or a positive integer"),
     (["model=tiny-llama", "task=gsm8k", "task.max_new_tokens=0"], "task.max_new_tokens must be a positive integer"),
-    (["+lr_search=default", "lr_search.mode=best"], "lr_search.mode must be one of max, min"),
+    (["+lr_search=default", "lr_search.mode=best"], "lr_search.mode must be null or one of max, min"),
     (["logger=wandb", "logger.mode=sometimes"], "logger.mode must be one of offline, online, disabled"),
 ]
 
@@ -162,7 +162,7 @@ def _one_error_line(proc) -> str:
 
 # Hydra's own composition errors and unusable paths, through the CLI
 CLI_CASES = [
-    (["method=full_ft", "method.r=8"], "method.r: no such key (method full_ft accepts method.lr, method.name)"),
+    (["method=full_ft", "method.r=8"], "method.r: no such key (method full_ft accepts method.lr, method.name, method.report)"),
     (["-m", "method=lora,full_ft", "method.r=4"], "method full_ft accepts method.lr, method.name"),
     (["measure.nosuch=1"], "measure.nosuch: no such key; measure accepts adapter_size, latency"),
     (["+method.r=8"], "method.r: already exists; override it without the +"),
