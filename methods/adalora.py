@@ -23,7 +23,9 @@ class AdaLoRA(PeftConfigMethod):
             raise ConfigError("method.tinit_frac + method.tfinal_frac must be < 1: no steps would be left to prune ranks")
         super().validate(info)
 
-    def peft_kwargs(self, info: ModelInfo) -> dict:
+    def peft_kwargs(self, info: ModelInfo | None = None) -> dict:
+        if info is None:
+            return super().peft_kwargs()
         total = int(self.cfg["total_step"])
         return {
             **super().peft_kwargs(info),
