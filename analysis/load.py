@@ -58,8 +58,10 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
     problems: list[Problem] = []
     for p in map(Path, paths):
         if p.is_dir():
-            # dot-names hold temp files and lr-search trials (.lr_trials/), never table rows
-            files.extend(sorted(f for f in p.rglob("*.json") if not any(part.startswith(".") for part in f.relative_to(p).parts)))
+            # dot-names hold temp files and lr-search trials (.lr_trials/), never table rows;
+            # reference/ holds the project's committed records, read only when named
+            files.extend(sorted(f for f in p.rglob("*.json")
+                                if not any(part.startswith(".") or part == "reference" for part in f.relative_to(p).parent.parts)))
         elif p.is_file():
             files.append(p)
         else:

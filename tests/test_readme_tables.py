@@ -39,3 +39,21 @@ def test_a_hand_edited_number_is_caught(tmp_path):
     copy.write_text(edited)
     out = subprocess.run([sys.executable, str(SCRIPT), "--check", "--readme", str(copy)], capture_output=True, text=True)
     assert out.returncode == 1 and "differs from its records" in out.stderr
+
+
+def test_reference_records_stay_out_of_a_results_folder_report(tmp_path):
+    """results/reference/ sits inside the default results folder: a user's `peftbench report`
+    must not pool the committed records with their own runs, but reads them when named."""
+    import shutil
+
+    from analysis.load import find_json_files
+
+    ref = ROOT / "results" / "reference" / "demo"
+    if not list(ref.glob("*.json")):
+        pytest.skip("no committed reference records")
+    shutil.copytree(ref, tmp_path / "results" / "reference" / "demo")
+    (tmp_path / "results" / "mine.json").write_text("{}")
+    files, _ = find_json_files([tmp_path / "results"])
+    assert [f.name for f in files] == ["mine.json"]
+    files, _ = find_json_files([tmp_path / "results" / "reference" / "demo"])
+    assert len(files) == len(list(ref.glob("*.json")))
