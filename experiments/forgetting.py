@@ -149,10 +149,12 @@ class ForgettingMeter:
         for ids, mask in self._batches():
             with self.autocast():
                 res = model(input_ids=ids, attention_mask=mask, output_hidden_states=self.kind == "classifier")
+            # prompt methods prepend virtual tokens to the outputs: compare the text's own positions
+            n = ids.shape[1]
             if self.kind == "causal_lm":
-                out.append(torch.log_softmax(res.logits[:, :-1].float(), dim=-1).cpu())
+                out.append(torch.log_softmax(res.logits[:, -n:][:, :-1].float(), dim=-1).cpu())
             else:
-                h = res.hidden_states[-1].float()
+                h = res.hidden_states[-1][:, -n:].float()
                 m = mask.unsqueeze(-1).to(h.dtype)
                 out.append(((h * m).sum(1) / m.sum(1)).cpu())
         model.train(was_training)

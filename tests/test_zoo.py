@@ -207,3 +207,16 @@ def test_every_zoo_yaml_is_in_a_sweep():
     core = {"full_ft", "linear_probe", "lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer"}
     names = {p.stem for p in METHOD_DIR.glob("*.yaml")} - core
     assert names <= set(ZOO) | set(LADDER), sorted(names - set(ZOO) - set(LADDER))
+
+
+@pytest.mark.parametrize("overrides", [["method=prompt_tuning"], ["method=p_tuning", "model=tiny-llama", "task=procedural",
+                                                                  "max_length=64", "task.n_validation=4", "task.n_test=4"]],
+                         ids=["prompt_tuning-minilm", "p_tuning-tiny-llama"])
+def test_prompt_methods_run_whole_with_forgetting(run_small, overrides):
+    """Prompt methods prepend virtual tokens to the model's outputs; a whole run (base score,
+    forgetting before and after, evaluation) must still compare the text's own positions."""
+    rec = run_small(*overrides, "steps=2", "batch_size=4", "torch_threads=1")
+    assert rec["status"] == "ok", rec.get("error")
+    f = rec["forgetting"]
+    moved = f.get("kl_base_tuned_nats", f[f["primary"]])  # CE can fall on a random tiny model; KL cannot be 0 once it moved
+    assert moved > 0
