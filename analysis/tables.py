@@ -170,6 +170,8 @@ def _txt(key: str) -> Callable[[pd.Series, str], str]:
 
 LABEL_COLUMNS: list[Column] = [
     Column("Method", _nan_col, _txt("method"), None, "Method (its YAML's report.role says which is the full reference and which the baseline).", label=True),
+    Column("Family", _nan_col, _txt("family"), None,
+           "The method's family (report.family in its YAML); rows are grouped by family, then ordered by report.order.", label=True),
     Column("Capacity", _nan_col, _txt("rank"), None,
            "The method's capacity (report.capacity_key in its YAML: r for the LoRA family, bottleneck size for adapters); '-' when n/a.", label=True),
     Column("Targets", _nan_col, _txt("targets"), None, "Target-module preset or list; '-' when n/a.", label=True),
