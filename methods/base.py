@@ -17,6 +17,14 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before any model is loaded."""
 
 
+def save_trainable(model: nn.Module, path: Path, filename: str) -> None:
+    """Save exactly the parameters that trained (the adapter, biases or head) as safetensors."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}, str(path / filename))
+
+
 def positive_int(v: Any) -> bool:
     """The one positive-integer test of the project (a bool is not an integer here)."""
     return isinstance(v, int) and not isinstance(v, bool) and v > 0

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import nn
 
-from methods.base import Method, ModelInfo, unfreeze_heads
+from methods.base import Method, ModelInfo, save_trainable, unfreeze_heads
 from methods.registry import register
 
 
@@ -28,6 +27,4 @@ class BitFit(Method):
         return model
 
     def save(self, model: nn.Module, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trained, str(path / "bitfit.safetensors"))
+        save_trainable(model, path, "bitfit.safetensors")

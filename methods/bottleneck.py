@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, require_positive_int, unfreeze_heads
+from methods.base import ConfigError, Method, ModelInfo, require_positive_int, save_trainable, unfreeze_heads
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -95,9 +95,7 @@ class BottleneckMethod(Method):
         return model
 
     def save(self, model: nn.Module, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(tensors, str(path / "adapter.safetensors"))
+        save_trainable(model, path, "adapter.safetensors")
         meta = {"method": self.impl_name, "config": self.cfg}
         (path / "adapter_config.json").write_text(json.dumps(meta, indent=2, default=str))
 

@@ -2,10 +2,9 @@
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, unfreeze_heads
+from methods.base import ConfigError, Method, ModelInfo, save_trainable, unfreeze_heads
 from methods.registry import register
 
 
@@ -23,6 +22,4 @@ class LinearProbe(Method):
         return model
 
     def save(self, model: nn.Module, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        head = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(head, str(path / "head.safetensors"))
+        save_trainable(model, path, "head.safetensors")
