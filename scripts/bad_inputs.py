@@ -58,7 +58,7 @@ def main() -> None:
         done = [local[i] if i in local else futures[i].result() for i in range(len(rows))]
     print("| input | exit | what it prints |\n|---|---|---|")
     for (args, shown, _), (code, line) in zip(rows, done):
-        line = line.replace(str(data) + "/", "").replace(str(a_file), "FILE").replace("|", "\\|")
+        line = line.replace(str(data) + "/", "").replace(str(a_file), "FILE").replace(str(ROOT), ".").replace("|", "\\|")
         print(f"| `{shown or ' '.join(args)}` | {code} | `{line}` |", flush=True)
 
 
