@@ -25,7 +25,7 @@ from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
-from experiments.sweep import usable_cores
+from experiments.cores import usable_cores
 from experiments.train import Diverged, train
 from methods import available, get
 from methods.base import ConfigError, Method, ModelInfo, positive_int
@@ -221,68 +221,125 @@ def load_for(plan: Plan) -> tuple[Any, Any, nn.Module]:
     return tokenizer, task, model
 
 
+@dataclass
+class Base:
+    """What is measured on the base model before any adapter touches it."""
+
+    peak: dict[str, Any]
+    metrics_before: dict[str, dict[str, float]] | None
+    lm_eval_before: Any
+    forget: forgetting.ForgettingMeter | None
+    fixed: dict[str, torch.Tensor]
+    latency: LatencyBench | None
+
+
+@dataclass
+class Trained:
+    losses: list[float]
+    timer: StepTimer
+    memory: dict[str, Any]
+    params: dict[str, Any]
+
+
 def run_plan(plan: Plan) -> dict[str, Any]:
-    """Load, adapt, train, evaluate and measure. Returns the ok part of the record."""
-    cfg, device, m = plan.config, plan.device, plan.config["measure"]
+    """The ok part of the record, in this order: load, measure the base, adapt, train, evaluate,
+    measure costs, measure latency and merge. Every step after loading runs isolated from the
+    training's random state except adapting and training themselves."""
+    cfg, device = plan.config, plan.device
     autocast = autocast_for(device, cfg["precision"])
-    label = f"{cfg['method']['name']} s{cfg['seed']}"
-    t_start = time.perf_counter()
+    marks = {"start": time.perf_counter()}
     seed_everything(int(cfg["seed"]))
 
     tokenizer, task, model = load_for(plan)
-    t_loaded = time.perf_counter()
-    # before training: parallel jobs starting together measure it once, not while others train.
-    # Measurements run isolated from the training's random state (meters.rng_isolated).
-    def evaluate_all() -> dict[str, dict[str, float]]:
-        return {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast)
-                for split in ("validation", "test") if task.size(split)}
+    marks["loaded"] = time.perf_counter()
+    with meters.rng_isolated(device):
+        base = measure_base(plan, model, tokenizer, task, autocast)
+    marks["prepare"] = time.perf_counter()
+    model = adapt(plan, model, task)
+    marks["adapted"] = time.perf_counter()
+    try:
+        trained = train_model(plan, model, task, autocast)
+    except Diverged as d:  # recorded as diverged (no metrics, no cost); the sweep goes on
+        return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
+                "params": count_params(model), "lr": plan.lr, "timing": {"total_s": time.perf_counter() - marks["start"]}}
+    marks["trained"] = time.perf_counter()
+    with meters.rng_isolated(device):  # evaluation and measurement leave the random state as they found it
+        evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
+        marks["evaluated"] = time.perf_counter()
+        cost = measure_costs(plan, model, trained, base)
+        model, latency_cost = measure_latency_and_merge(plan, model, base, autocast)
+        cost.update(latency_cost)
+    marks["end"] = time.perf_counter()
+    return assemble(plan, base, trained, evaluated, cost, marks)
 
+
+def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast) -> Base:
+    """The device's peak, the base model's scores and forgetting probe, and the latency bench's
+    base copy. Parallel jobs starting together measure these once, not while others train."""
     from experiments.lm_eval_hook import run_lm_eval
 
-    with meters.rng_isolated(device):
-        peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
-        # the base model's scores and forgetting probe, before any adapter touches it
-        metrics_before = evaluate_all() if m.get("metrics_before", True) else None
-        lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
-        forget = forgetting.ForgettingMeter(cfg, tokenizer, task.kind, device, autocast) if forgetting.settings(cfg).get("enabled", True) else None
-        if forget is not None:
-            forget.before(model)
-        fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
-        latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
+    cfg, device, m = plan.config, plan.device, plan.config["measure"]
+    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+    metrics_before = evaluate_splits(task, model, cfg, device, autocast) if m.get("metrics_before", True) else None
+    lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
+    forget = None
+    if forgetting.settings(cfg).get("enabled", True):
+        forget = forgetting.ForgettingMeter(cfg, tokenizer, task.kind, device, autocast)
+        forget.before(model)
+    fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
+    latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
+    return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency)
 
-    t_prepare = time.perf_counter()
+
+def evaluate_splits(task: Any, model: nn.Module, cfg: Mapping[str, Any], device: torch.device, autocast) -> dict[str, dict[str, float]]:
+    return {split: task.evaluate(model, split, int(cfg["eval_batch_size"]), device, autocast)
+            for split in ("validation", "test") if task.size(split)}
+
+
+def adapt(plan: Plan, model: nn.Module, task: Any) -> nn.Module:
+    """The method's pass over training data (EVA, CorDA), then its wrapping of the model."""
+    cfg = plan.config
     plan.method.prepare_with_data(model, plan.info, partial(task.train_batches, batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"])))
-    prepare_s = time.perf_counter() - t_prepare
-    model = plan.method.wrap(model, plan.info)
+    return plan.method.wrap(model, plan.info)
+
+
+def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
+    """The one training loop, timed per step, with the training phase's memory measured around it."""
+    from transformers import get_linear_schedule_with_warmup
+
+    cfg = plan.config
     params = count_params(model)
     optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
-    from transformers import get_linear_schedule_with_warmup
-
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * steps), steps)
-    timer = StepTimer(device)
-    progress = Progress(label, steps, timer, enabled=bool(cfg.get("progress", True)))
+    timer = StepTimer(plan.device)
+    progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)))
     batches = task.train_batches(steps, bs, seed=int(cfg["seed"]))
+    with MemoryMeter(plan.device) as memory:
+        losses = train(model, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
+                       plan.method.on_step)
+    return Trained(losses, timer, memory.result, params)
 
-    t_train = time.perf_counter()
-    try:
-        with MemoryMeter(device) as memory:
-            losses = train(model, optimizer, scheduler, batches, device, autocast, float(cfg["grad_clip"]), timer, progress,
-                           plan.method.on_step)
-    except Diverged as d:  # recorded as diverged (no metrics, no cost); the sweep goes on
-        return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
-                "params": params, "lr": plan.lr, "timing": {"total_s": time.perf_counter() - t_start}}
-    t_trained = time.perf_counter()
-    rng = meters.rng_isolated(device)  # evaluation and measurement leave the random state as they found it
-    rng.__enter__()
 
-    metrics = evaluate_all()
-    forgetting_figures = forget.after(model) if forget is not None else None
-    lm_eval_results = run_lm_eval(model, tokenizer, cfg, device)
-    t_evaluated = time.perf_counter()
-    progress.note(f"test {metrics['test']}")
+def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base: Base, autocast) -> dict[str, Any]:
+    """Task metrics, forgetting and lm-eval scores of the trained model, adapter active."""
+    from experiments.lm_eval_hook import run_lm_eval
 
-    cost: dict[str, Any] = {**memory.result, "weight_bytes": meters.weight_bytes(model), "can_merge": bool(plan.method.can_merge)}
+    metrics = evaluate_splits(task, model, plan.config, plan.device, autocast)
+    cfg = plan.config
+    Progress(f"{cfg['method']['name']} s{cfg['seed']}", 0, enabled=bool(cfg.get("progress", True))).note(f"test {metrics['test']}")
+    return {
+        "metrics": metrics,
+        "forgetting": base.forget.after(model) if base.forget is not None else None,
+        "lm_eval": run_lm_eval(model, tokenizer, plan.config, plan.device),
+    }
+
+
+def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) -> dict[str, Any]:
+    """Memory (measured, and the analytic estimate beside it), throughput, FLOPs/MFU, adapter size."""
+    cfg, m = plan.config, plan.config["measure"]
+    bs, timer = int(cfg["batch_size"]), trained.timer
+    cost: dict[str, Any] = {**trained.memory, "weight_bytes": meters.weight_bytes(model), "can_merge": bool(plan.method.can_merge)}
     act_bytes = 2 if cfg["precision"] == "bf16" else 4
     cost.update(meters.estimate_train_memory(model, bs, round(timer.mean_tokens() / bs), act_bytes))
     measured = cost.get("peak_train_mem_growth_bytes")
@@ -291,40 +348,50 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     # generation batches are trimmed to their longest example: FLOPs use the mean real width
     flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
     cost.update(flops)
-    cost.update({"peak_flops_per_s": peak["peak_flops_per_s"], "peak_flops_key": peak["peak_key"],
-                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak["peak_flops_per_s"]})
+    cost.update({"peak_flops_per_s": base.peak["peak_flops_per_s"], "peak_flops_key": base.peak["peak_key"],
+                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / base.peak["peak_flops_per_s"]})
     cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
+    return cost
 
-    if latency is not None:
-        unmerged = latency.against_base(model)
-        merged, merge_diff = None, None
-        if plan.method.can_merge:
-            before = _logits(model, fixed, device, autocast)
-            model = plan.method.merge(model)
-            merge_diff = (before - _logits(model, fixed, device, autocast)).abs().max().item()
-            merged = latency.against_base(model)
-        cost.update(latency_figures(unmerged, merged, plan.method.can_merge, latency.protocol))
-        cost["merge_max_abs_logit_diff"] = merge_diff
-        cost["latency_batch"], cost["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
-    t_end = time.perf_counter()
-    rng.__exit__(None, None, None)
 
+def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast) -> tuple[nn.Module, dict[str, Any]]:
+    """Latency unmerged, then merged where the method can merge (the model returned is the merged
+    one then), each against the base measured beside it, and how far merging moved the logits."""
+    if base.latency is None:
+        return model, {}
+    m, device = plan.config["measure"], plan.device
+    unmerged = base.latency.against_base(model)
+    merged, merge_diff = None, None
+    if plan.method.can_merge:
+        before = _logits(model, base.fixed, device, autocast)
+        model = plan.method.merge(model)
+        merge_diff = (before - _logits(model, base.fixed, device, autocast)).abs().max().item()
+        merged = base.latency.against_base(model)
+    out = latency_figures(unmerged, merged, plan.method.can_merge, base.latency.protocol)
+    out["merge_max_abs_logit_diff"] = merge_diff
+    out["latency_batch"], out["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
+    return model, out
+
+
+def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any], cost: dict[str, Any],
+             marks: dict[str, float]) -> dict[str, Any]:
     return {
-        "params": params,
-        "metrics": metrics,
-        "metrics_before": metrics_before,
-        "forgetting": forgetting_figures,
-        "lm_eval": lm_eval_results,
-        "lm_eval_before": lm_eval_before,
-        "loss_curve": losses,
+        "params": trained.params,
+        "metrics": evaluated["metrics"],
+        "metrics_before": base.metrics_before,
+        "forgetting": evaluated["forgetting"],
+        "lm_eval": evaluated["lm_eval"],
+        "lm_eval_before": base.lm_eval_before,
+        "loss_curve": trained.losses,
         "lr": plan.lr,
         "timing": {
-            "load_s": t_loaded - t_start,
-            "prepare_data_s": prepare_s,  # a method's pass over training data before training (EVA, CorDA)
-            "train_s": t_trained - t_train,
-            "eval_s": t_evaluated - t_trained,
-            "measure_s": t_end - t_evaluated,
-            "total_s": t_end - t_start,
+            "load_s": marks["loaded"] - marks["start"],
+            "measure_base_s": marks["prepare"] - marks["loaded"],
+            "prepare_data_s": marks["adapted"] - marks["prepare"],  # a method's pass over training data (EVA, CorDA) and its wrapping
+            "train_s": marks["trained"] - marks["adapted"],
+            "eval_s": marks["evaluated"] - marks["trained"],
+            "measure_s": marks["end"] - marks["evaluated"],
+            "total_s": marks["end"] - marks["start"],
         },
         # how it was measured and what the method can do are facts beside the costs, not costs
         "cost": {k: v for k, v in cost.items() if k not in fields.MEASUREMENT_KEYS + fields.METHOD_INFO_KEYS},

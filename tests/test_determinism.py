@@ -54,7 +54,7 @@ def test_measurements_leave_the_global_random_state_alone():
 
     torch.manual_seed(3)
     before = torch.get_rng_state()
-    meters._measure_peak(torch.device("cpu"), torch.float32, "k", Path(tempfile.mkdtemp()) / "p.json", {}, None)
+    meters.peak._measure_peak(torch.device("cpu"), torch.float32, "k", Path(tempfile.mkdtemp()) / "p.json", {}, None)
     assert torch.equal(torch.get_rng_state(), before), "the peak probe drew from the global generator"
 
     random.seed(1), np.random.seed(1), torch.manual_seed(1)

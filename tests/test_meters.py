@@ -106,7 +106,7 @@ def test_lora_flops_skip_weight_gradients_of_frozen_layers():
     info = build_model_info(cfg["model"], "classification", 3)
     model = get("lora")(cfg["method"]).wrap(_minilm(), info)
     tokens = 16 * 32
-    dims = meters._linear_dims(model)
+    dims = meters.shapes.linear_dims(model)
     total = sum(d for _, d, _ in dims)
     trainable = sum(d for _, d, t in dims if t)  # LoRA A/B and the head
     assert 0 < trainable < 0.01 * total

@@ -128,7 +128,7 @@ def test_latency_waits_for_asynchronous_work(monkeypatch):
         time.sleep(pending[0])
         pending[0] = 0.0
 
-    monkeypatch.setattr(meters, "synchronizer", lambda device: sync)
+    monkeypatch.setattr(meters.latency, "synchronizer", lambda device: sync)
     out = meters.measure_latency(AsyncModel(), {"input_ids": torch.zeros(1)}, 1, 5, torch.device("cpu"), nullcontext)
     assert out["p10_ms"] >= 19, out  # every timed call includes its own work, none of the previous call's
     assert out["p90_ms"] < 60, out

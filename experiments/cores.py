@@ -1,0 +1,47 @@
+"""How many jobs and threads fit the cores this process may use: the one count runs and sweeps share."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a cpuset can allow fewer than os.cpu_count()); the one
+    count that run threads and sweep job limits both use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_jobs(launcher_cfg: Mapping[str, Any] | None, n_runs: int | None = None) -> int:
+    """How many jobs of this sweep run at once on this machine: joblib's n_jobs; every run for
+    submitit's local launcher, which starts them all at once (`n_runs` in the sweeper; inside a
+    job, the count the sweeper passed down); 1 otherwise (sequential, or SLURM nodes)."""
+    target = str((launcher_cfg or {}).get("_target_", ""))
+    if "joblib" in target:
+        n = int(launcher_cfg.get("n_jobs", -1))  # type: ignore[union-attr]
+        return usable_cores() if n <= 0 else n
+    if is_local_submitit(launcher_cfg):
+        return max(1, n_runs if n_runs is not None else int(os.environ.get("PEFTBENCH_PARALLEL_JOBS", "1")))
+    return 1
+
+
+def is_local_submitit(launcher_cfg: Mapping[str, Any] | None) -> bool:
+    return str((launcher_cfg or {}).get("_target_", "")).endswith("LocalLauncher")
+
+
+def check_parallelism(n_jobs: int, torch_threads: Any, local_submitit: bool = False) -> str | None:
+    """None when jobs x threads fits the cores, else the message why it does not."""
+    cores = usable_cores()
+    if n_jobs > cores and local_submitit:
+        return (f"hydra/launcher=submitit_local starts all {n_jobs} runs at once but there are only {cores} cores: "
+                f"runs would share cores and every timing would be wrong; use hydra/launcher=parallel "
+                f"hydra.launcher.n_jobs<={cores}, or the default sequential launcher")
+    if n_jobs > cores:
+        return (f"hydra.launcher.n_jobs={n_jobs} but only {cores} cores: jobs would share cores and every "
+                f"timing would be wrong; use hydra.launcher.n_jobs<={cores}")
+    if isinstance(torch_threads, int) and n_jobs * torch_threads > cores:
+        return (f"{n_jobs} jobs x torch_threads={torch_threads} > {cores} cores; each job is clamped to "
+                f"{cores // n_jobs} thread(s) (torch_threads=auto does this silently)")
+    return None

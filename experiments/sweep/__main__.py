@@ -1,0 +1,5 @@
+import sys
+
+from experiments.sweep.size import main
+
+sys.exit(main())
