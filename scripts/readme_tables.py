@@ -6,6 +6,9 @@ Each table in README.md sits between two markers that name the records it comes 
     ... (generated: the report's main and cost-details tables for each model x task) ...
     <!-- /tables -->
 
+A block `<!-- timing: results/reference/llm -->` ... `<!-- /timing -->` gets where a sweep's wall time
+went, from the same records: first start to last finish, and the sum of each phase over the runs.
+
 `python scripts/readme_tables.py` rewrites every such block from its records (the same tables
 `peftbench report` writes to report/tables.md); `--check` changes nothing and exits 1 when the
 README differs from what the records give.
@@ -21,10 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis import tables  # noqa: E402
-from analysis.load import load_results  # noqa: E402
+from analysis.load import find_json_files, load_results, read_record  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
+TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
+# record timing keys in the order a run goes through them
+PHASES = [("load_s", "load (weights, tokenizer, data)"), ("measure_base_s", "base model: scores, forgetting probe, latency copy"),
+          ("prepare_data_s", "adapting"), ("train_s", "training"), ("eval_s", "evaluation (task metrics, forgetting, lm-eval)"),
+          ("measure_s", "costs, latency, merge")]
 
 
 def tables_for(source: str) -> str:
@@ -39,8 +47,33 @@ def tables_for(source: str) -> str:
     return "\n".join(out).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
 
 
+def timing_for(source: str) -> str:
+    """Wall time of the ok runs under `source`, first start to last finish, and each phase's sum."""
+    from datetime import datetime
+
+    files, _ = find_json_files([str(ROOT / source)])
+    recs = [r for r in (read_record(f)[0] for f in files) if r is not None and r.get("status") == "ok"]
+    if not recs:
+        raise SystemExit(f"readme_tables: no ok records under {source}")
+    start = min(datetime.fromisoformat(r["started_at"]) for r in recs)
+    end = max(datetime.fromisoformat(r["finished_at"]) for r in recs)
+    total = sum(float(r["timing"]["total_s"]) for r in recs)
+    lines = [f"{len(recs)} runs; wall time {(end - start).total_seconds() / 60:.1f} min from the first run's start to "
+             f"the last one's finish (`started_at`, `finished_at`); the runs' own `timing.total_s` sum to {total / 60:.1f} min, "
+             f"the rest is process start-up between runs.", "", "| phase | sum over runs (min) | share of run time |", "|---|---|---|"]
+    for key, label in PHASES:
+        v = sum(float(r["timing"].get(key) or 0.0) for r in recs)
+        lines.append(f"| {label} | {v / 60:.1f} | {100 * v / total:.0f}% |")
+    lines += ["", "| method | run (s) | training (s) | steps | median step (s) |", "|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: -float(r["timing"]["total_s"])):
+        lines.append(f"| {r['method']} | {float(r['timing']['total_s']):.0f} | {float(r['timing']['train_s']):.0f} | "
+                     f"{r['config']['steps']} | {float(r['cost']['step_time_ms_median']) / 1e3:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(readme: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
+    readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
+    return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"readme_tables: {path} matches its records")
         return 0
     path.write_text(new)
-    print(f"readme_tables: wrote {len(BLOCK.findall(old))} table block(s) into {path}")
+    print(f"readme_tables: wrote {len(BLOCK.findall(old))} table block(s) and {len(TIMING.findall(old))} timing block(s) into {path}")
     return 0
 
 
