@@ -237,4 +237,4 @@ def test_llm_preset_runs_every_core_method_and_each_job_validates(tmp_path):
     for job in jobs:
         # the preset's own global keys come from +sweep=llm; the jobs' keys from its params/arms
         plan = prepare(compose(["+sweep=llm", *job, f"results_dir={tmp_path}"]))
-        assert (plan.config["model"]["name"], plan.config["task"]["name"], plan.config["steps"]) == ("smollm2-135m", "procedural", 40)
+        assert (plan.config["model"]["name"], plan.config["task"]["name"], plan.config["steps"]) == ("smollm2-135m", "procedural", 30)
