@@ -43,7 +43,8 @@ def cpu_flags() -> list[str]:
 
 
 def collect(device: torch.device) -> dict[str, Any]:
-    status = _git("status", "--porcelain")
+    # records a sweep writes into results/ are outputs, not a change to the code that made them
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)results")
     return {
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "git_commit": _git("rev-parse", "HEAD"),
