@@ -27,7 +27,7 @@ COST_COLUMNS = [f.path for f in FIELDS]
 FIRST_COLUMNS = ["rank_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
                  "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key"]
 SCORE_PREFIXES = ("metrics.", "metrics_before.", "lm_eval.", "forgetting.")
-SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting")
+SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting", "cost_score")
 
 
 def score_columns(ok: pd.DataFrame) -> list[str]:
