@@ -62,9 +62,11 @@ class Study:
     file: str = ""
 
     def params(self, variant: str | None = None) -> dict[str, Any]:
-        """settings + grid (+ a variant's settings) as sweeper params: one override each."""
+        """settings + grid (+ a variant's settings) as sweeper params: one override each. A
+        variant's `key: null` drops a setting the variant's task or model does not have."""
         extra = self.variants[variant] if variant else {}
-        return {**self.settings, **extra, **self.grid}
+        merged = {**self.settings, **extra, **self.grid}
+        return {k: v for k, v in merged.items() if v is not None}
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -386,8 +388,8 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
                   f"hydra.sweep.dir={sweep_dir}", *overrides])
     if rc != 0:
         return rc
-    if (sweep_dir / ".sweep.json").exists() is False:
-        print("peftbench: error: the sweep wrote no manifest (a dry run?); nothing to report", file=sys.stderr)
+    if not (sweep_dir / ".sweep.json").exists():
+        print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
         return 0
     files = manifest_files(sweep_dir)
     out = out or Path("report") / "studies" / tag
