@@ -278,7 +278,9 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
             others_full = all(b.method == "full_ft" for b in pool)
             step *= (3 / 2) if full and not others_full else (2 / 3) if others_full and not full else 1
         evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
-        other = statistics.median(b.other_s for b in pool) * (1.0 if s["latency"] else 0.5)
+        # load + measurement as the reference measured them (its latency included: an upper bound
+        # for runs with latency off)
+        other = statistics.median(b.other_s for b in pool)
         secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
         return Estimate(secs, "measured" if near else "measured, other method")
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])

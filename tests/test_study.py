@@ -61,7 +61,8 @@ def test_list_shows_runs_and_measured_estimates(capsys):
         line = next(x for x in out.splitlines() if x.startswith(f"{name}: "))
         assert f"{len(st.study_jobs(study))} runs, est. " in line and " min" in line
     # minilm full FT and LoRA have records under results/reference/demo: measured, not guessed
-    assert "lora_without_regret: 60 runs" in out and "(measured step costs)" in out
+    lwr = next(x for x in out.splitlines() if x.startswith("lora_without_regret: "))
+    assert "(measured step costs)" in lwr
 
 
 def test_estimate_scales_with_steps_and_says_its_basis():
