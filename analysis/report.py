@@ -10,7 +10,6 @@ from pathlib import Path
 
 from analysis import claims as claims_mod
 from analysis import tables
-from analysis.cost_score import add_cost_score
 from analysis.figures import figures_for
 from analysis.html import render
 from analysis.load import Loaded, load_results
@@ -57,7 +56,6 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
     `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`."""
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results)
-    loaded.ok = add_cost_score(loaded.ok)
     report_problems(loaded)
     agg = aggregate(loaded.ok) if not loaded.ok.empty else loaded.ok
     html_tables, files = write_tables(agg, out)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analysis.cost_score import add_cost_score
 from analysis.load import GROUP_KEY, ROW_KEY, short_hash
 from analysis.meta import BASELINE, FULL_REFERENCE, sign
 from experiments.fields import FIELDS
@@ -90,6 +91,7 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     """One row per model x task x configuration: mean/std/CI/n over seeds of every score, and
     mean costs."""
     rows = []
+    ok = add_cost_score(ok)  # a per-run score like the metrics: mean, std and CI over seeds
     scores = score_columns(ok)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
         row = dict(zip(KEY, key))
