@@ -248,7 +248,7 @@ def _peak_flops(precision: str) -> float | None:
 
 
 def _model_params(model: str) -> float | None:
-    """Parameter count of a model from a record of it, else from its YAML's arch block."""
+    """Parameter count of a model from its YAML's arch block (GPU models have one), else None."""
     arch = _yaml(CONF / "model" / f"{model}.yaml").get("arch") or {}
     h, layers, inter, vocab = (arch.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"))
     if all(isinstance(x, int) for x in (h, layers, inter, vocab)):

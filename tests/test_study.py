@@ -2,7 +2,6 @@
 name, and a tiny study end to end (sweep, resume, report of its runs alone, verdicts)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
