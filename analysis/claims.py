@@ -132,8 +132,12 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
 
 def condition_spec(cond: Mapping[str, Any]) -> str:
     metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "primary")
-    versus = f" vs {cond['baseline']}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
-    return f"{', '.join(_methods(cond))}{versus}: {metric}, tolerance {cond.get('tolerance')}"
+
+    def only(role: str) -> str:  # one side's own filters (analysis.claim_kinds)
+        where = cond.get(f"where_{role}") or {}
+        return f" [{', '.join(f'{k}={v}' for k, v in where.items())}]" if where else ""
+    versus = f" vs {cond['baseline']}{only('baseline')}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
+    return f"{', '.join(_methods(cond))}{only('method')}{versus}: {metric}, tolerance {cond.get('tolerance')}"
 
 
 def conditions_of(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
