@@ -43,7 +43,9 @@ def setting_value(items: Mapping[str, str], key: str) -> Any:
 
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
-        runs = runs[runs[k].isin(v if isinstance(v, list) else [v])] if k in runs.columns else runs.iloc[0:0]
+        if k not in runs.columns:  # a typo must not read as "not enough data": the claim is invalid
+            raise KeyError(f"where filter: {k!r} is not a run column")
+        runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
     return runs
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analysis.claims import FAILS, HOLDS, NO_DATA, evaluate_all, evaluate_claim
+from analysis.claims import FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim
 from analysis.load import load_results
 from fixtures_analysis.analysis_records import record, write_all
 
@@ -74,6 +74,7 @@ def test_best_lr_ratio(tmp_path):
     assert verdict(lr_ratio(1), tmp_path / "b", recs) == FAILS
     two_lrs = lr_grid_runs(ft_grid=FT_GRID[:2], lora_grid=LORA_GRID[:2])
     assert verdict(lr_ratio(10), tmp_path / "c", two_lrs) == NO_DATA
+    assert verdict({**lr_ratio(10), "where_method": {"tragets": "attn_qv"}}, tmp_path / "d", recs) == INVALID
 
 
 def tuned(relation: str, tolerance: float, **extra: Any) -> dict[str, Any]:
