@@ -282,10 +282,12 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
     Per seed, the method's tuned configuration gives (performance, forgetting); the baseline run
     of that seed (any lr or step budget in the same setting) whose test performance is closest,
     within `match_within`, is its partner. Holds when the mean forgetting difference is below
-    -tolerance (less) or above +tolerance (greater)."""
+    -tolerance (less) or above +tolerance (greater). `min_gain`: only runs that gained at least
+    this much over the base model's score (needs measure.metrics_before) take part."""
     metric, tol, within = cond.get("metric", "primary"), float(cond["tolerance"]), float(cond.get("match_within", 0.02))
     forgetting = cond.get("forgetting", "forgetting")
     relation = cond.get("relation", "less")
+    min_gain = float(cond["min_gain"]) if cond.get("min_gain") is not None else None
     runs = with_context(runs)
     evidence = []
     base_runs = side(runs, cond, cond["baseline"], "baseline")
@@ -296,6 +298,10 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
             forg = {int(k): float(v) for k, v in zip(chosen["seed"], chosen[forgetting])}
             pool = base_runs[(base_runs["context"] == cfg["context"]) & (base_runs["model"] == cfg["model"])
                              & (base_runs["task"] == cfg["task"]) & (base_runs["precision"] == cfg["precision"])]
+            if min_gain is not None:  # matching two runs that learned nothing says nothing about forgetting
+                pool = pool[pool["gain_over_base"].astype(float) >= min_gain]
+                gains = dict(zip(chosen["seed"].astype(int), chosen["gain_over_base"].astype(float)))
+                perf = {k: v for k, v in perf.items() if gains.get(k, math.nan) >= min_gain}
             mine, theirs, pairs = {}, {}, []
             for seed, p in perf.items():
                 cands = pool[pool["seed"] == seed]
@@ -316,7 +322,8 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
                     f"(within {_fmt(within)}): {forgetting} diff {stats_text(st)}; per seed {metric}/{forgetting}: {'; '.join(pairs)}; "
                     f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
             evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st))
-    return _result(cond["check"], evidence, "" if evidence else f"no baseline run within {_fmt(within)} of the method's {metric}")
+    floor = f" among runs that gained >= {_fmt(min_gain)} over the base model" if min_gain is not None else ""
+    return _result(cond["check"], evidence, "" if evidence else f"no baseline run within {_fmt(within)} of the method's {metric}{floor}")
 
 
 # ---------------------------------------------------------------- metric_in_range

@@ -18,7 +18,8 @@ OFFSET = {0: 0.0, 1: 0.01, 2: -0.006}
 
 
 def run(method: str, seed: int, lr: float, acc: float, *, r: int | None = 16, targets: str | None = "all_linear",
-        steps: int = 100, config: dict[str, Any] | None = None, forgetting: float | None = None) -> dict[str, Any]:
+        steps: int = 100, config: dict[str, Any] | None = None, forgetting: float | None = None,
+        before: float | None = None) -> dict[str, Any]:
     rec = record(method, seed=seed, acc=acc + OFFSET[seed], r=r, targets=targets, lr=lr, steps=steps)
     for k, v in (config or {}).items():
         rec["config"].setdefault("task", {})
@@ -28,6 +29,8 @@ def run(method: str, seed: int, lr: float, acc: float, *, r: int | None = 16, ta
             node = node.setdefault(h, {})
         node[last] = v
     rec["run_id"] += f"__lr{lr:g}__" + "_".join(f"{k}{v}" for k, v in sorted((config or {}).items()))
+    if before is not None:  # the base model's score before training
+        rec["metrics_before"] = {"test": {"accuracy": before}, "validation": {"accuracy": before}}
     if forgetting is not None:
         rec["forgetting"] = {"kind": "hidden_drift", "primary": "hidden_drift_cos", "hidden_drift_cos": forgetting + OFFSET[seed] / 10}
     return rec
@@ -126,8 +129,8 @@ def test_axis_slope_compare(tmp_path):
 def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str, Any]]:
     recs = []
     for s in (0, 1, 2):
-        recs += [run("lora", s, lr, acc, forgetting=0.10) for lr, acc in ((1e-3, 0.85), (3e-3, 0.80))]
-        recs += [run("full_ft", s, lr, acc, r=None, targets=None, forgetting=f) for lr, acc, f in
+        recs += [run("lora", s, lr, acc, forgetting=0.10, before=0.40) for lr, acc in ((1e-3, 0.85), (3e-3, 0.80))]
+        recs += [run("full_ft", s, lr, acc, r=None, targets=None, forgetting=f, before=0.40) for lr, acc, f in
                  ((3e-5, ft_acc - 0.05, ft_forgetting / 2), (1e-4, ft_acc, ft_forgetting), (3e-4, ft_acc + 0.05, 2 * ft_forgetting))]
     return recs
 
@@ -140,6 +143,9 @@ def test_forgetting_at_matched(tmp_path):
     assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.20, abs=1e-6)  # matched with full FT at 1e-4
     assert verdict(claim, tmp_path / "b", forgetting_runs(ft_forgetting=0.05)) == FAILS
     assert verdict(claim, tmp_path / "c", forgetting_runs(ft_forgetting=0.30, ft_acc=0.50)) == NO_DATA  # nothing within 2 points
+    # only runs that learned take part: LoRA gained 0.45 over the base model's 0.40
+    assert verdict({**claim, "min_gain": 0.3}, tmp_path / "d", forgetting_runs(ft_forgetting=0.30)) == HOLDS
+    assert verdict({**claim, "min_gain": 0.5}, tmp_path / "e", forgetting_runs(ft_forgetting=0.30)) == NO_DATA
 
 
 def test_metric_in_range(tmp_path):
