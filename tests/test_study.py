@@ -116,3 +116,19 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert len([p for p in results.glob("*.json") if "lora" in p.name]) == 2
     again = cli(*args)  # resume: nothing left to run, same verdict
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
+
+
+def test_every_study_arm_composes_and_passes_the_config_check():
+    """Each distinct job shape of every study and variant composes in Hydra and passes
+    experiments.config_check, so a study never fails at its first run for a key typo."""
+    from conftest import compose
+    from experiments import config_check
+
+    for name in st.study_names():
+        study = st.load_study(name)
+        for variant in [None, *study.variants]:
+            shapes = {}
+            for job in st.study_jobs(study, variant=variant):
+                shapes.setdefault(tuple(sorted(x.split("=")[0] for x in job)) + tuple(x for x in job if x.startswith("method=")), job)
+            for job in shapes.values():
+                config_check.check(compose(job))
