@@ -31,7 +31,7 @@ import yaml
 
 from analysis.load import GROUP_KEY, ROW_KEY
 from analysis.meta import sign
-from analysis.stats import choose_reference, paired_test
+from analysis.stats import choose_reference, paired_test, t_ci95
 from experiments.fields import BY_PATH
 
 HOLDS, FAILS, NO_DATA, INVALID = "holds", "fails", "not enough data", "invalid claim"
@@ -45,6 +45,8 @@ class Evidence:
     text: str
     holds: bool
     seeds: tuple[int, ...] = ()
+    # estimate, ci_low, ci_high (95%), p, n: what `peftbench reproduce` prints per verdict
+    stats: dict[str, float] | None = None
 
 
 @dataclass
@@ -130,8 +132,12 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
 
 def condition_spec(cond: Mapping[str, Any]) -> str:
     metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "primary")
-    versus = f" vs {cond['baseline']}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
-    return f"{', '.join(_methods(cond))}{versus}: {metric}, tolerance {cond.get('tolerance')}"
+
+    def only(role: str) -> str:  # one side's own filters (analysis.claim_kinds)
+        where = cond.get(f"where_{role}") or {}
+        return f" [{', '.join(f'{k}={v}' for k, v in where.items())}]" if where else ""
+    versus = f" vs {cond['baseline']}{only('baseline')}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
+    return f"{', '.join(_methods(cond))}{only('method')}{versus}: {metric}, tolerance {cond.get('tolerance')}"
 
 
 def conditions_of(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -244,8 +250,16 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
         text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
                 f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
                 f"{'' if test.seeds else ', unpaired'}; {stat})")
-        evidence.append(Evidence(_where(cfg), text, ok, seeds))
+        evidence.append(Evidence(_where(cfg), text, ok, seeds, diff_stats(a, b, test)))
     return _result(cond["check"], evidence)
+
+
+def diff_stats(a: Mapping[int, float], b: Mapping[int, float], test: Any) -> dict[str, float]:
+    """Mean paired difference a - b with its 95% t interval, p and n (shared seeds)."""
+    diffs = [a[s] - b[s] for s in test.seeds]
+    half = t_ci95(diffs)
+    mean = float(np.mean(diffs)) if diffs else math.nan
+    return {"estimate": mean, "ci_low": mean - half, "ci_high": mean + half, "p": test.p_value, "n": float(len(diffs))}
 
 
 def _result(check: str, evidence: list[Evidence], note: str = "") -> ConditionResult:
@@ -430,8 +444,26 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, file)
 
 
-def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR) -> list[ClaimResult]:
-    return [evaluate_claim(c, ok, f) for f, c in load_claims(claim_files(folder))]
+def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str] | None = None) -> list[ClaimResult]:
+    """Every claim in the folder (or those with the given ids); a claim without data names the
+    study that would supply it."""
+    wanted = None if ids is None else set(ids)
+    claims = [(f, c) for f, c in load_claims(claim_files(folder)) if wanted is None or (isinstance(c, dict) and c.get("id") in wanted)]
+    results = [evaluate_claim(c, ok, f) for f, c in claims] if not ok.empty or wanted is not None else []
+    for r in results:
+        add_data_hint(r)
+    return results
+
+
+def add_data_hint(result: ClaimResult) -> None:
+    """'not enough data' names the studies (conf/study/*.yaml) whose sweeps supply the claim."""
+    from analysis.studies import studies_for_claim
+
+    names = studies_for_claim(result.id)
+    hint = f"data: peftbench reproduce {' or '.join(names)}" if names else "no study in conf/study/ lists this claim"
+    for c in result.conditions:
+        if c.verdict == NO_DATA:
+            c.note = f"{c.note}; {hint}" if c.note else hint
 
 
 def to_markdown(results: list[ClaimResult]) -> str:
@@ -446,3 +478,7 @@ def to_markdown(results: list[ClaimResult]) -> str:
             lines.append(f"- `{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
             lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" for e in c.evidence]
     return "\n".join(lines) + "\n"
+
+
+# New kinds of check live in their own module, which registers them in CHECKS on import.
+from analysis import claim_kinds  # noqa: E402,F401

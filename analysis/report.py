@@ -51,8 +51,9 @@ def report_problems(loaded: Loaded) -> None:
         print(f"peftbench report: {f['status']} run {f['run_id']} (not in any mean): {f['error']}", file=sys.stderr)
 
 
-def build(results: list[str], out: Path, claims_dir: Path) -> dict:
-    """Everything the report writes; returns what it made, for tests and the summary line."""
+def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] | None = None) -> dict:
+    """Everything the report writes; returns what it made, for tests and the summary line.
+    `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`."""
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results)
     report_problems(loaded)
@@ -65,7 +66,7 @@ def build(results: list[str], out: Path, claims_dir: Path) -> dict:
         (out / "runs.csv").write_text(tables.runs_csv(runs))
         files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out) if not agg.empty else []
-    claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir) if not loaded.ok.empty else []
+    claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids)
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analysis.cost_score import add_cost_score
 from analysis.load import GROUP_KEY, ROW_KEY, short_hash
 from analysis.meta import BASELINE, FULL_REFERENCE, sign
 from experiments.fields import FIELDS
@@ -27,7 +28,7 @@ COST_COLUMNS = [f.path for f in FIELDS]
 FIRST_COLUMNS = ["rank_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
                  "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key"]
 SCORE_PREFIXES = ("metrics.", "metrics_before.", "lm_eval.", "forgetting.")
-SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting")
+SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting", "cost_score")
 
 
 def score_columns(ok: pd.DataFrame) -> list[str]:
@@ -90,6 +91,7 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     """One row per model x task x configuration: mean/std/CI/n over seeds of every score, and
     mean costs."""
     rows = []
+    ok = add_cost_score(ok)  # a per-run score like the metrics: mean, std and CI over seeds
     scores = score_columns(ok)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
         row = dict(zip(KEY, key))

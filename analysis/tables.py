@@ -242,6 +242,11 @@ def metric_columns(table: pd.DataFrame) -> list[Column]:
                                  f"forgetting.{key}: how far the model moved outside its task, measured on a fixed probe before and "
                                  f"after training (lower is better; the unit ends its name); mean ± std over seeds.",
                                  scale=1.0, unit="", digits=3))
+    if _present(table, "cost_score"):
+        cols.append(score_column(table, "cost_score", "Cost-penalised score", "max",
+                                 f"{primary} x (1 + trainable fraction / C_p)^-b_p x (1 + latency overhead / C_f)^-b_f x "
+                                 f"(1 + train memory growth / weights / C_m)^-b_m, after PEFT-Bench's PSCP; constants in "
+                                 f"conf/report/cost_score.yaml; mean ± std over seeds.", scale=scale))
     return cols
 
 

@@ -1,4 +1,4 @@
-"""`peftbench run | report | bench`."""
+"""`peftbench run | report | bench | sweep-size | reproduce | compare`."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,9 @@ GROUPS = ("method", "model", "task", "logger", "sweep", "launcher")
 USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with -m (Hydra)
        peftbench report [RESULTS...] [--out DIR]  tables, figures, index.html from result files
        peftbench bench harness|trainer [OVERRIDES...]  side-by-side overhead benchmarks
-       peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running"""
+       peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running
+       peftbench reproduce NAME [OVERRIDES...] | --list  run a published comparison (conf/study/) and check its claims
+       peftbench compare MY_RESULTS --reference NAME  does a run of yours reproduce our reference records"""
 
 
 def _choices(group: str) -> list[str]:
@@ -175,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.sweep import main as sweep_main
 
         return sweep_main(rest)
+    if command == "reproduce":
+        from experiments.study import main as study_main
+
+        return study_main(rest)
+    if command == "compare":
+        from analysis.compare import main as compare_main
+
+        return compare_main(rest)
     if command == "bench":
         from experiments.bench import main as bench_main
 

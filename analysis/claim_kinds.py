@@ -1,0 +1,356 @@
+"""Kinds of claim check that compare methods at their own tuned learning rate, along a config
+axis, or at matched target performance. Each is one function, registered in
+analysis.claims.CHECKS (this module is imported by analysis.claims).
+
+Every check picks learning rates on the validation split, never on test: a method's "tuned"
+configuration is the lr whose mean validation score over seeds is best (per seed for
+`best_lr_ratio`). Each piece of evidence carries `stats` (estimate, 95% CI, p, n seeds), which
+`peftbench reproduce` prints beside the verdict.
+
+Condition keys shared by these checks (besides check, method(s), baseline, tolerance, metric):
+  where_method / where_baseline: equality filters on run columns for one side only, e.g.
+      {targets: all_linear, rank: r=2} vs {targets: attn_qv, rank: r=9};
+  setting_where: filters on config keys that are not table columns ({task.n_train: [250, 500]});
+  match: run columns both sides share (default [steps]); model, task, precision and the
+      non-method setting (batch size, task size, device ...) always match.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from analysis import claims
+from analysis.claims import Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
+from analysis.load import GROUP_KEY, short_hash
+from analysis.meta import sign
+from analysis.stats import t_ci95
+
+# One "lr line": every run of a method configuration except the lr.
+LINE_KEY = GROUP_KEY + ["precision", "rank", "targets", "steps", "setting", "protocol"]
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def setting_value(items: Mapping[str, str], key: str) -> Any:
+    raw = items.get(key)
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    for k, v in (where or {}).items():
+        if k not in runs.columns:  # a typo must not read as "not enough data": the claim is invalid
+            raise KeyError(f"where filter: {k!r} is not a run column")
+        runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
+    return runs
+
+
+def _filter_setting(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    for k, v in (where or {}).items():
+        wanted = v if isinstance(v, list) else [v]
+        runs = runs[[setting_value(items, k) in wanted for items in runs["setting_items"]]]
+    return runs
+
+
+def side(runs: pd.DataFrame, cond: Mapping[str, Any], method: str, role: str) -> pd.DataFrame:
+    """Runs of one side of a comparison: the method, its own filters, the shared setting filter."""
+    sel = _filter_setting(runs[runs["method"] == method], cond.get("setting_where"))
+    return _filter_columns(sel, cond.get(f"where_{role}"))
+
+
+def _rest_setting(items: Mapping[str, str], drop: Iterable[str]) -> str:
+    """The non-method setting without the given keys: what two sides must share."""
+    gone = set(drop)
+    return short_hash({k: v for k, v in items.items() if not k.startswith("method.") and k not in gone})
+
+
+def with_context(runs: pd.DataFrame, drop: Iterable[str] = ()) -> pd.DataFrame:
+    out = runs.copy()
+    out["context"] = [_rest_setting(items, drop) for items in runs["setting_items"]]
+    return out
+
+
+def tuned(line: pd.DataFrame, metric: str) -> tuple[float, dict[int, float], dict[int, float]]:
+    """(lr, per-seed metric, per-seed validation score) of the line's best lr by mean validation
+    score over seeds (ties: the smaller lr)."""
+    s = sign(str(line["primary_direction"].iloc[0]))
+    by_lr = sorted(line.groupby("chosen_lr" if line["lr"].isna().all() else "lr"), key=lambda kv: kv[0])
+    best = max(by_lr, key=lambda kv: (s * float(kv[1]["val_primary"].astype(float).mean()), -kv[0]))
+    g = best[1]
+    return float(best[0]), {int(k): float(v) for k, v in zip(g["seed"], g[metric])}, \
+        {int(k): float(v) for k, v in zip(g["seed"], g["val_primary"])}
+
+
+def lines(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    return [(dict(zip(keys, k)), g) for k, g in runs.groupby(keys, sort=True, dropna=False)]
+
+
+def _matching(cfg: Mapping[str, Any], cands: list[tuple[dict[str, Any], pd.DataFrame]], keys: list[str]) -> list[pd.DataFrame]:
+    return [g for c, g in cands if all(claims._same(c[k], cfg[k]) for k in keys)]
+
+
+def paired_stats(a: Mapping[int, float], b: Mapping[int, float] | None = None, null: float = 0.0) -> dict[str, float]:
+    """Mean of a - b (or of a) over shared seeds, 95% t interval, p of a t-test against `null`."""
+    seeds = sorted(set(a) & set(b)) if b is not None else sorted(a)
+    x = np.array([a[s] - (b[s] if b is not None else 0.0) for s in seeds], float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": 0.0}
+    mean, half = float(x.mean()), t_ci95(list(x))
+    p = math.nan
+    if len(x) >= 2 and not np.allclose(x, x[0], rtol=0, atol=1e-12):
+        p = float(sps.ttest_1samp(x, null).pvalue)
+    return {"estimate": mean, "ci_low": mean - half, "ci_high": mean + half, "p": p, "n": float(len(x))}
+
+
+def stats_text(st: Mapping[str, float], scale: Callable[[float], float] = lambda v: v, unit: str = "") -> str:
+    ci = "" if math.isnan(st["ci_low"]) else f", 95% CI [{_fmt(scale(st['ci_low']))}, {_fmt(scale(st['ci_high']))}]{unit}"
+    p = "untested (1 seed or zero variance)" if math.isnan(st["p"]) else f"p={st['p']:.3g}"
+    return f"{_fmt(scale(st['estimate']))}{unit}{ci}; {p}; n={int(st['n'])} seeds"
+
+
+def _seeds(st: Mapping[int, float]) -> tuple[int, ...]:
+    return tuple(sorted(st))
+
+
+# ---------------------------------------------------------------- best_lr_ratio
+
+def _best_lr_per_seed(line: pd.DataFrame) -> tuple[dict[int, float], list[float]]:
+    s = sign(str(line["primary_direction"].iloc[0]))
+    out = {}
+    for seed, g in line.groupby("seed"):
+        g = g.sort_values("lr")
+        scores = (s * g["val_primary"].astype(float)).to_numpy()
+        if np.isnan(scores).all():
+            continue
+        out[int(seed)] = float(g["lr"].to_numpy()[int(np.nanargmax(scores))])
+    return out, sorted(line["lr"].dropna().unique().tolist())
+
+
+def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """The method's best lr over the baseline's (each picked per seed on validation) is `expected`
+    within `tolerance` decades: |log10(ratio) - log10(expected)| <= tolerance. Needs >= 3 lrs per
+    side; a best lr at the edge of its grid makes the ratio a bound, and the evidence says so.
+    p: t-test of the per-seed log10 ratios against log10(expected)."""
+    expected, tol = float(cond.get("expected", 1.0)), float(cond["tolerance"])
+    match = list(cond.get("match", ["steps"]))
+    runs = with_context(runs[runs["protocol"] != "lr_search"])
+    base_lines = lines(side(runs, cond, cond["baseline"], "baseline"), LINE_KEY + ["context"])
+    evidence = []
+    for method in _methods(cond):
+        for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
+            for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
+                mine, grid_m = _best_lr_per_seed(line)
+                theirs, grid_b = _best_lr_per_seed(base)
+                if len(grid_m) < 3 or len(grid_b) < 3:
+                    continue
+                logs = {s: math.log10(mine[s] / theirs[s]) for s in set(mine) & set(theirs)}
+                if not logs:
+                    continue
+                st = paired_stats(logs, None, math.log10(expected))
+                edges = [f"{name} best lr at the edge of its grid" for name, best, grid in
+                         ((method, mine, grid_m), (cond["baseline"], theirs, grid_b))
+                         if any(v in (grid[0], grid[-1]) for v in best.values())]
+                ok = abs(st["estimate"] - math.log10(expected)) <= tol
+                text = (f"best lr {method} [{cfg['rank']} {cfg['targets']}] / {cond['baseline']} [{base['rank'].iloc[0]} "
+                        f"{base['targets'].iloc[0]}] = {stats_text(st, lambda v: 10 ** v, 'x')} (per seed: "
+                        + ", ".join(f"s{s}: {_fmt(mine[s])}/{_fmt(theirs[s])}" for s in sorted(logs))
+                        + f"); needs {_fmt(expected)}x within {_fmt(tol)} decades"
+                        + (f"; {'; '.join(edges)}: the ratio is a bound" if edges else ""))
+                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st))
+    return _result(cond["check"], evidence, "" if evidence else "needs >= 3 learning rates of each side at one setting")
+
+
+# ---------------------------------------------------------------- tuned_compare
+
+RELATIONS: dict[str, tuple[Callable[[float, float, Mapping[str, Any]], bool], str]] = {
+    "greater": (lambda d, t, c: d > t, "diff > {tol}"),
+    "less": (lambda d, t, c: d < -t, "diff < -{tol}"),
+    "within": (lambda d, t, c: abs(d) <= t, "|diff| <= {tol}"),
+    "ge": (lambda d, t, c: d >= -t, "diff >= -{tol}"),
+}
+
+
+def _ratio_holds(r: float, tol: float, cond: Mapping[str, Any]) -> bool:
+    lo, hi = (float(x) for x in cond["range"])
+    return lo - tol <= r <= hi + tol
+
+
+def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """Method vs baseline, each at its own best lr (mean validation score over seeds), on the test
+    metric, paired over seeds. `relation`: greater | less | within | ge (differences, oriented so
+    positive is better) or ratio_in (method / baseline in `range` widened by tolerance)."""
+    metric, tol, relation = cond.get("metric", "primary"), float(cond["tolerance"]), cond.get("relation", "ge")
+    if relation != "ratio_in" and relation not in RELATIONS:
+        raise ValueError(f"relation {relation!r} is not one of {sorted(RELATIONS) + ['ratio_in']}")
+    s = sign(direction_of(metric, runs))
+    match = list(cond.get("match", ["steps"]))
+    runs = with_context(runs)
+    base_lines = lines(side(runs, cond, cond["baseline"], "baseline"), LINE_KEY + ["context"])
+    evidence = []
+    for method in _methods(cond):
+        for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
+            for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
+                lr_m, a, _ = tuned(line, metric)
+                lr_b, b, _ = tuned(base, metric)
+                label = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr_m)}] vs {cond['baseline']} "
+                         f"[{base['rank'].iloc[0]} {base['targets'].iloc[0]}, lr {_fmt(lr_b)}]")
+                if relation == "ratio_in":
+                    ratios = {k: (a[k] / b[k] if s > 0 else b[k] / a[k]) for k in set(a) & set(b) if a[k] and b[k]}
+                    st = paired_stats(ratios)
+                    ok = not math.isnan(st["estimate"]) and _ratio_holds(st["estimate"], tol, cond)
+                    text = (f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs "
+                            f"[{_fmt(100 * float(cond['range'][0]))}%, {_fmt(100 * float(cond['range'][1]))}%] ± {_fmt(100 * tol)} points")
+                    seeds = _seeds(ratios)
+                else:
+                    st = paired_stats({k: s * v for k, v in a.items()}, {k: s * v for k, v in b.items()})
+                    holds, rel = RELATIONS[relation]
+                    ok = not math.isnan(st["estimate"]) and holds(st["estimate"], tol, cond)
+                    text = f"{label}: {metric} diff (better = positive) {stats_text(st)}; needs {rel.format(tol=_fmt(tol))}"
+                    seeds = tuple(sorted(set(a) & set(b)))
+                if not seeds:
+                    continue
+                evidence.append(Evidence(_where(cfg), text, ok, seeds, st))
+    return _result(cond["check"], evidence)
+
+
+# ---------------------------------------------------------------- axis_slope_compare
+
+def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) -> list[dict[float, dict[int, float]]]:
+    """One curve per method line (rank, targets, steps unless `free`): {axis value: {seed: metric
+    at the lr that is best on validation at that value}}."""
+    if runs.empty:
+        return []
+    runs = runs.assign(axis_value=list(runs[axis]) if axis in runs.columns else
+                       [setting_value(i, axis) for i in runs["setting_items"]])
+    keys = [k for k in ["rank", "targets", "steps"] if k not in free] + ["protocol"]
+    curves = []
+    for _, line in runs.groupby(keys, dropna=False):
+        curve: dict[float, dict[int, float]] = {}
+        for value, g in line.groupby("axis_value"):
+            _, per_seed, _ = tuned(g, metric)
+            curve[float(value)] = per_seed
+        if len(curve) >= 2:
+            curves.append(curve)
+    return curves
+
+
+def _slopes(curves: dict[float, dict[int, float]]) -> dict[int, float]:
+    """Per seed: least-squares slope of the metric per doubling of the axis."""
+    seeds = set.intersection(*(set(v) for v in curves.values())) if curves else set()
+    xs = np.log2(sorted(curves))
+    return {s: float(np.polyfit(xs, [curves[x][s] for x in sorted(curves)], 1)[0]) for s in sorted(seeds)}
+
+
+def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """Slope of the (tuned) metric per doubling of a config `axis` (batch_size, task.n_train, ...),
+    method minus baseline, paired over seeds: greater (relation: greater) or smaller (less) by
+    more than the tolerance. Keys in `free` (e.g. steps, when the axis is batch size at a fixed
+    number of examples) may vary along the axis."""
+    axis, tol, relation = str(cond["axis"]), float(cond["tolerance"]), cond.get("relation", "greater")
+    metric = cond.get("metric", "primary")
+    free = list(cond.get("free", []))
+    s = sign(direction_of(metric, runs))
+    runs = with_context(runs, drop=[axis])
+    evidence = []
+    group = GROUP_KEY + ["precision", "context"]
+    for cfg, g in lines(runs, group):
+        for base in _axis_curves(side(g, cond, cond["baseline"], "baseline"), axis, metric, free):
+            for method in _methods(cond):
+                for mine in _axis_curves(side(g, cond, method, "method"), axis, metric, free):
+                    sm, sb = _slopes(mine), _slopes(base)
+                    st = paired_stats({k: s * v for k, v in sm.items()}, {k: s * v for k, v in sb.items()})
+                    if st["n"] == 0:
+                        continue
+                    holds, rel = RELATIONS[relation]
+                    ok = holds(st["estimate"], tol, cond)
+                    text = (f"slope of {metric} per doubling of {axis} (better = positive), {method} minus {cond['baseline']}: "
+                            f"{stats_text(st)} ({method} at {axis}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
+                            f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
+                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st))
+    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis} for both methods at one setting")
+
+
+# ---------------------------------------------------------------- forgetting_at_matched
+
+def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """At matched target performance the method forgets less (relation less) than the baseline.
+    Per seed, the method's tuned configuration gives (performance, forgetting); the baseline run
+    of that seed (any lr or step budget in the same setting) whose test performance is closest,
+    within `match_within`, is its partner. Holds when the mean forgetting difference is below
+    -tolerance (less) or above +tolerance (greater). `min_gain`: only runs that gained at least
+    this much over the base model's score (needs measure.metrics_before) take part."""
+    metric, tol, within = cond.get("metric", "primary"), float(cond["tolerance"]), float(cond.get("match_within", 0.02))
+    forgetting = cond.get("forgetting", "forgetting")
+    relation = cond.get("relation", "less")
+    min_gain = float(cond["min_gain"]) if cond.get("min_gain") is not None else None
+    runs = with_context(runs)
+    evidence = []
+    base_runs = side(runs, cond, cond["baseline"], "baseline")
+    for method in _methods(cond):
+        for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
+            lr, perf, _ = tuned(line, metric)
+            chosen = line[np.isclose(line["chosen_lr"].astype(float), lr)]
+            forg = {int(k): float(v) for k, v in zip(chosen["seed"], chosen[forgetting])}
+            pool = base_runs[(base_runs["context"] == cfg["context"]) & (base_runs["model"] == cfg["model"])
+                             & (base_runs["task"] == cfg["task"]) & (base_runs["precision"] == cfg["precision"])]
+            if min_gain is not None:  # matching two runs that learned nothing says nothing about forgetting
+                pool = pool[pool["gain_over_base"].astype(float) >= min_gain]
+                gains = dict(zip(chosen["seed"].astype(int), chosen["gain_over_base"].astype(float)))
+                perf = {k: v for k, v in perf.items() if gains.get(k, math.nan) >= min_gain}
+            mine, theirs, pairs = {}, {}, []
+            for seed, p in perf.items():
+                cands = pool[pool["seed"] == seed]
+                if cands.empty or seed not in forg or math.isnan(forg[seed]):
+                    continue
+                gap = (cands[metric].astype(float) - p).abs()
+                if gap.min() > within:
+                    continue
+                partner = cands.loc[gap.idxmin()]
+                mine[seed], theirs[seed] = forg[seed], float(partner[forgetting])
+                pairs.append(f"s{seed}: {_fmt(p)}/{_fmt(mine[seed])} vs {_fmt(float(partner[metric]))}/{_fmt(theirs[seed])} "
+                             f"(lr {_fmt(float(partner['chosen_lr']))}, {int(partner['steps'])} steps)")
+            if not mine:
+                continue
+            st = paired_stats(mine, theirs)
+            ok = st["estimate"] < -tol if relation == "less" else st["estimate"] > tol
+            text = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr)}] minus {cond['baseline']} at matched {metric} "
+                    f"(within {_fmt(within)}): {forgetting} diff {stats_text(st)}; per seed {metric}/{forgetting}: {'; '.join(pairs)}; "
+                    f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
+            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st))
+    floor = f" among runs that gained >= {_fmt(min_gain)} over the base model" if min_gain is not None else ""
+    return _result(cond["check"], evidence, "" if evidence else f"no baseline run within {_fmt(within)} of the method's {metric}{floor}")
+
+
+# ---------------------------------------------------------------- metric_in_range
+
+def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """The metric's mean over seeds lies in `range` widened by the tolerance, per configuration."""
+    metric, tol = cond["metric"], float(cond["tolerance"])
+    lo, hi = (float(x) for x in cond["range"])
+    evidence = []
+    for method in _methods(cond):
+        for cfg, g in lines(side(with_context(runs), cond, method, "method"), LINE_KEY + ["lr"]):
+            per_seed = {int(k): float(v) for k, v in zip(g["seed"], g[metric]) if not math.isnan(float(v))}
+            if not per_seed:
+                continue
+            st = paired_stats(per_seed)
+            ok = lo - tol <= st["estimate"] <= hi + tol
+            text = f"{method} {metric} = {stats_text(st)}; needs [{_fmt(lo)}, {_fmt(hi)}] ± {_fmt(tol)}"
+            evidence.append(Evidence(_where(cfg), text, ok, _seeds(per_seed), st))
+    return _result(cond["check"], evidence)
+
+
+KINDS = {
+    "best_lr_ratio": best_lr_ratio,
+    "tuned_compare": tuned_compare,
+    "axis_slope_compare": axis_slope_compare,
+    "forgetting_at_matched": forgetting_at_matched,
+    "metric_in_range": metric_in_range,
+}
+claims.CHECKS.update(KINDS)
+claims.NEEDS_BASELINE |= {"best_lr_ratio", "tuned_compare", "axis_slope_compare", "forgetting_at_matched"}

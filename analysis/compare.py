@@ -1,0 +1,116 @@
+"""`peftbench compare MY_RESULTS --reference NAME`: does a user's run reproduce ours?
+
+Per configuration (model x task x the table's row key), against the records of
+`results/reference/NAME/` (or a folder given as NAME):
+
+* bit-identical: every seed both have gives exactly the same test metrics and loss curve. That
+  is expected only on the same CPU model and torch build (bf16 kernels round differently on other
+  processors); the line says whether provenance matches.
+* within CI: the user's mean primary metric lies inside the 95% t-interval of the reference seeds'
+  mean (needs >= 2 reference seeds).
+* not reproduced: neither; or "cannot tell" when the reference has one seed and the numbers differ.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.load import GROUP_KEY, ROW_KEY, load_results
+from analysis.stats import t_ci95
+
+REFERENCE_ROOT = Path(__file__).resolve().parents[1] / "results" / "reference"
+KEY = GROUP_KEY + ROW_KEY
+BIT_IDENTICAL, WITHIN_CI, NOT_REPRODUCED, CANNOT_TELL, NO_REFERENCE = (
+    "bit-identical", "within CI", "not reproduced", "cannot tell (reference has 1 seed)", "no reference")
+
+
+@dataclass
+class Comparison:
+    config: str
+    verdict: str
+    detail: str
+
+
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    return sorted(c for c in frame.columns if c.startswith("metrics.test."))
+
+
+def _identical(mine: pd.Series, ref: pd.Series, metrics: list[str]) -> bool:
+    same = all((mine[m] == ref[m]) or (math.isnan(mine[m]) and math.isnan(ref[m])) for m in metrics)
+    return same and list(mine["loss_curve"]) == list(ref["loss_curve"])
+
+
+def _same_machine(mine: pd.DataFrame, ref: pd.DataFrame) -> bool:
+    def torch(frame: pd.DataFrame) -> set[str]:
+        return {next((p.split(" ", 1)[1] for p in v.split(", ") if p.startswith("torch ")), "?") for v in frame["prov_versions"]}
+    return set(mine["prov_hardware"]) == set(ref["prov_hardware"]) and torch(mine) == torch(ref)
+
+
+def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
+    metrics = _metric_columns(ref)
+    same_machine = _same_machine(mine, ref)
+    where = "same CPU model and torch build" if same_machine else "different CPU model or torch build"
+    shared = sorted(set(mine["seed"]) & set(ref["seed"]))
+    if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
+        return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")
+    m, r = float(mine["primary"].mean()), float(ref["primary"].mean())
+    half = t_ci95(list(ref["primary"].astype(float)))
+    seeds = f"yours n={len(mine)}, reference n={len(ref)}"
+    note = " (same CPU and torch: bit-identical was expected)" if same_machine and shared else ""
+    if math.isnan(half):
+        return Comparison(label, CANNOT_TELL, f"primary {m:.4g} vs {r:.4g}; {seeds}{note}")
+    ok = abs(m - r) <= half
+    return Comparison(label, WITHIN_CI if ok else NOT_REPRODUCED,
+                      f"primary {m:.4g} vs reference {r:.4g}, its 95% CI [{r - half:.4g}, {r + half:.4g}]; {seeds}; {where}{note}")
+
+
+def _label(key: tuple) -> str:
+    d = dict(zip(KEY, key))
+    return f"{d['model']}/{d['task']} {d['method']} {d['rank']} {d['targets']} {d['precision']} lr={d['lr']:.3g} steps={d['steps']} setting={d['setting']}"
+
+
+def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
+    ref_groups = {k: g for k, g in ref.groupby(KEY, dropna=False)}
+    out = []
+    for key, g in mine.groupby(KEY, dropna=False):
+        match = next((r for k, r in ref_groups.items() if all(a == b or (a != a and b != b) for a, b in zip(k, key))), None)
+        if match is None:
+            out.append(Comparison(_label(key), NO_REFERENCE, "the reference has no run of this configuration"))
+        else:
+            out.append(compare_config(_label(key), g, match))
+    return out
+
+
+def reference_folder(name: str) -> Path | None:
+    for p in (Path(name), REFERENCE_ROOT / name):
+        if p.is_dir():
+            return p
+    return None
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="peftbench compare", description=__doc__.splitlines()[0])
+    p.add_argument("results", nargs="+", help="your result files or folders")
+    p.add_argument("--reference", required=True, help="a folder under results/reference/ (e.g. demo) or a path")
+    args = p.parse_args(argv)
+    folder = reference_folder(args.reference)
+    if folder is None:
+        names = sorted(d.name for d in REFERENCE_ROOT.iterdir() if d.is_dir()) if REFERENCE_ROOT.is_dir() else []
+        print(f"peftbench: error: no reference {args.reference!r}; available: {', '.join(names) or '(none)'} "
+              f"(or give a folder of records)", file=sys.stderr)
+        return 2
+    mine, ref = load_results(args.results).ok, load_results([folder]).ok
+    if mine.empty:
+        print(f"peftbench: error: no ok result records in {', '.join(args.results)}; give the folder your runs wrote", file=sys.stderr)
+        return 2
+    results = compare(mine, ref)
+    for c in results:
+        print(f"{c.verdict:>14}  {c.config}: {c.detail}")
+    counts = {v: sum(c.verdict == v for c in results) for v in dict.fromkeys(c.verdict for c in results)}
+    print("summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return 1 if any(c.verdict == NOT_REPRODUCED for c in results) else 0

@@ -1,0 +1,21 @@
+"""Which study (conf/study/*.yaml) supplies the data a claim needs: read from the studies' own
+`claims:` lists, so a "not enough data" verdict can say what to run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+STUDY_DIR = Path(__file__).resolve().parents[1] / "conf" / "study"
+
+
+def studies_for_claim(claim_id: str, folder: Path = STUDY_DIR) -> list[str]:
+    names = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and claim_id in (data.get("claims") or []):
+            names.append(str(data.get("name") or path.stem))
+    return names

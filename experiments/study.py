@@ -1,0 +1,440 @@
+"""Published comparisons as runnable studies: `peftbench reproduce NAME | --list`.
+
+A study is data, `conf/study/<name>.yaml`:
+
+    name: lora_without_regret
+    title: LoRA Without Regret
+    source: Schulman et al., Thinking Machines Lab, 2025
+    about: what the study measures and how it is sized
+    claims: [lwr_best_lr_ratio, ...]      # ids of claims in conf/claims/ that it tests
+    settings: {model: minilm, steps: 100}  # one value each, shared by every run
+    grid: {seed: "0,1,2"}                  # crossed with every arm
+    arms:                                  # a union of small grids (hydra.sweeper.arms)
+      - {method: full_ft, lr: "1e-4,3e-4"}
+    variants:                              # other settings the same study runs on
+      sst2: {task: sst2, ...}
+
+`reproduce` turns it into a sweep preset (settings and grid as `hydra.sweeper.params`, arms as
+`hydra.sweeper.arms`), runs it through the ordinary `peftbench run -m` path (skip-done, resume,
+launchers, SLURM), reports on exactly the runs of that sweep, and prints each claim's verdict.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+STUDY_DIR = CONF / "study"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+PEAK_CACHE = "peak_flops.json"
+STUDY_KEYS = {"name", "title", "source", "about", "claims", "settings", "grid", "arms", "variants", "sizing"}
+REQUIRED = ("name", "title", "source", "claims", "arms")
+# Where no record measured a step, the analytic estimate divides FLOPs by the measured peak at
+# this fraction of it: the MFU the reference records reach on this CPU is 0.5-0.6.
+ASSUMED_MFU = 0.5
+# Outside the runs, per sweep: process start, imports, Hydra composing every job (README, "Launchers").
+SWEEP_OVERHEAD_S = 7.0
+
+
+class StudyError(ValueError):
+    """A study file or name that cannot be used; the message names it and the fix."""
+
+
+@dataclass
+class Study:
+    name: str
+    title: str
+    source: str
+    claims: list[str]
+    settings: dict[str, Any]
+    grid: dict[str, Any]
+    arms: list[dict[str, Any]]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    about: str = ""
+    file: str = ""
+
+    def params(self, variant: str | None = None) -> dict[str, Any]:
+        """settings + grid (+ a variant's settings) as sweeper params: one override each. A
+        variant's `key: null` drops a setting the variant's task or model does not have."""
+        extra = self.variants[variant] if variant else {}
+        merged = {**self.settings, **extra, **self.grid}
+        return {k: v for k, v in merged.items() if v is not None}
+
+
+# ---------------------------------------------------------------- loading and validation
+
+def study_files(folder: Path = STUDY_DIR) -> list[Path]:
+    return sorted(Path(folder).glob("*.yaml"))
+
+
+def study_names(folder: Path = STUDY_DIR) -> list[str]:
+    return [p.stem for p in study_files(folder)]
+
+
+def _scalar_map(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise StudyError(f"{where} must be a mapping of key: value, got {type(value).__name__}")
+    for k, v in value.items():
+        if isinstance(v, (Mapping, list)):
+            raise StudyError(f"{where}.{k} must be one value or a comma list in a string (e.g. \"1e-4,3e-4\"), got {v!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_study(data: Any, file: str, known_claims: Iterable[str] | None = None) -> Study:
+    """A validated study; StudyError naming the file, the key and the fix otherwise."""
+    if not isinstance(data, Mapping):
+        raise StudyError(f"study {file}: not a mapping of keys")
+    unknown = sorted(set(map(str, data)) - STUDY_KEYS)
+    if unknown:
+        raise StudyError(f"study {file}: unknown key(s) {', '.join(unknown)}; a study has {', '.join(sorted(STUDY_KEYS))}")
+    missing = [k for k in REQUIRED if not data.get(k)]
+    if missing:
+        raise StudyError(f"study {file}: missing {', '.join(missing)}; see conf/study/README.md")
+    if data["name"] != Path(file).stem:
+        raise StudyError(f"study {file}: name {data['name']!r} differs from the file name {Path(file).stem!r}; make them equal")
+    claims = data["claims"]
+    if not isinstance(claims, list) or not all(isinstance(c, str) for c in claims):
+        raise StudyError(f"study {file}: claims must be a list of claim ids")
+    if known_claims is not None:
+        unknown_claims = sorted(set(claims) - set(known_claims))
+        if unknown_claims:
+            raise StudyError(f"study {file}: claim(s) {', '.join(unknown_claims)} not found in the claims folder; "
+                             f"add conf/claims/<id>.yaml or fix the id")
+    arms = data["arms"]
+    if not isinstance(arms, list) or not arms:
+        raise StudyError(f"study {file}: arms must be a non-empty list of mappings")
+    parsed_arms = [_scalar_map(a, f"arms[{i}]") for i, a in enumerate(arms)]
+    for i, arm in enumerate(parsed_arms):
+        if "method" not in arm:
+            raise StudyError(f"study {file}: arms[{i}] names no method; add method: NAME")
+    variants = data.get("variants") or {}
+    if not isinstance(variants, Mapping):
+        raise StudyError(f"study {file}: variants must map a variant name to its settings")
+    return Study(name=str(data["name"]), title=str(data["title"]), source=str(data["source"]), claims=list(claims),
+                 settings=_scalar_map(data.get("settings"), "settings"), grid=_scalar_map(data.get("grid"), "grid"),
+                 arms=parsed_arms, variants={str(k): _scalar_map(v, f"variants.{k}") for k, v in variants.items()},
+                 about=str(data.get("about") or "").strip(), file=str(file))
+
+
+def load_study(name: str, folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> Study:
+    path = Path(folder) / f"{name}.yaml"
+    if not path.is_file():
+        names = study_names(folder)
+        raise StudyError(f"unknown study {name!r}; available: {', '.join(names) or '(none)'} "
+                         f"(add {name}.yaml under {folder}, or see peftbench reproduce --list)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StudyError(f"study {path}: not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+    return parse_study(data, str(path), known_claim_ids(claims_dir))
+
+
+def known_claim_ids(claims_dir: Path | None = None) -> set[str]:
+    from analysis.claims import CLAIMS_DIR, claim_files, load_claims
+
+    return {str(c.get("id")) for _, c in load_claims(claim_files(claims_dir or CLAIMS_DIR)) if isinstance(c, dict)}
+
+
+# ---------------------------------------------------------------- jobs
+
+def study_jobs(study: Study, overrides: Sequence[str] = (), variant: str | None = None) -> list[list[str]]:
+    """The jobs the sweep launches (before merging jobs that compose to one run id), exactly as
+    the sweeper expands them."""
+    from experiments.sweep import expand_jobs
+
+    return expand_jobs(study.params(variant), study.arms, list(overrides))
+
+
+def preset_text(study: Study, variant: str | None = None) -> str:
+    """The study as a sweep preset (conf/sweep/*.yaml form) that `peftbench run -m` composes."""
+    body = {"hydra": {"sweeper": {"params": {k: str(v) for k, v in study.params(variant).items()},
+                                  "arms": [{k: str(v) for k, v in a.items()} for a in study.arms]}}}
+    return f"# @package _global_\n# generated from {study.file}\n" + yaml.safe_dump(body, sort_keys=False)
+
+
+# ---------------------------------------------------------------- estimates
+
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def job_settings(job: Sequence[str]) -> dict[str, Any]:
+    """What a job's time depends on, from its overrides and the shipped YAML defaults (no Hydra
+    composition: --list must be fast)."""
+    ov = {}
+    for item in job:
+        k, _, v = item.partition("=")
+        ov[k.lstrip("+~")] = yaml.safe_load(v) if v else v
+    top = _yaml(CONF / "config.yaml")
+    defaults = {k: v for d in top.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+    model, method, task = (str(ov.get(g, defaults.get(g))) for g in ("model", "method", "task"))
+    mcfg, tcfg, meth = _yaml(CONF / "model" / f"{model}.yaml"), _yaml(CONF / "task" / f"{task}.yaml"), _yaml(CONF / "method" / f"{method}.yaml")
+    steps = ov.get("steps", mcfg.get("default_steps", 200))
+    measure = top.get("measure") or {}
+    n_eval = sum(int(ov.get(f"task.{k}", tcfg.get(k, 0)) or 0) for k in ("n_validation", "n_test"))
+    if not n_eval:
+        n_eval = int(ov.get("task.max_eval_samples") or tcfg.get("max_eval_samples") or 1000) * 2
+    return {"model": model, "method": method, "task": task, "steps": int(steps),
+            "batch_size": int(ov.get("batch_size", top.get("batch_size", 16))),
+            "max_length": int(ov.get("max_length", top.get("max_length", 32))),
+            "precision": str(ov.get("precision", top.get("precision", "bf16"))),
+            "targets": str(ov.get("method.target_modules", meth.get("target_modules", "-"))),
+            "latency": bool(ov.get("measure.latency", measure.get("latency", True))),
+            "metrics_before": bool(ov.get("measure.metrics_before", measure.get("metrics_before", True))),
+            "n_eval": n_eval}
+
+
+@dataclass
+class Basis:
+    """Measured costs of one reference record, per unit, for estimating other runs."""
+
+    model: str
+    method: str
+    targets: str
+    precision: str
+    step_s_per_token: float
+    eval_s_per_example: float
+    other_s: float  # load + measurement, per run
+    file: str
+
+
+def reference_bases(folders: Iterable[Path]) -> list[Basis]:
+    """Per-unit costs of every ok record under the folders (recursively)."""
+    out = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.json")) if Path(folder).is_dir() else []:
+            try:
+                r = json.loads(path.read_text())
+                if r.get("status") != "ok":
+                    continue
+                cfg, cost, timing = r["config"], r["cost"], r["timing"]
+                tokens = int(cfg["batch_size"]) * int(cfg["max_length"])
+                task = cfg.get("task") or {}
+                n_eval = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0) or 2 * int(task.get("max_eval_samples") or 32)
+                evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
+                mcfg = cfg.get("method") or {}
+                out.append(Basis(str(r["model"]), str(r["method"]), str(mcfg.get("target_modules", "-")), str(r["precision"]),
+                                 float(cost["step_time_ms_median"]) / 1000.0 / tokens, float(timing["eval_s"]) / max(evals, 1),
+                                 float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path)))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def _peak_flops(precision: str) -> float | None:
+    import os
+
+    cache = Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench")) / PEAK_CACHE
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    peaks = [float(v["peak_flops_per_s"]) for k, v in entries.items() if f"torch.{dtype}" in k and "|cpu|" in k]
+    return max(peaks) if peaks else None
+
+
+def _model_params(model: str) -> float | None:
+    """Parameter count of a model from its YAML's arch block (GPU models have one), else None."""
+    arch = _yaml(CONF / "model" / f"{model}.yaml").get("arch") or {}
+    h, layers, inter, vocab = (arch.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"))
+    if all(isinstance(x, int) for x in (h, layers, inter, vocab)):
+        return float(layers * (4 * h * h + 3 * h * inter) + vocab * h)
+    return None
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    basis: str  # "measured" (reference records of this model x method) | "measured, other method" | "analytic" | "unknown"
+
+
+def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
+    """Seconds for one run: measured step cost per token x tokens x steps, eval cost per example x
+    examples, plus load and measurement, from the closest reference record; else an analytic FLOPs
+    estimate over the measured peak in the peak cache."""
+    tokens = s["batch_size"] * s["max_length"]
+    same_model = [b for b in bases if b.model == s["model"] and b.precision == s["precision"]]
+    exact = [b for b in same_model if b.method == s["method"]]
+    near = [b for b in exact if b.targets == s["targets"]] or exact
+    if near or same_model:
+        pool = near or same_model
+        step = statistics.median(b.step_s_per_token for b in pool)
+        if not near:  # another method of this model: scale by training FLOPs (full FT 3x forward, adapters ~2x)
+            full = s["method"] == "full_ft"
+            others_full = all(b.method == "full_ft" for b in pool)
+            step *= (3 / 2) if full and not others_full else (2 / 3) if others_full and not full else 1
+        evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
+        # load + measurement as the reference measured them (its latency included: an upper bound
+        # for runs with latency off)
+        other = statistics.median(b.other_s for b in pool)
+        secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
+        return Estimate(secs, "measured" if near else "measured, other method")
+    peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
+    if peak and n_params:
+        factor = 6 if s["method"] == "full_ft" else 4
+        return Estimate(s["steps"] * factor * n_params * tokens / (peak * ASSUMED_MFU), "analytic")
+    return Estimate(math.nan, "unknown")
+
+
+def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | None = None,
+                   reference: Iterable[Path] = (REFERENCE_DIR,)) -> dict[str, Any]:
+    jobs = study_jobs(study, overrides, variant)
+    bases = reference_bases(reference)
+    per_job = [estimate_job(job_settings(j), bases) for j in jobs]
+    kinds = sorted({e.basis for e in per_job})
+    total = sum(e.seconds for e in per_job) + SWEEP_OVERHEAD_S
+    return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}
+
+
+def fmt_duration(s: float) -> str:
+    if math.isnan(s):
+        return "unknown"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def list_studies(folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> list[str]:
+    lines = []
+    for name in study_names(folder):
+        study = load_study(name, folder, claims_dir)
+        est = estimate_study(study)
+        lines.append(f"{name}: {est['runs']} runs, est. {fmt_duration(est['seconds'])} CPU time on this machine "
+                     f"({'; '.join(est['bases'])} step costs); claims: {', '.join(study.claims)}")
+        for v in study.variants:
+            vest = estimate_study(study, variant=v)
+            lines.append(f"  --variant {v}: {vest['runs']} runs, est. {fmt_duration(vest['seconds'])} ({'; '.join(vest['bases'])})")
+    lines.append("Estimates: 'measured' = step time per token, eval time per example and load+measurement time of "
+                 "records under results/reference/ for the same model x method (x targets where there is one), x this "
+                 "study's steps, batch, length and eval examples; 'measured, other method' = another method's record of "
+                 "the same model scaled by training FLOPs (full FT 3 forward passes, adapters 2); 'analytic' = FLOPs "
+                 f"(6 or 4 x parameters x tokens per step) over the measured peak in the peak cache at {ASSUMED_MFU:.0%} MFU; "
+                 f"plus {SWEEP_OVERHEAD_S:.0f} s per sweep. One job at a time with all cores.")
+    return lines
+
+
+# ---------------------------------------------------------------- reproduce
+
+def write_preset(study: Study, root: Path, variant: str | None) -> tuple[Path, str]:
+    """The generated preset in its own config folder (passed as a Hydra searchpath)."""
+    name = f"study_{study.name}" + (f"_{variant}" if variant else "")
+    path = root / "sweep" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(preset_text(study, variant))
+    return root, name
+
+
+def manifest_files(sweep_dir: Path) -> list[Path]:
+    """The result files of the runs of this sweep (from its manifest), those that exist."""
+    from experiments import record
+
+    m = json.loads((sweep_dir / ".sweep.json").read_text())
+    paths = [record.result_path(e["results_dir"], e["run_id"]) for e in m["runs"] if e.get("run_id") and e.get("results_dir")]
+    return [p for p in paths if p.exists()]
+
+
+def verdict_lines(results: Sequence[Any]) -> list[str]:
+    """Each claim's verdict and, per condition, its estimate, CI, p and seeds."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
+        for c in r.conditions:
+            lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f" ({c.note})" if c.note else ""))
+            for e in c.evidence:
+                lines.append(f"    {'holds' if e.holds else 'fails'}: {e.where}: {e.text}{_stats_suffix(e)}")
+    return lines
+
+
+def _stats_suffix(evidence: Any) -> str:
+    """Estimate, 95% CI, p and n where the evidence text does not already say them."""
+    st = getattr(evidence, "stats", None)
+    if not st or "95% CI" in evidence.text:
+        return ""
+    ci = "–" if math.isnan(st["ci_low"]) else f"[{st['ci_low']:.4g}, {st['ci_high']:.4g}]"
+    p = "untested" if math.isnan(st["p"]) else f"{st['p']:.3g}"
+    return f" [diff {st['estimate']:.4g}, 95% CI {ci}, p {p}, n={int(st['n'])} seeds]"
+
+
+def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None, folder: Path = STUDY_DIR,
+              claims_dir: Path | None = None, out: Path | None = None) -> int:
+    from analysis import claims as claims_mod
+    from analysis.report import build
+    from experiments import cli
+
+    study = load_study(name, folder, claims_dir)
+    if variant and variant not in study.variants:
+        raise StudyError(f"study {name} has no variant {variant!r}; available: {', '.join(study.variants) or '(none)'}")
+    results_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("results_dir=")), "results")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    tag = name + (f"_{variant}" if variant else "")
+    work = Path(results_dir) / ".studies" / tag
+    conf_root, preset = write_preset(study, work / "conf", variant)
+    sweep_dir = work / stamp
+    est = estimate_study(study, overrides, variant)
+    print(f"[study] {name}{f' ({variant})' if variant else ''}: {study.title} ({study.source}); {est['runs']} jobs, "
+          f"est. {fmt_duration(est['seconds'])} if none is done yet", flush=True)
+    started = time.time()
+    rc = cli.run(["-m", f"hydra.searchpath=[file://{conf_root.resolve()}]", f"+sweep={preset}",
+                  f"hydra.sweep.dir={sweep_dir}", *overrides])
+    if rc != 0:
+        return rc
+    if not (sweep_dir / ".sweep.json").exists():
+        print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
+        return 0
+    files = manifest_files(sweep_dir)
+    out = out or Path("report") / "studies" / tag
+    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
+    print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
+    for line in verdict_lines(made["claims"]):
+        print(line)
+    return 0
+
+
+# ---------------------------------------------------------------- command line
+
+USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--studies DIR] [--claims DIR] [OVERRIDES...]
+       peftbench reproduce --list [--studies DIR]"""
+
+
+def _option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    if flag in argv:
+        i = argv.index(flag)
+        if i + 1 >= len(argv):
+            raise StudyError(f"{flag} needs a value")
+        return argv[i + 1], argv[:i] + argv[i + 2:]
+    return None, argv
+
+
+def main(argv: list[str]) -> int:
+    try:
+        studies, argv = _option(list(argv), "--studies")
+        claims, argv = _option(argv, "--claims")
+        variant, argv = _option(argv, "--variant")
+        out, argv = _option(argv, "--out")
+        folder = Path(studies) if studies else STUDY_DIR
+        claims_dir = Path(claims) if claims else None
+        if "--list" in argv:
+            print("\n".join(list_studies(folder, claims_dir)))
+            return 0
+        names = [a for a in argv if "=" not in a and not a.startswith("-")]
+        if len(names) != 1:
+            print(USAGE, file=sys.stderr)
+            return 2
+        overrides = [a for a in argv if a != names[0]]
+        return reproduce(names[0], overrides, variant=variant, folder=folder, claims_dir=claims_dir,
+                         out=Path(out) if out else None)
+    except StudyError as e:
+        print(f"peftbench: error: {e}", file=sys.stderr)
+        return 2

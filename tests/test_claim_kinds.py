@@ -1,0 +1,170 @@
+"""The claim checks that compare methods at tuned learning rates, along a config axis, at matched
+performance, or against a range; on fabricated records (no torch), each giving holds / fails /
+not enough data. Also: 'not enough data' names the study that supplies the claim."""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis.claims import FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim
+from analysis.load import load_results
+from fixtures_analysis.analysis_records import record, write_all
+
+OFFSET = {0: 0.0, 1: 0.01, 2: -0.006}
+
+
+def run(method: str, seed: int, lr: float, acc: float, *, r: int | None = 16, targets: str | None = "all_linear",
+        steps: int = 100, config: dict[str, Any] | None = None, forgetting: float | None = None,
+        before: float | None = None) -> dict[str, Any]:
+    rec = record(method, seed=seed, acc=acc + OFFSET[seed], r=r, targets=targets, lr=lr, steps=steps)
+    for k, v in (config or {}).items():
+        rec["config"].setdefault("task", {})
+        node = rec["config"]
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    rec["run_id"] += f"__lr{lr:g}__" + "_".join(f"{k}{v}" for k, v in sorted((config or {}).items()))
+    if before is not None:  # the base model's score before training
+        rec["metrics_before"] = {"test": {"accuracy": before}, "validation": {"accuracy": before}}
+    if forgetting is not None:
+        rec["forgetting"] = {"kind": "hidden_drift", "primary": "hidden_drift_cos", "hidden_drift_cos": forgetting + OFFSET[seed] / 10}
+    return rec
+
+
+def peaked(peak_lr: float, top: float, lr: float) -> float:
+    """A score that falls 10 points per decade away from the best lr."""
+    return top - 0.1 * abs(math.log10(lr / peak_lr))
+
+
+FT_GRID, LORA_GRID = (3e-5, 1e-4, 3e-4, 1e-3), (3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def lr_grid_runs(lora_peak: float = 1e-3, ft_peak: float = 1e-4, ft_grid=FT_GRID, lora_grid=LORA_GRID) -> list[dict[str, Any]]:
+    recs = []
+    for s in (0, 1, 2):
+        recs += [run("full_ft", s, lr, peaked(ft_peak, 0.90, lr), r=None, targets=None) for lr in ft_grid]
+        recs += [run("lora", s, lr, peaked(lora_peak, 0.86, lr)) for lr in lora_grid]
+    return recs
+
+
+def ok_frame(tmp_path: Path, recs: list[dict[str, Any]]):
+    return load_results([write_all(tmp_path / "runs", recs, broken=False)]).ok
+
+
+def verdict(claim: dict[str, Any], tmp_path: Path, recs: list[dict[str, Any]]) -> str:
+    return evaluate_claim(claim, ok_frame(tmp_path, recs)).verdict
+
+
+BASE = {"id": "x", "statement": "s", "source": "test"}
+
+
+def lr_ratio(expected: float) -> dict[str, Any]:
+    return {**BASE, "check": "best_lr_ratio", "method": "lora", "baseline": "full_ft", "metric": "primary",
+            "expected": expected, "tolerance": 0.3}
+
+
+def test_best_lr_ratio(tmp_path):
+    recs = lr_grid_runs()  # LoRA peaks at 1e-3, full FT at 1e-4: 10x
+    result = evaluate_claim(lr_ratio(10), ok_frame(tmp_path / "a", recs))
+    assert result.verdict == HOLDS
+    st = result.conditions[0].evidence[0].stats
+    assert st["n"] == 3 and 10 ** st["estimate"] == pytest.approx(10.0)
+    assert verdict(lr_ratio(1), tmp_path / "b", recs) == FAILS
+    two_lrs = lr_grid_runs(ft_grid=FT_GRID[:2], lora_grid=LORA_GRID[:2])
+    assert verdict(lr_ratio(10), tmp_path / "c", two_lrs) == NO_DATA
+    assert verdict({**lr_ratio(10), "where_method": {"tragets": "attn_qv"}}, tmp_path / "d", recs) == INVALID
+
+
+def tuned(relation: str, tolerance: float, **extra: Any) -> dict[str, Any]:
+    return {**BASE, "check": "tuned_compare", "method": "dora", "baseline": "lora", "metric": "primary",
+            "relation": relation, "tolerance": tolerance, "match": ["rank", "targets", "steps"], **extra}
+
+
+def test_tuned_compare(tmp_path):
+    recs = lr_grid_runs()
+    # DoRA best at 3e-3 (another lr than LoRA's), 1 point above LoRA's best
+    dora = [run("dora", s, lr, peaked(3e-3, 0.87, lr)) for s in (0, 1, 2) for lr in LORA_GRID]
+    result = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "a", recs + dora))
+    assert result.verdict == HOLDS
+    ev = result.conditions[0].evidence[0]
+    assert "lr 0.003" in ev.text and "lr 0.001" in ev.text
+    assert ev.stats["estimate"] == pytest.approx(0.01) and ev.stats["n"] == 3
+    assert verdict(tuned("greater", 0.02), tmp_path / "b", recs + dora) == FAILS
+    assert verdict(tuned("within", 0.02), tmp_path / "c", recs) == NO_DATA
+    # ratio_in: LoRA's tuned 0.86 over full FT's 0.90 = 95.6%
+    ratio = {**tuned("ratio_in", 0.0, range=[0.95, 1.0]), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
+    assert verdict(ratio, tmp_path / "d", recs) == HOLDS
+    assert verdict({**ratio, "range": [0.97, 1.0]}, tmp_path / "e", recs) == FAILS
+
+
+def batch_runs(lora_drop: float, ft_drop: float) -> list[dict[str, Any]]:
+    recs = []
+    for s in (0, 1, 2):
+        for bs, steps, k in ((4, 400, 0), (16, 100, 1)):
+            recs += [run("full_ft", s, lr, 0.90 - k * ft_drop - (0.02 if lr == 3e-4 else 0), r=None, targets=None, steps=steps,
+                         config={"batch_size": bs}) for lr in (1e-4, 3e-4)]
+            recs += [run("lora", s, lr, 0.86 - k * lora_drop - (0.02 if lr == 3e-3 else 0), steps=steps, config={"batch_size": bs})
+                     for lr in (1e-3, 3e-3)]
+    return recs
+
+
+def test_axis_slope_compare(tmp_path):
+    claim = {**BASE, "check": "axis_slope_compare", "method": "lora", "baseline": "full_ft", "metric": "primary",
+             "axis": "batch_size", "free": ["steps"], "relation": "less", "tolerance": 0.0}
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", batch_runs(lora_drop=0.08, ft_drop=0.01)))
+    assert result.verdict == HOLDS
+    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx((-0.08 + 0.01) / 2)  # per doubling
+    assert verdict(claim, tmp_path / "b", batch_runs(lora_drop=0.0, ft_drop=0.05)) == FAILS
+    one_batch = [r for r in batch_runs(0.08, 0.01) if r["config"]["batch_size"] == 16]
+    assert verdict(claim, tmp_path / "c", one_batch) == NO_DATA
+    # without `free: [steps]` the two batch sizes (at different steps) never form one line
+    assert verdict({**claim, "free": []}, tmp_path / "d", batch_runs(0.08, 0.01)) == NO_DATA
+
+
+def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str, Any]]:
+    recs = []
+    for s in (0, 1, 2):
+        recs += [run("lora", s, lr, acc, forgetting=0.10, before=0.40) for lr, acc in ((1e-3, 0.85), (3e-3, 0.80))]
+        recs += [run("full_ft", s, lr, acc, r=None, targets=None, forgetting=f, before=0.40) for lr, acc, f in
+                 ((3e-5, ft_acc - 0.05, ft_forgetting / 2), (1e-4, ft_acc, ft_forgetting), (3e-4, ft_acc + 0.05, 2 * ft_forgetting))]
+    return recs
+
+
+def test_forgetting_at_matched(tmp_path):
+    claim = {**BASE, "check": "forgetting_at_matched", "method": "lora", "baseline": "full_ft", "metric": "primary",
+             "forgetting": "forgetting", "match_within": 0.02, "relation": "less", "tolerance": 0.0}
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", forgetting_runs(ft_forgetting=0.30)))
+    assert result.verdict == HOLDS
+    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.20, abs=1e-6)  # matched with full FT at 1e-4
+    assert verdict(claim, tmp_path / "b", forgetting_runs(ft_forgetting=0.05)) == FAILS
+    assert verdict(claim, tmp_path / "c", forgetting_runs(ft_forgetting=0.30, ft_acc=0.50)) == NO_DATA  # nothing within 2 points
+    # only runs that learned take part: LoRA gained 0.45 over the base model's 0.40
+    assert verdict({**claim, "min_gain": 0.3}, tmp_path / "d", forgetting_runs(ft_forgetting=0.30)) == HOLDS
+    assert verdict({**claim, "min_gain": 0.5}, tmp_path / "e", forgetting_runs(ft_forgetting=0.30)) == NO_DATA
+
+
+def test_metric_in_range(tmp_path):
+    recs = [record("houlsby", seed=s, r=None, targets=None, reduction_factor=16, lat_unmerged=0.17 + OFFSET[s], can_merge=False)
+            for s in (0, 1, 2)]
+    claim = {**BASE, "check": "metric_in_range", "method": "houlsby", "metric": "cost.latency_overhead_unmerged_frac",
+             "range": [0.15, 0.20], "tolerance": 0.0}
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", recs))
+    assert result.verdict == HOLDS and result.conditions[0].evidence[0].stats["n"] == 3
+    assert verdict({**claim, "range": [0.0, 0.1]}, tmp_path / "b", recs) == FAILS
+    assert verdict({**claim, "method": "pfeiffer"}, tmp_path / "c", recs) == NO_DATA
+
+
+def test_not_enough_data_names_the_study(tmp_path):
+    """The hint comes from the studies' own claim lists (conf/study/*.yaml)."""
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    src = Path(__file__).resolve().parents[1] / "conf" / "claims" / "lwr_lora_lr_10x_full_ft.yaml"
+    (folder / src.name).write_text(src.read_text())
+    results = evaluate_all(ok_frame(tmp_path, copy.deepcopy(lr_grid_runs(ft_grid=FT_GRID[:1]))), folder)
+    cond = results[0].conditions[0]
+    assert cond.verdict == NO_DATA and "peftbench reproduce lora_without_regret" in cond.note

@@ -1,0 +1,75 @@
+"""`peftbench compare` on identical and perturbed records, and the cost-penalised score column
+(no torch: fabricated records)."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import yaml
+
+from analysis import compare as cmp
+from analysis.cost_score import CONFIG, add_cost_score, cost_score, load_params
+from analysis.load import load_results
+from fixtures_analysis.analysis_records import record, write_all
+
+
+def refs(accs=(0.80, 0.81, 0.79)) -> list[dict]:
+    return [record("lora", seed=s, acc=a) for s, a in enumerate(accs)]
+
+
+def frames(tmp_path, mine, ref):
+    return (load_results([write_all(tmp_path / "mine", mine, broken=False)]).ok,
+            load_results([write_all(tmp_path / "ref", ref, broken=False)]).ok)
+
+
+def test_identical_records_are_bit_identical(tmp_path):
+    [c] = cmp.compare(*frames(tmp_path, refs(), refs()))
+    assert c.verdict == cmp.BIT_IDENTICAL and "same CPU model and torch build" in c.detail
+
+
+def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
+    near = copy.deepcopy(refs())
+    for r in near:
+        r["metrics"]["test"]["accuracy"] += 0.004  # inside the reference seeds' CI (±0.025)
+        r["provenance"]["cpu_model"] = r["provenance"]["device_name"] = "Intel Xeon"
+    [c] = cmp.compare(*frames(tmp_path / "a", near, refs()))
+    assert c.verdict == cmp.WITHIN_CI and "different CPU model or torch build" in c.detail
+    far = copy.deepcopy(near)
+    for r in far:
+        r["metrics"]["test"]["accuracy"] -= 0.10
+    [c] = cmp.compare(*frames(tmp_path / "b", far, refs()))
+    assert c.verdict == cmp.NOT_REPRODUCED
+    # one reference seed: no CI, so a differing number cannot be judged
+    [c] = cmp.compare(*frames(tmp_path / "c", near[:1], refs()[:1]))
+    assert c.verdict == cmp.CANNOT_TELL
+    other = [record("dora", seed=0)]
+    assert cmp.compare(*frames(tmp_path / "d", other, refs()))[0].verdict == cmp.NO_REFERENCE
+
+
+def test_compare_cli_exit_codes(tmp_path, capsys):
+    write_all(tmp_path / "ref", refs(), broken=False)
+    write_all(tmp_path / "mine", refs(), broken=False)
+    assert cmp.main([str(tmp_path / "mine"), "--reference", str(tmp_path / "ref")]) == 0
+    assert "1 bit-identical" in capsys.readouterr().out
+    assert cmp.main([str(tmp_path / "mine"), "--reference", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("peftbench: error: no reference 'nosuch'; available: ")
+
+
+def test_cost_score_follows_the_stated_formula(tmp_path):
+    params = load_params()
+    assert set(params) >= {"params", "inference", "memory"}  # the YAML states every constant
+    ok = load_results([write_all(tmp_path, [record("lora", acc=0.8, trainable=220_000, lat_merged=0.05)], broken=False)]).ok
+    run = ok.iloc[0].to_dict()
+    frac, mem = 220_000 / 22_000_000, run["cost.peak_train_mem_growth_bytes"] / run["cost.weight_bytes"]
+    expected = 0.8
+    for m, key in ((frac, "params"), (0.05, "inference"), (mem, "memory")):  # merged overhead: the method merges
+        expected *= (1 + m / params[key]["scale"]) ** -params[key]["beta"]
+    assert cost_score(run, params) == pytest.approx(expected)
+    assert add_cost_score(ok)["cost_score"].iloc[0] == pytest.approx(expected)
+    # a heavier method with the same accuracy scores lower; no latency measured: no score
+    heavy = {**run, "params.trainable_pct": 100.0}
+    assert cost_score(heavy, params) < cost_score(run, params)
+    assert math.isnan(cost_score({**run, "cost.latency_overhead_merged_frac": float("nan")}, params))
+    assert "PEFT-Bench" in CONFIG.read_text() and yaml.safe_load(CONFIG.read_text())["name"] == "pscp"

@@ -1,0 +1,134 @@
+"""Studies (conf/study/*.yaml): validation, `peftbench reproduce --list` with its estimates, a bad
+name, and a tiny study end to end (sweep, resume, report of its runs alone, verdicts)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments import study as st
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_shipped_studies_are_valid_and_name_existing_claims():
+    names = st.study_names()
+    assert len(names) >= 6
+    for name in names:
+        study = st.load_study(name)  # raises on an unknown claim id or key
+        assert study.claims and st.study_jobs(study)
+        assert "seed" in study.grid and len(str(study.grid["seed"]).split(",")) >= 3  # CIs need seeds
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"nosuch": 1}, "unknown key(s) nosuch"),
+    ({"claims": ["no_such_claim"]}, "claim(s) no_such_claim not found"),
+    ({"arms": [{"lr": "1e-3"}]}, "arms[0] names no method"),
+    ({"arms": [{"method": "lora", "method.r": [4, 8]}]}, "comma list in a string"),
+    ({"name": "other"}, "differs from the file name"),
+])
+def test_bad_study_names_the_key(tmp_path, change, message):
+    data = {"name": "s", "title": "t", "source": "x", "claims": ["dora_ge_lora"], "arms": [{"method": "lora"}], **change}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(st.StudyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        st.load_study("s", tmp_path)
+
+
+def test_unknown_study_is_one_error_line_listing_the_studies():
+    out = cli("reproduce", "nosuch")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("peftbench: error: unknown study 'nosuch'; available: ")
+    assert "lora_without_regret" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_list_shows_runs_and_measured_estimates(capsys):
+    assert st.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in st.study_names():
+        study = st.load_study(name)
+        line = next(x for x in out.splitlines() if x.startswith(f"{name}: "))
+        assert f"{len(st.study_jobs(study))} runs, est. " in line and " min" in line
+    # minilm full FT and LoRA have records under results/reference/demo: measured, not guessed
+    lwr = next(x for x in out.splitlines() if x.startswith("lora_without_regret: "))
+    assert "(measured step costs)" in lwr
+
+
+def test_estimate_scales_with_steps_and_says_its_basis():
+    basis = st.Basis("minilm", "lora", "attn_qv", "bf16", step_s_per_token=1e-4, eval_s_per_example=0.01, other_s=2.0, file="x")
+    job = st.job_settings(["method=lora", "steps=100", "batch_size=16", "max_length=32", "task.n_validation=100",
+                           "task.n_test=100", "measure.metrics_before=false"])
+    one = st.estimate_job(job, [basis])
+    assert one.basis == "measured"
+    assert one.seconds == pytest.approx(100 * 512 * 1e-4 + 200 * 0.01 + 2.0)
+    two = st.estimate_job({**job, "steps": 200}, [basis])
+    assert two.seconds - one.seconds == pytest.approx(100 * 512 * 1e-4)
+    # another method of the same model: scaled by training FLOPs, and said so
+    full = st.estimate_job({**job, "method": "full_ft"}, [basis])
+    assert full.basis == "measured, other method" and full.seconds > one.seconds
+    assert st.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
+
+
+TINY = {
+    "name": "tiny", "title": "Tiny", "source": "test", "claims": ["tiny_range"],
+    "settings": {"model": "minilm", "task": "synth", "steps": 2, "batch_size": 4, "max_length": 16, "task.n_train": 32,
+                 "task.n_validation": 16, "task.n_test": 16, "measure.latency": False, "measure.adapter_size": False,
+                 "measure.metrics_before": False, "forgetting.enabled": False, "progress": False, "eval_batch_size": 16},
+    "grid": {"seed": "0,1"},
+    "arms": [{"method": "lora", "lr": "1e-3"}],
+}
+TINY_CLAIM = {"id": "tiny_range", "statement": "LoRA's accuracy is a fraction.", "source": "test",
+              "check": "metric_in_range", "method": "lora", "metric": "primary", "range": [0.0, 1.0], "tolerance": 0.0}
+
+
+def test_reproduce_tiny_study_end_to_end(tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
+    # an unrelated ok record in the same results folder must stay out of the study's report
+    results = tmp_path / "results"
+    results.mkdir()
+    demo = next((ROOT / "results" / "reference" / "demo").glob("*full_ft*.json"))
+    (results / demo.name).write_text(demo.read_text())
+    args = ["reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
+            "--out", str(tmp_path / "report"), f"results_dir={results}"]
+    out = cli(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[sweep] 2 runs, 0 already done, 2 to launch" in out.stdout
+    assert "report of its 2 result files" in out.stdout
+    assert "tiny_range: HOLDS" in out.stdout
+    assert "n=2 seeds" in out.stdout and "95% CI" in out.stdout
+    runs = (tmp_path / "report" / "runs.csv").read_text()
+    rows = runs.strip().splitlines()[1:]
+    assert len(rows) == 2 and all(",lora," in r for r in rows)  # the study's 2 runs, not the other record
+    assert (tmp_path / "report" / "index.html").exists()
+    assert len([p for p in results.glob("*.json") if "lora" in p.name]) == 2
+    again = cli(*args)  # resume: nothing left to run, same verdict
+    assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
+
+
+def test_every_study_arm_composes_and_passes_the_config_check():
+    """Each distinct job shape of every study and variant composes in Hydra and passes
+    experiments.config_check, so a study never fails at its first run for a key typo."""
+    from conftest import compose
+    from experiments import config_check
+
+    for name in st.study_names():
+        study = st.load_study(name)
+        for variant in [None, *study.variants]:
+            shapes = {}
+            for job in st.study_jobs(study, variant=variant):
+                shapes.setdefault(tuple(sorted(x.split("=")[0] for x in job)) + tuple(x for x in job if x.startswith("method=")), job)
+            for job in shapes.values():
+                config_check.check(compose(job))
