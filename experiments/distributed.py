@@ -177,13 +177,11 @@ def gather(value: Any, world: World) -> list[Any]:
 def mean_over_ranks(loss: torch.Tensor) -> float:
     """The step's loss as one number for the record: the mean of every rank's loss (each rank's
     is the mean over its equal slice of the global batch)."""
-    value = loss.detach().float()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        value = value.clone()
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.AVG if value.device.type == "cuda" else torch.distributed.ReduceOp.SUM)
-        if value.device.type != "cuda":  # gloo has no AVG
-            value /= torch.distributed.get_world_size()
-    return value.item()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return loss.item()
+    total = loss.detach().float().clone()
+    torch.distributed.all_reduce(total)  # a sum: gloo has no average
+    return total.item() / torch.distributed.get_world_size()
 
 
 # -- data and timing ----------------------------------------------------------------------------
@@ -281,7 +279,7 @@ def whole_model(model: nn.Module, shell: nn.Module | None, world: World, device:
     for name, b in plain.named_buffers():
         b.copy_(buffers[name])
     plain.load_state_dict(full, strict=False)
-    missing = [n for n, p in plain.named_parameters() if n not in full and n.replace("_orig_mod.", "") not in full]
+    missing = [n for n, _ in plain.named_parameters() if n not in full]
     if missing:
         raise RuntimeError(f"the gathered FSDP state lacks {missing[:3]}: cannot rebuild the whole model")
     return plain

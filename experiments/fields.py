@@ -86,6 +86,8 @@ FIELDS: tuple[Field, ...] = (
           "Each CPU rank's peak resident memory during training, in rank order.", table="none", scale=1 / MIB),
     Field("cost.peak_train_mem_bytes_per_rank", "bytes", None, "Peak allocated per rank (MiB)",
           "Each CUDA rank's peak allocated memory during training, in rank order.", table="none", scale=1 / MIB),
+    Field("cost.peak_train_reserved_bytes_per_rank", "bytes", None, "Peak reserved per rank (MiB)",
+          "Each CUDA rank's allocator peak reserved memory during training, in rank order.", table="none", scale=1 / MIB),
     Field("distributed.world_size", "count", None, "World size (count)",
           "Processes (devices) the run trained on; distributed.strategy says how (none, ddp, fsdp).", table="details", digits=0),
     Field("timing.train_s", "s", None, "Train time (s)", "Wall time of the training loop.", table="details"),
