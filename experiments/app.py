@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import lrsearch, provenance, record, sweep
+from experiments import distributed, lrsearch, provenance, record, sweep
 from experiments.run import Interrupted, base_record, execute, prepare, resolve_device
 from experiments.tracking import Tracker
 from methods.base import ConfigError
@@ -89,14 +89,32 @@ def run_one(config: dict[str, Any], multirun: bool, cap: int | None = None, grou
             print(f"peftbench: note: torch_threads={plan.threads} clamped to {cap}: parallel jobs x threads may not exceed the cores", flush=True)
         plan.threads = cap
     skipped = plan.path.exists() and not config.get("force") and record.is_done(plan.path)
-    tracker = None if skipped else Tracker.from_config(config)
+    tracker = None if skipped or not plan.world.is_main else Tracker.from_config(config)
     if tracker:
         trial = Path(str(config["results_dir"])).name == lrsearch.TRIALS_DIR
         protocol = "lr_search_trial" if trial else lrsearch.protocol_of({"config": config})
         tracker.start(plan.run_id, config, group=group, extra_tags=[f"protocol:{protocol}"])
-    rec = execute(plan)
+    rec = launch_and_wait(plan) if distributed.needs_launch(config) and not skipped else execute(plan)
     if tracker:
         tracker.finish(rec)
+    return rec
+
+
+def launch_and_wait(plan: Any) -> dict[str, Any]:
+    """A distributed run from a plain command: torchrun starts one worker per device, rank 0
+    writes the record. When torchrun fails and no rank recorded why (a rank killed outright, by
+    the OOM killer say), the failure is recorded here, so that a sweep goes on."""
+    code, started = distributed.launch(plan.config, plan.run_id, plan.threads)
+    fresh = plan.path.exists() and plan.path.stat().st_mtime >= started
+    if fresh and (code == 0 or record.read(plan.path).get("status") in ("failed", "diverged")):
+        return record.read(plan.path)
+    peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id)
+    rec = base_record(plan)
+    rec.update({"status": "failed", "provenance": provenance.collect(plan.device),
+                "error": "; ".join(peers) or f"torchrun exited with code {code} and no rank recorded the run (a rank was killed?)"})
+    record.write_atomic(plan.path, rec)
+    distributed.clear_errors(plan.config["results_dir"], plan.run_id)
+    print(f"FAILED ({rec['error']}): {plan.path}", flush=True)
     return rec
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("method", "model", "task", "logger", "sweep", "launcher")
+GROUPS = ("method", "model", "task", "logger", "sweep", "launcher", "distributed")
 USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with -m (Hydra)
        peftbench report [RESULTS...] [--out DIR]  tables, figures, index.html from result files
        peftbench bench harness|trainer [OVERRIDES...]  side-by-side overhead benchmarks

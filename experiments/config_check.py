@@ -109,6 +109,11 @@ RULES: dict[str, Rule] = {
     # lr_search.*
     "lr_search": MAPPING, "lr_search.grid": _optional(POS_NUM_LIST), "lr_search.factors": POS_NUM_LIST,
     "lr_search.split": _one_of("validation", "train"), "lr_search.metric": _optional(STR), "lr_search.mode": _optional(_one_of("max", "min")),
+    # distributed.* (conf/distributed/*.yaml; experiments/distributed.validate checks how they combine)
+    "distributed": MAPPING, "distributed.strategy": _one_of("none", "ddp", "fsdp"), "distributed.nproc_per_node": _eg(POS_INT, "2"),
+    "distributed.nnodes": _eg(POS_INT, "1"), "distributed.backend": _one_of("auto", "nccl", "gloo"), "distributed.timeout_s": _eg(POS_INT, "1800"),
+    "distributed.find_unused_parameters": BOOL, "distributed.sharding": _one_of("full_shard", "shard_grad_op"),
+    "distributed.param_dtype": _optional(_one_of("fp32", "bf16")), "distributed.reduce_dtype": _optional(_one_of("fp32", "bf16")),
     # forgetting.*
     "forgetting": MAPPING, "forgetting.enabled": BOOL, "forgetting.data_files": _optional(STR),
     "forgetting.texts": _eg(POS_INT, "32"), "forgetting.tokens": _eg(POS_INT, "64"), "forgetting.batch_size": _eg(POS_INT, "8"),

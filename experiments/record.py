@@ -56,6 +56,13 @@ def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
     if isinstance(out.get("method"), Mapping) and "report" in out["method"]:
         out["method"] = {k: v for k, v in out["method"].items() if k != "report"}
+    dist = out.get("distributed")
+    if isinstance(dist, Mapping):
+        # one process is what every run had before runs could span several (their ids stay);
+        # how long a collective may wait never changes a number
+        out["distributed"] = {k: v for k, v in dist.items() if k != "timeout_s"}
+        if dist.get("strategy", "none") == "none":
+            del out["distributed"]
     return out
 
 

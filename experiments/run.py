@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, fields, forgetting, meters, provenance, record
+from experiments import config_check, distributed, fields, forgetting, meters, provenance, record
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer
 from experiments.models import build_model_info, load_model, load_tokenizer
@@ -45,6 +45,7 @@ class Plan:
     device: torch.device
     threads: int
     lr: float
+    world: distributed.World = distributed.SINGLE
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -96,6 +97,8 @@ def prepare(config: dict[str, Any]) -> Plan:
     info = build_model_info(config["model"], task_kind, num_labels=None)
     method.validate(info)
     device = resolve_device(str(config["device"]))
+    world = distributed.world_for(config, device)
+    distributed.validate(config, method, info, world)
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -106,8 +109,10 @@ def prepare(config: dict[str, Any]) -> Plan:
         run_id=rid,
         path=record.result_path(config["results_dir"], rid),
         device=device,
-        threads=resolve_threads(config.get("torch_threads")),
+        # processes of one run on one node share its cores as parallel jobs do
+        threads=max(1, resolve_threads(config.get("torch_threads")) // (world.local_size if config.get("torch_threads") in (None, "auto") else 1)),
         lr=float(lr),
+        world=world,
     )
 
 
@@ -237,23 +242,26 @@ class Base:
 class Trained:
     losses: list[float]
     timer: StepTimer
-    memory: dict[str, Any]
+    memory: dict[str, Any]  # each rank's peak and their max (distributed.memory_figures)
     params: dict[str, Any]
+    model: nn.Module | None  # whole, on rank 0; None on the other ranks
 
 
 def run_plan(plan: Plan) -> dict[str, Any]:
     """The ok part of the record, in this order: load, measure the base, adapt, train, evaluate,
     measure costs, measure latency and merge. Every step after loading runs isolated from the
     training's random state except adapting and training themselves."""
-    cfg, device = plan.config, plan.device
+    cfg, device, world = plan.config, plan.device, plan.world
     autocast = autocast_for(device, cfg["precision"])
     marks = {"start": time.perf_counter()}
     seed_everything(int(cfg["seed"]))
 
     tokenizer, task, model = load_for(plan)
     marks["loaded"] = time.perf_counter()
-    with meters.rng_isolated(device):
-        base = measure_base(plan, model, tokenizer, task, autocast)
+    base = None
+    if world.is_main:  # with several processes rank 0 alone scores and measures; the others go on
+        with meters.rng_isolated(device):
+            base = measure_base(plan, model, tokenizer, task, autocast)
     marks["prepare"] = time.perf_counter()
     model = adapt(plan, model, task)
     marks["adapted"] = time.perf_counter()
@@ -263,6 +271,9 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
                 "params": count_params(model), "lr": plan.lr, "timing": {"total_s": time.perf_counter() - marks["start"]}}
     marks["trained"] = time.perf_counter()
+    if not world.is_main:  # rank 0 evaluates, measures and records
+        return {"loss_curve": trained.losses}
+    model = trained.model
     with meters.rng_isolated(device):  # evaluation and measurement leave the random state as they found it
         evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
         marks["evaluated"] = time.perf_counter()
@@ -307,18 +318,21 @@ def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
     """The one training loop, timed per step, with the training phase's memory measured around it."""
     from transformers import get_linear_schedule_with_warmup
 
-    cfg = plan.config
+    cfg, world = plan.config, plan.world
     params = count_params(model)
+    shell = distributed.skeleton(model, world)
+    engine = distributed.wrap(model, world, cfg, plan.device)  # the model itself in one process
     optimizer = plan.method.optimizer(model, plan.lr, float(cfg["weight_decay"]))
     steps, bs = int(cfg["steps"]), int(cfg["batch_size"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_ratio"] * steps), steps)
-    timer = StepTimer(plan.device)
-    progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)))
-    batches = task.train_batches(steps, bs, seed=int(cfg["seed"]))
+    timer = distributed.step_timer(plan.device, world)
+    progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)) and world.is_main)
+    batches = distributed.shard_batches(task.train_batches(steps, bs, seed=int(cfg["seed"])), world)
     with MemoryMeter(plan.device) as memory:
-        losses = train(model, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
-                       plan.method.on_step)
-    return Trained(losses, timer, memory.result, params)
+        losses = train(engine, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
+                       lambda _, step: plan.method.on_step(model, step))
+    memory_figures = distributed.memory_figures(distributed.gather(memory.result, world))
+    return Trained(losses, timer, memory_figures, params, distributed.whole_model(model, shell, world, plan.device))
 
 
 def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base: Base, autocast) -> dict[str, Any]:
@@ -337,19 +351,24 @@ def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base
 
 def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) -> dict[str, Any]:
     """Memory (measured, and the analytic estimate beside it), throughput, FLOPs/MFU, adapter size."""
-    cfg, m = plan.config, plan.config["measure"]
+    cfg, m, world = plan.config, plan.config["measure"], plan.world
     bs, timer = int(cfg["batch_size"]), trained.timer
     cost: dict[str, Any] = {**trained.memory, "weight_bytes": meters.weight_bytes(model), "can_merge": bool(plan.method.can_merge)}
     act_bytes = 2 if cfg["precision"] == "bf16" else 4
-    cost.update(meters.estimate_train_memory(model, bs, round(timer.mean_tokens() / bs), act_bytes))
+    # memory is per device: each holds its slice of the batch, and under FSDP its shard
+    cost.update(meters.estimate_train_memory(model, bs // world.size, round(timer.mean_tokens() / bs), act_bytes,
+                                             shards=world.size if world.sharded else 1))
     measured = cost.get("peak_train_mem_growth_bytes")
     cost["mem_measured_over_estimated_ratio"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
     cost.update(timer.summary(int(m["warmup_steps"])))
     # generation batches are trimmed to their longest example: FLOPs use the mean real width
     flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
     cost.update(flops)
-    cost.update({"peak_flops_per_s": base.peak["peak_flops_per_s"], "peak_flops_key": base.peak["peak_key"],
-                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / base.peak["peak_flops_per_s"]})
+    # the whole job's tokens and FLOPs (timer counts every rank's), over the peak of all its devices
+    peak = base.peak["peak_flops_per_s"] * world.size
+    cost.update({"peak_flops_per_s": peak, "peak_flops_key": base.peak["peak_key"],
+                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak,
+                 "train_tokens_per_s_per_device_median": cost["train_tokens_per_s_median"] / world.size})
     cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
     return cost
 
@@ -376,6 +395,7 @@ def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast
 def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any], cost: dict[str, Any],
              marks: dict[str, float]) -> dict[str, Any]:
     return {
+        "distributed": distributed.summary(plan.world, plan.config),
         "params": trained.params,
         "metrics": evaluated["metrics"],
         "metrics_before": base.metrics_before,
@@ -450,13 +470,17 @@ def signals_interrupt() -> Iterator[None]:
 def execute(plan: Plan) -> dict[str, Any]:
     """Run a validated plan unless an ok result exists; always leave a record (ok, failed,
     diverged, or interrupted and then re-raise). The run's claim makes a second process that
-    reaches the same run wait for it and then skip it."""
-    with record.claim(plan.path):
-        status, problem = record.existing(plan.path)
+    reaches the same run wait for it and then skip it. With several processes rank 0 holds the
+    claim, decides for all, and alone writes the record."""
+    plan.device = distributed.start(plan.world, plan.device)
+    main = plan.world.is_main
+    with record.claim(plan.path) if main else nullcontext():
+        status, problem = record.existing(plan.path) if main else (None, None)
         if problem:
             print(f"rerun {plan.run_id}: the existing result {plan.path} is {problem}", flush=True)
-        if status == "ok" and not plan.config.get("force"):
-            print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
+        if distributed.agree(status == "ok" and not plan.config.get("force"), plan.world):
+            if main:
+                print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
             return record.read(plan.path)
         return _execute(plan)
 
@@ -470,11 +494,20 @@ def _execute(plan: Plan) -> dict[str, Any]:
             rec.update({"status": "ok", "error": None, **run_plan(plan)})  # run_plan may say diverged
     except (Interrupted, KeyboardInterrupt) as exc:
         name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
-        rec.update({"status": "interrupted", "error": f"interrupted by {name}"})
+        peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id) if plan.world.size > 1 else []
+        # torchrun stops the other ranks with SIGTERM when one fails: that run failed
+        rec.update({"status": "failed", "error": "; ".join(peers)} if peers else {"status": "interrupted", "error": f"interrupted by {name}"})
         _finish(plan, rec, started)
         raise
     except Exception as exc:  # one failed run is recorded and the sweep goes on
-        rec.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        error = f"{type(exc).__name__}: {exc}"
+        if not plan.world.is_main:
+            distributed.note_error(plan.config["results_dir"], plan.run_id, plan.world, error)
+        peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id) if plan.world.size > 1 else []
+        rec.update({"status": "failed", "error": "; ".join([*peers, f"rank 0: {error}"]) if peers else error,
+                    "traceback": traceback.format_exc()})
+    if not plan.world.is_main:
+        return rec
     _finish(plan, rec, started)
     status = rec["status"] if rec["status"] == "ok" else f"{rec['status'].upper()} ({rec['error']})"
     print(f"{status}: {plan.path}", flush=True)
@@ -482,6 +515,9 @@ def _execute(plan: Plan) -> dict[str, Any]:
 
 
 def _finish(plan: Plan, rec: dict[str, Any], started: str) -> None:
+    if not plan.world.is_main:  # rank 0 writes the run's one record
+        return
     rec["provenance"] = provenance.collect(plan.device)
+    distributed.clear_errors(plan.config["results_dir"], plan.run_id)
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(plan.path, rec)

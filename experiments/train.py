@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from experiments.distributed import mean_over_ranks
 from experiments.meters import StepTimer
 
 
@@ -50,7 +51,7 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = timer.stop(tokens=batch["input_ids"].numel(), samples=batch["input_ids"].shape[0])
-        value = loss.item()
+        value = mean_over_ranks(loss)  # loss.item(), averaged over ranks when there are several
         if not math.isfinite(value):
             raise Diverged(step, value, losses)
         losses.append(value)

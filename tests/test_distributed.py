@@ -1,0 +1,168 @@
+"""One run over two CPU processes (gloo): DDP and FSDP2 through `peftbench run distributed=...`,
+which starts torchrun itself. Rank 0 writes the one record; the loss curve equals the
+one-process run with the same global batch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from methods.base import ConfigError
+from tests.conftest import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+# fp32 and no dropout: the ranks then compute the one-process run's step exactly, up to the order
+# of floating-point sums (each rank draws its own dropout masks, so with dropout the curves agree
+# only in distribution)
+TINY = ["model=tiny-llama", "steps=4", "batch_size=8", "precision=fp32", "measure.latency=false", "progress=false",
+        "forgetting.texts=8", "forgetting.tokens=32", "measure.metrics_before=false", "task.n_train=64", "task.n_validation=8", "task.n_test=16"]
+# relative difference allowed between the 2-process and the 1-process loss at every step
+LOSS_RTOL = 1e-5
+
+
+def peftbench(*args: str, env: dict | None = None, timeout: int = 150) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args], cwd=ROOT, env=env or ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def records(d: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def one_process_run(method: str, tmp_path: Path) -> dict:
+    from experiments.run import execute, prepare
+
+    return execute(prepare(compose([f"method={method}", "++method.dropout=0.0", f"results_dir={tmp_path / 'one'}", *TINY])))
+
+
+def assert_same_as_one_process(rec: dict, tmp_path: Path) -> None:
+    """Same losses within LOSS_RTOL, and rank 0's evaluation of the trained model (under FSDP
+    rebuilt whole from the gathered shards) predicts what the one-process model predicts."""
+    one = one_process_run(rec["method"], tmp_path)
+    assert rec["loss_curve"] == pytest.approx(one["loss_curve"], rel=LOSS_RTOL)
+    assert leaves(rec["metrics"]) == pytest.approx(leaves(one["metrics"])), rec["method"]
+    # the forgetting probe's log-likelihoods are continuous: they see any difference in the model
+    assert leaves(rec["forgetting"]) == pytest.approx(leaves(one["forgetting"]), rel=1e-4), rec["method"]
+
+
+def leaves(node: object, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested record section, by dotted path."""
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): float(node)} if isinstance(node, (int, float)) and not isinstance(node, bool) else {}
+
+
+def assert_two_rank_record(rec: dict) -> None:
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["distributed"]["world_size"] == 2 and rec["distributed"]["backend"] == "gloo"
+    cost = rec["cost"]
+    per_rank = cost["peak_train_mem_growth_bytes_per_rank"]
+    assert len(per_rank) == 2 and all(isinstance(b, int) and b > 0 for b in per_rank)
+    assert cost["peak_train_mem_growth_bytes"] == max(per_rank)
+    assert len(cost["peak_train_rss_bytes_per_rank"]) == 2
+    # whole-job throughput counts both ranks' tokens: twice what each device does
+    assert cost["train_tokens_per_s_median"] == pytest.approx(2 * cost["train_tokens_per_s_per_device_median"])
+    assert cost["train_tokens_per_s_median"] > 0 and 0 < cost["mfu_frac"] < 1
+    assert rec["provenance"]["torch_threads"] == 1  # 2 processes share 2 cores
+    assert rec["metrics"]["test"]  # evaluated once, on rank 0
+
+
+def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path):
+    out = peftbench("-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
+                    f"results_dir={tmp_path}", *TINY)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    recs = records(tmp_path)
+    assert sorted(r["method"] for r in recs) == ["full_ft", "lora"]  # one record per run
+    for rec in recs:
+        assert_two_rank_record(rec)
+        assert rec["distributed"]["strategy"] == "ddp"
+        assert_same_as_one_process(rec, tmp_path)
+    # the same command again finds both results by their ids, and starts no torchrun
+    again = peftbench("-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
+                      f"results_dir={tmp_path}", *TINY)
+    assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout, (again.stdout + again.stderr)[-3000:]
+
+
+def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path):
+    out = peftbench("method=lora", "++method.dropout=0.0", "distributed=fsdp", f"results_dir={tmp_path}", *TINY)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    [rec] = records(tmp_path)
+    assert_two_rank_record(rec)
+    assert rec["config"]["distributed"]["sharding"] == "full_shard"
+    assert_same_as_one_process(rec, tmp_path)
+    # FSDP's estimate holds a half of the weights per device: below one process's
+    assert rec["cost"]["est_weight_bytes"] < rec["cost"]["weight_bytes"]
+
+
+def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path):
+    """Rank 1's optimizer raises on its first step (a sitecustomize on its path stands in for a
+    crash); rank 0 must not wait for it forever, and the run is recorded as failed with rank
+    1's error."""
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch\n"
+        "    def boom(self, *a, **k):\n"
+        "        raise RuntimeError('injected failure on rank 1')\n"
+        "    torch.optim.AdamW.step = boom\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")])}
+    out = peftbench("method=full_ft", "distributed=ddp", "distributed.timeout_s=60", f"results_dir={tmp_path / 'r'}", *TINY,
+                    env=env, timeout=300)
+    assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
+    [rec] = records(tmp_path / "r")
+    assert rec["status"] == "failed"
+    assert "rank 1" in rec["error"] and "injected failure on rank 1" in rec["error"]
+    assert "peftbench: run failed" in out.stderr
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["distributed=ddp", "batch_size=7"], "does not split evenly over 2 processes"),
+    (["distributed=fsdp", "method=qlora"], "FSDP cannot shard"),
+    (["distributed=fsdp", "method=adalora"], "use distributed=ddp"),
+    (["distributed=ddp", "distributed.nnodes=2"], "starts from a launcher on every node"),
+    (["distributed=ddp", "distributed.backend=nccl", "device=cpu"], "needs CUDA"),
+    (["distributed=fsdp", "distributed.sharding=zero3"], "distributed.sharding must be one of full_shard, shard_grad_op"),
+])
+def test_impossible_combinations_are_refused_before_loading(overrides, words):
+    from experiments.run import prepare
+
+    with pytest.raises(ConfigError, match=words):
+        prepare(compose(["model=tiny-llama", *overrides]))
+
+
+def test_a_worker_count_that_differs_from_the_config_is_refused(monkeypatch):
+    from experiments.run import prepare
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="started as 4 processes"):
+        prepare(compose(["model=tiny-llama", "distributed=ddp"]))
+    with pytest.raises(ConfigError, match="add distributed=ddp or distributed=fsdp"):
+        prepare(compose(["model=tiny-llama"]))
+
+
+def test_fsdp_estimate_shards_what_ddp_keeps_whole():
+    """Parameters, gradients and optimizer states per device: divided by the world size under
+    FSDP, whole under DDP (shards=1); activations follow the per-device batch either way."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from experiments.meters import estimate_train_memory
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, vocab_size=300))
+    one = estimate_train_memory(model, 8, 32, 2, shards=1)
+    four = estimate_train_memory(model, 8, 32, 2, shards=4)
+    for key in ("est_weight_bytes", "est_grad_bytes", "est_optimizer_bytes"):
+        assert four[key] == one[key] // 4
+    assert one["est_grad_bytes"] == sum(p.numel() for p in model.parameters()) * 4  # fp32 master weights
+    assert four["est_activation_bytes"] == one["est_activation_bytes"]
+    assert one["est_unsharded_layer_bytes"] == 0 < four["est_unsharded_layer_bytes"]
