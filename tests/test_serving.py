@@ -4,6 +4,7 @@ bad settings are refused up front, and the serving claims get verdicts from give
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -183,3 +184,16 @@ def test_report_has_a_serving_table_and_figure(tmp_path):
     fig = next(f for f in made["figures"] if f.name.endswith("__serving"))
     assert fig.files and (out / fig.files[0]).stat().st_size > 0
     assert "serving.mixed_ms_k2" in (out / "tables" / "minilm__synth.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["measure.serving.repeats=0"], "measure.serving.repeats must be a positive integer"),
+    (["measure.serving.enabled=maybe"], "measure.serving.enabled must be true or false"),
+    (["measure.serving.adapters=[1,16]"], "set measure.serving.batch>=16"),
+])
+def test_serving_keys_are_checked_by_prepare(args, message):
+    from experiments.run import prepare
+    from tests.conftest import compose
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        prepare(compose(args))
