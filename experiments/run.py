@@ -245,7 +245,7 @@ class Trained:
 
 def run_plan(plan: Plan) -> dict[str, Any]:
     """The ok part of the record, in this order: load, measure the base, adapt, train, evaluate,
-    measure costs, measure latency and merge. Every step after loading runs isolated from the
+    measure costs, measure serving, measure latency and merge. Every step after loading runs isolated from the
     training's random state except adapting and training themselves."""
     cfg, device = plan.config, plan.device
     autocast = autocast_for(device, cfg["precision"])
