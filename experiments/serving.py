@@ -75,6 +75,7 @@ class ServingContext:
     autocast: Callable
     length: int
     eval_batch_size: int
+    test_scores: Mapping[str, float] | None = None  # the run's test metrics of the trained model
     _merged: nn.Module | None = field(default=None, repr=False)
 
     def merged(self) -> nn.Module:
@@ -123,6 +124,8 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, Any]:
 def adapter_load(ctx: ServingContext) -> dict[str, Any]:
     """Wrap a loaded base (a fresh copy each time, copied outside the timing) and read the saved
     adapter onto it: what a server does to start serving a new task."""
+    if not ctx.method.serving["load"]:
+        raise Unsupported(f"{ctx.method.impl_name} saves no adapter that loads onto a base model")
     sync = meters.synchronizer(ctx.device)
     times = []
     for _ in range(int(ctx.s["load_repeats"])):
@@ -318,7 +321,9 @@ def merge_precision(ctx: ServingContext, task_cfg: Mapping[str, Any]) -> dict[st
         else:
             diff = (logits - reference).abs()
             fig[f"{k}_max_abs_logit_diff"], fig[f"{k}_mean_abs_logit_diff"] = diff.max().item(), diff.mean().item()
-        if score:
+        if score and k == "unmerged" and name in (ctx.test_scores or {}):
+            fig[f"primary_{k}"] = float(ctx.test_scores[name])  # the run's own test pass of this very model
+        elif score:
             fig[f"primary_{k}"] = float(ctx.task.evaluate(variant, "test", ctx.eval_batch_size, ctx.device, ctx.autocast)[name])
         del variant
     if score:  # signed so that positive means the bf16 merge scored worse than the fp32 merge
@@ -387,7 +392,7 @@ def generation(ctx: ServingContext) -> dict[str, Any]:
 # -- the step the run calls ---------------------------------------------------------------------------
 
 def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module | None, task: Any, config: Mapping[str, Any],
-            device: torch.device, autocast) -> dict[str, Any] | None:
+            device: torch.device, autocast, test_scores: Mapping[str, float] | None = None) -> dict[str, Any] | None:
     """Every serving figure of a trained (unmerged) model; None when switched off. Each part's
     wall time is recorded in `measure_s`, so its cost per run is visible."""
     s = settings(config)
@@ -400,9 +405,13 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
         return {"skipped": {"all": "needs a copy of the base model (measure.latency_keep_base=false keeps none)"}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "adapter"
-        method.save(model, path)
+        try:
+            if method.serving["load"]:  # a method without a loadable adapter (full fine-tuning) writes nothing
+                method.save(model, path)
+        except Exception as e:  # recorded; the parts that read the adapter then say they failed too
+            skipped["save"] = f"failed: {type(e).__name__}: {e}"
         ctx = ServingContext(method, info, model, base, task, path, s, device, autocast,
-                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]))
+                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]), test_scores)
         parts: dict[str, Callable[[], Any]] = {
             "batch1": lambda: batch1_latency(ctx),
             "load": lambda: adapter_load(ctx),
@@ -418,8 +427,6 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
                 out.update(fig)
                 skipped.update(more)
             except Unsupported as e:
-                skipped[name] = str(e)
-            except NotImplementedError as e:  # the method saves nothing that loads onto a base
                 skipped[name] = str(e)
             except Exception as e:  # a measurement that fails is recorded; the run's other figures stand
                 skipped[name] = f"failed: {type(e).__name__}: {e}"

@@ -174,10 +174,12 @@ class Method:
     @property
     def serving(self) -> dict[str, bool]:
         """What a server can do with this method's adapters: keep several named ones on one base
-        and switch between them (`hot_swap`), and mix them within one batch (`mixed_batch`).
+        and switch between them (`hot_swap`), and mix them within one batch (`mixed_batch`);
+        `load`: the method puts a saved adapter back onto a base (`load_saved`).
         A method's YAML may set either key to override its class."""
         declared = {"hot_swap": self.hot_swap, "mixed_batch": self.mixed_batch}
-        return {k: bool(self.cfg.get(k, v)) for k, v in declared.items()}
+        loads = type(self).load_saved is not Method.load_saved
+        return {"load": loads, **{k: loads and bool(self.cfg.get(k, v)) for k, v in declared.items()}}
 
     hot_swap: ClassVar[bool] = False
     mixed_batch: ClassVar[bool] = False
