@@ -254,10 +254,11 @@ def _b1_overhead_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
         if not math.isnan(r["serving.latency_b1_overhead_merged_frac"]):
             ax.bar(i + 0.2, r["serving.latency_b1_overhead_merged_frac"] * 100, 0.4, color=colour, alpha=0.45, hatch="//", yerr=noise, capsize=2)
         else:
-            ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6)
+            ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, clip_on=True)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
-    ax.set(ylabel="batch-1 latency overhead vs base (%)", title="batch 1 (solid: unmerged, hatched: merged)")
+    ax.set(ylabel="batch-1 latency overhead vs base (%)")
+    ax.set_title("batch 1\n(solid: unmerged, hatched: merged; bars: noise)", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -273,8 +274,8 @@ def _adapters_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
         if not math.isnan(r.get("serving.merged_ms_mixed_batch", math.nan)):
             ax.axhline(r["serving.merged_ms_mixed_batch"], color=colour, ls=":", lw=1)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="adapters in the batch (K)", ylabel="batch latency (ms, median)",
-           title="K adapters on one base\n(solid: mixed batch, dashed: adapter by adapter, dotted: merged)")
+    ax.set(xlabel="adapters in the batch (K)", ylabel="batch latency (ms, median)")
+    ax.set_title("K adapters on one base\n(solid: mixed batch, dashed: adapter by adapter, dotted: merged)", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
 
@@ -287,7 +288,8 @@ def _load_swap_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
                 ax.bar(i + (j - 1) * 0.27, r[col], 0.27, color=style_of(r)[0], alpha=(1.0, 0.65, 0.35)[j])
     ax.set_yscale("log")
     ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
-    ax.set(ylabel="ms (median, log)", title="adapter load / add another / hot-swap (left to right)")
+    ax.set(ylabel="ms (median, log)")
+    ax.set_title("adapter load / add another / hot-swap\n(left to right, fading)", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -302,7 +304,7 @@ def serving_costs(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for ax, (panel, data) in zip(axes[0], panels):
         panel(ax, data)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.02)
     return Figure(name, title, _save(fig, out, name))
 
 
