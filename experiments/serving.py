@@ -32,7 +32,7 @@ from experiments import meters
 from methods.base import ConfigError, Method, ModelInfo
 
 DEFAULTS: dict[str, Any] = {
-    "enabled": True, "warmup": 1, "repeats": 6, "batch": 8, "adapters": [1, 2, 4, 8], "load_repeats": 3,
+    "enabled": False, "warmup": 1, "repeats": 6, "batch": 8, "adapters": [1, 2, 4, 8], "load_repeats": 3,
     "swap_repeats": 20, "merge_precision": True, "merge_eval": True, "generation_tokens": 16, "generation_repeats": 3,
 }
 # The K values the record's fields are declared for (experiments.fields); a config picks among them.

@@ -18,7 +18,7 @@ from methods.base import ConfigError
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-TINY = ["model=tiny-llama", "precision=fp32", "steps=2", "task.n_train=32", "task.n_validation=8", "task.n_test=16",
+TINY = ["measure.serving.enabled=true", "model=tiny-llama", "precision=fp32", "steps=2", "task.n_train=32", "task.n_validation=8", "task.n_test=16",
         "measure.serving.repeats=3", "measure.serving.warmup=0", "measure.serving.load_repeats=2",
         "measure.serving.swap_repeats=5", "measure.serving.adapters=[1,2,4]", "measure.serving.batch=4",
         "measure.latency_length=16"]
@@ -112,8 +112,9 @@ def test_generation_task_times_first_token_and_decoding(run_small):
     assert sv["gen_new_tokens"] == 4 and "generation" not in sv["skipped"]
 
 
-def test_serving_off_records_nothing(run_small):
-    assert run_small("method=lora", *TINY, "measure.serving.enabled=false")["serving"] is None
+def test_serving_follows_latency_unless_set(run_small):
+    # the test runs switch latency off (conftest FAST), and serving with it
+    assert run_small("method=lora", *TINY[1:])["serving"] is None
 
 
 @pytest.mark.parametrize("overrides, words", [
