@@ -87,7 +87,7 @@ FIELDS: tuple[Field, ...] = (
           table="details", digits=2, adapters_only=True, needs_merge=True),
 )
 
-# Serving costs (experiments/serving.py). `table="serving"`: the report's serving table; the rest
+# Serving costs (experiments/meters/serving.py). `table="serving"`: the report's serving table; the rest
 # is in the CSV only. K: adapters on one base (measure.serving.adapters picks among these).
 SERVING_KS = (1, 2, 4, 8, 16)
 MERGE_VARIANTS = ("merged_fp32", "merged_bf16", "merged_requant_4bit")

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, fields, forgetting, meters, provenance, record, serving
+from experiments import config_check, fields, forgetting, meters, provenance, record
 from experiments.data import build_task, validate_task
-from experiments.meters import MemoryMeter, StepTimer
+from experiments.meters import MemoryMeter, StepTimer, serving
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
 from experiments.cores import usable_cores
@@ -359,7 +359,7 @@ def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) ->
 
 
 def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any], autocast) -> dict[str, Any] | None:
-    """Serving costs of the trained, still unmerged adapter (experiments/serving.py)."""
+    """Serving costs of the trained, still unmerged adapter (experiments/meters/serving.py)."""
     return serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
                            evaluated["metrics"].get("test"))
 

@@ -166,7 +166,7 @@ class Method:
         """Write what a user must keep to restore the trained model (adapter or checkpoint)."""
         raise NotImplementedError
 
-    # -- serving (experiments/serving.py) ------------------------------------------------------
+    # -- serving (experiments/meters/serving.py) ------------------------------------------------------
     def load_saved(self, base: nn.Module, info: ModelInfo, path: Path, adapter_name: str = "default") -> nn.Module:
         """Put what `save` wrote back onto a loaded base model, as a server starting a task would."""
         raise NotImplementedError(f"{self.impl_name} saves no adapter that loads onto a base model")

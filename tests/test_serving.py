@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import serving
+from experiments.meters import serving
 from methods.base import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))

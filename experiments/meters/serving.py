@@ -1,5 +1,5 @@
 """Serving costs of a trained adapter, measured after training with the same interleaved protocol
-and noise bounds as the run's latency (meters.measure_latency_interleaved):
+and noise bounds as the run's latency (`latency.measure_latency_interleaved`):
 
 - batch-1 latency of the base, unmerged and merged models (the LoRA paper's setting);
 - loading the saved adapter from disk onto a loaded base, and adding a further adapter to it;
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from experiments import meters
+from experiments.meters.device import synchronizer
+from experiments.meters.latency import latency_summary, measure_latency_interleaved
 from methods.base import ConfigError, Method, ModelInfo
 
 DEFAULTS: dict[str, Any] = {
@@ -90,7 +91,7 @@ class ServingContext:
         return copy.deepcopy(self.base)
 
     def interleaved(self, models: Mapping[str, nn.Module], batch: dict, repeats: int | None = None) -> dict[str, dict]:
-        return meters.measure_latency_interleaved(models, batch, int(self.s["warmup"]), int(repeats or self.s["repeats"]),
+        return measure_latency_interleaved(models, batch, int(self.s["warmup"]), int(repeats or self.s["repeats"]),
                                                   self.device, self.autocast)
 
 
@@ -126,14 +127,14 @@ def adapter_load(ctx: ServingContext) -> dict[str, Any]:
     adapter onto it: what a server does to start serving a new task."""
     if not ctx.method.serving["load"]:
         raise Unsupported(f"{ctx.method.impl_name} saves no adapter that loads onto a base model")
-    sync = meters.synchronizer(ctx.device)
+    sync = synchronizer(ctx.device)
     times = []
     for _ in range(int(ctx.s["load_repeats"])):
         base = ctx.fresh_base()
         ms, loaded = timed(lambda: ctx.method.load_saved(base, ctx.info, ctx.adapter_dir), sync)
         times.append(ms)
         del loaded, base
-    summary = meters.latency_summary(times)
+    summary = latency_summary(times)
     return {"load_ms": summary["median_ms"], "load_noise_frac": summary["noise_rel"]}
 
 
@@ -142,7 +143,7 @@ def multi_adapter_model(ctx: ServingContext, k: int) -> tuple[nn.Module, list[st
     load after the first (adding an adapter to a base that already serves one)."""
     if not ctx.method.serving.get("hot_swap"):
         raise Unsupported("the method declares no hot-swap (it keeps no named adapters on a shared base)")
-    sync = meters.synchronizer(ctx.device)
+    sync = synchronizer(ctx.device)
     names = [f"a{i}" for i in range(k)]
     model = ctx.method.load_saved(ctx.fresh_base(), ctx.info, ctx.adapter_dir, adapter_name=names[0])
     adds = [timed(lambda n=n: model.load_adapter(str(ctx.adapter_dir), adapter_name=n), sync)[0] for n in names[1:]]
@@ -151,10 +152,10 @@ def multi_adapter_model(ctx: ServingContext, k: int) -> tuple[nn.Module, list[st
 
 
 def hot_swap(ctx: ServingContext, model: nn.Module, names: list[str]) -> dict[str, Any]:
-    sync = meters.synchronizer(ctx.device)
+    sync = synchronizer(ctx.device)
     times = [timed(lambda i=i: model.set_adapter(names[(i + 1) % 2]), sync)[0] for i in range(int(ctx.s["swap_repeats"]))]
     model.set_adapter(names[0])
-    summary = meters.latency_summary(times)
+    summary = latency_summary(times)
     return {"swap_ms": summary["median_ms"], "swap_noise_frac": summary["noise_rel"]}
 
 
@@ -352,7 +353,7 @@ class TokenClock:
 def generate_timed(model: nn.Module, prompt: Mapping[str, torch.Tensor], tokens: int, device: torch.device, autocast,
                    pad_id: int | None) -> tuple[float, float]:
     """(time to first token in ms, decode ms per later token) of one greedy generation at batch 1."""
-    clock = TokenClock(meters.synchronizer(device))
+    clock = TokenClock(synchronizer(device))
     clock.sync()
     t0 = time.perf_counter()
     with autocast():
@@ -382,7 +383,7 @@ def generation(ctx: ServingContext) -> dict[str, Any]:
             per_token[k].append(b)
     fig: dict[str, Any] = {"gen_new_tokens": n, "gen_noise_frac": 0.0}
     for k in names:
-        t, d = meters.latency_summary(ttft[k]), meters.latency_summary(per_token[k])
+        t, d = latency_summary(ttft[k]), latency_summary(per_token[k])
         fig[f"gen_ttft_ms_{k}"] = t["median_ms"]
         fig[f"gen_tokens_per_s_{k}"] = 1e3 / d["median_ms"]
         fig["gen_noise_frac"] = max(fig["gen_noise_frac"], t["noise_rel"], d["noise_rel"])
