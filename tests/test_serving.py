@@ -113,8 +113,11 @@ def test_generation_task_times_first_token_and_decoding(run_small):
 
 
 def test_serving_follows_latency_unless_set(run_small):
-    # the test runs switch latency off (conftest FAST), and serving with it
-    assert run_small("method=lora", *TINY[1:])["serving"] is None
+    from tests.conftest import compose
+
+    assert [compose([f"measure.latency={v}"])["measure"]["serving"]["enabled"] for v in ("true", "false")] == [True, False]
+    assert compose(["measure.latency=false", "measure.serving.enabled=true"])["measure"]["serving"]["enabled"] is True
+    assert run_small("method=lora", *TINY[1:])["serving"] is None  # conftest FAST switches it off
 
 
 @pytest.mark.parametrize("overrides, words", [
