@@ -384,7 +384,7 @@ def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 ranks in [{_fmt(lo)}, {_fmt(hi)}] for both methods at one setting")
 
 
-def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+def range_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """A figure the literature states as a range (e.g. "adds 15-20% latency"): the mean over seeds
     of every configuration of the methods, with its noise bound b, against [low, high] widened by
     the tolerance. b is the larger of the 95% t-interval over seeds and the runs' own measurement
@@ -423,7 +423,7 @@ def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionRes
 
 
 CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] = {
-    "metric_in_range": metric_in_range,
+    "range_within_noise": range_within_noise,
     "metric_within_noise": metric_within_noise,
     "metric_greater": metric_greater,
     "metric_less": metric_less,
@@ -432,7 +432,7 @@ CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] 
     "slope_compare": slope_compare,
     "auc_compare": auc_compare,
 }
-NEEDS_RANGE = {"metric_in_range"}
+NEEDS_RANGE = {"range_within_noise", "metric_in_range"}
 NEEDS_BASELINE = {"metric_ge_with_tolerance", "metric_within_tolerance", "slope_compare", "auc_compare",
                   "metric_greater", "metric_less"}
 
