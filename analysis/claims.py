@@ -102,6 +102,8 @@ def claim_problems(claim: Any) -> list[str]:
             problems.append(f"condition {i}: method or methods is required")
         if cond.get("check") in NEEDS_BASELINE and not cond.get("baseline") and not cond.get("than_metric"):
             problems.append(f"condition {i}: {cond.get('check')} needs a baseline method")
+        if cond.get("check") in NEEDS_RANGE and not _is_range(cond.get("range")):
+            problems.append(f"condition {i}: {cond.get('check')} needs range: [low, high] (numbers, low <= high)")
     if not conditions_of(claim):
         problems.append("no conditions")
     return problems
@@ -130,6 +132,11 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
     return problems
 
 
+def _is_range(r: Any) -> bool:
+    return (isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)
+            and r[0] <= r[1])
+
+
 def condition_spec(cond: Mapping[str, Any]) -> str:
     metric = "loss_auc" if cond.get("check") == "auc_compare" else cond.get("metric", "primary")
 
@@ -137,6 +144,8 @@ def condition_spec(cond: Mapping[str, Any]) -> str:
         where = cond.get(f"where_{role}") or {}
         return f" [{', '.join(f'{k}={v}' for k, v in where.items())}]" if where else ""
     versus = f" vs {cond['baseline']}{only('baseline')}" if cond.get("baseline") else f" vs {cond['than_metric']}" if cond.get("than_metric") else ""
+    if cond.get("range") is not None:
+        versus += f" in {cond['range']}"
     return f"{', '.join(_methods(cond))}{only('method')}{versus}: {metric}, tolerance {cond.get('tolerance')}"
 
 
@@ -375,7 +384,46 @@ def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 ranks in [{_fmt(lo)}, {_fmt(hi)}] for both methods at one setting")
 
 
+def range_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
+    """A figure the literature states as a range (e.g. "adds 15-20% latency"): the mean over seeds
+    of every configuration of the methods, with its noise bound b, against [low, high] widened by
+    the tolerance. b is the larger of the 95% t-interval over seeds and the runs' own measurement
+    noise (`noise_metric`, mean over seeds, in the metric's unit). Holds when mean ± b reaches the
+    range (the data cannot tell it from the claim), fails when mean ± b lies wholly outside it. A
+    configuration whose b exceeds `max_noise` (default: the larger |end| of the range, i.e. noise
+    as large as the claimed effect itself) cannot judge the claim and is left out of the verdict."""
+    from analysis.stats import t_ci95
+
+    metric, noise, tol = cond["metric"], cond.get("noise_metric"), float(cond["tolerance"])
+    low, high = float(cond["range"][0]) - tol, float(cond["range"][1]) + tol
+    max_noise = float(cond.get("max_noise", max(abs(float(x)) for x in cond["range"])))
+    evidence, too_noisy = [], []
+    for method in _methods(cond):
+        for key, g in _configs(runs, method):
+            values = g[metric].astype(float).dropna()
+            if values.empty:
+                continue
+            mean, seeds = float(values.mean()), tuple(sorted(map(int, g.loc[values.index, "seed"])))
+            ci = t_ci95(values.tolist())
+            measured = float(g[noise].astype(float).mean()) if noise else math.nan
+            bound = max(0.0 if math.isnan(ci) else ci, 0.0 if math.isnan(measured) else abs(measured))
+            lo, hi = mean - bound, mean + bound
+            where = "inside" if low <= mean <= high else "reaches" if lo <= high and hi >= low else "outside"
+            parts = [f"t-CI95 over seeds ±{_fmt(ci)}" if not math.isnan(ci) else "single seed: no spread over seeds"]
+            if noise:
+                parts.append(f"{noise}={_fmt(measured)}")
+            text = (f"{method} {metric}={_fmt(mean)} ± {_fmt(bound)} ({'; '.join(parts)}) vs claimed "
+                    f"[{_fmt(low)}, {_fmt(high)}] (tolerance {_fmt(tol)} included): {where} (seeds {','.join(map(str, seeds))})")
+            if bound > max_noise:
+                too_noisy.append(f"{_where(dict(zip(GROUP_KEY + ROW_KEY, key)))}: {text}")
+                continue
+            evidence.append(Evidence(_where(dict(zip(GROUP_KEY + ROW_KEY, key))), text, where != "outside", seeds))
+    note = f"left out, noise bound above max_noise {_fmt(max_noise)}: " + " | ".join(too_noisy) if too_noisy else ""
+    return _result(cond["check"], evidence, note)
+
+
 CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] = {
+    "range_within_noise": range_within_noise,
     "metric_within_noise": metric_within_noise,
     "metric_greater": metric_greater,
     "metric_less": metric_less,
@@ -384,6 +432,7 @@ CHECKS: dict[str, Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]] 
     "slope_compare": slope_compare,
     "auc_compare": auc_compare,
 }
+NEEDS_RANGE = {"range_within_noise", "metric_in_range"}
 NEEDS_BASELINE = {"metric_ge_with_tolerance", "metric_within_tolerance", "slope_compare", "auc_compare",
                   "metric_greater", "metric_less"}
 

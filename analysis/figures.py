@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from analysis.meta import FULL_REFERENCE, sign  # noqa: E402
 from analysis.stats import full_ft_reference, typical_row  # noqa: E402
 from analysis.tables import MIB, percent_scale  # noqa: E402
+from experiments.fields import SERVING_KS  # noqa: E402
 
 
 def style_of(r: pd.Series) -> tuple[str, str]:
@@ -241,6 +242,72 @@ def latency_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     return Figure(name, title, _save(fig, out, name))
 
 
+def _has(t: pd.DataFrame, col: str) -> pd.Series:
+    return t[col].notna() if col in t else pd.Series(False, index=t.index)
+
+
+def _b1_overhead_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
+    for i, (_, r) in enumerate(pts.iterrows()):
+        colour = style_of(r)[0]
+        noise = r["serving.latency_b1_noise_frac"] * 100 if not math.isnan(r["serving.latency_b1_noise_frac"]) else None
+        ax.bar(i - 0.2, r["serving.latency_b1_overhead_unmerged_frac"] * 100, 0.4, color=colour, yerr=noise, capsize=2)
+        if not math.isnan(r["serving.latency_b1_overhead_merged_frac"]):
+            ax.bar(i + 0.2, r["serving.latency_b1_overhead_merged_frac"] * 100, 0.4, color=colour, alpha=0.45, hatch="//", yerr=noise, capsize=2)
+        else:
+            ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, clip_on=True)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel="batch-1 latency overhead vs base (%)")
+    ax.set_title("batch 1\n(solid: unmerged, hatched: merged; bars: noise)", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _adapters_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
+    """Latency of one batch mixing K adapters (solid) and served adapter by adapter (dashed),
+    with the merged model's latency on the same batch as a dotted line."""
+    for _, r in pts.iterrows():
+        colour, marker = style_of(r)
+        for kind, ls in (("mixed", "-"), ("naive", "--")):
+            ks = [k for k in SERVING_KS if not math.isnan(r.get(f"serving.{kind}_ms_k{k}", math.nan))]
+            ax.plot(ks, [r[f"serving.{kind}_ms_k{k}"] for k in ks], ls, color=colour, marker=marker, ms=4,
+                    label=f"{_label(r)} {kind}")
+        if not math.isnan(r.get("serving.merged_ms_mixed_batch", math.nan)):
+            ax.axhline(r["serving.merged_ms_mixed_batch"], color=colour, ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="adapters in the batch (K)", ylabel="batch latency (ms, median)")
+    ax.set_title("K adapters on one base\n(solid: mixed batch, dashed: adapter by adapter, dotted: merged)", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+
+
+def _load_swap_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
+    keys = [("serving.load_ms", "load"), ("serving.load_another_ms", "add adapter"), ("serving.swap_ms", "swap")]
+    for i, (_, r) in enumerate(pts.iterrows()):
+        for j, (col, _) in enumerate(keys):
+            if not math.isnan(r[col]):
+                ax.bar(i + (j - 1) * 0.27, r[col], 0.27, color=style_of(r)[0], alpha=(1.0, 0.65, 0.35)[j])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel="ms (median, log)")
+    ax.set_title("adapter load / add another / hot-swap\n(left to right, fading)", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def serving_costs(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
+    """Batch-1 overhead, K adapters on one base, and adapter load / swap times, side by side."""
+    b1 = t[_has(t, "serving.latency_b1_overhead_unmerged_frac") & (t["role"] != FULL_REFERENCE)]
+    mixed = t[_has(t, "serving.mixed_ms_k1") | _has(t, "serving.mixed_ms_k2")]
+    loads = t[_has(t, "serving.load_ms") | _has(t, "serving.swap_ms")]
+    panels = [(p, d) for p, d in ((_b1_overhead_panel, b1), (_adapters_panel, mixed), (_load_swap_panel, loads)) if not d.empty]
+    if not panels:
+        return Figure(name, title, [], "no serving measurements")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (panel, data) in zip(axes[0], panels):
+        panel(ax, data)
+    fig.suptitle(title, fontsize=9, y=1.02)
+    return Figure(name, title, _save(fig, out, name))
+
+
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average (window shrinks at the start), so step k uses steps <= k only."""
     c = np.cumsum(np.insert(y, 0, 0.0))
@@ -309,6 +376,7 @@ def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
             learning_vs_forgetting(t, f"{title}: learning vs forgetting", out, f"{stem}__learning_vs_forgetting"),
             throughput_bars(t, f"{title}: training throughput", out, f"{stem}__throughput"),
             latency_bars(t, f"{title}: inference latency overhead", out, f"{stem}__latency"),
+            serving_costs(t, f"{title}: serving costs", out, f"{stem}__serving"),
             loss_curves(runs, t, f"{title}: training loss", out, f"{stem}__loss"),
         ]
     return figs

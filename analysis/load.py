@@ -318,12 +318,21 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         **forgetting_columns(record.get("forgetting")),
         **{f.path: _num(get_path(record, f.path)) for f in FIELDS},
         "measurement.memory_kind": str(get_path(record, "measurement.memory_kind") or "-"),
+        "serving_skipped": serving_skipped(record),
         # None for records from before can_merge existed: unknown, not 'cannot merge'
         "method_info.can_merge": can_merge if isinstance(can_merge, bool) else None,
         "loss_curve": [float(x) for x in record.get("loss_curve", []) if isinstance(x, (int, float))],
         "finished_at": str(record.get("finished_at") or ""),
         **provenance_columns(prov),
     }
+
+
+def serving_skipped(record: Mapping[str, Any]) -> str:
+    """The serving parts a run has no figures for and why ('part: reason; ...'), as recorded."""
+    skipped = get_path(record, "serving.skipped")
+    if not isinstance(skipped, Mapping):
+        return ""
+    return "; ".join(f"{part}: {why}" for part, why in sorted(skipped.items()))
 
 
 def provenance_columns(prov: Mapping[str, Any]) -> dict[str, str]:

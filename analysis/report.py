@@ -34,6 +34,11 @@ def write_tables(agg, out: Path) -> tuple[list[str], list[str]]:
         md += [tables.to_markdown(title, t), tables.to_markdown(details, t, details=True)]
         tex += [tables.to_latex(title, t), tables.to_latex(details, t, details=True)]
         html += [tables.to_html(title, t), tables.to_html(details, t, details=True)]
+        if tables.has_serving(t):
+            serving = f"{model} / {task}: serving costs"
+            md.append(tables.to_markdown(serving, t, details="serving"))
+            tex.append(tables.to_latex(serving, t, details="serving"))
+            html.append(tables.to_html(serving, t, details="serving"))
         csv = out / "tables" / f"{model}__{task}.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
         csv.write_text(tables.to_csv(t))

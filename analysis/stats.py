@@ -26,7 +26,8 @@ PAIRED_TEST_NAME = "paired t-test over seeds (two-sided)"
 COST_COLUMNS = [f.path for f in FIELDS]
 # Constant within a configuration (method metadata, the task's metric declaration): first run's.
 FIRST_COLUMNS = ["rank_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
-                 "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key"]
+                 "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key",
+                 "serving_skipped"]
 SCORE_PREFIXES = ("metrics.", "metrics_before.", "lm_eval.", "forgetting.")
 SCORE_COLUMNS = ("primary", "val_primary", "primary_before", "gain_over_base", "forgetting", "cost_score")
 

@@ -155,7 +155,7 @@ def field_column(f: Field) -> Column:
         return "not measured" if _nan(v) else number(v, r, fmt)
 
     skip = frozenset(REFERENCE_ROLES) if f.adapters_only else frozenset()
-    return Column(f.label, value, text, _better(f.direction) if f.table == "main" else None, f"{f.legend} ({f.path})", skip)
+    return Column(f.label, value, text, _better(f.direction) if f.table in BOLDED_TABLES else None, f"{f.legend} ({f.path})", skip)
 
 
 def _lr_text(r: pd.Series, fmt: str) -> str:
@@ -261,6 +261,32 @@ def detail_columns(table: pd.DataFrame | None = None) -> list[Column]:
     return [*LABEL_COLUMNS, *(field_column(f) for f in FIELDS if f.table == "details")]
 
 
+BOLDED_TABLES = ("main", "serving")
+
+
+def serving_columns(table: pd.DataFrame | None = None) -> list[Column]:
+    """The serving table: measured serving fields, only those some row of `table` has."""
+    fields = [f for f in FIELDS if f.table == "serving" and (table is None or (f.path in table and table[f.path].notna().any()))]
+    return [*LABEL_COLUMNS, *(field_column(f) for f in fields)]
+
+
+def has_serving(table: pd.DataFrame) -> bool:
+    return len(serving_columns(table)) > N_LABELS
+
+
+def serving_notes(table: pd.DataFrame) -> list[str]:
+    """Why a method has no figure for a part of the serving measurement, as its record says."""
+    out = ["Serving costs of the rows above, measured interleaved with the base model like the latency columns; "
+           "± is the widest relative 95% CI of the medians behind a figure. Bold: best among rows of the same precision and device."]
+    seen: dict[str, list[str]] = {}
+    for _, r in table.iterrows():
+        for why in str(r.get("serving_skipped") or "").split("; "):
+            if why:
+                seen.setdefault(why, []).append(str(r["method"]))
+    out += [f"{', '.join(dict.fromkeys(methods))}: {why}." for why, methods in seen.items()]
+    return out
+
+
 def best_rows(table: pd.DataFrame, col: Column) -> set[int]:
     """Positions of the best value of a numeric column (all ties), direction-aware, within each
     precision and device of the table."""
@@ -317,7 +343,10 @@ def detail_notes(table: pd.DataFrame) -> list[str]:
             "(peak reserved is CUDA-only); 'not measured': latency was off; 'n/a (cannot merge)': the method cannot merge."]
 
 
-def columns_and_notes(table: pd.DataFrame, details: bool) -> tuple[list[Column], list[str]]:
+def columns_and_notes(table: pd.DataFrame, details: bool | str) -> tuple[list[Column], list[str]]:
+    """details: False for the main table, True for cost details, "serving" for serving costs."""
+    if details == "serving":
+        return serving_columns(table), serving_notes(table)
     return (detail_columns(table), detail_notes(table)) if details else (main_columns(table), notes(table))
 
 
@@ -379,7 +408,7 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def to_markdown(title: str, table: pd.DataFrame, details: bool = False) -> str:
+def to_markdown(title: str, table: pd.DataFrame, details: bool | str = False) -> str:
     """The main table, or with details=True the cost-details table of the same rows."""
     columns, note = columns_and_notes(table, details)
     head = "| " + " | ".join(c.header for c in columns) + " |"
@@ -394,8 +423,10 @@ def markdown_legend(tables: list[pd.DataFrame]) -> str:
     for t in tables:
         main.update({c.header: c.legend for c in main_columns(t)})
     details = {c.header: c.legend for c in detail_columns()[N_LABELS:]}
+    serving = {c.header: c.legend for c in serving_columns()[N_LABELS:]}
     return "\n".join(["## Columns", "", *[f"- **{h}**: {l}" for h, l in main.items()], "",
-                      "## Cost-details columns", "", *[f"- **{h}**: {l}" for h, l in details.items()], ""])
+                      "## Cost-details columns", "", *[f"- **{h}**: {l}" for h, l in details.items()], "",
+                      "## Serving columns", "", *[f"- **{h}**: {l}" for h, l in serving.items()], ""])
 
 
 # ---------------------------------------------------------------- LaTeX
@@ -416,7 +447,7 @@ def tex_escape(s: str) -> str:
     return s
 
 
-def to_latex(title: str, table: pd.DataFrame, details: bool = False) -> str:
+def to_latex(title: str, table: pd.DataFrame, details: bool | str = False) -> str:
     columns, note = columns_and_notes(table, details)
     spec = "l" * N_LABELS + "r" * (len(columns) - N_LABELS)
     head = " & ".join(tex_escape(c.header) for c in columns) + r" \\"
@@ -437,7 +468,7 @@ LATEX_PREAMBLE = "\n".join([r"\documentclass{article}", r"\usepackage[T1]{fonten
 
 # ---------------------------------------------------------------- HTML
 
-def to_html(title: str, table: pd.DataFrame, details: bool = False) -> str:
+def to_html(title: str, table: pd.DataFrame, details: bool | str = False) -> str:
     from html import escape
 
     columns, notes_ = columns_and_notes(table, details)

@@ -78,6 +78,14 @@ RULES: dict[str, Rule] = {
     "measure.warmup_steps": NONNEG_INT, "measure.latency": BOOL, "measure.latency_batch": POS_INT,
     "measure.latency_length": POS_INT, "measure.latency_warmup": NONNEG_INT, "measure.latency_repeats": _eg(POS_INT, "30"),
     "measure.latency_keep_base": BOOL, "measure.adapter_size": BOOL, "measure.metrics_before": BOOL,
+    "measure.serving": MAPPING, "measure.serving.enabled": BOOL, "measure.serving.warmup": NONNEG_INT,
+    "measure.serving.repeats": _eg(POS_INT, "10"), "measure.serving.batch": _eg(POS_INT, "8"),
+    "measure.serving.adapters": Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(positive_int(x) for x in v),
+                                     "a non-empty list of positive integers", "[1,2,4,8]"),
+    "measure.serving.load_repeats": _eg(POS_INT, "3"), "measure.serving.swap_repeats": _eg(POS_INT, "20"),
+    "measure.serving.merge_precision": BOOL, "measure.serving.merge_eval": BOOL,
+    "measure.serving.generation_tokens": _eg(Rule(lambda v: positive_int(v) and v >= 2, "an integer >= 2", "16"), "16"),
+    "measure.serving.generation_repeats": _eg(POS_INT, "3"),
     # lm_eval.*
     "lm_eval.tasks": STR_LIST, "lm_eval.include_path": _optional(STR), "lm_eval.limit": _optional(POS_NUM),
     "lm_eval.num_fewshot": _optional(NONNEG_INT), "lm_eval.batch_size": POS_INT,
@@ -90,6 +98,7 @@ RULES: dict[str, Rule] = {
     "method.peft_class": STR, "method.peft_kwargs": MAPPING, "method.report": _optional(MAPPING),
     "method.can_merge": BOOL, "method.unsupported": _optional(Rule(lambda v: isinstance(v, list) and all(isinstance(x, Mapping) for x in v), "a list of {model_type: ..., reason: ...}", "")), "method.resolve_kwargs": _optional(MAPPING),
     "method.calibration_batches": _eg(POS_INT, "4"), "method.use_dora": BOOL,
+    "method.hot_swap": BOOL, "method.mixed_batch": BOOL,
     # task.* (every task's keys; the task's validator then checks files and columns)
     "task.name": STR, "task.builder": STR, "task.kind": _one_of("classification", "generation"),
     "task.data_seed": INT, "task.n_train": _eg(POS_INT, "4000"), "task.n_validation": NONNEG_INT, "task.n_test": _eg(POS_INT, "1000"),

@@ -26,7 +26,7 @@ class Field:
     direction: str | None  # "min" | "max": which way is better; None: not compared
     label: str  # table header, unit in brackets
     legend: str
-    table: str = "main"  # "main" | "details" | "none" (recorded, not tabulated)
+    table: str = "main"  # "main" | "details" | "serving" | "none" (recorded, not tabulated)
     scale: float = 1.0  # display multiplier (bytes -> MiB, frac -> %)
     digits: int = 1
     adapters_only: bool = False  # meaningless for methods without an adapter (reference/lower_reference roles)
@@ -99,6 +99,94 @@ FIELDS: tuple[Field, ...] = (
           "Median inference latency after merging; 'n/a (cannot merge)' when method_info.can_merge is false.",
           table="details", digits=2, adapters_only=True, needs_merge=True),
 )
+
+# Serving costs (experiments/meters/serving.py). `table="serving"`: the report's serving table; the rest
+# is in the CSV only. K: adapters on one base (measure.serving.adapters picks among these).
+SERVING_KS = (1, 2, 4, 8, 16)
+MERGE_VARIANTS = ("merged_fp32", "merged_bf16", "merged_requant_4bit")
+GEN_MODELS = ("base", "unmerged", "merged")
+
+
+def _serving(key: str, unit: str, direction: str | None, label: str, legend: str, table: str = "serving", **kw: Any) -> Field:
+    return Field(f"serving.{key}", unit, direction, label, legend, table=table, **kw)
+
+
+SERVING_FIELDS: tuple[Field, ...] = (
+    _serving("latency_b1_ms_base", "ms", None, "B1 latency base (ms)", "Median batch-1 inference latency of the base model.", digits=2),
+    _serving("latency_b1_overhead_unmerged_frac", "frac", "min", "B1 overhead unmerged (%)",
+             "Batch-1 latency vs the base, adapter unmerged, measured interleaved with it; ± is serving.latency_b1_noise_frac.",
+             scale=100, adapters_only=True, noise="serving.latency_b1_noise_frac"),
+    _serving("latency_b1_overhead_merged_frac", "frac", "min", "B1 overhead merged (%)",
+             "Batch-1 latency vs the base after merging; ± is serving.latency_b1_noise_frac.",
+             scale=100, adapters_only=True, needs_merge=True, noise="serving.latency_b1_noise_frac"),
+    _serving("latency_b1_noise_frac", "frac", None, "B1 latency noise (%)",
+             "Widest exact 95% CI of any batch-1 latency median, relative to that median.", table="none", scale=100),
+    _serving("latency_b1_ms_unmerged", "ms", None, "B1 latency unmerged (ms)", "Median batch-1 latency, adapter unmerged.",
+             table="none", digits=2, adapters_only=True),
+    _serving("latency_b1_ms_merged", "ms", None, "B1 latency merged (ms)", "Median batch-1 latency after merging.",
+             table="none", digits=2, adapters_only=True, needs_merge=True),
+    _serving("load_ms", "ms", "min", "Load (ms)",
+             "Median time to put the saved adapter from disk onto a loaded base model (wrap + read).", adapters_only=True),
+    _serving("load_noise_frac", "frac", None, "Load noise (%)", "Relative width of the load median's 95% CI.", table="none", scale=100),
+    _serving("load_another_ms", "ms", "min", "Add adapter (ms)",
+             "Median time to load one more adapter onto a base that already serves one (peft load_adapter).", adapters_only=True),
+    _serving("swap_ms", "ms", "min", "Swap (ms)", "Median time to switch the active adapter between two loaded ones (set_adapter).",
+             digits=3, adapters_only=True),
+    _serving("swap_noise_frac", "frac", None, "Swap noise (%)", "Relative width of the swap median's 95% CI.", table="none", scale=100),
+    _serving("mixed_second_adapter_overhead_frac", "frac", "min", "2nd adapter, mixed (%)",
+             "Latency of a batch mixing 2 adapters (peft adapter_names) over the same batch on 1 adapter, minus 1; "
+             "± is serving.mixed_noise_frac.", scale=100, adapters_only=True, noise="serving.mixed_noise_frac"),
+    _serving("naive_second_adapter_overhead_frac", "frac", "min", "2nd adapter, naive (%)",
+             "The same batch served adapter by adapter (one forward per adapter's rows): 2 adapters over 1, minus 1.",
+             scale=100, adapters_only=True, noise="serving.mixed_noise_frac"),
+    _serving("mixed_overhead_per_adapter_frac", "frac", "min", "Per added adapter, mixed (%)",
+             "Least-squares slope of mixed-batch latency (relative to K=1) against K.", scale=100, adapters_only=True),
+    _serving("naive_overhead_per_adapter_frac", "frac", "min", "Per added adapter, naive (%)",
+             "The same slope served adapter by adapter.", scale=100, adapters_only=True),
+    _serving("mixed_noise_frac", "frac", None, "Mixed-batch noise (%)",
+             "Widest exact 95% CI of any mixed-batch latency median, relative to that median.", table="none", scale=100),
+    _serving("merged_ms_mixed_batch", "ms", None, "Merged, mixed batch (ms)", "The mixed batch on one merged model.",
+             table="none", digits=2, adapters_only=True, needs_merge=True),
+    _serving("merged_samples_per_s_mixed_batch", "samples/s", None, "Merged (samples/s)", "Throughput of one merged model on the mixed batch.",
+             table="none", adapters_only=True, needs_merge=True),
+    *(f for k in SERVING_KS for f in (
+        _serving(f"mixed_ms_k{k}", "ms", None, f"Mixed K={k} (ms)", f"Median latency of the batch mixing {k} adapters.",
+                 table="none", digits=2, adapters_only=True),
+        _serving(f"naive_ms_k{k}", "ms", None, f"Naive K={k} (ms)", f"The same batch served adapter by adapter, {k} adapters.",
+                 table="none", digits=2, adapters_only=True),
+        _serving(f"mixed_samples_per_s_k{k}", "samples/s", None, f"Mixed K={k} (samples/s)", f"Throughput mixing {k} adapters.",
+                 table="none", adapters_only=True),
+        _serving(f"naive_samples_per_s_k{k}", "samples/s", None, f"Naive K={k} (samples/s)", f"Throughput adapter by adapter, {k} adapters.",
+                 table="none", adapters_only=True),
+        _serving(f"mixed_overhead_vs_merged_frac_k{k}", "frac", None, f"Mixed K={k} vs merged (%)",
+                 f"Mixing {k} adapters over one merged model, minus 1.", table="none", scale=100, adapters_only=True, needs_merge=True),
+    )),
+    _serving("primary_drop_bf16_vs_fp32", "frac", "min", "bf16 merge drop (pp)",
+             "Test primary metric of the adapter merged in fp32 minus merged in bf16, signed so that positive is worse "
+             "(for a 4-bit base: merged into the dequantised weights).", scale=100, adapters_only=True, needs_merge=True),
+    *(f for v in ("unmerged", *MERGE_VARIANTS) for f in (
+        _serving(f"primary_{v}", "score", None, f"Primary, {v}", f"Test primary metric, {v.replace('_', ' ')}.",
+                 table="none", digits=4, adapters_only=True, needs_merge=v != "unmerged"),)),
+    *(f for v in MERGE_VARIANTS for f in (
+        _serving(f"{v}_max_abs_logit_diff", "logit", "min", f"{v.split('_', 1)[1]} max |Δlogit|",
+                 f"Largest |logit difference| to the unmerged model on the fixed batch, {v.replace('_', ' ')}.",
+                 table="serving" if v != "merged_requant_4bit" else "none", digits=4, adapters_only=True, needs_merge=True),
+        _serving(f"{v}_mean_abs_logit_diff", "logit", None, f"{v.split('_', 1)[1]} mean |Δlogit|",
+                 f"Mean |logit difference| to the unmerged model, {v.replace('_', ' ')}.", table="none", digits=5,
+                 adapters_only=True, needs_merge=True),
+    )),
+    *(f for g in GEN_MODELS for f in (
+        _serving(f"gen_ttft_ms_{g}", "ms", "min" if g != "base" else None, f"TTFT {g} (ms)",
+                 f"Median time to first token at batch 1, {g} model (generation tasks).", adapters_only=g != "base",
+                 needs_merge=g == "merged", table="serving" if g != "base" else "none"),
+        _serving(f"gen_tokens_per_s_{g}", "tokens/s", "max" if g != "base" else None, f"Decode tok/s {g} (tokens/s)",
+                 f"Greedy decode tokens/s after the first token (median per-token time), {g} model.", adapters_only=g != "base",
+                 needs_merge=g == "merged", table="serving" if g != "base" else "none"),
+    )),
+    _serving("gen_noise_frac", "frac", None, "Generation noise (%)", "Widest relative 95% CI of the generation medians.",
+             table="none", scale=100),
+)
+FIELDS = FIELDS + SERVING_FIELDS
 BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
 
 # Facts about how a run was measured and what its method can do: recorded beside `cost`, never

@@ -22,7 +22,7 @@ from torch import nn
 
 from experiments import config_check, distributed, fields, forgetting, meters, provenance, record
 from experiments.data import build_task, validate_task
-from experiments.meters import MemoryMeter, StepTimer
+from experiments.meters import MemoryMeter, StepTimer, serving
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
 from experiments.cores import usable_cores
@@ -89,6 +89,7 @@ def prepare(config: dict[str, Any]) -> Plan:
                           f"set model.dtype=fp32 too, or use precision=bf16")
     validate_task(config["task"], config)
     forgetting.validate(config)
+    serving.validate(config)
     method = method_for(config["method"])
     lr = config.get("lr") if config.get("lr") is not None else config["method"].get("lr")
     if lr is None or float(lr) <= 0:
@@ -236,6 +237,7 @@ class Base:
     forget: forgetting.ForgettingMeter | None
     fixed: dict[str, torch.Tensor]
     latency: LatencyBench | None
+    serving_base: nn.Module | None = None  # the untouched base the serving step loads adapters onto
 
 
 @dataclass
@@ -249,7 +251,7 @@ class Trained:
 
 def run_plan(plan: Plan) -> dict[str, Any]:
     """The ok part of the record, in this order: load, measure the base, adapt, train, evaluate,
-    measure costs, measure latency and merge. Every step after loading runs isolated from the
+    measure costs, measure serving, measure latency and merge. Every step after loading runs isolated from the
     training's random state except adapting and training themselves."""
     cfg, device, world = plan.config, plan.device, plan.world
     autocast = autocast_for(device, cfg["precision"])
@@ -278,10 +280,11 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
         marks["evaluated"] = time.perf_counter()
         cost = measure_costs(plan, model, trained, base)
+        served = measure_serving(plan, model, task, base, evaluated, autocast)  # before the merge below
         model, latency_cost = measure_latency_and_merge(plan, model, base, autocast)
         cost.update(latency_cost)
     marks["end"] = time.perf_counter()
-    return assemble(plan, base, trained, evaluated, cost, marks)
+    return {**assemble(plan, base, trained, evaluated, cost, marks), "serving": served}
 
 
 def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast) -> Base:
@@ -299,7 +302,8 @@ def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autoca
         forget.before(model)
     fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
     latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
-    return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency)
+    serving_base = serving.base_copy(model, latency.base if latency is not None else None, cfg)
+    return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency, serving_base)
 
 
 def evaluate_splits(task: Any, model: nn.Module, cfg: Mapping[str, Any], device: torch.device, autocast) -> dict[str, dict[str, float]]:
@@ -371,6 +375,12 @@ def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) ->
                  "train_tokens_per_s_per_device_median": cost["train_tokens_per_s_median"] / world.size})
     cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
     return cost
+
+
+def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any], autocast) -> dict[str, Any] | None:
+    """Serving costs of the trained, still unmerged adapter (experiments/meters/serving.py)."""
+    return serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
+                           evaluated["metrics"].get("test"))
 
 
 def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast) -> tuple[nn.Module, dict[str, Any]]:

@@ -166,6 +166,24 @@ class Method:
         """Write what a user must keep to restore the trained model (adapter or checkpoint)."""
         raise NotImplementedError
 
+    # -- serving (experiments/meters/serving.py) ------------------------------------------------------
+    def load_saved(self, base: nn.Module, info: ModelInfo, path: Path, adapter_name: str = "default") -> nn.Module:
+        """Put what `save` wrote back onto a loaded base model, as a server starting a task would."""
+        raise NotImplementedError(f"{self.impl_name} saves no adapter that loads onto a base model")
+
+    @property
+    def serving(self) -> dict[str, bool]:
+        """What a server can do with this method's adapters: keep several named ones on one base
+        and switch between them (`hot_swap`), and mix them within one batch (`mixed_batch`);
+        `load`: the method puts a saved adapter back onto a base (`load_saved`).
+        A method's YAML may set either key to override its class."""
+        declared = {"hot_swap": self.hot_swap, "mixed_batch": self.mixed_batch}
+        loads = type(self).load_saved is not Method.load_saved
+        return {"load": loads, **{k: loads and bool(self.cfg.get(k, v)) for k, v in declared.items()}}
+
+    hot_swap: ClassVar[bool] = False
+    mixed_batch: ClassVar[bool] = False
+
     # -- hooks for methods that need more than a config (no-ops by default) -------------------
     def prepare_with_data(self, model: nn.Module, info: ModelInfo, batches: BatchSource) -> None:
         """A pass over training data before `wrap` (EVA, CorDA). `batches(n)` yields the first n

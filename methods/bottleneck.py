@@ -99,6 +99,9 @@ class BottleneckMethod(Method):
         meta = {"method": self.impl_name, "config": self.cfg}
         (path / "adapter_config.json").write_text(json.dumps(meta, indent=2, default=str))
 
+    def load_saved(self, base: nn.Module, info: ModelInfo, path: Path, adapter_name: str = "default") -> nn.Module:
+        return self.load(self.wrap(base, info), path)
+
     @staticmethod
     def load(model: nn.Module, path: Path) -> nn.Module:
         """Load adapter (and head) weights saved by `save` into an already wrapped model."""

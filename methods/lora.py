@@ -14,6 +14,7 @@ from methods.registry import register
 class LoRA(PeftMethod):
     # LoraConfig flags that distinguish a variant; the rest of the config is shared.
     peft_flags: ClassVar[dict[str, Any]] = {}
+    mixed_batch = True  # peft's LoRA layers take `adapter_names=` (one adapter per row)
 
     def validate(self, info: ModelInfo) -> None:
         super().validate(info)

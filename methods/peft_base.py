@@ -13,6 +13,7 @@ from methods.base import Method, ModelInfo, resolve_targets
 
 class PeftMethod(Method):
     can_merge = True
+    hot_swap = True  # peft keeps named adapters on one base (load_adapter / set_adapter)
 
     def peft_class(self) -> type:
         raise NotImplementedError
@@ -37,3 +38,6 @@ class PeftMethod(Method):
 
     def save(self, model: nn.Module, path: Path) -> None:
         model.save_pretrained(str(path))
+
+    def load_saved(self, base: nn.Module, info: ModelInfo, path: Path, adapter_name: str = "default") -> nn.Module:
+        return peft.PeftModel.from_pretrained(base, str(path), adapter_name=adapter_name)

@@ -24,7 +24,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # A small slice of the built-in task so that a run takes seconds.
 SMALL_TASK = ["task.n_train=64", "task.n_validation=16", "task.n_test=32"]
-FAST = ["measure.latency=false", "measure.adapter_size=false", "progress=false", "eval_batch_size=32"]
+FAST = ["measure.latency=false", "measure.serving.enabled=false", "measure.adapter_size=false", "progress=false", "eval_batch_size=32"]
 
 
 def compose(overrides: list[str], searchpath: list[str] | None = None) -> dict[str, Any]:

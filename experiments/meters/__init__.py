@@ -9,7 +9,8 @@
 - `device`: device names and synchronisation;
 - `disk`: bytes of a saved folder;
 - `rng`: running a measurement without touching the training's random state;
-- `shapes`: what the others need to know about a model's layers.
+- `shapes`: what the others need to know about a model's layers;
+- `serving`: what serving the trained adapter costs (imported as `experiments.meters.serving`).
 
 Each figure's method is documented in the README ("How each figure is measured").
 """
