@@ -33,7 +33,11 @@ def test_result_file_schema(run_small, tmp_path):
     from experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
 
     cuda_only = {"cost.peak_train_reserved_bytes", "cost.peak_train_mem_bytes_per_rank", "cost.peak_train_reserved_bytes_per_rank"}
-    assert [f.path for f in FIELDS if f.path not in cuda_only and get_path(on_disk, f.path) is None] == []
+    # serving figures that only some configurations have: K=16 (not in the default K list), a 4-bit
+    # base's re-quantising merge, generation timings (generation tasks)
+    conditional = {f.path for f in FIELDS if f.path.startswith("serving.")
+                   and ("k16" in f.path or "requant_4bit" in f.path or f.path.startswith("serving.gen_"))}
+    assert [f.path for f in FIELDS if f.path not in cuda_only | conditional and get_path(on_disk, f.path) is None] == []
     assert not set(cost) & set(MEASUREMENT_KEYS + METHOD_INFO_KEYS)  # no non-costs in cost
 
 

@@ -95,8 +95,10 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
     # an empty peak cache makes the first run spend over a second in the probe: the signal lands in flight
     env = {**ENV, "PEFTBENCH_CACHE": str(tmp_path / "cache")}
     results = tmp_path / "results"
+    # a shell's background job inherits SIGINT ignored, and Python then never turns it into
+    # KeyboardInterrupt: the child gets the default disposition, as a terminal's foreground job has
     proc = subprocess.Popen(_interrupt_cmd(results), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(results.glob(".claims/*.lock")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
