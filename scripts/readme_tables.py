@@ -64,10 +64,14 @@ def timing_for(source: str) -> str:
     for key, label in PHASES:
         v = sum(float(r["timing"].get(key) or 0.0) for r in recs)
         lines.append(f"| {label} | {v / 60:.1f} | {100 * v / total:.0f}% |")
-    lines += ["", "| method | run (s) | training (s) | steps | median step (s) |", "|---|---|---|---|---|"]
+    serving_parts = sorted({k for r in recs for k in ((r.get("serving") or {}).get("measure_s") or {})})
+    head = "| method | run (s) | training (s) | steps | median step (s) |" + "".join(f" serving: {k} (s) |" for k in serving_parts)
+    lines += ["", head, "|---" * (5 + len(serving_parts)) + "|"]
     for r in sorted(recs, key=lambda r: -float(r["timing"]["total_s"])):
+        spent = (r.get("serving") or {}).get("measure_s") or {}
         lines.append(f"| {r['method']} | {float(r['timing']['total_s']):.0f} | {float(r['timing']['train_s']):.0f} | "
-                     f"{r['config']['steps']} | {float(r['cost']['step_time_ms_median']) / 1e3:.2f} |")
+                     f"{r['config']['steps']} | {float(r['cost']['step_time_ms_median']) / 1e3:.2f} |"
+                     + "".join(f" {spent[k]:.1f} |" if k in spent else " – |" for k in serving_parts))
     return "\n".join(lines) + "\n"
 
 
