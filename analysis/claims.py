@@ -66,6 +66,12 @@ class ClaimResult:
     verdict: str
     conditions: list[ConditionResult] = field(default_factory=list)
     file: str = ""
+    # the claim's `if_fails`: why runs like ours may disagree with the source (model size, steps,
+    # task), written beside the claim and shown only when the verdict is "fails"
+    if_fails: str = ""
+
+    def disagreement(self) -> str:
+        return f"Our runs disagree with {self.source}. Likely reason: {self.if_fails}" if self.verdict == FAILS and self.if_fails else ""
 
 
 # ---------------------------------------------------------------- loading
@@ -490,7 +496,17 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
         results.append(result)
     verdicts = [r.verdict for r in results]
     verdict = INVALID if INVALID in verdicts else FAILS if FAILS in verdicts else NO_DATA if NO_DATA in verdicts else HOLDS
-    return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, file)
+    return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, _shown_path(file),
+                       " ".join(str(claim.get("if_fails") or "").split()))
+
+
+def _shown_path(file: str) -> str:
+    """A claim file as the report shows it: relative to the repository when inside it, so that a
+    committed report names no machine's folders."""
+    try:
+        return Path(file).resolve().relative_to(CLAIMS_DIR.parents[1]).as_posix()
+    except ValueError:
+        return file
 
 
 def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str] | None = None) -> list[ClaimResult]:
@@ -515,6 +531,16 @@ def add_data_hint(result: ClaimResult) -> None:
             c.note = f"{c.note}; {hint}" if c.note else hint
 
 
+def stats_suffix(evidence: Evidence) -> str:
+    """Estimate, 95% CI, p and n where the evidence text does not already say them."""
+    st = evidence.stats
+    if not st or "95% CI" in evidence.text:
+        return ""
+    ci = "–" if math.isnan(st["ci_low"]) else f"[{st['ci_low']:.4g}, {st['ci_high']:.4g}]"
+    p = "untested" if math.isnan(st["p"]) else f"{st['p']:.3g}"
+    return f" [diff {st['estimate']:.4g}, 95% CI {ci}, p {p}, n={int(st['n'])} seeds]"
+
+
 def to_markdown(results: list[ClaimResult]) -> str:
     lines = ["# Claims check", "",
              "Each claim from the literature, declared in conf/claims/*.yaml, checked against these runs.",
@@ -523,6 +549,8 @@ def to_markdown(results: list[ClaimResult]) -> str:
     lines += [f"| {r.id}: {r.statement} | {r.source} | **{r.verdict}** |" for r in results]
     for r in results:
         lines += ["", f"## {r.id}: {r.verdict}", "", f"*{r.statement}* ({r.source}; {r.file})", ""]
+        if r.disagreement():
+            lines += [f"**{r.disagreement()}**", ""]
         for c in r.conditions:
             lines.append(f"- `{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
             lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" for e in c.evidence]

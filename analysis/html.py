@@ -100,9 +100,10 @@ def claims_html(results: list[ClaimResult]) -> str:
             + (f" ({escape(c.note)})" if c.note else "")
             + _list(f"{escape(e.where)}: {escape(e.text)} → {'holds' if e.holds else 'fails'}" for e in c.evidence) + "</li>"
             for c in r.conditions)
+        note = f"<p><b>{escape(r.disagreement())}</b></p>" if r.disagreement() else ""
         rows.append(f"<tr><td style='text-align:left'><b>{escape(r.id)}</b><br>{escape(r.statement)}</td>"
                     f"<td style='text-align:left'>{escape(r.source)}</td><td class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</td>"
-                    f"<td style='text-align:left;white-space:normal'><ul>{details}</ul></td></tr>")
+                    f"<td style='text-align:left;white-space:normal'>{note}<ul>{details}</ul></td></tr>")
     return ("<p>Tolerances are fixed in the YAML files; verdicts with one seed are point estimates, not significance tests.</p>"
             "<div class='scroll'><table><thead><tr><th>Claim</th><th>Source</th><th>Verdict</th><th>Evidence</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")

@@ -345,30 +345,43 @@ def manifest_files(sweep_dir: Path) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
+def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
+    """Copy a study's records into `dest` (each written atomically); records of runs no longer
+    in the study are removed, so the folder holds exactly this sweep's runs."""
+    from experiments import record
+
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for f in files:
+        target = dest / Path(f).name
+        record.write_atomic(target, json.loads(Path(f).read_text()))
+        kept.append(target)
+    for stale in set(dest.glob("*.json")) - set(kept):
+        stale.unlink()
+    return kept
+
+
 def verdict_lines(results: Sequence[Any]) -> list[str]:
     """Each claim's verdict and, per condition, its estimate, CI, p and seeds."""
+    from analysis.claims import stats_suffix
+
     lines = []
     for r in results:
         lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
+        if getattr(r, "disagreement", None) and r.disagreement():
+            lines.append(f"  {r.disagreement()}")
         for c in r.conditions:
             lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f" ({c.note})" if c.note else ""))
             for e in c.evidence:
-                lines.append(f"    {'holds' if e.holds else 'fails'}: {e.where}: {e.text}{_stats_suffix(e)}")
+                lines.append(f"    {'holds' if e.holds else 'fails'}: {e.where}: {e.text}{stats_suffix(e)}")
     return lines
 
 
-def _stats_suffix(evidence: Any) -> str:
-    """Estimate, 95% CI, p and n where the evidence text does not already say them."""
-    st = getattr(evidence, "stats", None)
-    if not st or "95% CI" in evidence.text:
-        return ""
-    ci = "–" if math.isnan(st["ci_low"]) else f"[{st['ci_low']:.4g}, {st['ci_high']:.4g}]"
-    p = "untested" if math.isnan(st["p"]) else f"{st['p']:.3g}"
-    return f" [diff {st['estimate']:.4g}, 95% CI {ci}, p {p}, n={int(st['n'])} seeds]"
-
-
 def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None, folder: Path = STUDY_DIR,
-              claims_dir: Path | None = None, out: Path | None = None) -> int:
+              claims_dir: Path | None = None, out: Path | None = None, keep: Path | None = None) -> int:
+    """Run the study's sweep, report on exactly its runs, print each verdict. `keep`: also copy
+    the runs' records there and write the report to `keep/report` (how results/reference/studies/
+    is made)."""
     from analysis import claims as claims_mod
     from analysis.report import build
     from experiments import cli
@@ -394,7 +407,9 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
         print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
         return 0
     files = manifest_files(sweep_dir)
-    out = out or Path("report") / "studies" / tag
+    if keep is not None:
+        files = keep_records(files, keep)
+    out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
     made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
     print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
     for line in verdict_lines(made["claims"]):
@@ -404,7 +419,7 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
 
 # ---------------------------------------------------------------- command line
 
-USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--studies DIR] [--claims DIR] [OVERRIDES...]
+USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--keep DIR] [--studies DIR] [--claims DIR] [OVERRIDES...]
        peftbench reproduce --list [--studies DIR]"""
 
 
@@ -423,6 +438,7 @@ def main(argv: list[str]) -> int:
         claims, argv = _option(argv, "--claims")
         variant, argv = _option(argv, "--variant")
         out, argv = _option(argv, "--out")
+        keep, argv = _option(argv, "--keep")
         folder = Path(studies) if studies else STUDY_DIR
         claims_dir = Path(claims) if claims else None
         if "--list" in argv:
@@ -434,7 +450,7 @@ def main(argv: list[str]) -> int:
             return 2
         overrides = [a for a in argv if a != names[0]]
         return reproduce(names[0], overrides, variant=variant, folder=folder, claims_dir=claims_dir,
-                         out=Path(out) if out else None)
+                         out=Path(out) if out else None, keep=Path(keep) if keep else None)
     except StudyError as e:
         print(f"peftbench: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,11 @@ Each table in README.md sits between two markers that name the records it comes 
 A block `<!-- timing: results/reference/llm -->` ... `<!-- /timing -->` gets where a sweep's wall time
 went, from the same records: first start to last finish, and the sum of each phase over the runs.
 
+A block `<!-- claims: results/reference/studies/NAME -->` ... `<!-- /claims -->` gets the verdict
+of each claim that study NAME (`conf/study/NAME.yaml`; a folder `NAME_VARIANT` is that study's
+variant) tests, checked against those records, with the estimates, CIs and seeds behind it and,
+where a verdict disagrees with the literature, the claim's stated likely reason.
+
 `python scripts/readme_tables.py` rewrites every such block from its records (the same tables
 `peftbench report` writes to report/tables.md); `--check` changes nothing and exits 1 when the
 README differs from what the records give.
@@ -23,11 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import tables  # noqa: E402
+import yaml  # noqa: E402
+
+from analysis import claims, tables  # noqa: E402
 from analysis.load import find_json_files, load_results, read_record  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
+CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them
 PHASES = [("load_s", "load (weights, tokenizer, data)"), ("measure_base_s", "base model: scores, forgetting probe, latency copy"),
@@ -75,8 +83,40 @@ def timing_for(source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_claim_ids(source: str) -> list[str]:
+    """The claims of the study a records folder is named after (the longest matching study name,
+    so that `practice_guides_sst2` is practice_guides' sst2 variant)."""
+    name = Path(source).name
+    for f in sorted((ROOT / "conf" / "study").glob("*.yaml"), key=lambda f: -len(f.stem)):
+        if name == f.stem or name.startswith(f.stem + "_"):
+            return [str(c) for c in yaml.safe_load(f.read_text()).get("claims") or []]
+    raise SystemExit(f"readme_tables: {source} is not named after a study in conf/study/")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def claims_for(source: str) -> str:
+    """Each claim of the study behind `source`: verdict, and per condition the evidence with its
+    estimate, 95% CI, p and seeds; then the stated reasons where a verdict disagrees."""
+    loaded = load_results([str(ROOT / source)])
+    if loaded.ok.empty:
+        raise SystemExit(f"readme_tables: no ok records under {source}")
+    results = claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source))
+    lines = ["| claim | verdict | evidence (per condition: the data, estimate, 95% CI, p, seeds) |", "|---|---|---|"]
+    for r in results:
+        evidence = "<br>".join(
+            f"`{c.check}`: {c.verdict}" + (f" ({c.note})" if c.note else "")
+            + "".join(f"<br>· {e.where}: {e.text}{claims.stats_suffix(e)}" for e in c.evidence) for c in r.conditions)
+        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {_cell(evidence)} |")
+    disagree = [f"- **{r.id}**: {r.disagreement()}" for r in results if r.disagreement()]
+    return "\n".join(lines + ([""] + disagree if disagree else [])) + "\n"
+
+
 def render(readme: str) -> str:
     readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
+    readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 
 
@@ -95,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"readme_tables: {path} matches its records")
         return 0
     path.write_text(new)
-    print(f"readme_tables: wrote {len(BLOCK.findall(old))} table block(s) and {len(TIMING.findall(old))} timing block(s) into {path}")
+    print(f"readme_tables: wrote {len(BLOCK.findall(old))} table block(s), {len(CLAIMS.findall(old))} claims block(s) and "
+          f"{len(TIMING.findall(old))} timing block(s) into {path}")
     return 0
 
 

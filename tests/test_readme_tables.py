@@ -57,3 +57,41 @@ def test_reference_records_stay_out_of_a_results_folder_report(tmp_path):
     assert [f.name for f in files] == ["mine.json"]
     files, _ = find_json_files([tmp_path / "results" / "reference" / "demo"])
     assert len(files) == len(list(ref.glob("*.json")))
+
+
+def _readme_tables():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_tables
+
+    return readme_tables
+
+
+def test_claims_block_gives_each_claim_of_the_study_its_verdict_and_stated_reason(tmp_path):
+    import shutil
+
+    records = list((ROOT / "results" / "reference" / "demo").glob("*.json"))
+    if not records:
+        pytest.skip("no committed reference records")
+    folder = tmp_path / "demo_explained"  # a records folder named after the study whose claims it checks
+    folder.mkdir()
+    for f in records:
+        shutil.copy(f, folder)
+    text = _readme_tables().render(f"<!-- claims: {folder} -->\nstale\n<!-- /claims -->\n")
+    rows = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("| **")}
+    assert set(rows) == {"demo_lora_qv_reaches_guide", "guide_lora_95_100_of_full_ft"}
+    # one seed of the demo: LoRA r=8 on q,v lands well below 95% of full FT, and the claim's
+    # stated reason for disagreeing is printed with it
+    assert "| **fails** |" in rows["demo_lora_qv_reaches_guide"] and "primary ratio" in rows["demo_lora_qv_reaches_guide"]
+    assert "- **demo_lora_qv_reaches_guide**: Our runs disagree with practice guides" in text
+    assert "| **not enough data** |" in rows["guide_lora_95_100_of_full_ft"]
+    assert "peftbench reproduce" in rows["guide_lora_95_100_of_full_ft"]
+    assert "stale" not in text
+
+
+def test_a_study_variant_folder_takes_its_study_claims():
+    rt = _readme_tables()
+    guides = rt.study_claim_ids("results/reference/studies/practice_guides")
+    assert "guide_lora_95_100_of_full_ft" in guides
+    assert rt.study_claim_ids("results/reference/studies/practice_guides_sst2") == guides
+    with pytest.raises(SystemExit):
+        rt.study_claim_ids("results/reference/studies/no_such_study")

@@ -114,8 +114,15 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert len(rows) == 2 and all(",lora," in r for r in rows)  # the study's 2 runs, not the other record
     assert (tmp_path / "report" / "index.html").exists()
     assert len([p for p in results.glob("*.json") if "lora" in p.name]) == 2
-    again = cli(*args)  # resume: nothing left to run, same verdict
+    # resume: nothing left to run, same verdict; --keep copies exactly the study's records and
+    # writes the report beside them (a stale record of an older sweep goes)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "old__run.json").write_text("{}")
+    again = cli(*[a for a in args if a not in ("--out", str(tmp_path / "report"))], "--keep", str(kept))
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
+    assert sorted(p.name for p in kept.glob("*.json")) == sorted(p.name for p in results.glob("*lora*.json"))
+    assert (kept / "report" / "index.html").exists() and "report of its 2 result files" in again.stdout
 
 
 def test_every_study_arm_composes_and_passes_the_config_check():
