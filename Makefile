@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test reference clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,16 @@ demo: setup
 
 test: setup
 	$(OFFLINE) $(VENV)/bin/pytest -q
+
+# Every committed reference report and the README's generated blocks, from the committed records
+# (seconds a folder; no run is repeated). The records themselves come from `peftbench reproduce
+# NAME --keep results/reference/studies/NAME` and `peftbench run -m +sweep=demo|llm`.
+reference: setup
+	for d in results/reference/studies/*/; do \
+	  $(OFFLINE) $(VENV)/bin/peftbench report $$d --study $$(basename $$d) --out $${d}report || exit 1; done
+	$(OFFLINE) $(VENV)/bin/peftbench report results/reference/demo --out results/reference/demo/report
+	$(OFFLINE) $(VENV)/bin/peftbench report results/reference/llm --out results/reference/llm/report
+	$(PY) scripts/readme_tables.py
 
 clean:
 	rm -rf results/*.json report

@@ -14,6 +14,7 @@ from analysis.figures import figures_for
 from analysis.html import render
 from analysis.load import Loaded, load_results
 from analysis.stats import aggregate, per_run, single_seed_only
+from analysis.studies import study_claims
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -21,6 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("results", nargs="*", default=["results"], help="result files or folders of *.json (default: results/)")
     p.add_argument("--out", default="report", help="output folder (default: report/)")
     p.add_argument("--claims", default=str(claims_mod.CLAIMS_DIR), help="folder of claim YAML files (default: conf/claims/)")
+    p.add_argument("--study", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
     return p.parse_args(argv)
 
 
@@ -83,7 +85,13 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
-    made = build(args.results, out, Path(args.claims))
+    claim_ids = None
+    if args.study:
+        claim_ids = study_claims(args.study)
+        if claim_ids is None:
+            print(f"peftbench: error: --study {args.study}: no such study in conf/study/ (see peftbench reproduce --list)", file=sys.stderr)
+            return 2
+    made = build(args.results, out, Path(args.claims), claim_ids=claim_ids)
     n_figs = sum(1 for f in made["figures"] if f.files)
     print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "
           f"{len(made['claims'])} claims -> {out / 'index.html'}")

@@ -19,3 +19,13 @@ def studies_for_claim(claim_id: str, folder: Path = STUDY_DIR) -> list[str]:
         if isinstance(data, dict) and claim_id in (data.get("claims") or []):
             names.append(str(data.get("name") or path.stem))
     return names
+
+
+def study_claims(folder_name: str, folder: Path = STUDY_DIR) -> list[str] | None:
+    """The claims of the study a records folder is named after: `NAME`, or `NAME_VARIANT` for a
+    variant (the longest study name that fits wins); None when no study fits."""
+    for path in sorted(Path(folder).glob("*.yaml"), key=lambda p: -len(p.stem)):
+        if folder_name == path.stem or folder_name.startswith(path.stem + "_"):
+            data = yaml.safe_load(path.read_text()) or {}
+            return [str(c) for c in data.get("claims") or []]
+    return None

@@ -209,6 +209,8 @@ class Basis:
     eval_s_per_example: float
     other_s: float  # load + measurement, per run
     file: str
+    measures: tuple[bool, bool] = (True, True)  # (latency, metrics_before): what other_s paid for
+    batch_size: int = 0  # per-token step cost grows at small batches
 
 
 def reference_bases(folders: Iterable[Path]) -> list[Basis]:
@@ -226,9 +228,12 @@ def reference_bases(folders: Iterable[Path]) -> list[Basis]:
                 n_eval = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0) or 2 * int(task.get("max_eval_samples") or 32)
                 evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
                 mcfg = cfg.get("method") or {}
+                measure = cfg.get("measure") or {}
+                measures = (bool(measure.get("latency", True)), bool(measure.get("metrics_before", True)))
                 out.append(Basis(str(r["model"]), str(r["method"]), str(mcfg.get("target_modules", "-")), str(r["precision"]),
                                  float(cost["step_time_ms_median"]) / 1000.0 / tokens, float(timing["eval_s"]) / max(evals, 1),
-                                 float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path)))
+                                 float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path),
+                                 measures, int(cfg["batch_size"])))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     return out
@@ -272,15 +277,16 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
     near = [b for b in exact if b.targets == s["targets"]] or exact
     if near or same_model:
         pool = near or same_model
-        step = statistics.median(b.step_s_per_token for b in pool)
+        step = statistics.median(b.step_s_per_token for b in [b for b in pool if b.batch_size == s["batch_size"]] or pool)
         if not near:  # another method of this model: scale by training FLOPs (full FT 3x forward, adapters ~2x)
             full = s["method"] == "full_ft"
             others_full = all(b.method == "full_ft" for b in pool)
             step *= (3 / 2) if full and not others_full else (2 / 3) if others_full and not full else 1
         evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
-        # load + measurement as the reference measured them (its latency included: an upper bound
-        # for runs with latency off)
-        other = statistics.median(b.other_s for b in pool)
+        # load + measurement from references that measured what this job measures; else all of
+        # them (latency and base scores included: an upper bound for a run with them off)
+        alike = [b for b in pool if b.measures == (s["latency"], s["metrics_before"])] or pool
+        other = statistics.median(b.other_s for b in alike)
         secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
         return Estimate(secs, "measured" if near else "measured, other method")
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
@@ -361,6 +367,19 @@ def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
     return kept
 
 
+def write_study_note(dest: Path, study: Study, variant: str | None, overrides: Sequence[str], est: Mapping[str, Any],
+                     sweep_s: float, n_records: int) -> None:
+    """`dest/study.yaml`: the command and the estimate printed before the sweep started, beside
+    how long this invocation's sweep took (a resume that found every run done takes seconds; the
+    records' own start and finish times say how long the runs took)."""
+    note = {"study": study.name, "variant": variant, "overrides": list(overrides), "records": n_records,
+            "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
+            "this_invocation_sweep_s": round(sweep_s, 1)}
+    tmp = dest / ".study.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(note, sort_keys=False))
+    tmp.replace(dest / "study.yaml")
+
+
 def verdict_lines(results: Sequence[Any]) -> list[str]:
     """Each claim's verdict and, per condition, its estimate, CI, p and seeds."""
     from analysis.claims import stats_suffix
@@ -410,6 +429,8 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     if keep is not None:
         files = keep_records(files, keep)
     out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
+    if keep is not None:
+        write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
     made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
     print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
     for line in verdict_lines(made["claims"]):

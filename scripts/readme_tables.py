@@ -28,11 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-
 from analysis import claims, tables  # noqa: E402
 from analysis.load import find_json_files, load_results, read_record  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
+from analysis.studies import study_claims  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
@@ -84,13 +83,12 @@ def timing_for(source: str) -> str:
 
 
 def study_claim_ids(source: str) -> list[str]:
-    """The claims of the study a records folder is named after (the longest matching study name,
-    so that `practice_guides_sst2` is practice_guides' sst2 variant)."""
-    name = Path(source).name
-    for f in sorted((ROOT / "conf" / "study").glob("*.yaml"), key=lambda f: -len(f.stem)):
-        if name == f.stem or name.startswith(f.stem + "_"):
-            return [str(c) for c in yaml.safe_load(f.read_text()).get("claims") or []]
-    raise SystemExit(f"readme_tables: {source} is not named after a study in conf/study/")
+    """The claims of the study a records folder is named after (`practice_guides_sst2` is
+    practice_guides' sst2 variant)."""
+    ids = study_claims(Path(source).name)
+    if ids is None:
+        raise SystemExit(f"readme_tables: {source} is not named after a study in conf/study/")
+    return ids
 
 
 def _cell(text: str) -> str:

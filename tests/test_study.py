@@ -123,6 +123,8 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
     assert sorted(p.name for p in kept.glob("*.json")) == sorted(p.name for p in results.glob("*lora*.json"))
     assert (kept / "report" / "index.html").exists() and "report of its 2 result files" in again.stdout
+    note = yaml.safe_load((kept / "study.yaml").read_text())
+    assert note["study"] == "tiny" and note["records"] == 2 and note["estimate_s"] > 0
 
 
 def test_every_study_arm_composes_and_passes_the_config_check():
