@@ -62,8 +62,8 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> list[int]:
 
 def _label(r: pd.Series, with_setting: bool = False) -> str:
     parts = [r["method"]]
-    if r["rank"] != "-":
-        parts.append(f"r={r['rank']}")
+    if r["rank"] != "-":  # the table's rank already names its capacity key ("r=8")
+        parts.append(str(r["rank"]) if "=" in str(r["rank"]) else f"r={r['rank']}")
     if r["targets"] != "-":
         parts.append(r["targets"])
     if with_setting:  # only where rows differ by setting, else the id is noise
@@ -173,6 +173,35 @@ def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     _full_ft_line(ax, t)
     ax.set_xscale("log", base=2)
     ax.set(xlabel=f"capacity: {', '.join(keys)} (log2)", ylabel=ylabel, title=title + "\n(error bars: 95% CI over seeds)")
+    ax.grid(alpha=0.3)
+    _legend_once(ax)
+    return Figure(name, title, _save(fig, out, name))
+
+
+def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
+    """Each configuration's test metric along its learning-rate grid (LoRA Without Regret's
+    figure): one line per method x capacity x targets x steps x non-method setting, full FT
+    included, so where each curve peaks shows the ratio of best learning rates."""
+    lines = [(k, g) for k, g in _series(t[t["lr"].notna()], ["method", "rank", "targets", "protocol", "steps"], "lr")
+             if g["lr"].nunique() >= 2]
+    if not lines:
+        return Figure(name, title, [], "no configuration was run at two or more learning rates")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    yscale, ylabel = _metric_axis(t)
+    settings = {str(g["ref_setting"].iloc[0]) for _, g in lines}
+    per_method: dict[str, int] = {}
+    for _, g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], str(kg[0]))):
+        g = g.sort_values("lr")
+        row = g.iloc[0]
+        colour, marker = style_of(row)
+        nth = per_method[row["method"]] = per_method.get(row["method"], -1) + 1
+        marker = marker if nth == 0 else "sDv^<>p*"[nth % 8]  # a method's configurations stay apart
+        yerr = (g["primary_ci95"] * yscale).where(g["n"] > 1)
+        label = f"{_label(row)}, {row['steps']} steps" + (f" [{row['ref_setting']}]" if len(settings) > 1 else "")
+        ax.errorbar(g["lr"].astype(float), g["primary_mean"] * yscale, yerr=yerr.fillna(0), color=colour, marker=marker,
+                    capsize=3, label=label, ls="-" if len(settings) == 1 or row["ref_setting"] == min(settings) else ":")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (log)", ylabel=ylabel, title=title + "\n(error bars: 95% CI over seeds)")
     ax.grid(alpha=0.3)
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
@@ -372,6 +401,7 @@ def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
             scatter_with_pareto(t, "cost.peak_train_mem_growth_bytes", "peak train memory growth (MiB)", 1 / MIB, False,
                                 f"{title}: metric vs train memory growth", out, f"{stem}__metric_vs_memory"),
             metric_vs_rank(t, f"{title}: metric vs capacity", out, f"{stem}__metric_vs_rank"),
+            metric_vs_lr(t, f"{title}: metric vs learning rate", out, f"{stem}__metric_vs_lr"),
             target_sets(t, f"{title}: target-module sets", out, f"{stem}__target_sets"),
             learning_vs_forgetting(t, f"{title}: learning vs forgetting", out, f"{stem}__learning_vs_forgetting"),
             throughput_bars(t, f"{title}: training throughput", out, f"{stem}__throughput"),

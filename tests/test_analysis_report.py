@@ -175,3 +175,29 @@ def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_pat
     # split by full setting: no line passes through r=8 twice (here alpha=8 at r4 and r8 is one line)
     assert sum(len(g) for _, g in lines) == 4 and not any(g["rank_value"].duplicated().any() for _, g in lines)
     assert sorted(len(g) for _, g in lines) == [1, 1, 2]
+
+
+def test_lr_lines_peak_where_each_configuration_is_best(tmp_path):
+    """One line per configuration along its lr grid, full FT included; a configuration run at one
+    lr draws no line, and a report with none says why the figure is missing."""
+    from analysis import figures
+    from analysis.load import load_results
+    from analysis.stats import aggregate
+
+    recs = []
+    for lr, ft_acc, lora_acc in ((1e-4, 0.95, 0.6), (1e-3, 0.5, 0.9), (1e-2, 0.4, 0.7)):
+        for seed in (0, 1):
+            ft = fx.record("full_ft", r=None, targets=None, seed=seed, acc=ft_acc + seed / 100, lr=lr)
+            lora = fx.record("lora", seed=seed, acc=lora_acc + seed / 100, lr=lr)
+            for rec in (ft, lora):
+                rec["run_id"] += f"_lr{lr}"
+            recs += [ft, lora]
+    agg = aggregate(load_results([fx.write_all(tmp_path / "a", recs, broken=False)]).ok)
+    lines = figures._series(agg[agg["lr"].notna()], ["method", "rank", "targets", "protocol", "steps"], "lr")
+    peaks = {k[0]: float(g.loc[g["primary_mean"].idxmax(), "lr"]) for k, g in lines}
+    assert peaks == {"full_ft": 1e-4, "lora": 1e-3}
+    fig = figures.metric_vs_lr(agg, "t", tmp_path / "out", "lr")
+    assert fig.files == ["lr.png", "lr.pdf"] and (tmp_path / "out" / "lr.png").stat().st_size > 0
+    one_lr = aggregate(load_results([fx.write_all(tmp_path / "b", recs[:2], broken=False)]).ok)
+    skipped = figures.metric_vs_lr(one_lr, "t", tmp_path / "out", "lr1")
+    assert not skipped.files and "two or more learning rates" in skipped.skipped
