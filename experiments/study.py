@@ -369,15 +369,22 @@ def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
 
 def write_study_note(dest: Path, study: Study, variant: str | None, overrides: Sequence[str], est: Mapping[str, Any],
                      sweep_s: float, n_records: int) -> None:
-    """`dest/study.yaml`: the command and the estimate printed before the sweep started, beside
-    how long this invocation's sweep took (a resume that found every run done takes seconds; the
-    records' own start and finish times say how long the runs took)."""
-    note = {"study": study.name, "variant": variant, "overrides": list(overrides), "records": n_records,
-            "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
-            "this_invocation_sweep_s": round(sweep_s, 1)}
+    """`dest/study.yaml`: per invocation, the command, the estimate printed before its sweep
+    started and how long that sweep took (a resume that found most runs done takes little; the
+    records' own start and finish times say how long each run took). Earlier invocations stay."""
+    path = dest / "study.yaml"
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        old = {}
+    runs = [i for i in old.get("invocations") or [] if isinstance(i, dict)]
+    runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides),
+                 "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
+                 "sweep_s": round(sweep_s, 1), "records_after": n_records})
+    note = {"study": study.name, "variant": variant, "records": n_records, "invocations": runs}
     tmp = dest / ".study.yaml.tmp"
     tmp.write_text(yaml.safe_dump(note, sort_keys=False))
-    tmp.replace(dest / "study.yaml")
+    tmp.replace(path)
 
 
 def verdict_lines(results: Sequence[Any]) -> list[str]:

@@ -124,7 +124,8 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert sorted(p.name for p in kept.glob("*.json")) == sorted(p.name for p in results.glob("*lora*.json"))
     assert (kept / "report" / "index.html").exists() and "report of its 2 result files" in again.stdout
     note = yaml.safe_load((kept / "study.yaml").read_text())
-    assert note["study"] == "tiny" and note["records"] == 2 and note["estimate_s"] > 0
+    assert note["study"] == "tiny" and note["records"] == 2
+    assert [i["records_after"] for i in note["invocations"]] == [2] and note["invocations"][0]["estimate_s"] > 0
 
 
 def test_every_study_arm_composes_and_passes_the_config_check():
