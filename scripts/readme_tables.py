@@ -34,6 +34,7 @@ from analysis.stats import aggregate  # noqa: E402
 from analysis.studies import study_claims  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
+GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them
@@ -71,15 +72,68 @@ def timing_for(source: str) -> str:
     for key, label in PHASES:
         v = sum(float(r["timing"].get(key) or 0.0) for r in recs)
         lines.append(f"| {label} | {v / 60:.1f} | {100 * v / total:.0f}% |")
+    lines += study_invocations(source)
     serving_parts = sorted({k for r in recs for k in ((r.get("serving") or {}).get("measure_s") or {})})
-    head = "| method | run (s) | training (s) | steps | median step (s) |" + "".join(f" serving: {k} (s) |" for k in serving_parts)
-    lines += ["", head, "|---" * (5 + len(serving_parts)) + "|"]
-    for r in sorted(recs, key=lambda r: -float(r["timing"]["total_s"])):
-        spent = (r.get("serving") or {}).get("measure_s") or {}
-        lines.append(f"| {r['method']} | {float(r['timing']['total_s']):.0f} | {float(r['timing']['train_s']):.0f} | "
-                     f"{r['config']['steps']} | {float(r['cost']['step_time_ms_median']) / 1e3:.2f} |"
-                     + "".join(f" {spent[k]:.1f} |" if k in spent else " – |" for k in serving_parts))
+    head = ("| method | runs | steps | batch | run (s, mean) | training (s, mean) | median step (s) |"
+            + "".join(f" serving: {k} (s) |" for k in serving_parts))
+    lines += ["", head, "|---" * (7 + len(serving_parts)) + "|"]
+    groups: dict[tuple, list] = {}
+    for r in recs:
+        groups.setdefault((r["method"], int(r["config"]["steps"]), int(r["config"]["batch_size"])), []).append(r)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+    for (method, steps, batch), rs in sorted(groups.items(), key=lambda kv: -mean([float(r["timing"]["total_s"]) for r in kv[1]])):
+        spent = [(r.get("serving") or {}).get("measure_s") or {} for r in rs]
+        lines.append(f"| {method} | {len(rs)} | {steps} | {batch} | {mean([float(r['timing']['total_s']) for r in rs]):.0f} | "
+                     f"{mean([float(r['timing']['train_s']) for r in rs]):.0f} | "
+                     f"{mean([float(r['cost']['step_time_ms_median']) for r in rs]) / 1e3:.2f} |"
+                     + "".join(f" {mean([x[k] for x in spent if k in x]):.1f} |" if any(k in x for x in spent) else " – |"
+                               for k in serving_parts))
     return "\n".join(lines) + "\n"
+
+
+def _varying(ok) -> dict[str, str]:
+    """Per setting hash, the config keys that differ between the runs' settings (batch size, data
+    size, ...), except measurement switches and the method's own parameters, which the row's
+    method, capacity and targets already say."""
+    items = {s: it for s, it in zip(ok["setting"], ok["setting_items"])}
+    keys = sorted({k for it in items.values() for k in it if not k.startswith(("measure.", "method."))})
+    vary = [k for k in keys if len({it.get(k) for it in items.values()}) > 1]
+    return {s: ", ".join(f"{k}={it.get(k, '-')}" for k in vary) or "-" for s, it in items.items()}
+
+
+def grid_for(source: str) -> str:
+    """Each configuration of the records under `source` along its learning-rate grid: the test
+    primary metric's mean ± 95% CI over seeds, the lr that validation picks in bold."""
+    loaded = load_results([str(ROOT / source)])
+    if loaded.ok.empty:
+        raise SystemExit(f"readme_tables: no ok records under {source}")
+    agg = aggregate(loaded.ok)
+    label = _varying(loaded.ok)
+    lrs = sorted(agg["lr"].astype(float).unique())
+    metric = str(loaded.ok["primary_metric"].iloc[0])
+    scale = 100.0 if metric in ("accuracy", "exact_match", "f1", "macro_f1") or agg["primary_mean"].max() <= 1 else 1.0
+    lines = [f"| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
+             "|---" * (5 + len(lrs)) + "|"]
+    keys = ["model", "task", "order", "method", "rank", "targets", "steps", "setting"]
+    for (model, task, _, method, rank, targets, steps, setting), g in agg.groupby(keys, sort=True, dropna=False):
+        sign = 1.0 if str(g["primary_direction"].iloc[0]) in ("max", "higher") else -1.0
+        best = float(g.loc[(g["val_primary_mean"].astype(float) * sign).idxmax(), "lr"])
+        cells = []
+        for lr in lrs:
+            row = g[g["lr"].astype(float) == lr]
+            if row.empty:
+                cells.append("")
+                continue
+            r = row.iloc[0]
+            ci = "" if int(r["n"]) < 2 else f" ± {scale * float(r['primary_ci95']):.1f}"
+            text = f"{scale * float(r['primary_mean']):.1f}{ci}" + ("" if int(r["n"]) == 3 else f" (n={int(r['n'])})")
+            cells.append(f"**{text}**" if float(lr) == best else text)
+        lines.append(f"| {method} | {rank} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
+    models = sorted(set(agg["model"])) + sorted(set(agg["task"]))
+    return ("\n".join(lines) + f"\n\n{metric} on the test split (%, {', '.join(models)}), mean ± 95% CI over seeds (n=3 unless "
+            "marked); bold: the lr with the best validation mean in that row.\n")
 
 
 def study_claim_ids(source: str) -> list[str]:
@@ -112,8 +166,26 @@ def claims_for(source: str) -> str:
     return "\n".join(lines + ([""] + disagree if disagree else [])) + "\n"
 
 
+def study_invocations(source: str) -> list[str]:
+    """What `peftbench reproduce` estimated before each sweep of a study and how long the sweep
+    took (`study.yaml`, written by `--keep`)."""
+    import yaml
+
+    path = ROOT / source / "study.yaml"
+    if not path.exists():
+        return []
+    runs = (yaml.safe_load(path.read_text()) or {}).get("invocations") or []
+    out = ["", "| `peftbench reproduce` invocation | estimate printed before the sweep (min) | sweep took (min) | records after |",
+           "|---|---|---|---|"]
+    for i in runs:
+        out.append(f"| {i['at'][:16].replace('T', ' ')} UTC{' ' + ' '.join(i['overrides']) if i.get('overrides') else ''} | "
+                   f"{i['estimate_s'] / 60:.0f} ({', '.join(i.get('estimate_bases') or [])}) | {i['sweep_s'] / 60:.1f} | {i['records_after']} |")
+    return out
+
+
 def render(readme: str) -> str:
     readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
+    readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src")) + m.group(4), readme)
     readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 
