@@ -95,3 +95,30 @@ def test_a_study_variant_folder_takes_its_study_claims():
     assert rt.study_claim_ids("results/reference/studies/practice_guides_sst2") == guides
     with pytest.raises(SystemExit):
         rt.study_claim_ids("results/reference/studies/no_such_study")
+
+
+def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick_in_bold(tmp_path):
+    import shutil
+
+    import yaml
+
+    records = list((ROOT / "results" / "reference" / "demo").glob("*.json"))
+    if not records:
+        pytest.skip("no committed reference records")
+    folder = tmp_path / "demo_explained"
+    folder.mkdir()
+    for f in records:
+        shutil.copy(f, folder)
+    rt = _readme_tables()
+    text = rt.render(f"<!-- grid: {folder} -->\n<!-- /grid -->\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert len(rows) == len(records)  # one configuration per demo run
+    assert all(line.count("**") == 2 for line in rows)  # one lr each, which validation picks
+    full_ft = next(line for line in rows if line.startswith("| full_ft "))
+    assert "**96.9 (n=1)**" in full_ft  # the demo's full FT, one seed: no CI, n marked
+    # the estimate each reproduce invocation printed sits in the timing block
+    (folder / "study.yaml").write_text(yaml.safe_dump({"study": "demo_explained", "invocations": [
+        {"at": "2026-01-01T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
+         "sweep_s": 540.0, "records_after": len(records)}]}))
+    timing = rt.render(f"<!-- timing: {folder} -->\n<!-- /timing -->\n")
+    assert f"| 2026-01-01 00:00 UTC | 10 (measured) | 9.0 | {len(records)} |" in timing
