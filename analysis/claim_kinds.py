@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 from analysis import claims
 from analysis.claims import Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
-from analysis.load import GROUP_KEY, short_hash
+from analysis.load import GROUP_KEY, non_method, short_hash
 from analysis.meta import sign
 from analysis.stats import t_ci95
 
@@ -65,7 +65,7 @@ def side(runs: pd.DataFrame, cond: Mapping[str, Any], method: str, role: str) ->
 def _rest_setting(items: Mapping[str, str], drop: Iterable[str]) -> str:
     """The non-method setting without the given keys: what two sides must share."""
     gone = set(drop)
-    return short_hash({k: v for k, v in items.items() if not k.startswith("method.") and k not in gone})
+    return short_hash({k: v for k, v in non_method(items).items() if k not in gone})
 
 
 def with_context(runs: pd.DataFrame, drop: Iterable[str] = ()) -> pd.DataFrame:

@@ -219,10 +219,16 @@ def short_hash(items: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(sorted(items.items()))).encode()).hexdigest()[:6]
 
 
+# What a run measures besides training never changes what it trains (measurement runs on its own
+# random state), so a reference need not share it: full FT with latency off is LoRA's reference.
+MEASUREMENT_ONLY = ("measure.", "forgetting.", "lm_eval.")
+
+
 def non_method(items: Mapping[str, str]) -> dict[str, str]:
     """The part of a setting that references must share: method.* differs by design between a
-    method and its reference (full FT has no r or alpha)."""
-    return {k: v for k, v in items.items() if not k.startswith("method.")}
+    method and its reference (full FT has no r or alpha), and measurement switches change no
+    trained number."""
+    return {k: v for k, v in items.items() if not k.startswith(("method.", *MEASUREMENT_ONLY))}
 
 
 def _numbers(prefix: str, values: Any) -> dict[str, float]:

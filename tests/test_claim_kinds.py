@@ -168,3 +168,20 @@ def test_not_enough_data_names_the_study(tmp_path):
     results = evaluate_all(ok_frame(tmp_path, copy.deepcopy(lr_grid_runs(ft_grid=FT_GRID[:1]))), folder)
     cond = results[0].conditions[0]
     assert cond.verdict == NO_DATA and "peftbench reproduce lora_without_regret" in cond.note
+
+
+def test_a_reference_with_other_measurement_switches_is_still_the_reference(tmp_path):
+    """Measurement never changes what a run trains: full FT run with latency and forgetting off is
+    the reference of LoRA runs that measured them. A training setting (batch size) still splits."""
+    ratio = {**tuned("ratio_in", 0.0, range=[0.95, 1.0]), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
+    measured = {"measure.latency": True, "forgetting.enabled": True}
+    recs = []
+    for s in (0, 1, 2):
+        recs += [run("full_ft", s, lr, peaked(1e-4, 0.90, lr), r=None, targets=None,
+                     config={"measure.latency": False, "forgetting.enabled": False}) for lr in FT_GRID]
+        recs += [run("lora", s, lr, peaked(1e-3, 0.86, lr), config=measured) for lr in LORA_GRID]
+    assert verdict(ratio, tmp_path / "a", recs) == HOLDS
+    other_batch = [run("full_ft", s, lr, peaked(1e-4, 0.90, lr), r=None, targets=None, config={"batch_size": 4})
+                   for s in (0, 1, 2) for lr in FT_GRID]
+    lora = [r for r in recs if r["method"] == "lora"]
+    assert verdict(ratio, tmp_path / "b", lora + other_batch) == NO_DATA
