@@ -378,7 +378,7 @@ def write_study_note(dest: Path, study: Study, variant: str | None, overrides: S
     except (OSError, yaml.YAMLError):
         old = {}
     runs = [i for i in old.get("invocations") or [] if isinstance(i, dict)]
-    runs.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides),
+    runs.append({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides),
                  "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
                  "sweep_s": round(sweep_s, 1), "records_after": n_records})
     note = {"study": study.name, "variant": variant, "records": n_records, "invocations": runs}

@@ -175,10 +175,10 @@ def study_invocations(source: str) -> list[str]:
     if not path.exists():
         return []
     runs = (yaml.safe_load(path.read_text()) or {}).get("invocations") or []
-    out = ["", "| `peftbench reproduce` invocation | estimate printed before the sweep (min) | sweep took (min) | records after |",
+    out = ["", "| `peftbench reproduce` invocation (finished) | estimate printed before the sweep (min) | sweep took (min) | records after |",
            "|---|---|---|---|"]
     for i in runs:
-        out.append(f"| {i['at'][:16].replace('T', ' ')} UTC{' ' + ' '.join(i['overrides']) if i.get('overrides') else ''} | "
+        out.append(f"| {i['finished_at'][:16].replace('T', ' ')} UTC{' ' + ' '.join(i['overrides']) if i.get('overrides') else ''} | "
                    f"{i['estimate_s'] / 60:.0f} ({', '.join(i.get('estimate_bases') or [])}) | {i['sweep_s'] / 60:.1f} | {i['records_after']} |")
     return out
 

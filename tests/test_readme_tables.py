@@ -118,7 +118,7 @@ def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick
     assert "**96.9 (n=1)**" in full_ft  # the demo's full FT, one seed: no CI, n marked
     # the estimate each reproduce invocation printed sits in the timing block
     (folder / "study.yaml").write_text(yaml.safe_dump({"study": "demo_explained", "invocations": [
-        {"at": "2026-01-01T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
+        {"finished_at": "2026-01-01T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
          "sweep_s": 540.0, "records_after": len(records)}]}))
     timing = rt.render(f"<!-- timing: {folder} -->\n<!-- /timing -->\n")
     assert f"| 2026-01-01 00:00 UTC | 10 (measured) | 9.0 | {len(records)} |" in timing
