@@ -394,7 +394,7 @@ def verdict_lines(results: Sequence[Any]) -> list[str]:
     lines = []
     for r in results:
         lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
-        if getattr(r, "disagreement", None) and r.disagreement():
+        if r.disagreement():
             lines.append(f"  {r.disagreement()}")
         for c in r.conditions:
             lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f" ({c.note})" if c.note else ""))
@@ -435,9 +435,8 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     files = manifest_files(sweep_dir)
     if keep is not None:
         files = keep_records(files, keep)
-    out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
-    if keep is not None:
         write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
+    out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
     made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
     print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
     for line in verdict_lines(made["claims"]):

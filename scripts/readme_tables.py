@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from analysis import claims, tables  # noqa: E402
 from analysis.load import find_json_files, load_results, read_record  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
+from analysis.tables import percent_scale  # noqa: E402
 from analysis.studies import study_claims  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
@@ -113,8 +114,8 @@ def grid_for(source: str) -> str:
     label = _varying(loaded.ok)
     lrs = sorted(agg["lr"].astype(float).unique())
     metric = str(loaded.ok["primary_metric"].iloc[0])
-    scale = 100.0 if metric in ("accuracy", "exact_match", "f1", "macro_f1") or agg["primary_mean"].max() <= 1 else 1.0
-    lines = [f"| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
+    scale = percent_scale(agg, "primary_mean")
+    lines = ["| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
              "|---" * (5 + len(lrs)) + "|"]
     keys = ["model", "task", "order", "method", "rank", "targets", "steps", "setting"]
     for (model, task, _, method, rank, targets, steps, setting), g in agg.groupby(keys, sort=True, dropna=False):
@@ -132,7 +133,8 @@ def grid_for(source: str) -> str:
             cells.append(f"**{text}**" if float(lr) == best else text)
         lines.append(f"| {method} | {rank} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
     models = sorted(set(agg["model"])) + sorted(set(agg["task"]))
-    return ("\n".join(lines) + f"\n\n{metric} on the test split (%, {', '.join(models)}), mean ± 95% CI over seeds (n=3 unless "
+    unit = "%, " if scale == 100 else ""
+    return ("\n".join(lines) + f"\n\n{metric} on the test split ({unit}{', '.join(models)}), mean ± 95% CI over seeds (n=3 unless "
             "marked); bold: the lr with the best validation mean in that row.\n")
 
 
