@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis import claims
-from analysis.claims import Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
+from analysis.claims import INF, Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
 from analysis.load import GROUP_KEY, non_method, short_hash
 from analysis.meta import sign
 from analysis.stats import t_ci95
@@ -161,17 +161,19 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                         + ", ".join(f"s{s}: {_fmt(mine[s])}/{_fmt(theirs[s])}" for s in sorted(logs))
                         + f"); needs {_fmt(expected)}x within {_fmt(tol)} decades"
                         + (f"; {'; '.join(edges)}: the ratio is a bound" if edges else ""))
-                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st))
+                region = (math.log10(expected) - tol, math.log10(expected) + tol)
+                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st, region))
     return _result(cond["check"], evidence, "" if evidence else "needs >= 3 learning rates of each side at one setting")
 
 
 # ---------------------------------------------------------------- tuned_compare
 
-RELATIONS: dict[str, tuple[Callable[[float, float, Mapping[str, Any]], bool], str]] = {
-    "greater": (lambda d, t, c: d > t, "diff > {tol}"),
-    "less": (lambda d, t, c: d < -t, "diff < -{tol}"),
-    "within": (lambda d, t, c: abs(d) <= t, "|diff| <= {tol}"),
-    "ge": (lambda d, t, c: d >= -t, "diff >= -{tol}"),
+# relation: (holds for a difference d at tolerance t, its text, where d must lie for it to hold)
+RELATIONS: dict[str, tuple[Callable[[float, float, Mapping[str, Any]], bool], str, Callable[[float], tuple[float, float]]]] = {
+    "greater": (lambda d, t, c: d > t, "diff > {tol}", lambda t: (t, INF)),
+    "less": (lambda d, t, c: d < -t, "diff < -{tol}", lambda t: (-INF, -t)),
+    "within": (lambda d, t, c: abs(d) <= t, "|diff| <= {tol}", lambda t: (-t, t)),
+    "ge": (lambda d, t, c: d >= -t, "diff >= -{tol}", lambda t: (-t, INF)),
 }
 
 
@@ -203,18 +205,20 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                     ratios = {k: (a[k] / b[k] if s > 0 else b[k] / a[k]) for k in set(a) & set(b) if a[k] and b[k]}
                     st = paired_stats(ratios)
                     ok = not math.isnan(st["estimate"]) and _ratio_holds(st["estimate"], tol, cond)
+                    region = (float(cond["range"][0]) - tol, float(cond["range"][1]) + tol)
                     text = (f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs "
                             f"[{_fmt(100 * float(cond['range'][0]))}%, {_fmt(100 * float(cond['range'][1]))}%] ± {_fmt(100 * tol)} points")
                     seeds = _seeds(ratios)
                 else:
                     st = paired_stats({k: s * v for k, v in a.items()}, {k: s * v for k, v in b.items()})
-                    holds, rel = RELATIONS[relation]
+                    holds, rel, where = RELATIONS[relation]
                     ok = not math.isnan(st["estimate"]) and holds(st["estimate"], tol, cond)
+                    region = where(tol)
                     text = f"{label}: {metric} diff (better = positive) {stats_text(st)}; needs {rel.format(tol=_fmt(tol))}"
                     seeds = tuple(sorted(set(a) & set(b)))
                 if not seeds:
                     continue
-                evidence.append(Evidence(_where(cfg), text, ok, seeds, st))
+                evidence.append(Evidence(_where(cfg), text, ok, seeds, st, region))
     return _result(cond["check"], evidence)
 
 
@@ -266,12 +270,12 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
                     st = paired_stats({k: s * v for k, v in sm.items()}, {k: s * v for k, v in sb.items()})
                     if st["n"] == 0:
                         continue
-                    holds, rel = RELATIONS[relation]
+                    holds, rel, where = RELATIONS[relation]
                     ok = holds(st["estimate"], tol, cond)
                     text = (f"slope of {metric} per doubling of {axis} (better = positive), {method} minus {cond['baseline']}: "
                             f"{stats_text(st)} ({method} at {axis}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
                             f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
-                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st))
+                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol)))
     return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis} for both methods at one setting")
 
 
@@ -321,7 +325,8 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
             text = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr)}] minus {cond['baseline']} at matched {metric} "
                     f"(within {_fmt(within)}): {forgetting} diff {stats_text(st)}; per seed {metric}/{forgetting}: {'; '.join(pairs)}; "
                     f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
-            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st))
+            region = (-INF, -tol) if relation == "less" else (tol, INF)
+            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st, region))
     floor = f" among runs that gained >= {_fmt(min_gain)} over the base model" if min_gain is not None else ""
     return _result(cond["check"], evidence, "" if evidence else f"no baseline run within {_fmt(within)} of the method's {metric}{floor}")
 
@@ -341,7 +346,7 @@ def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionRes
             st = paired_stats(per_seed)
             ok = lo - tol <= st["estimate"] <= hi + tol
             text = f"{method} {metric} = {stats_text(st)}; needs [{_fmt(lo)}, {_fmt(hi)}] ± {_fmt(tol)}"
-            evidence.append(Evidence(_where(cfg), text, ok, _seeds(per_seed), st))
+            evidence.append(Evidence(_where(cfg), text, ok, _seeds(per_seed), st, (lo - tol, hi + tol)))
     return _result(cond["check"], evidence)
 
 

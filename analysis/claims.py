@@ -35,6 +35,8 @@ from analysis.stats import choose_reference, paired_test, t_ci95
 from experiments.fields import BY_PATH
 
 HOLDS, FAILS, NO_DATA, INVALID = "holds", "fails", "not enough data", "invalid claim"
+CANNOT_TELL = "cannot tell"
+INF = math.inf
 DEFAULT_MATCH = ["rank", "targets", "steps"]
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "conf" / "claims"
 
@@ -47,6 +49,23 @@ class Evidence:
     seeds: tuple[int, ...] = ()
     # estimate, ci_low, ci_high (95%), p, n: what `peftbench reproduce` prints per verdict
     stats: dict[str, float] | None = None
+    # (low, high): where the estimate must lie for the claim to hold, in the estimate's units
+    holds_if: tuple[float, float] | None = None
+
+    def ci_says(self) -> str:
+        """The verdict of the 95% CI rather than of the point estimate: holds when the whole
+        interval lies where the claim holds, fails when none of it does, cannot tell otherwise
+        (the interval straddles the tolerance, or one seed gives none); "" for a check that has
+        no interval to read."""
+        st, region = self.stats, self.holds_if
+        if not st or region is None:
+            return ""
+        lo, hi = st["ci_low"], st["ci_high"]
+        if math.isnan(lo) or math.isnan(hi):
+            return CANNOT_TELL
+        if region[0] <= lo and hi <= region[1]:
+            return HOLDS
+        return FAILS if hi < region[0] or lo > region[1] else CANNOT_TELL
 
 
 @dataclass
@@ -56,6 +75,10 @@ class ConditionResult:
     evidence: list[Evidence] = field(default_factory=list)
     note: str = ""
     spec: str = ""  # what is compared and the tolerance fixed before looking
+
+    def ci_says(self) -> str:
+        """Every configuration must hold for the condition to hold, so one whose CI fails fails it."""
+        return combine_ci([e.ci_says() for e in self.evidence])
 
 
 @dataclass
@@ -70,8 +93,26 @@ class ClaimResult:
     # task), written beside the claim and shown only when the verdict is "fails"
     if_fails: str = ""
 
+    def ci_says(self) -> str:
+        return combine_ci([c.ci_says() for c in self.conditions]) if self.verdict in (HOLDS, FAILS) else ""
+
     def disagreement(self) -> str:
         return f"Our runs disagree with {self.source}. Likely reason: {self.if_fails}" if self.verdict == FAILS and self.if_fails else ""
+
+
+def combine_ci(says: list[str]) -> str:
+    """All parts must hold: one CI that fails fails the whole, all that hold make it hold; parts
+    without an interval ("") count only when no part has one."""
+    read = [x for x in says if x]
+    if not read:
+        return ""
+    if FAILS in read:
+        return FAILS
+    return HOLDS if all(x == HOLDS for x in says) else CANNOT_TELL
+
+
+def ci_text(says: str) -> str:
+    return f"95% CI: {says}" if says else ""
 
 
 # ---------------------------------------------------------------- loading
@@ -244,9 +285,10 @@ def loss_auc(curve: list[float], n: int | None = None) -> float:
 
 
 def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float, float, float], bool],
-             relation: str, oriented: bool = False) -> ConditionResult:
+             relation: str, region: Callable[[float], tuple[float, float]], oriented: bool = False) -> ConditionResult:
     """Method vs baseline on `metric`, paired over shared seeds (means over all seeds when none
-    are shared); `holds(mine, theirs, tolerance)` decides each configuration. `oriented`: the
+    are shared); `holds(mine, theirs, tolerance)` decides each configuration, `region(tolerance)`
+    is where the difference mine - theirs must lie for it (read against the CI). `oriented`: the
     values are multiplied by the metric's sign first, so "not worse" reads the same for a
     lower-is-better metric."""
     metric, tol = cond["metric"], float(cond["tolerance"])
@@ -265,7 +307,8 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
         text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
                 f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
                 f"{'' if test.seeds else ', unpaired'}; {stat})")
-        evidence.append(Evidence(_where(cfg), text, ok, seeds, diff_stats(a, b, test)))
+        lo, hi = region(tol)
+        evidence.append(Evidence(_where(cfg), text, ok, seeds, diff_stats(a, b, test), (lo, hi) if s > 0 else (-hi, -lo)))
     return _result(cond["check"], evidence)
 
 
@@ -321,31 +364,31 @@ def metric_greater(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResu
     """metric > baseline's metric + tolerance, or > the same runs' `than_metric` + tolerance."""
     if cond.get("than_metric"):
         return _vs_column(cond, runs, greater=True)
-    return _compare(cond, runs, lambda a, b, t: a > b + t, "diff > {tol}")
+    return _compare(cond, runs, lambda a, b, t: a > b + t, "diff > {tol}", lambda t: (t, INF))
 
 
 def metric_less(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """metric < baseline's metric - tolerance (or the same runs' `than_metric` - tolerance)."""
     if cond.get("than_metric"):
         return _vs_column(cond, runs, greater=False)
-    return _compare(cond, runs, lambda a, b, t: a < b - t, "diff < -{tol}")
+    return _compare(cond, runs, lambda a, b, t: a < b - t, "diff < -{tol}", lambda t: (-INF, -t))
 
 
 def metric_ge_with_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """metric not worse than the baseline's by more than the tolerance, in the metric's own
     direction (>= baseline - tolerance where higher is better)."""
-    return _compare(cond, runs, lambda a, b, t: a >= b - t, "not worse by more than {tol}", oriented=True)
+    return _compare(cond, runs, lambda a, b, t: a >= b - t, "not worse by more than {tol}", lambda t: (-t, INF), oriented=True)
 
 
 def metric_within_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """|metric - baseline's metric| <= tolerance."""
-    return _compare(cond, runs, lambda a, b, t: abs(a - b) <= t, "|diff| <= {tol}")
+    return _compare(cond, runs, lambda a, b, t: abs(a - b) <= t, "|diff| <= {tol}", lambda t: (-t, t))
 
 
 def auc_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Area under the training-loss curve (mean loss per step) lower than the baseline's by more
     than the tolerance: converges faster at the same step budget."""
-    return _compare({**cond, "metric": "loss_auc"}, runs, lambda a, b, t: a < b - t, "diff < -{tol}")
+    return _compare({**cond, "metric": "loss_auc"}, runs, lambda a, b, t: a < b - t, "diff < -{tol}", lambda t: (-INF, -t))
 
 
 def _slope(g: pd.DataFrame, metric: str) -> tuple[float, list[str]]:
@@ -544,16 +587,21 @@ def stats_suffix(evidence: Evidence) -> str:
 def to_markdown(results: list[ClaimResult]) -> str:
     lines = ["# Claims check", "",
              "Each claim from the literature, declared in conf/claims/*.yaml, checked against these runs.",
-             "Verdicts are point estimates against a tolerance fixed in the YAML before looking; with a single seed they say nothing about significance.", "",
-             "| Claim | Source | Verdict |", "|---|---|---|"]
-    lines += [f"| {r.id}: {r.statement} | {r.source} | **{r.verdict}** |" for r in results]
+             "Verdicts are point estimates against a tolerance fixed in the YAML before looking. Beside each, what the 95% CIs over seeds say: "
+             "holds (every interval lies where the claim holds), fails (an interval lies wholly where it fails) or cannot tell "
+             "(an interval straddles the tolerance, or one seed gives none); blank for checks without an interval.", "",
+             "| Claim | Source | Verdict | 95% CIs say |", "|---|---|---|---|"]
+    lines += [f"| {r.id}: {r.statement} | {r.source} | **{r.verdict}** | {r.ci_says()} |" for r in results]
     for r in results:
-        lines += ["", f"## {r.id}: {r.verdict}", "", f"*{r.statement}* ({r.source}; {r.file})", ""]
+        ci = f" (95% CIs: {r.ci_says()})" if r.ci_says() else ""
+        lines += ["", f"## {r.id}: {r.verdict}{ci}", "", f"*{r.statement}* ({r.source}; {r.file})", ""]
         if r.disagreement():
             lines += [f"**{r.disagreement()}**", ""]
         for c in r.conditions:
-            lines.append(f"- `{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + (f" ({c.note})" if c.note else ""))
-            lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" for e in c.evidence]
+            lines.append(f"- `{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**"
+                         + (f", {ci_text(c.ci_says())}" if c.ci_says() else "") + (f" ({c.note})" if c.note else ""))
+            lines += [f"  - {e.where}: {e.text} → {'holds' if e.holds else 'fails'}" + (f"; {ci_text(e.ci_says())}" if e.ci_says() else "")
+                      for e in c.evidence]
     return "\n".join(lines) + "\n"
 
 

@@ -389,17 +389,19 @@ def write_study_note(dest: Path, study: Study, variant: str | None, overrides: S
 
 def verdict_lines(results: Sequence[Any]) -> list[str]:
     """Each claim's verdict and, per condition, its estimate, CI, p and seeds."""
-    from analysis.claims import stats_suffix
+    from analysis.claims import ci_text, stats_suffix
 
     lines = []
     for r in results:
-        lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
+        lines.append(f"{r.id}: {r.verdict.upper()}" + (f" ({ci_text(r.ci_says())})" if r.ci_says() else "") + f"  ({r.source})")
         if r.disagreement():
             lines.append(f"  {r.disagreement()}")
         for c in r.conditions:
-            lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f" ({c.note})" if c.note else ""))
+            lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f", {ci_text(c.ci_says())}" if c.ci_says() else "")
+                         + (f" ({c.note})" if c.note else ""))
             for e in c.evidence:
-                lines.append(f"    {'holds' if e.holds else 'fails'}: {e.where}: {e.text}{stats_suffix(e)}")
+                lines.append(f"    {'holds' if e.holds else 'fails'}" + (f" ({ci_text(e.ci_says())})" if e.ci_says() else "")
+                             + f": {e.where}: {e.text}{stats_suffix(e)}")
     return lines
 
 

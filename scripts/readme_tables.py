@@ -24,6 +24,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,6 +105,11 @@ def _varying(ok) -> dict[str, str]:
     return {s: ", ".join(f"{k}={it.get(k, '-')}" for k in vary) or "-" for s, it in items.items()}
 
 
+def _natural(text: str) -> list[tuple[int, Any]]:
+    """Sort key that puts task.n_train=250 before task.n_train=1000."""
+    return [(0, float(t)) if re.fullmatch(r"\d+(\.\d+)?", t) else (1, t) for t in re.split(r"(\d+(?:\.\d+)?)", text) if t]
+
+
 def grid_for(source: str) -> str:
     """Each configuration of the records under `source` along its learning-rate grid: the test
     primary metric's mean ± 95% CI over seeds, the lr that validation picks in bold."""
@@ -118,7 +124,8 @@ def grid_for(source: str) -> str:
     lines = ["| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
              "|---" * (5 + len(lrs)) + "|"]
     keys = ["model", "task", "order", "method", "rank", "targets", "steps", "setting"]
-    for (model, task, _, method, rank, targets, steps, setting), g in agg.groupby(keys, sort=True, dropna=False):
+    groups = sorted(agg.groupby(keys, sort=True, dropna=False), key=lambda kv: (kv[0][:-1], _natural(label.get(kv[0][-1], "-"))))
+    for (model, task, _, method, rank, targets, steps, setting), g in groups:
         sign = 1.0 if str(g["primary_direction"].iloc[0]) in ("max", "higher") else -1.0
         best = float(g.loc[(g["val_primary_mean"].astype(float) * sign).idxmax(), "lr"])
         cells = []
@@ -158,12 +165,13 @@ def claims_for(source: str) -> str:
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
     results = claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source))
-    lines = ["| claim | verdict | evidence (per condition: the data, estimate, 95% CI, p, seeds) |", "|---|---|---|"]
+    lines = ["| claim | verdict | 95% CIs say | evidence (per condition: the data, estimate, 95% CI, p, seeds) |", "|---|---|---|---|"]
     for r in results:
         evidence = "<br>".join(
-            f"`{c.check}`: {c.verdict}" + (f" ({c.note})" if c.note else "")
-            + "".join(f"<br>· {e.where}: {e.text}{claims.stats_suffix(e)}" for e in c.evidence) for c in r.conditions)
-        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {_cell(evidence)} |")
+            f"`{c.check}`: {c.verdict}" + (f", {claims.ci_text(c.ci_says())}" if c.ci_says() else "") + (f" ({c.note})" if c.note else "")
+            + "".join(f"<br>· {e.where}: {e.text}{claims.stats_suffix(e)}" + (f" → {claims.ci_text(e.ci_says())}" if e.ci_says() else "")
+                      for e in c.evidence) for c in r.conditions)
+        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {r.ci_says()} | {_cell(evidence)} |")
     disagree = [f"- **{r.id}**: {r.disagreement()}" for r in results if r.disagreement()]
     return "\n".join(lines + ([""] + disagree if disagree else [])) + "\n"
 

@@ -140,3 +140,16 @@ def test_rank_slopes_compare_methods_at_their_own_default_lrs(tmp_path):
     assert res.verdict == claims.HOLDS, res
     [ev] = res.conditions[0].evidence
     assert "lr 0.001" in ev.text and "lr 0.002" in ev.text
+
+
+def test_the_ci_verdict_reads_a_lower_is_better_metric_the_right_way(ok):
+    """metric_ge_with_tolerance on weight bytes (lower is better): QLoRA is not worse than LoRA,
+    on the point estimate and on the interval; LoRA vs QLoRA fails on both."""
+    def claim(method, baseline):
+        return {"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance", "method": method,
+                "baseline": baseline, "metric": "cost.weight_bytes", "tolerance": 0}
+    q = claims.evaluate_claim(claim("qlora", "lora"), ok)
+    assert q.verdict == claims.HOLDS and q.ci_says() == claims.HOLDS
+    assert q.conditions[0].evidence[0].stats["estimate"] < 0  # the raw difference: fewer bytes
+    lo = claims.evaluate_claim(claim("lora", "qlora"), ok)
+    assert lo.verdict == claims.FAILS and lo.ci_says() == claims.FAILS

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analysis.claims import FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim
+from analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim, to_markdown
 from analysis.load import load_results
 from fixtures_analysis.analysis_records import record, write_all
 
@@ -185,3 +185,25 @@ def test_a_reference_with_other_measurement_switches_is_still_the_reference(tmp_
                    for s in (0, 1, 2) for lr in FT_GRID]
     lora = [r for r in recs if r["method"] == "lora"]
     assert verdict(ratio, tmp_path / "b", lora + other_batch) == NO_DATA
+
+
+def test_the_ci_verdict_beside_the_point_verdict(tmp_path):
+    """A point estimate inside the tolerance holds; the 95% CI says whether the seeds back it:
+    tight seeds hold, seeds whose spread straddles the tolerance cannot tell, and an interval
+    wholly outside fails."""
+    recs = lr_grid_runs()
+    tight = [run("dora", s, lr, peaked(1e-3, 0.87, lr)) for s in (0, 1, 2) for lr in LORA_GRID]  # +1 point every seed
+    spread = {0: 0.10, 1: -0.09, 2: 0.02}  # mean +1 point, seeds disagree by 19
+    noisy = [run("dora", s, lr, peaked(1e-3, 0.86, lr) + spread[s]) for s in (0, 1, 2) for lr in LORA_GRID]
+    held = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "a", recs + tight))
+    assert held.verdict == HOLDS and held.ci_says() == HOLDS
+    unsure = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "b", recs + noisy))
+    ev = unsure.conditions[0].evidence[0]
+    assert unsure.verdict == HOLDS and ev.ci_says() == CANNOT_TELL and unsure.ci_says() == CANNOT_TELL
+    assert ev.stats["ci_low"] < -0.02 < 0.02 < ev.stats["ci_high"]
+    failed = evaluate_claim(tuned("greater", 0.02), ok_frame(tmp_path / "c", recs + tight))
+    assert failed.verdict == FAILS and failed.ci_says() == FAILS  # +1 point, no spread: wholly below +2
+    one_seed = [r for r in recs + tight if r["seed"] == 0]
+    assert evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "d", one_seed)).ci_says() == CANNOT_TELL
+    text = to_markdown([unsure])
+    assert "| **holds** | cannot tell |" in text and "95% CI: cannot tell" in text
