@@ -21,6 +21,7 @@ entry, not new code.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.load import GROUP_KEY, ROW_KEY
+from analysis.load import GROUP_KEY, ROW_KEY, setting_labels
 from analysis.meta import sign
 from analysis.stats import choose_reference, paired_test, t_ci95
 from experiments.fields import BY_PATH
@@ -558,9 +559,17 @@ def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str]
     wanted = None if ids is None else set(ids)
     claims = [(f, c) for f, c in load_claims(claim_files(folder)) if wanted is None or (isinstance(c, dict) and c.get("id") in wanted)]
     results = [evaluate_claim(c, ok, f) for f, c in claims] if not ok.empty or wanted is not None else []
+    labels = setting_labels(ok) if not ok.empty else {}
     for r in results:
         add_data_hint(r)
+        for e in (e for c in r.conditions for e in c.evidence):
+            e.where = name_settings(e.where, labels)
     return results
+
+
+def name_settings(text: str, labels: Mapping[str, str]) -> str:
+    """`setting=5fc21d` -> `setting=5fc21d (task.n_train=250)`: the keys that set it apart."""
+    return re.sub(r"setting=([0-9a-f]{6})\b", lambda m: m.group(0) + (f" ({labels[m.group(1)]})" if labels.get(m.group(1)) else ""), text)
 
 
 def add_data_hint(result: ClaimResult) -> None:

@@ -231,6 +231,16 @@ def non_method(items: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in items.items() if not k.startswith(("method.", *MEASUREMENT_ONLY))}
 
 
+def setting_labels(ok: pd.DataFrame) -> dict[str, str]:
+    """Per setting hash, the trained-setting keys whose values differ between these runs'
+    settings (batch size, training-set size, ...): what a reader needs instead of the hash.
+    "" where nothing but the method's own parameters or measurement switches differ."""
+    items = {s: non_method(it) for s, it in zip(ok["setting"], ok["setting_items"])}
+    keys = sorted({k for it in items.values() for k in it})
+    vary = [k for k in keys if len({it.get(k) for it in items.values()}) > 1]
+    return {s: ", ".join(f"{k}={it.get(k, '-')}" for k in vary) for s, it in items.items()}
+
+
 def _numbers(prefix: str, values: Any) -> dict[str, float]:
     """{prefix + name: value} for the numeric entries of a mapping."""
     if not isinstance(values, Mapping):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis import claims, tables  # noqa: E402
-from analysis.load import find_json_files, load_results, read_record  # noqa: E402
+from analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
 from analysis.stats import aggregate  # noqa: E402
 from analysis.tables import percent_scale  # noqa: E402
 from analysis.studies import study_claims  # noqa: E402
@@ -95,16 +95,6 @@ def timing_for(source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _varying(ok) -> dict[str, str]:
-    """Per setting hash, the config keys that differ between the runs' settings (batch size, data
-    size, ...), except measurement switches and the method's own parameters, which the row's
-    method, capacity and targets already say."""
-    items = {s: it for s, it in zip(ok["setting"], ok["setting_items"])}
-    keys = sorted({k for it in items.values() for k in it if not k.startswith(("measure.", "method."))})
-    vary = [k for k in keys if len({it.get(k) for it in items.values()}) > 1]
-    return {s: ", ".join(f"{k}={it.get(k, '-')}" for k in vary) or "-" for s, it in items.items()}
-
-
 def _natural(text: str) -> list[tuple[int, Any]]:
     """Sort key that puts task.n_train=250 before task.n_train=1000."""
     return [(0, float(t)) if re.fullmatch(r"\d+(\.\d+)?", t) else (1, t) for t in re.split(r"(\d+(?:\.\d+)?)", text) if t]
@@ -117,7 +107,7 @@ def grid_for(source: str) -> str:
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
     agg = aggregate(loaded.ok)
-    label = _varying(loaded.ok)
+    label = {k: v or "-" for k, v in setting_labels(loaded.ok).items()}
     lrs = sorted(agg["lr"].astype(float).unique())
     metric = str(loaded.ok["primary_metric"].iloc[0])
     scale = percent_scale(agg, "primary_mean")

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim, to_markdown
-from analysis.load import load_results
+from analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim, name_settings, to_markdown
+from analysis.load import load_results, setting_labels
 from fixtures_analysis.analysis_records import record, write_all
 
 OFFSET = {0: 0.0, 1: 0.01, 2: -0.006}
@@ -207,3 +208,22 @@ def test_the_ci_verdict_beside_the_point_verdict(tmp_path):
     assert evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "d", one_seed)).ci_says() == CANNOT_TELL
     text = to_markdown([unsure])
     assert "| **holds** | cannot tell |" in text and "95% CI: cannot tell" in text
+
+
+def test_evidence_names_what_sets_a_setting_apart(tmp_path):
+    """A setting hash alone means nothing to a reader: evaluate_all adds the keys whose values
+    differ between the runs' settings (not the method's own parameters, not measurement switches)."""
+    recs = [run(m, s, lr, 0.8, r=16 if m == "lora" else None, targets="all_linear" if m == "lora" else None,
+                config={"task.n_train": n, "measure.latency": m == "lora"})
+            for m in ("lora", "full_ft") for s in (0, 1, 2) for lr in (1e-4, 1e-3) for n in (250, 1000)]
+    ok = ok_frame(tmp_path, recs)
+    labels = setting_labels(ok)
+    assert sorted(set(labels.values())) == ["task.n_train=1000", "task.n_train=250"]
+    h = next(k for k, v in labels.items() if v == "task.n_train=250")
+    assert name_settings(f"minilm synth steps=100 setting={h}", labels).endswith(f"setting={h} (task.n_train=250)")
+    claim = {**tuned("ge", 0.02), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "x.yaml").write_text(yaml.safe_dump(claim))
+    wheres = [e.where for e in evaluate_all(ok, folder)[0].conditions[0].evidence]
+    assert len(wheres) == 2 and all("(task.n_train=" in w for w in wheres)
