@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -184,9 +185,13 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
     mcfg, tcfg, meth = _yaml(CONF / "model" / f"{model}.yaml"), _yaml(CONF / "task" / f"{task}.yaml"), _yaml(CONF / "method" / f"{method}.yaml")
     steps = ov.get("steps", mcfg.get("default_steps", 200))
     measure = top.get("measure") or {}
-    n_eval = sum(int(ov.get(f"task.{k}", tcfg.get(k, 0)) or 0) for k in ("n_validation", "n_test"))
-    if not n_eval:
-        n_eval = int(ov.get("task.max_eval_samples") or tcfg.get("max_eval_samples") or 1000) * 2
+    task_cfg = dict(tcfg, data_files=dict(tcfg.get("data_files") or {}))
+    for k, v in ov.items():
+        if k.startswith("task.data_files."):
+            task_cfg["data_files"][k.rsplit(".", 1)[-1]] = v
+        elif k.startswith("task."):
+            task_cfg[k[len("task."):]] = v
+    n_eval = eval_examples(task_cfg)
     return {"model": model, "method": method, "task": task, "steps": int(steps),
             "batch_size": int(ov.get("batch_size", top.get("batch_size", 16))),
             "max_length": int(ov.get("max_length", top.get("max_length", 32))),
@@ -195,6 +200,34 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
             "latency": bool(ov.get("measure.latency", measure.get("latency", True))),
             "metrics_before": bool(ov.get("measure.metrics_before", measure.get("metrics_before", True))),
             "n_eval": n_eval}
+
+
+def eval_examples(task: Mapping[str, Any]) -> int:
+    """Examples one evaluation pass scores, validation and test together: a generated task's
+    n_validation + n_test; for local files (GLUE's layout), the validation split carved from the
+    train file by validation_split_percentage plus the validation file as test, each capped by
+    max_eval_samples; otherwise (hub data, files absent) 2 x max_eval_samples, or 2 x 1000."""
+    n = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0)
+    if n:
+        return n
+    cap = int(task.get("max_eval_samples") or 0)
+    files = {k: _examples_in(str(v)) for k, v in (task.get("data_files") or {}).items() if v}
+    if files.get("train") and files.get("validation"):
+        parts = (files["train"] * float(task.get("validation_split_percentage") or 0) / 100, files["validation"])
+        return int(sum(min(x, cap) if cap else x for x in parts))
+    return 2 * (cap or 1000)
+
+
+@lru_cache(maxsize=None)
+def _examples_in(path: str) -> int:
+    """Lines after the header of a data file (0 when it is not there); relative paths are the
+    repository's, as a run from its root reads them."""
+    p = Path(path) if Path(path).is_absolute() else CONF.parent / path
+    try:
+        with p.open("rb") as f:
+            return max(sum(1 for _ in f) - 1, 0)
+    except OSError:
+        return 0
 
 
 @dataclass
@@ -225,7 +258,7 @@ def reference_bases(folders: Iterable[Path]) -> list[Basis]:
                 cfg, cost, timing = r["config"], r["cost"], r["timing"]
                 tokens = int(cfg["batch_size"]) * int(cfg["max_length"])
                 task = cfg.get("task") or {}
-                n_eval = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0) or 2 * int(task.get("max_eval_samples") or 32)
+                n_eval = eval_examples(task)
                 evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
                 mcfg = cfg.get("method") or {}
                 measure = cfg.get("measure") or {}

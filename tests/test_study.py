@@ -79,6 +79,22 @@ def test_estimate_scales_with_steps_and_says_its_basis():
     assert st.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
 
 
+def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
+    """A GLUE-style task has no n_validation: validation is carved from the train file and the
+    validation file is the test split. The estimate and the per-example cost of its records must
+    count those examples, not a default, or every estimate that reads them is off by the ratio."""
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    train.write_text("sentence\tlabel\n" + "a\t1\n" * 2000)
+    dev.write_text("sentence\tlabel\n" + "b\t0\n" * 300)
+    task = {"data_files": {"train": str(train), "validation": str(dev)}, "validation_split_percentage": 5}
+    assert st.eval_examples(task) == 100 + 300
+    assert st.eval_examples({**task, "max_eval_samples": 50}) == 50 + 50
+    assert st.eval_examples({"n_validation": 400, "n_test": 1000}) == 1400
+    assert st.eval_examples({"data_files": {"train": str(tmp_path / "absent.tsv"), "validation": str(dev)}}) == 2000
+    job = st.job_settings(["task=sst2", f"task.data_files.train={train}", f"task.data_files.validation={dev}"])
+    assert job["n_eval"] == 400
+
+
 TINY = {
     "name": "tiny", "title": "Tiny", "source": "test", "claims": ["tiny_range"],
     "settings": {"model": "minilm", "task": "synth", "steps": 2, "batch_size": 4, "max_length": 16, "task.n_train": 32,
