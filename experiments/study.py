@@ -210,7 +210,8 @@ def eval_examples(task: Mapping[str, Any]) -> int:
     n = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0)
     if n:
         return n
-    cap = int(task.get("max_eval_samples") or 0)
+    raw = task.get("max_eval_samples")
+    cap = 32 if raw == "auto" else int(raw or 0)  # auto: 32 a split without CUDA, as on this machine
     files = {k: _examples_in(str(v)) for k, v in (task.get("data_files") or {}).items() if v}
     if files.get("train") and files.get("validation"):
         parts = (files["train"] * float(task.get("validation_split_percentage") or 0) / 100, files["validation"])

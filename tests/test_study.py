@@ -90,6 +90,7 @@ def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
     assert st.eval_examples(task) == 100 + 300
     assert st.eval_examples({**task, "max_eval_samples": 50}) == 50 + 50
     assert st.eval_examples({"n_validation": 400, "n_test": 1000}) == 1400
+    assert st.eval_examples({"max_eval_samples": "auto"}) == 64  # generation tasks on CPU: 32 a split
     assert st.eval_examples({"data_files": {"train": str(tmp_path / "absent.tsv"), "validation": str(dev)}}) == 2000
     job = st.job_settings(["task=sst2", f"task.data_files.train={train}", f"task.data_files.validation={dev}"])
     assert job["n_eval"] == 400
