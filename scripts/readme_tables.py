@@ -9,6 +9,10 @@ Each table in README.md sits between two markers that name the records it comes 
 A block `<!-- timing: results/reference/llm -->` ... `<!-- /timing -->` gets where a sweep's wall time
 went, from the same records: first start to last finish, and the sum of each phase over the runs.
 
+A block `<!-- grid: results/reference/studies/NAME -->` ... `<!-- /grid -->` gets each
+configuration's test score along its learning-rate grid; `<!-- grid: SRC forgetting -->` gets the
+records' headline forgetting figure instead.
+
 A block `<!-- claims: results/reference/studies/NAME -->` ... `<!-- /claims -->` gets the verdict
 of each claim that study NAME (`conf/study/NAME.yaml`; a folder `NAME_VARIANT` is that study's
 variant) tests, checked against those records, with the estimates, CIs and seeds behind it and,
@@ -36,7 +40,7 @@ from analysis.tables import percent_scale  # noqa: E402
 from analysis.studies import study_claims  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
-GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
+GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them
@@ -100,9 +104,10 @@ def _natural(text: str) -> list[tuple[int, Any]]:
     return [(0, float(t)) if re.fullmatch(r"\d+(\.\d+)?", t) else (1, t) for t in re.split(r"(\d+(?:\.\d+)?)", text) if t]
 
 
-def grid_for(source: str) -> str:
+def grid_for(source: str, score: str = "primary") -> str:
     """Each configuration of the records under `source` along its learning-rate grid: the test
-    primary metric's mean ± 95% CI over seeds, the lr that validation picks in bold."""
+    primary metric's (or, with score="forgetting", the record's headline forgetting figure's) mean
+    ± 95% CI over seeds, the lr that validation picks in bold."""
     loaded = load_results([str(ROOT / source)])
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
@@ -110,7 +115,7 @@ def grid_for(source: str) -> str:
     label = {k: v or "-" for k, v in setting_labels(loaded.ok).items()}
     lrs = sorted(agg["lr"].astype(float).unique())
     metric = str(loaded.ok["primary_metric"].iloc[0])
-    scale = percent_scale(agg, "primary_mean")
+    scale = percent_scale(agg, "primary_mean") if score == "primary" else 1.0
     lines = ["| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
              "|---" * (5 + len(lrs)) + "|"]
     keys = ["model", "task", "order", "method", "rank", "targets", "steps", "setting"]
@@ -125,12 +130,18 @@ def grid_for(source: str) -> str:
                 cells.append("")
                 continue
             r = row.iloc[0]
-            ci = "" if int(r["n"]) < 2 else f" ± {scale * float(r['primary_ci95']):.1f}"
-            text = f"{scale * float(r['primary_mean']):.1f}{ci}" + ("" if int(r["n"]) == 3 else f" (n={int(r['n'])})")
+            digits = 1 if score == "primary" else 3
+            ci = "" if int(r["n"]) < 2 else f" ± {scale * float(r[f'{score}_ci95']):.{digits}f}"
+            text = f"{scale * float(r[f'{score}_mean']):.{digits}f}{ci}" + ("" if int(r["n"]) == 3 else f" (n={int(r['n'])})")
             cells.append(f"**{text}**" if float(lr) == best else text)
         lines.append(f"| {method} | {rank} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
     models = sorted(set(agg["model"])) + sorted(set(agg["task"]))
     unit = "%, " if scale == 100 else ""
+    if score == "forgetting":
+        what = "/".join(sorted({str(k) for k in loaded.ok["forgetting_key"].dropna()}))
+        return ("\n".join(lines) + f"\n\nforgetting ({what}, the forgetting probe after training; lower is less forgetting; "
+                f"{', '.join(models)}), mean ± 95% CI over seeds (n=3 unless marked); bold: the lr with the best validation "
+                f"{metric} in that row.\n")
     return ("\n".join(lines) + f"\n\n{metric} on the test split ({unit}{', '.join(models)}), mean ± 95% CI over seeds (n=3 unless "
             "marked); bold: the lr with the best validation mean in that row.\n")
 
@@ -185,7 +196,7 @@ def study_invocations(source: str) -> list[str]:
 
 def render(readme: str) -> str:
     readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
-    readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src")) + m.group(4), readme)
+    readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src"), m.group("score") or "primary") + m.group(5), readme)
     readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 

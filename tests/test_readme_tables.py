@@ -122,3 +122,21 @@ def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick
          "sweep_s": 540.0, "records_after": len(records)}]}))
     timing = rt.render(f"<!-- timing: {folder} -->\n<!-- /timing -->\n")
     assert f"| 2026-01-01 00:00 UTC | 10 (measured) | 9.0 | {len(records)} |" in timing
+
+
+def test_forgetting_grid_block_shows_each_configurations_forgetting_not_its_score():
+    import json
+
+    folder = ROOT / "results" / "reference" / "studies" / "learns_less_forgets_less_llm"
+    records = [json.loads(f.read_text()) for f in folder.glob("*.json")]
+    if not records:
+        pytest.skip("no committed reference records")
+    rt = _readme_tables()
+    text = rt.render(f"<!-- grid: {folder} forgetting -->\n<!-- /grid -->\n")
+    assert "forgetting (ce_increase_nats" in text
+    full_ft = next(line for line in text.splitlines() if line.startswith("| full_ft "))
+    runs = [r for r in records if r["method"] == "full_ft" and float(r["config"]["lr"]) == 1e-5]
+    mean = sum(r["forgetting"]["ce_increase_nats"] for r in runs) / len(runs)
+    assert full_ft.split(" | ")[5].strip("* ").startswith(f"{mean:.3f} ± ")  # the lr 1e-05 cell
+    score = rt.render(f"<!-- grid: {folder} -->\n<!-- /grid -->\n")
+    assert "exact_match on the test split" in score and "ce_increase_nats" not in score
