@@ -345,6 +345,19 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def forgetting_point_label(r: pd.Series, pts: pd.DataFrame) -> str:
+    """What tells a point apart from its method's others: the configuration where the method has
+    several, the lr where that configuration was run at several."""
+    mine = pts[pts["method"] == r["method"]]
+    parts = []
+    if len(mine[["rank", "targets", "setting"]].drop_duplicates()) > 1:
+        parts.append(_label(r).removeprefix(r["method"]).strip())
+    same = mine[(mine["rank"] == r["rank"]) & (mine["targets"] == r["targets"]) & (mine["setting"] == r["setting"])]
+    if "lr" in pts and same["lr"].nunique() > 1:
+        parts.append(f"lr {r['lr']}")
+    return " ".join(p for p in parts if p)
+
+
 def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     """Target metric against forgetting, one point per configuration, as in Biderman et al.
     2024 ("LoRA learns less and forgets less"): up is learning more, right is forgetting more."""
@@ -354,13 +367,19 @@ def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) ->
     yscale, ylabel = _metric_axis(t)
     key = next((k for k in pts["forgetting_key"] if k != "-"), "forgetting")
     fig, ax = plt.subplots(figsize=(6, 4))
+    config = ["method", "rank", "targets", "setting"]
+    for _, g in pts.groupby(config, sort=False):
+        if len(g) > 1:  # one configuration along its lr grid: the path shows what the lr trades
+            g = g.sort_values("lr", key=lambda s: pd.to_numeric(s, errors="coerce"))
+            ax.plot(g["forgetting_mean"], g["primary_mean"] * yscale, "-", lw=0.8, alpha=0.5, color=style_of(g.iloc[0])[0])
     for _, r in pts.iterrows():
         colour, marker = style_of(r)
         ax.errorbar(r["forgetting_mean"], r["primary_mean"] * yscale,
                     xerr=r["forgetting_std"] if r["n"] > 1 else None, yerr=r["primary_std"] * yscale if r["n"] > 1 else None,
                     fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
-        if (pts["method"] == r["method"]).sum() > 1:
-            ax.annotate(_label(r).removeprefix(r["method"]).strip(), (r["forgetting_mean"], r["primary_mean"] * yscale),
+        text = forgetting_point_label(r, pts)
+        if text:
+            ax.annotate(text, (r["forgetting_mean"], r["primary_mean"] * yscale),
                         textcoords="offset points", xytext=(4, 3), fontsize=6, color=colour)
     ax.set(xlabel=f"forgetting: {key} (lower is better)", ylabel=ylabel, title=title + "\n(error bars: std over seeds)")
     ax.grid(alpha=0.3)

@@ -340,6 +340,45 @@ def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | N
     return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}
 
 
+def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path, preset: str) -> list[bool] | None:
+    """Per job, whether the sweep will launch it, by the sweeper's own test: the first job of
+    its run id, without an ok record (or with `force`, or skip_done off). None when a job does
+    not compose: the sweep itself then says why."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments import record
+    from experiments.sweep.arms import job_run_id, task_container
+
+    head = [f"hydra.searchpath=[file://{conf_root.resolve()}]", f"+sweep={preset}"]
+    seen: set[str] = set()
+    launch = []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            for job in jobs:
+                cfg = compose("config", overrides=[*head, *job], return_hydra_config=True)
+                config = task_container(cfg)
+                rid = job_run_id(config)
+                status, _ = record.existing(record.result_path(config["results_dir"], rid))
+                skip = bool(cfg.hydra.sweeper.get("skip_done", True)) and not config.get("force") and status == "ok"
+                launch.append(rid not in seen and not skip)
+                seen.add(rid)
+    except Exception:  # noqa: BLE001 - an estimate is no reason to stop; the sweep names the problem
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    return launch
+
+
+def estimate_left(est: Mapping[str, Any], launch: Sequence[bool] | None) -> dict[str, Any]:
+    """The estimate for the runs the sweep will launch (all of them when that is unknown)."""
+    if launch is None:
+        return {"runs_left": None, "seconds_left": est["seconds"]}
+    secs = sum(e.seconds for e, go in zip(est["per_job"], launch) if go)
+    return {"runs_left": sum(launch), "seconds_left": secs + SWEEP_OVERHEAD_S}
+
+
 def fmt_duration(s: float) -> str:
     if math.isnan(s):
         return "unknown"
@@ -403,8 +442,8 @@ def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
 
 def write_study_note(dest: Path, study: Study, variant: str | None, overrides: Sequence[str], est: Mapping[str, Any],
                      sweep_s: float, n_records: int) -> None:
-    """`dest/study.yaml`: per invocation, the command, the estimate printed before its sweep
-    started and how long that sweep took (a resume that found most runs done takes little; the
+    """`dest/study.yaml`: per invocation, the command, the estimates printed before its sweep
+    started (all runs; the runs it was left to launch) and how long that sweep took (a resume that found most runs done takes little; the
     records' own start and finish times say how long each run took). Earlier invocations stay."""
     path = dest / "study.yaml"
     try:
@@ -414,6 +453,7 @@ def write_study_note(dest: Path, study: Study, variant: str | None, overrides: S
     runs = [i for i in old.get("invocations") or [] if isinstance(i, dict)]
     runs.append({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides),
                  "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
+                 "runs_left": est.get("runs_left"), "estimate_left_s": round(float(est.get("seconds_left", est["seconds"])), 1),
                  "sweep_s": round(sweep_s, 1), "records_after": n_records})
     note = {"study": study.name, "variant": variant, "records": n_records, "invocations": runs}
     tmp = dest / ".study.yaml.tmp"
@@ -458,8 +498,11 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     conf_root, preset = write_preset(study, work / "conf", variant)
     sweep_dir = work / stamp
     est = estimate_study(study, overrides, variant)
+    est.update(estimate_left(est, jobs_to_launch(study_jobs(study, overrides, variant), conf_root, preset)))
+    left = ("if none is done yet" if est["runs_left"] is None else
+            f"for all; {est['runs_left']} to run, est. {fmt_duration(est['seconds_left'])}")
     print(f"[study] {name}{f' ({variant})' if variant else ''}: {study.title} ({study.source}); {est['runs']} jobs, "
-          f"est. {fmt_duration(est['seconds'])} if none is done yet", flush=True)
+          f"est. {fmt_duration(est['seconds'])} {left}", flush=True)
     started = time.time()
     rc = cli.run(["-m", f"hydra.searchpath=[file://{conf_root.resolve()}]", f"+sweep={preset}",
                   f"hydra.sweep.dir={sweep_dir}", *overrides])

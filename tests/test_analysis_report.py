@@ -201,3 +201,16 @@ def test_lr_lines_peak_where_each_configuration_is_best(tmp_path):
     one_lr = aggregate(load_results([fx.write_all(tmp_path / "b", recs[:2], broken=False)]).ok)
     skipped = figures.metric_vs_lr(one_lr, "t", tmp_path / "out", "lr1")
     assert not skipped.files and "two or more learning rates" in skipped.skipped
+
+
+def test_learning_vs_forgetting_labels_say_lr_and_configuration():
+    from analysis import figures
+    import pandas as pd
+
+    rows = [("full_ft", "-", "-", "s1", 3e-5), ("full_ft", "-", "-", "s1", 1e-4),
+            ("lora", "r=16", "all_linear", "s1", 1e-3), ("lora", "r=2", "all_linear", "s1", 1e-3)]
+    pts = pd.DataFrame(rows, columns=["method", "rank", "targets", "setting", "lr"])
+    labels = [figures.forgetting_point_label(r, pts) for _, r in pts.iterrows()]
+    # full FT has one configuration at two lrs; LoRA two configurations at one lr each
+    assert labels == ["lr 3e-05", "lr 0.0001", "r=16 all_linear", "r=2 all_linear"]
+    assert figures.forgetting_point_label(pts.iloc[0], pts.iloc[:1]) == ""  # a lone point needs no label

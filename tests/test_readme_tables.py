@@ -119,9 +119,13 @@ def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick
     # the estimate each reproduce invocation printed sits in the timing block
     (folder / "study.yaml").write_text(yaml.safe_dump({"study": "demo_explained", "invocations": [
         {"finished_at": "2026-01-01T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
-         "sweep_s": 540.0, "records_after": len(records)}]}))
+         "sweep_s": 540.0, "records_after": len(records)},
+        {"finished_at": "2026-01-02T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
+         "runs_left": 2, "estimate_left_s": 120.0, "sweep_s": 90.0, "records_after": len(records)}]}))
     timing = rt.render(f"<!-- timing: {folder} -->\n<!-- /timing -->\n")
     assert f"| 2026-01-01 00:00 UTC | 10 (measured) | 9.0 | {len(records)} |" in timing
+    # a resume: the estimate for the runs it had left sits beside the whole study's
+    assert f"| 2026-01-02 00:00 UTC | 10 (measured); for the 2 left: 2 | 1.5 | {len(records)} |" in timing
 
 
 def test_forgetting_grid_block_shows_each_configurations_forgetting_not_its_score():

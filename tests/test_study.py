@@ -138,11 +138,14 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     (kept / "old__run.json").write_text("{}")
     again = cli(*[a for a in args if a not in ("--out", str(tmp_path / "report"))], "--keep", str(kept))
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
+    assert "est. " in out.stdout and "2 to run, est." in out.stdout  # the first start: both runs are left
+    assert "0 to run, est. 0 min" in again.stdout  # the resume knows nothing is left before it starts
     assert sorted(p.name for p in kept.glob("*.json")) == sorted(p.name for p in results.glob("*lora*.json"))
     assert (kept / "report" / "index.html").exists() and "report of its 2 result files" in again.stdout
     note = yaml.safe_load((kept / "study.yaml").read_text())
     assert note["study"] == "tiny" and note["records"] == 2
     assert [i["records_after"] for i in note["invocations"]] == [2] and note["invocations"][0]["estimate_s"] > 0
+    assert note["invocations"][0]["runs_left"] == 0
 
 
 def test_every_study_arm_composes_and_passes_the_config_check():
