@@ -281,16 +281,72 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
 
 # ---------------------------------------------------------------- forgetting_at_matched
 
+def _closest_pairs(perf: Mapping[int, float], forg: Mapping[int, float], pool: pd.DataFrame, metric: str, forgetting: str,
+                   within: float) -> tuple[dict[int, float], dict[int, float], list[str]]:
+    """Per seed: the method's tuned run against the baseline run of that seed whose score is
+    closest, if within `within`."""
+    mine: dict[int, float] = {}
+    theirs: dict[int, float] = {}
+    pairs = []
+    for seed, p in perf.items():
+        cands = pool[pool["seed"] == seed]
+        if cands.empty or seed not in forg or math.isnan(forg[seed]):
+            continue
+        gap = (cands[metric].astype(float) - p).abs()
+        if gap.min() > within:
+            continue
+        partner = cands.loc[gap.idxmin()]
+        mine[seed], theirs[seed] = forg[seed], float(partner[forgetting])
+        pairs.append(f"s{seed}: {_fmt(p)}/{_fmt(mine[seed])} vs {_fmt(float(partner[metric]))}/{_fmt(theirs[seed])} "
+                     f"(lr {_fmt(float(partner['chosen_lr']))}, {int(partner['steps'])} steps)")
+    return mine, theirs, pairs
+
+
+def _frontier_pairs(line: pd.DataFrame, pool: pd.DataFrame, metric: str, forgetting: str, within: float,
+                    better: float, min_gain: float | None) -> tuple[dict[int, float], dict[int, float], list[str]]:
+    """Per seed: each of the method's runs (every lr) against the least-forgetting baseline run of
+    that seed that scores at least as well (less `within`); the seed's value is the mean over its
+    runs that have such a partner. This is the learning-forgetting frontier Biderman et al. plot:
+    a LoRA run forgets less only if no baseline run that matches it forgets less still."""
+    if min_gain is not None:
+        line = line[line["gain_over_base"].astype(float) >= min_gain]
+    mine: dict[int, float] = {}
+    theirs: dict[int, float] = {}
+    pairs = []
+    for seed, own in line.groupby("seed"):
+        cands = pool[(pool["seed"] == seed) & pool[forgetting].astype(float).notna()]
+        ms, ts = [], []
+        for _, r in own.sort_values("chosen_lr").iterrows():
+            p, f = float(r[metric]), float(r[forgetting])
+            ok = cands[better * (cands[metric].astype(float) - p) >= -within]
+            if math.isnan(f) or ok.empty:
+                continue
+            partner = ok.loc[ok[forgetting].astype(float).idxmin()]
+            ms.append(f)
+            ts.append(float(partner[forgetting]))
+            pairs.append(f"s{seed} lr {_fmt(float(r['chosen_lr']))}: {_fmt(p)}/{_fmt(f)} vs {_fmt(float(partner[metric]))}/"
+                         f"{_fmt(ts[-1])} (lr {_fmt(float(partner['chosen_lr']))})")
+        if ms:
+            mine[int(seed)], theirs[int(seed)] = float(np.mean(ms)), float(np.mean(ts))
+    return mine, theirs, pairs
+
+
 def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """At matched target performance the method forgets less (relation less) than the baseline.
-    Per seed, the method's tuned configuration gives (performance, forgetting); the baseline run
-    of that seed (any lr or step budget in the same setting) whose test performance is closest,
-    within `match_within`, is its partner. Holds when the mean forgetting difference is below
-    -tolerance (less) or above +tolerance (greater). `min_gain`: only runs that gained at least
-    this much over the base model's score (needs measure.metrics_before) take part."""
+    `partner: closest` (default): per seed, the method's tuned configuration gives (performance,
+    forgetting); the baseline run of that seed (any lr or step budget in the same setting) whose
+    test performance is closest, within `match_within`, is its partner. `partner: frontier`: every
+    lr of the method against the least-forgetting baseline run that does at least as well (see
+    _frontier_pairs). Holds when the mean forgetting difference is below -tolerance (less) or
+    above +tolerance (greater). `min_gain`: only runs that gained at least this much over the
+    base model's score (needs measure.metrics_before) take part."""
     metric, tol, within = cond.get("metric", "primary"), float(cond["tolerance"]), float(cond.get("match_within", 0.02))
     forgetting = cond.get("forgetting", "forgetting")
     relation = cond.get("relation", "less")
+    partner = cond.get("partner", "closest")
+    if partner not in ("closest", "frontier"):
+        raise ValueError(f"partner must be closest or frontier, got {partner!r}")
+    frontier = partner == "frontier"
     min_gain = float(cond["min_gain"]) if cond.get("min_gain") is not None else None
     runs = with_context(runs)
     evidence = []
@@ -306,24 +362,19 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
                 pool = pool[pool["gain_over_base"].astype(float) >= min_gain]
                 gains = dict(zip(chosen["seed"].astype(int), chosen["gain_over_base"].astype(float)))
                 perf = {k: v for k, v in perf.items() if gains.get(k, math.nan) >= min_gain}
-            mine, theirs, pairs = {}, {}, []
-            for seed, p in perf.items():
-                cands = pool[pool["seed"] == seed]
-                if cands.empty or seed not in forg or math.isnan(forg[seed]):
-                    continue
-                gap = (cands[metric].astype(float) - p).abs()
-                if gap.min() > within:
-                    continue
-                partner = cands.loc[gap.idxmin()]
-                mine[seed], theirs[seed] = forg[seed], float(partner[forgetting])
-                pairs.append(f"s{seed}: {_fmt(p)}/{_fmt(mine[seed])} vs {_fmt(float(partner[metric]))}/{_fmt(theirs[seed])} "
-                             f"(lr {_fmt(float(partner['chosen_lr']))}, {int(partner['steps'])} steps)")
+            if frontier:
+                mine, theirs, pairs = _frontier_pairs(line, pool, metric, forgetting, within, sign(direction_of(metric, runs)), min_gain)
+            else:
+                mine, theirs, pairs = _closest_pairs(perf, forg, pool, metric, forgetting, within)
             if not mine:
                 continue
             st = paired_stats(mine, theirs)
             ok = st["estimate"] < -tol if relation == "less" else st["estimate"] > tol
-            text = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr)}] minus {cond['baseline']} at matched {metric} "
-                    f"(within {_fmt(within)}): {forgetting} diff {stats_text(st)}; per seed {metric}/{forgetting}: {'; '.join(pairs)}; "
+            against = (f"every lr] minus the least-forgetting {cond['baseline']} run of the seed with {metric} at least as good "
+                       f"(less {_fmt(within)}), mean over the seed's runs" if frontier else
+                       f"lr {_fmt(lr)}] minus {cond['baseline']} at matched {metric} (within {_fmt(within)})")
+            text = (f"{method} [{cfg['rank']} {cfg['targets']}, {against}: {forgetting} diff {stats_text(st)}; "
+                    f"per {'run' if frontier else 'seed'} {metric}/{forgetting}: {'; '.join(pairs)}; "
                     f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
             region = (-INF, -tol) if relation == "less" else (tol, INF)
             evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st, region))

@@ -149,6 +149,27 @@ def test_forgetting_at_matched(tmp_path):
     assert verdict({**claim, "min_gain": 0.5}, tmp_path / "e", forgetting_runs(ft_forgetting=0.30)) == NO_DATA
 
 
+def test_forgetting_at_matched_on_the_frontier(tmp_path):
+    """partner: frontier sets every LoRA lr against the least-forgetting full-FT run that does at
+    least as well, so a full-FT run that learns more and forgets less decides it."""
+    claim = {**BASE, "check": "forgetting_at_matched", "method": "lora", "baseline": "full_ft", "metric": "primary",
+             "forgetting": "forgetting", "match_within": 0.02, "relation": "less", "tolerance": 0.0, "partner": "frontier"}
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", forgetting_runs(ft_forgetting=0.30)))
+    assert result.verdict == HOLDS
+    # LoRA 0.85/0.10 vs full FT 1e-4 (0.85/0.30): -0.20; LoRA 0.80/0.10 vs full FT 3e-5 (0.80/0.15): -0.05
+    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.125, abs=1e-6)
+    assert "every lr" in result.conditions[0].evidence[0].text
+    assert verdict(claim, tmp_path / "b", forgetting_runs(ft_forgetting=0.05)) == FAILS
+    # a full-FT run that scores higher and forgets least: the closest match misses it, the frontier does not
+    better = [run("full_ft", s, 1e-3, 0.87, r=None, targets=None, forgetting=0.02, before=0.40) for s in (0, 1, 2)]
+    recs = forgetting_runs(ft_forgetting=0.30) + better
+    closest = {k: v for k, v in claim.items() if k != "partner"}
+    assert verdict(closest, tmp_path / "c", recs) == HOLDS
+    assert verdict(claim, tmp_path / "d", copy.deepcopy(recs)) == FAILS
+    bad = evaluate_claim({**claim, "partner": "nearest"}, ok_frame(tmp_path / "e", forgetting_runs(ft_forgetting=0.30)))
+    assert bad.verdict == INVALID and "partner must be closest or frontier" in bad.conditions[0].note
+
+
 def test_metric_in_range(tmp_path):
     recs = [record("houlsby", seed=s, r=None, targets=None, reduction_factor=16, lat_unmerged=0.17 + OFFSET[s], can_merge=False)
             for s in (0, 1, 2)]
