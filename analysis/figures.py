@@ -345,16 +345,37 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+FORGETTING_CONFIG = ["method", "rank", "targets", "setting", "protocol", "steps"]
+
+
+def lr_paths(pts: pd.DataFrame) -> list[pd.DataFrame]:
+    """Each configuration's rows along its lr grid, in lr order (two or more fixed lrs): the path
+    shows what the lr trades. An lr search's row has no one lr to sit on it."""
+    paths = []
+    for _, g in pts.groupby(FORGETTING_CONFIG, sort=False, dropna=False):
+        lr = pd.to_numeric(g["lr"], errors="coerce")
+        g = g[lr.notna()].assign(_lr=lr[lr.notna()]).sort_values("_lr").drop(columns="_lr")
+        if len(g) > 1:
+            paths.append(g)
+    return paths
+
+
 def forgetting_point_label(r: pd.Series, pts: pd.DataFrame) -> str:
     """What tells a point apart from its method's others: the configuration where the method has
-    several, the lr where that configuration was run at several."""
+    several, the step budget where it has several, the lr where that configuration was run at
+    several (or that the lr was searched)."""
     mine = pts[pts["method"] == r["method"]]
     parts = []
     if len(mine[["rank", "targets", "setting"]].drop_duplicates()) > 1:
         parts.append(_label(r).removeprefix(r["method"]).strip())
-    same = mine[(mine["rank"] == r["rank"]) & (mine["targets"] == r["targets"]) & (mine["setting"] == r["setting"])]
-    if "lr" in pts and same["lr"].nunique() > 1:
-        parts.append(f"lr {r['lr']}")
+    if mine["steps"].nunique() > 1:
+        parts.append(f"{r['steps']} steps")
+    same = mine[(mine[FORGETTING_CONFIG[1:]] == r[FORGETTING_CONFIG[1:]]).all(axis=1)]
+    lr = pd.to_numeric(pd.Series([r["lr"]]), errors="coerce").iloc[0]
+    if r["protocol"] == "lr_search" or pd.isna(lr):
+        parts.append("lr searched")
+    elif same["lr"].nunique() > 1:
+        parts.append(f"lr {lr:g}")
     return " ".join(p for p in parts if p)
 
 
@@ -367,11 +388,8 @@ def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) ->
     yscale, ylabel = _metric_axis(t)
     key = next((k for k in pts["forgetting_key"] if k != "-"), "forgetting")
     fig, ax = plt.subplots(figsize=(6, 4))
-    config = ["method", "rank", "targets", "setting"]
-    for _, g in pts.groupby(config, sort=False):
-        if len(g) > 1:  # one configuration along its lr grid: the path shows what the lr trades
-            g = g.sort_values("lr", key=lambda s: pd.to_numeric(s, errors="coerce"))
-            ax.plot(g["forgetting_mean"], g["primary_mean"] * yscale, "-", lw=0.8, alpha=0.5, color=style_of(g.iloc[0])[0])
+    for g in lr_paths(pts):
+        ax.plot(g["forgetting_mean"], g["primary_mean"] * yscale, "-", lw=0.8, alpha=0.5, color=style_of(g.iloc[0])[0])
     for _, r in pts.iterrows():
         colour, marker = style_of(r)
         ax.errorbar(r["forgetting_mean"], r["primary_mean"] * yscale,

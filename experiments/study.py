@@ -364,7 +364,8 @@ def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path, preset: str) 
                 skip = bool(cfg.hydra.sweeper.get("skip_done", True)) and not config.get("force") and status == "ok"
                 launch.append(rid not in seen and not skip)
                 seen.add(rid)
-    except Exception:  # noqa: BLE001 - an estimate is no reason to stop; the sweep names the problem
+    except Exception as e:  # noqa: BLE001 - an estimate is no reason to stop; the sweep names the problem
+        print(f"[study] cannot tell which runs are done ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", flush=True)
         return None
     finally:
         GlobalHydra.instance().clear()

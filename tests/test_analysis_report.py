@@ -207,10 +207,21 @@ def test_learning_vs_forgetting_labels_say_lr_and_configuration():
     from analysis import figures
     import pandas as pd
 
-    rows = [("full_ft", "-", "-", "s1", 3e-5), ("full_ft", "-", "-", "s1", 1e-4),
-            ("lora", "r=16", "all_linear", "s1", 1e-3), ("lora", "r=2", "all_linear", "s1", 1e-3)]
-    pts = pd.DataFrame(rows, columns=["method", "rank", "targets", "setting", "lr"])
+    rows = [("full_ft", "-", "-", "s1", "fixed_lr", 100, 3e-5), ("full_ft", "-", "-", "s1", "fixed_lr", 100, 1e-4),
+            ("lora", "r=16", "all_linear", "s1", "fixed_lr", 100, 1e-3), ("lora", "r=2", "all_linear", "s1", "fixed_lr", 100, 1e-3)]
+    cols = ["method", "rank", "targets", "setting", "protocol", "steps", "lr"]
+    pts = pd.DataFrame(rows, columns=cols)
     labels = [figures.forgetting_point_label(r, pts) for _, r in pts.iterrows()]
     # full FT has one configuration at two lrs; LoRA two configurations at one lr each
     assert labels == ["lr 3e-05", "lr 0.0001", "r=16 all_linear", "r=2 all_linear"]
     assert figures.forgetting_point_label(pts.iloc[0], pts.iloc[:1]) == ""  # a lone point needs no label
+    # two step budgets at one lr each: the steps tell them apart; a searched lr says so
+    budgets = pd.DataFrame([("full_ft", "-", "-", "s1", "fixed_lr", 100, 1e-4), ("full_ft", "-", "-", "s1", "fixed_lr", 400, 1e-4),
+                            ("full_ft", "-", "-", "s1", "lr_search", 100, float("nan"))], columns=cols)
+    assert [figures.forgetting_point_label(r, budgets) for _, r in budgets.iterrows()] == [
+        "100 steps", "400 steps", "100 steps lr searched"]
+    # paths: full FT's two lrs in lr order; LoRA's two configurations have one point each; step
+    # budgets and a search are never joined
+    [path] = figures.lr_paths(pd.DataFrame([rows[1], rows[0], *rows[2:]], columns=cols))
+    assert list(path["lr"]) == [3e-5, 1e-4]
+    assert figures.lr_paths(budgets) == []

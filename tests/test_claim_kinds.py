@@ -166,6 +166,10 @@ def test_forgetting_at_matched_on_the_frontier(tmp_path):
     closest = {k: v for k, v in claim.items() if k != "partner"}
     assert verdict(closest, tmp_path / "c", recs) == HOLDS
     assert verdict(claim, tmp_path / "d", copy.deepcopy(recs)) == FAILS
+    # a LoRA run that no full-FT run matches is named, not dropped
+    best = [run("lora", s, 1e-2, 0.95, forgetting=0.10, before=0.40) for s in (0, 1, 2)]
+    text = evaluate_claim(claim, ok_frame(tmp_path / "f", forgetting_runs(ft_forgetting=0.30) + best)).conditions[0].evidence[0].text
+    assert "lr 0.01: 0.95/0.1 vs none as good" in text
     bad = evaluate_claim({**claim, "partner": "nearest"}, ok_frame(tmp_path / "e", forgetting_runs(ft_forgetting=0.30)))
     assert bad.verdict == INVALID and "partner must be closest or frontier" in bad.conditions[0].note
 

@@ -162,3 +162,31 @@ def test_every_study_arm_composes_and_passes_the_config_check():
                 shapes.setdefault(tuple(sorted(x.split("=")[0] for x in job)) + tuple(x for x in job if x.startswith("method=")), job)
             for job in shapes.values():
                 config_check.check(compose(job))
+
+
+def test_jobs_to_launch_follows_the_sweepers_rules(tmp_path):
+    """Which jobs a (resumed) sweep launches, by composing them as the sweeper does: an ok record
+    is skipped, a duplicate run id is launched once, `force` launches everything."""
+    import json
+
+    from conftest import compose
+    from experiments import record
+
+    study = st.parse_study({**TINY, "arms": [{"method": "lora", "lr": "1e-3"}, {"method": "lora", "lr": "1e-3,0.001"}]}, "tiny")
+    root, preset = st.write_preset(study, tmp_path / "conf", None)
+    ov = [f"results_dir={tmp_path / 'results'}"]
+    jobs = st.study_jobs(study, ov)
+    assert len(jobs) == 6  # 2 seeds x (1 + 2) lr spellings of one lr
+    assert st.jobs_to_launch(jobs, root, preset) == [True, True] + [False] * 4  # each run id once
+    first = jobs[0]
+    rid = record.run_id(compose(list(first)))
+    demo = next((ROOT / "results" / "reference" / "demo").glob("*.json"))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{rid}.json").write_text(demo.read_text())  # a schema-valid ok record
+    assert json.loads(demo.read_text())["status"] == "ok"
+    assert st.jobs_to_launch(jobs, root, preset) == [False, True] + [False] * 4
+    forced = st.study_jobs(study, [*ov, "force=true"])
+    assert st.jobs_to_launch(forced, root, preset)[:2] == [True, True]
+    est = st.estimate_study(study, ov)
+    left = st.estimate_left(est, st.jobs_to_launch(jobs, root, preset))
+    assert left["runs_left"] == 1 and 0 < left["seconds_left"] < est["seconds"]
