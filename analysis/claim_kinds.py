@@ -318,9 +318,9 @@ def _frontier_pairs(line: pd.DataFrame, pool: pd.DataFrame, metric: str, forgett
         ms, ts = [], []
         for _, r in own.sort_values("chosen_lr").iterrows():
             p, f = float(r[metric]), float(r[forgetting])
-            ok = cands[better * (cands[metric].astype(float) - p) >= -within]
             if math.isnan(f) or math.isnan(p):
                 continue
+            ok = cands[better * (cands[metric].astype(float) - p) >= -within]
             if ok.empty:  # said, not dropped quietly: it is the run most in the method's favour
                 pairs.append(f"s{seed} lr {_fmt(float(r['chosen_lr']))}: {_fmt(p)}/{_fmt(f)} vs none as good")
                 continue

@@ -371,7 +371,7 @@ def forgetting_point_label(r: pd.Series, pts: pd.DataFrame) -> str:
     if mine["steps"].nunique() > 1:
         parts.append(f"{r['steps']} steps")
     same = mine[(mine[FORGETTING_CONFIG[1:]] == r[FORGETTING_CONFIG[1:]]).all(axis=1)]
-    lr = pd.to_numeric(pd.Series([r["lr"]]), errors="coerce").iloc[0]
+    lr = pd.to_numeric(r["lr"], errors="coerce")
     if r["protocol"] == "lr_search" or pd.isna(lr):
         parts.append("lr searched")
     elif same["lr"].nunique() > 1:

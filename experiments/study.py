@@ -347,8 +347,7 @@ def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path, preset: str) 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from experiments import record
-    from experiments.sweep.arms import job_run_id, task_container
+    from experiments.sweep.arms import already_done, job_run_id, task_container
 
     head = [f"hydra.searchpath=[file://{conf_root.resolve()}]", f"+sweep={preset}"]
     seen: set[str] = set()
@@ -360,9 +359,8 @@ def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path, preset: str) 
                 cfg = compose("config", overrides=[*head, *job], return_hydra_config=True)
                 config = task_container(cfg)
                 rid = job_run_id(config)
-                status, _ = record.existing(record.result_path(config["results_dir"], rid))
-                skip = bool(cfg.hydra.sweeper.get("skip_done", True)) and not config.get("force") and status == "ok"
-                launch.append(rid not in seen and not skip)
+                done, _, _ = already_done(config, rid, bool(cfg.hydra.sweeper.get("skip_done", True)))
+                launch.append(rid not in seen and not done)
                 seen.add(rid)
     except Exception as e:  # noqa: BLE001 - an estimate is no reason to stop; the sweep names the problem
         print(f"[study] cannot tell which runs are done ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", flush=True)
@@ -444,8 +442,8 @@ def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
 def write_study_note(dest: Path, study: Study, variant: str | None, overrides: Sequence[str], est: Mapping[str, Any],
                      sweep_s: float, n_records: int) -> None:
     """`dest/study.yaml`: per invocation, the command, the estimates printed before its sweep
-    started (all runs; the runs it was left to launch) and how long that sweep took (a resume that found most runs done takes little; the
-    records' own start and finish times say how long each run took). Earlier invocations stay."""
+    started (all runs; the runs it was left to launch) and how long that sweep took (the records'
+    own start and finish times say how long each run took). Earlier invocations stay."""
     path = dest / "study.yaml"
     try:
         old = yaml.safe_load(path.read_text()) or {}

@@ -61,3 +61,14 @@ def job_run_id(config: Mapping[str, Any]) -> str:
     from experiments import record
 
     return record.run_id(config)
+
+
+def already_done(config: Mapping[str, Any], rid: str, skip_done: bool) -> tuple[bool, str | None, str]:
+    """(done, problem, path) of a job's result: done when skipping is on, the job is not forced
+    and an ok record sits at its path; problem names what makes an existing file unusable. The
+    sweeper's plan and `reproduce`'s estimate of the runs left share this one test."""
+    from experiments import record
+
+    path = record.result_path(config["results_dir"], rid)
+    status, problem = record.existing(path)
+    return bool(skip_done and not config.get("force") and status == "ok"), problem, str(path)

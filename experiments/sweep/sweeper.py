@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, usable_cores
-from experiments.sweep.arms import expand_jobs, job_run_id, task_container
+from experiments.sweep.arms import already_done, expand_jobs, job_run_id, task_container
 from experiments.sweep.locks import held_locks
 from experiments.sweep.progress import MANIFEST_ENV, progress_line
 
@@ -54,13 +54,9 @@ class PeftbenchSweeper(BasicSweeper):
             if rid in seen:
                 continue
             seen[rid] = len(entries)
-            from experiments import record
-
-            path = record.result_path(config["results_dir"], rid)
-            status, problem = record.existing(path)
+            done, problem, path = already_done(config, rid, self.skip_done)
             if problem:
                 print(f"[sweep] {path} is {problem}: its run runs again", flush=True)
-            done = bool(self.skip_done and not config.get("force") and status == "ok")
             entries.append({"overrides": list(overrides), "run_id": rid, "results_dir": str(config["results_dir"]), "done": done})
         return {"expanded": len(jobs), "entries": entries}
 
