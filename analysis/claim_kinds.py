@@ -11,6 +11,7 @@ Condition keys shared by these checks (besides check, method(s), baseline, toler
   where_method / where_baseline: equality filters on run columns for one side only, e.g.
       {targets: all_linear, rank: r=2} vs {targets: attn_qv, rank: r=9};
   setting_where: filters on config keys that are not table columns ({task.n_train: [250, 500]});
+      `a|b` in a key or an axis is one quantity that tasks set by different keys;
   match: run columns both sides share (default [steps]); model, task, precision and the
       non-method setting (batch size, task size, device ...) always match.
 """
@@ -37,8 +38,15 @@ LINE_KEY = GROUP_KEY + ["precision", "rank", "targets", "steps", "setting", "pro
 # ---------------------------------------------------------------- shared helpers
 
 def setting_value(items: Mapping[str, str], key: str) -> Any:
-    raw = items.get(key)
-    return json.loads(raw) if isinstance(raw, str) else raw
+    """A config key's value in a run's setting. `a|b` names one quantity that tasks set by
+    different keys (the training-set size: task.n_train on generated tasks,
+    task.max_train_samples on file datasets): the first of them the run sets."""
+    for name in key.split("|"):
+        raw = items.get(name)
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        if value is not None:
+            return value
+    return None
 
 
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -259,7 +267,7 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
     metric = cond.get("metric", "primary")
     free = list(cond.get("free", []))
     s = sign(direction_of(metric, runs))
-    runs = with_context(runs, drop=[axis])
+    runs = with_context(runs, drop=axis.split("|"))
     evidence = []
     group = GROUP_KEY + ["precision", "context"]
     for cfg, g in lines(runs, group):

@@ -64,9 +64,12 @@ class Study:
 
     def params(self, variant: str | None = None) -> dict[str, Any]:
         """settings + grid (+ a variant's settings) as sweeper params: one override each. A
-        variant's `key: null` drops a setting the variant's task or model does not have."""
+        variant's `key: null` drops a setting or grid axis the variant's task or model does not
+        have, and a variant's value replaces the study's, grid axes included (a task that sizes
+        its training set by another key sweeps that key instead)."""
         extra = self.variants[variant] if variant else {}
         merged = {**self.settings, **extra, **self.grid}
+        merged.update({k: v for k, v in extra.items() if k in self.grid})
         return {k: v for k, v in merged.items() if v is not None}
 
 

@@ -127,6 +127,30 @@ def test_axis_slope_compare(tmp_path):
     assert verdict({**claim, "free": []}, tmp_path / "d", batch_runs(0.08, 0.01)) == NO_DATA
 
 
+def size_runs(key: str, ft_gain: float) -> list[dict[str, Any]]:
+    """Full FT and LoRA at 250 and 1000 training examples, the size set by `key`; full FT gains
+    `ft_gain` over LoRA per doubling of the size."""
+    return [run(m, s, lr, 0.80 + (ft_gain * k if m == "full_ft" else 0.0) - (0.02 if lr in (3e-4, 3e-3) else 0),
+                r=None if m == "full_ft" else 16, targets=None if m == "full_ft" else "all_linear", config={key: n})
+            for s in (0, 1, 2) for k, n in ((0, 250), (2, 1000))
+            for m, lrs in (("full_ft", (1e-4, 3e-4)), ("lora", (1e-3, 3e-3))) for lr in lrs]
+
+
+@pytest.mark.parametrize("key", ["task.n_train", "task.max_train_samples"])
+def test_data_size_claims_read_either_size_key(tmp_path, key):
+    """The shipped data-size claims name the training-set size as `task.n_train|task.max_train_samples`:
+    generated tasks set the first, file datasets (SST-2) the second, and both give verdicts."""
+    claims_dir = Path(__file__).resolve().parents[1] / "conf" / "claims"
+    gains = yaml.safe_load((claims_dir / "guide_full_ft_gains_with_data.yaml").read_text())
+    small = yaml.safe_load((claims_dir / "guide_lora_matches_full_ft_small_data.yaml").read_text())
+    assert verdict(gains, tmp_path / "a", size_runs(key, 0.02)) == HOLDS
+    assert verdict(gains, tmp_path / "b", size_runs(key, -0.02)) == FAILS
+    # at 250 and 1000 examples full FT leads by 0 and 4 points: the small-data claim fails on the 1000
+    result = evaluate_claim(small, ok_frame(tmp_path / "c", size_runs(key, 0.02)))
+    assert result.verdict == FAILS and len(result.conditions[0].evidence) == 2
+    assert verdict(small, tmp_path / "d", size_runs(key, 0.0)) == HOLDS
+
+
 def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str, Any]]:
     recs = []
     for s in (0, 1, 2):

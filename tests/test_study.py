@@ -108,6 +108,20 @@ TINY_CLAIM = {"id": "tiny_range", "statement": "LoRA's accuracy is a fraction.",
               "check": "metric_in_range", "method": "lora", "metric": "primary", "range": [0.0, 1.0], "tolerance": 0.0}
 
 
+def test_variant_replaces_or_drops_a_grid_axis():
+    """A task that sizes its training set by another key sweeps that key instead: the variant's
+    `null` drops the study's grid axis and its own value becomes the axis."""
+    study = st.parse_study({**TINY, "grid": {"seed": "0,1", "task.n_train": "32,64"},
+                            "variants": {"files": {"task": "sst2", "task.n_train": None, "task.max_train_samples": "32,64"}}},
+                           "tiny")
+    assert sorted(x for j in st.study_jobs(study) for x in j if x.startswith("task.n_train=")) == \
+        ["task.n_train=32", "task.n_train=32", "task.n_train=64", "task.n_train=64"]
+    jobs = st.study_jobs(study, variant="files")
+    assert len(jobs) == 4 and not any(x.startswith("task.n_train=") for j in jobs for x in j)
+    assert sorted({x for j in jobs for x in j if x.startswith("task.max_train_samples=")}) == \
+        ["task.max_train_samples=32", "task.max_train_samples=64"]
+
+
 def test_reproduce_tiny_study_end_to_end(tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "claims").mkdir()
