@@ -258,6 +258,14 @@ def _slopes(curves: dict[float, dict[int, float]]) -> dict[int, float]:
     return {s: float(np.polyfit(xs, [curves[x][s] for x in sorted(curves)], 1)[0]) for s in sorted(seeds)}
 
 
+def _axis_label(runs: pd.DataFrame, axis: str) -> str:
+    """The keys of an `a|b` axis that these runs set: what the evidence names."""
+    if axis in runs.columns:
+        return axis
+    used = [k for k in axis.split("|") if any(setting_value(i, k) is not None for i in runs["setting_items"])]
+    return "|".join(used) or axis
+
+
 def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Slope of the (tuned) metric per doubling of a config `axis` (batch_size, task.n_train, ...),
     method minus baseline, paired over seeds: greater (relation: greater) or smaller (less) by
@@ -280,8 +288,9 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
                         continue
                     holds, rel, where = RELATIONS[relation]
                     ok = holds(st["estimate"], tol, cond)
-                    text = (f"slope of {metric} per doubling of {axis} (better = positive), {method} minus {cond['baseline']}: "
-                            f"{stats_text(st)} ({method} at {axis}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
+                    name = _axis_label(g, axis)
+                    text = (f"slope of {metric} per doubling of {name} (better = positive), {method} minus {cond['baseline']}: "
+                            f"{stats_text(st)} ({method} at {name}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
                             f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
                     evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol)))
     return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis} for both methods at one setting")

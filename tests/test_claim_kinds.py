@@ -143,7 +143,8 @@ def test_data_size_claims_read_either_size_key(tmp_path, key):
     claims_dir = Path(__file__).resolve().parents[1] / "conf" / "claims"
     gains = yaml.safe_load((claims_dir / "guide_full_ft_gains_with_data.yaml").read_text())
     small = yaml.safe_load((claims_dir / "guide_lora_matches_full_ft_small_data.yaml").read_text())
-    assert verdict(gains, tmp_path / "a", size_runs(key, 0.02)) == HOLDS
+    result = evaluate_claim(gains, ok_frame(tmp_path / "a", size_runs(key, 0.02)))
+    assert result.verdict == HOLDS and f"per doubling of {key} " in result.conditions[0].evidence[0].text
     assert verdict(gains, tmp_path / "b", size_runs(key, -0.02)) == FAILS
     # at 250 and 1000 examples full FT leads by 0 and 4 points: the small-data claim fails on the 1000
     result = evaluate_claim(small, ok_frame(tmp_path / "c", size_runs(key, 0.02)))
