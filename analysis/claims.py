@@ -98,7 +98,7 @@ class ClaimResult:
         return combine_ci([c.ci_says() for c in self.conditions]) if self.verdict in (HOLDS, FAILS) else ""
 
     def disagreement(self) -> str:
-        return f"Our runs disagree with {self.source}. Likely reason: {self.if_fails}" if self.verdict == FAILS and self.if_fails else ""
+        return f"Our runs disagree with {self.source.rstrip('.')}. Likely reason: {self.if_fails}" if self.verdict == FAILS and self.if_fails else ""
 
 
 def combine_ci(says: list[str]) -> str:
@@ -540,8 +540,14 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
         results.append(result)
     verdicts = [r.verdict for r in results]
     verdict = INVALID if INVALID in verdicts else FAILS if FAILS in verdicts else NO_DATA if NO_DATA in verdicts else HOLDS
-    return ClaimResult(str(claim["id"]), str(claim["statement"]), str(claim["source"]), verdict, results, _shown_path(file),
-                       " ".join(str(claim.get("if_fails") or "").split()))
+    return ClaimResult(str(claim["id"]), _one_line(claim["statement"]), _one_line(claim["source"]), verdict, results,
+                       _shown_path(file), _one_line(claim.get("if_fails")))
+
+
+def _one_line(text: Any) -> str:
+    """A claim's prose as one line: YAML's folded blocks end in a newline, which a table cell or a
+    sentence around it must not carry."""
+    return " ".join(str(text or "").split())
 
 
 def _shown_path(file: str) -> str:

@@ -277,3 +277,30 @@ def test_evidence_names_what_sets_a_setting_apart(tmp_path):
     (folder / "x.yaml").write_text(yaml.safe_dump(claim))
     wheres = [e.where for e in evaluate_all(ok, folder)[0].conditions[0].evidence]
     assert len(wheres) == 2 and all("(task.n_train=" in w for w in wheres)
+
+
+def test_a_failed_claim_says_why_in_one_line(tmp_path):
+    """A claim that fails names its source and its likely reason, as one line even when the
+    YAML folds them over several (folded blocks end in a newline)."""
+    claim = yaml.safe_load("""
+id: x
+statement: >
+  LoRA beats
+  full FT.
+source: >
+  Someone et al.
+  2025.
+if_fails: >
+  short runs
+  of a small model.
+check: tuned_compare
+method: lora
+baseline: full_ft
+metric: primary
+relation: greater
+tolerance: 0.0
+""")
+    result = evaluate_claim(claim, ok_frame(tmp_path, lr_grid_runs()))
+    assert result.verdict == FAILS
+    assert result.disagreement() == "Our runs disagree with Someone et al. 2025. Likely reason: short runs of a small model."
+    assert result.statement == "LoRA beats full FT."
