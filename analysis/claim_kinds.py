@@ -293,7 +293,7 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
                             f"{stats_text(st)} ({method} at {name}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
                             f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
                     evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol)))
-    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis} for both methods at one setting")
+    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis.replace('|', ' or ')} for both methods at one setting")
 
 
 # ---------------------------------------------------------------- forgetting_at_matched

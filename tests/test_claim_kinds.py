@@ -152,6 +152,14 @@ def test_data_size_claims_read_either_size_key(tmp_path, key):
     assert verdict(small, tmp_path / "d", size_runs(key, 0.0)) == HOLDS
 
 
+def test_size_key_falls_through_null_to_the_next():
+    from analysis.claim_kinds import setting_value
+
+    assert setting_value({"task.n_train": "null", "task.max_train_samples": "250"}, "task.n_train|task.max_train_samples") == 250
+    assert setting_value({"task.n_train": "1000", "task.max_train_samples": "250"}, "task.n_train|task.max_train_samples") == 1000
+    assert setting_value({"task.max_train_samples": "null"}, "task.n_train|task.max_train_samples") is None
+
+
 def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str, Any]]:
     recs = []
     for s in (0, 1, 2):
