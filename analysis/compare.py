@@ -20,11 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import GROUP_KEY, ROW_KEY, load_results
+from analysis.load import GROUP_KEY, MEASUREMENT_ONLY, ROW_KEY, load_results, short_hash
 from analysis.stats import t_ci95
 
 REFERENCE_ROOT = Path(__file__).resolve().parents[1] / "results" / "reference"
-KEY = GROUP_KEY + ROW_KEY
+# Configurations match on what was trained: measurement switches (latency, forgetting probe,
+# scores before training) draw from their own random state and change no trained number, so a
+# run with latency on reproduces a reference run with it off.
+KEY = GROUP_KEY + [k if k != "setting" else "trained_setting" for k in ROW_KEY]
 BIT_IDENTICAL, WITHIN_CI, NOT_REPRODUCED, CANNOT_TELL, NO_REFERENCE = (
     "bit-identical", "within CI", "not reproduced", "cannot tell (reference has 1 seed)", "no reference")
 
@@ -69,20 +72,31 @@ def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Compari
                       f"primary {m:.4g} vs reference {r:.4g}, its 95% CI [{r - half:.4g}, {r + half:.4g}]; {seeds}; {where}{note}")
 
 
-def _label(key: tuple) -> str:
+def _label(key: tuple, runs: pd.DataFrame) -> str:
     d = dict(zip(KEY, key))
-    return f"{d['model']}/{d['task']} {d['method']} {d['rank']} {d['targets']} {d['precision']} lr={d['lr']:.3g} steps={d['steps']} setting={d['setting']}"
+    setting = ",".join(sorted(set(runs["setting"])))
+    return f"{d['model']}/{d['task']} {d['method']} {d['rank']} {d['targets']} {d['precision']} lr={d['lr']:.3g} steps={d['steps']} setting={setting}"
+
+
+def with_trained_setting(frame: pd.DataFrame) -> pd.DataFrame:
+    """The setting hash without measurement switches; one run per seed of each configuration
+    (runs that differ only in what they measured trained the same numbers)."""
+    trained = [short_hash({k: v for k, v in items.items() if not k.startswith(MEASUREMENT_ONLY)})
+               for items in frame["setting_items"]]
+    return frame.assign(trained_setting=trained).drop_duplicates(KEY + ["seed"])
 
 
 def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
+    mine, ref = with_trained_setting(mine), with_trained_setting(ref)
     ref_groups = {k: g for k, g in ref.groupby(KEY, dropna=False)}
     out = []
     for key, g in mine.groupby(KEY, dropna=False):
+        label = _label(key, g)
         match = next((r for k, r in ref_groups.items() if all(a == b or (a != a and b != b) for a, b in zip(k, key))), None)
         if match is None:
-            out.append(Comparison(_label(key), NO_REFERENCE, "the reference has no run of this configuration"))
+            out.append(Comparison(label, NO_REFERENCE, "the reference has no run of this configuration"))
         else:
-            out.append(compare_config(_label(key), g, match))
+            out.append(compare_config(label, g, match))
     return out
 
 

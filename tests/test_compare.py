@@ -47,6 +47,23 @@ def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
     assert cmp.compare(*frames(tmp_path / "d", other, refs()))[0].verdict == cmp.NO_REFERENCE
 
 
+def test_measurement_switches_do_not_split_a_configuration(tmp_path):
+    """A run with latency or the forgetting probe switched differently trained the same numbers
+    as the reference run, so it is compared with it; a trained key that differs is another
+    configuration."""
+    measured = copy.deepcopy(refs())
+    for r in measured:
+        r["config"].setdefault("measure", {})["latency"] = not r["config"].get("measure", {}).get("latency", False)
+        r["config"].setdefault("forgetting", {})["enabled"] = True
+    [c] = cmp.compare(*frames(tmp_path / "a", measured, refs()))
+    assert c.verdict == cmp.BIT_IDENTICAL
+    trained = copy.deepcopy(refs())
+    for r in trained:
+        r["config"]["batch_size"] = 7
+    [c] = cmp.compare(*frames(tmp_path / "b", trained, refs()))
+    assert c.verdict == cmp.NO_REFERENCE
+
+
 def test_compare_cli_exit_codes(tmp_path, capsys):
     write_all(tmp_path / "ref", refs(), broken=False)
     write_all(tmp_path / "mine", refs(), broken=False)
