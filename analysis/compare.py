@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import GROUP_KEY, MEASUREMENT_ONLY, ROW_KEY, load_results, short_hash
+from analysis.load import GROUP_KEY, ROW_KEY, load_results, short_hash, trained_items
 from analysis.stats import t_ci95
 
 REFERENCE_ROOT = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -81,8 +81,7 @@ def _label(key: tuple, runs: pd.DataFrame) -> str:
 def with_trained_setting(frame: pd.DataFrame) -> pd.DataFrame:
     """The setting hash without measurement switches; one run per seed of each configuration
     (runs that differ only in what they measured trained the same numbers)."""
-    trained = [short_hash({k: v for k, v in items.items() if not k.startswith(MEASUREMENT_ONLY)})
-               for items in frame["setting_items"]]
+    trained = [short_hash(trained_items(items)) for items in frame["setting_items"]]
     return frame.assign(trained_setting=trained).drop_duplicates(KEY + ["seed"])
 
 

@@ -224,11 +224,16 @@ def short_hash(items: Mapping[str, str]) -> str:
 MEASUREMENT_ONLY = ("measure.", "forgetting.", "lm_eval.")
 
 
+def trained_items(items: Mapping[str, str]) -> dict[str, str]:
+    """The part of a setting that sets what is trained: measurement switches change no trained
+    number."""
+    return {k: v for k, v in items.items() if not k.startswith(MEASUREMENT_ONLY)}
+
+
 def non_method(items: Mapping[str, str]) -> dict[str, str]:
-    """The part of a setting that references must share: method.* differs by design between a
-    method and its reference (full FT has no r or alpha), and measurement switches change no
-    trained number."""
-    return {k: v for k, v in items.items() if not k.startswith(("method.", *MEASUREMENT_ONLY))}
+    """The part of a setting that references must share: what is trained, less method.*, which
+    differs by design between a method and its reference (full FT has no r or alpha)."""
+    return {k: v for k, v in trained_items(items).items() if not k.startswith("method.")}
 
 
 def setting_labels(ok: pd.DataFrame) -> dict[str, str]:
