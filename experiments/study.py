@@ -13,6 +13,7 @@ A study is data, `conf/study/<name>.yaml`:
       - {method: full_ft, lr: "1e-4,3e-4"}
     variants:                              # other settings the same study runs on
       sst2: {task: sst2, ...}
+      llm: {model: smollm2-135m, arms: [...]}  # a variant's own arms replace the study's
 
 `reproduce` turns it into a sweep preset (settings and grid as `hydra.sweeper.params`, arms as
 `hydra.sweeper.arms`), runs it through the ordinary `peftbench run -m` path (skip-done, resume,
@@ -59,8 +60,14 @@ class Study:
     grid: dict[str, Any]
     arms: list[dict[str, Any]]
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant_arms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     about: str = ""
     file: str = ""
+
+    def arms_for(self, variant: str | None = None) -> list[dict[str, Any]]:
+        """The variant's own arms where it gives them (a model whose step budget or layer
+        sizes call for other steps, batches or ranks), the study's otherwise."""
+        return self.variant_arms.get(variant or "", self.arms)
 
     def params(self, variant: str | None = None) -> dict[str, Any]:
         """settings + grid (+ a variant's settings) as sweeper params: one override each. A
@@ -115,19 +122,30 @@ def parse_study(data: Any, file: str, known_claims: Iterable[str] | None = None)
             raise StudyError(f"study {file}: claim(s) {', '.join(unknown_claims)} not found in the claims folder; "
                              f"add conf/claims/<id>.yaml or fix the id")
     arms = data["arms"]
-    if not isinstance(arms, list) or not arms:
-        raise StudyError(f"study {file}: arms must be a non-empty list of mappings")
-    parsed_arms = [_scalar_map(a, f"arms[{i}]") for i, a in enumerate(arms)]
-    for i, arm in enumerate(parsed_arms):
-        if "method" not in arm:
-            raise StudyError(f"study {file}: arms[{i}] names no method; add method: NAME")
+    parsed_arms = _parse_arms(arms, file, "arms")
     variants = data.get("variants") or {}
     if not isinstance(variants, Mapping):
         raise StudyError(f"study {file}: variants must map a variant name to its settings")
+    settings, variant_arms = {}, {}
+    for k, v in variants.items():
+        v = dict(v) if isinstance(v, Mapping) else v
+        if isinstance(v, dict) and "arms" in v:
+            variant_arms[str(k)] = _parse_arms(v.pop("arms"), file, f"variants.{k}.arms")
+        settings[str(k)] = _scalar_map(v, f"variants.{k}")
     return Study(name=str(data["name"]), title=str(data["title"]), source=str(data["source"]), claims=list(claims),
                  settings=_scalar_map(data.get("settings"), "settings"), grid=_scalar_map(data.get("grid"), "grid"),
-                 arms=parsed_arms, variants={str(k): _scalar_map(v, f"variants.{k}") for k, v in variants.items()},
+                 arms=parsed_arms, variants=settings, variant_arms=variant_arms,
                  about=str(data.get("about") or "").strip(), file=str(file))
+
+
+def _parse_arms(arms: Any, file: str, where: str) -> list[dict[str, Any]]:
+    if not isinstance(arms, list) or not arms:
+        raise StudyError(f"study {file}: {where} must be a non-empty list of mappings")
+    parsed = [_scalar_map(a, f"{where}[{i}]") for i, a in enumerate(arms)]
+    for i, arm in enumerate(parsed):
+        if "method" not in arm:
+            raise StudyError(f"study {file}: {where}[{i}] names no method; add method: NAME")
+    return parsed
 
 
 def load_study(name: str, folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> Study:
@@ -156,13 +174,13 @@ def study_jobs(study: Study, overrides: Sequence[str] = (), variant: str | None 
     the sweeper expands them."""
     from experiments.sweep import expand_jobs
 
-    return expand_jobs(study.params(variant), study.arms, list(overrides))
+    return expand_jobs(study.params(variant), study.arms_for(variant), list(overrides))
 
 
 def preset_text(study: Study, variant: str | None = None) -> str:
     """The study as a sweep preset (conf/sweep/*.yaml form) that `peftbench run -m` composes."""
     body = {"hydra": {"sweeper": {"params": {k: str(v) for k, v in study.params(variant).items()},
-                                  "arms": [{k: str(v) for k, v in a.items()} for a in study.arms]}}}
+                                  "arms": [{k: str(v) for k, v in a.items()} for a in study.arms_for(variant)]}}}
     return f"# @package _global_\n# generated from {study.file}\n" + yaml.safe_dump(body, sort_keys=False)
 
 
