@@ -122,6 +122,23 @@ def test_variant_replaces_or_drops_a_grid_axis():
         ["task.max_train_samples=32", "task.max_train_samples=64"]
 
 
+def test_variant_arms_replace_the_studys_in_jobs_and_preset(tmp_path):
+    """A model with another step budget needs other arms: the variant's own arms make its sweep
+    (jobs and the preset the sweeper reads) and leave the study's untouched; a variant arm with
+    no method is one error naming where it is."""
+    data = {**TINY, "arms": [{"method": "lora", "lr": "1e-3"}],
+            "variants": {"llm": {"model": "smollm2-135m", "arms": [{"method": "full_ft", "lr": "1e-5,3e-5"}]}}}
+    study = st.parse_study(data, "tiny")
+    assert sorted(x for j in st.study_jobs(study) for x in j if x.startswith("method=")) == ["method=lora"] * 2
+    jobs = st.study_jobs(study, variant="llm")
+    assert len(jobs) == 4 and all("method=full_ft" in j and "model=smollm2-135m" in j for j in jobs)
+    preset = yaml.safe_load(st.preset_text(study, "llm"))["hydra"]["sweeper"]
+    assert preset["arms"] == [{"method": "full_ft", "lr": "1e-5,3e-5"}] and "arms" not in preset["params"]
+    bad = {**data, "variants": {"llm": {"arms": [{"lr": "1e-3"}]}}}
+    with pytest.raises(st.StudyError, match=r"variants\.llm\.arms\[0\] names no method"):
+        st.parse_study(bad, "tiny")
+
+
 def test_reproduce_tiny_study_end_to_end(tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "claims").mkdir()
