@@ -220,7 +220,24 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
             "targets": str(ov.get("method.target_modules", meth.get("target_modules", "-"))),
             "latency": bool(ov.get("measure.latency", measure.get("latency", True))),
             "metrics_before": bool(ov.get("measure.metrics_before", measure.get("metrics_before", True))),
+            "serving": _serving_on(ov, measure),
             "n_eval": n_eval}
+
+
+def _serving_on(ov: Mapping[str, Any], measure: Mapping[str, Any]) -> bool:
+    """Whether a job measures serving costs: `measure.serving.enabled`, which follows
+    `measure.latency` unless set."""
+    latency = bool(ov.get("measure.latency", measure.get("latency", True)))
+    default = (measure.get("serving") or {}).get("enabled", "${measure.latency}")
+    value = ov.get("measure.serving.enabled", default)
+    return latency if isinstance(value, str) and value.startswith("${") else bool(value)
+
+
+def _measures(measure: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+    """What a record's load-and-measurement time paid for; records from before the serving
+    meter have no serving block."""
+    return (bool(measure.get("latency", True)), bool(measure.get("metrics_before", True)),
+            bool((measure.get("serving") or {}).get("enabled", False)))
 
 
 def eval_examples(task: Mapping[str, Any]) -> int:
@@ -264,7 +281,7 @@ class Basis:
     eval_s_per_example: float
     other_s: float  # load + measurement, per run
     file: str
-    measures: tuple[bool, bool] = (True, True)  # (latency, metrics_before): what other_s paid for
+    measures: tuple[bool, ...] = (True, True, False)  # (latency, metrics_before, serving): what other_s paid for
     batch_size: int = 0  # per-token step cost grows at small batches
 
 
@@ -284,7 +301,7 @@ def reference_bases(folders: Iterable[Path]) -> list[Basis]:
                 evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
                 mcfg = cfg.get("method") or {}
                 measure = cfg.get("measure") or {}
-                measures = (bool(measure.get("latency", True)), bool(measure.get("metrics_before", True)))
+                measures = _measures(measure)
                 out.append(Basis(str(r["model"]), str(r["method"]), str(mcfg.get("target_modules", "-")), str(r["precision"]),
                                  float(cost["step_time_ms_median"]) / 1000.0 / tokens, float(timing["eval_s"]) / max(evals, 1),
                                  float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path),
@@ -340,10 +357,13 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
         evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
         # load + measurement from references that measured what this job measures; else all of
         # them (latency and base scores included: an upper bound for a run with them off)
-        alike = [b for b in pool if b.measures == (s["latency"], s["metrics_before"])] or pool
-        other = statistics.median(b.other_s for b in alike)
+        alike = [b for b in pool if b.measures == (s["latency"], s["metrics_before"], s["serving"])]
+        other = statistics.median(b.other_s for b in alike or pool)
         secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
-        return Estimate(secs, "measured" if near else "measured, other method")
+        basis = "measured" if near else "measured, other method"
+        # serving costs minutes a run on an LLM; records without them say nothing of that time
+        unmeasured = s["serving"] and not any(b.measures[2] for b in alike)
+        return Estimate(secs, basis + (", serving costs not in it" if unmeasured else ""))
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
     if peak and n_params:
         factor = 6 if s["method"] == "full_ft" else 4
@@ -420,6 +440,8 @@ def list_studies(folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> li
                  "study's steps, batch, length and eval examples; 'measured, other method' = another method's record of "
                  "the same model scaled by training FLOPs (full FT 3 forward passes, adapters 2); 'analytic' = FLOPs "
                  f"(6 or 4 x parameters x tokens per step) over the measured peak in the peak cache at {ASSUMED_MFU:.0%} MFU; "
+                 "', serving costs not in it' = runs that measure serving costs (measure.serving) where no record of "
+                 "the model did; "
                  f"plus {SWEEP_OVERHEAD_S:.0f} s per sweep. One job at a time with all cores.")
     return lines
 

@@ -67,7 +67,7 @@ def test_list_shows_runs_and_measured_estimates(capsys):
 def test_estimate_scales_with_steps_and_says_its_basis():
     basis = st.Basis("minilm", "lora", "attn_qv", "bf16", step_s_per_token=1e-4, eval_s_per_example=0.01, other_s=2.0, file="x")
     job = st.job_settings(["method=lora", "steps=100", "batch_size=16", "max_length=32", "task.n_validation=100",
-                           "task.n_test=100", "measure.metrics_before=false"])
+                           "task.n_test=100", "measure.metrics_before=false", "measure.latency=false"])
     one = st.estimate_job(job, [basis])
     assert one.basis == "measured"
     assert one.seconds == pytest.approx(100 * 512 * 1e-4 + 200 * 0.01 + 2.0)
@@ -77,6 +77,21 @@ def test_estimate_scales_with_steps_and_says_its_basis():
     full = st.estimate_job({**job, "method": "full_ft"}, [basis])
     assert full.basis == "measured, other method" and full.seconds > one.seconds
     assert st.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
+
+
+def test_estimate_says_when_no_record_measured_serving_costs():
+    """Serving costs follow measure.latency and take minutes a run on an LLM; an estimate whose
+    records of that model never measured them says so instead of passing for measured."""
+    old = st.Basis("smollm2-135m", "lora", "all_linear", "bf16", 1e-3, 0.1, other_s=42.0, file="x", measures=(True, False, False))
+    job = st.job_settings(["model=smollm2-135m", "method=lora", "method.target_modules=all_linear", "steps=40",
+                           "measure.metrics_before=false"])
+    assert job["serving"] and not st.job_settings(["measure.latency=false"])["serving"]
+    assert not st.job_settings(["measure.serving.enabled=false"])["serving"]
+    assert st.estimate_job(job, [old]).basis == "measured, serving costs not in it"
+    served = st.Basis(**{**old.__dict__, "other_s": 320.0, "measures": (True, False, True)})
+    both = st.estimate_job(job, [old, served])
+    assert both.basis == "measured" and both.seconds > st.estimate_job(job, [old]).seconds + 250
+    assert st._measures({"latency": True, "metrics_before": False}) == (True, False, False)  # a record from before the meter
 
 
 def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
