@@ -225,12 +225,14 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
 
 
 def _serving_on(ov: Mapping[str, Any], measure: Mapping[str, Any]) -> bool:
-    """Whether a job measures serving costs: `measure.serving.enabled`, which follows
-    `measure.latency` unless set."""
+    """Whether a job measures serving costs: `measure.serving.enabled` (the shipped config makes
+    it follow `measure.latency`), never without the base copy `latency_keep_base` keeps."""
+    from experiments.meters.serving import DEFAULTS
+
     latency = bool(ov.get("measure.latency", measure.get("latency", True)))
-    default = (measure.get("serving") or {}).get("enabled", "${measure.latency}")
-    value = ov.get("measure.serving.enabled", default)
-    return latency if isinstance(value, str) and value.startswith("${") else bool(value)
+    value = ov.get("measure.serving.enabled", (measure.get("serving") or {}).get("enabled", DEFAULTS["enabled"]))
+    on = latency if value == "${measure.latency}" else bool(value)
+    return on and bool(ov.get("measure.latency_keep_base", measure.get("latency_keep_base", True)))
 
 
 def _measures(measure: Mapping[str, Any]) -> tuple[bool, bool, bool]:
@@ -357,12 +359,15 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
         evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
         # load + measurement from references that measured what this job measures; else all of
         # them (latency and base scores included: an upper bound for a run with them off)
-        alike = [b for b in pool if b.measures == (s["latency"], s["metrics_before"], s["serving"])]
-        other = statistics.median(b.other_s for b in alike or pool)
+        want = (s["latency"], s["metrics_before"], s["serving"])
+        alike = ([b for b in pool if b.measures == want] or [b for b in pool if b.measures[2] == s["serving"]]
+                 or pool)
+        other = statistics.median(b.other_s for b in alike)
         secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
         basis = "measured" if near else "measured, other method"
-        # serving costs minutes a run on an LLM; records without them say nothing of that time
-        unmeasured = s["serving"] and not any(b.measures[2] for b in alike)
+        # records without the serving meter say nothing of its time, the largest part of a run's
+        # measurement on an LLM
+        unmeasured = s["serving"] and not any(b.measures[2] for b in same_model)
         return Estimate(secs, basis + (", serving costs not in it" if unmeasured else ""))
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
     if peak and n_params:

@@ -92,6 +92,12 @@ def test_estimate_says_when_no_record_measured_serving_costs():
     both = st.estimate_job(job, [old, served])
     assert both.basis == "measured" and both.seconds > st.estimate_job(job, [old]).seconds + 250
     assert st._measures({"latency": True, "metrics_before": False}) == (True, False, False)  # a record from before the meter
+    # a record of the model that measured serving, with other switches: its time counts, no label
+    other_switches = st.Basis(**{**served.__dict__, "measures": (True, True, True)})
+    mixed = st.estimate_job(job, [old, other_switches])
+    assert mixed.basis == "measured" and mixed.seconds == pytest.approx(st.estimate_job(job, [served]).seconds)
+    assert not st.job_settings(["measure.latency_keep_base=false"])["serving"]  # the meter needs the base copy
+    assert st.job_settings(["measure.latency=false", "measure.serving.enabled=true"])["serving"]
 
 
 def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
@@ -143,8 +149,12 @@ def test_variant_arms_replace_the_studys_in_jobs_and_preset(tmp_path):
     no method is one error naming where it is."""
     data = {**TINY, "arms": [{"method": "lora", "lr": "1e-3"}],
             "variants": {"llm": {"model": "smollm2-135m", "arms": [{"method": "full_ft", "lr": "1e-5,3e-5"}]}}}
+    data["variants"]["files"] = {"task": "sst2"}
     study = st.parse_study(data, "tiny")
+    assert data["variants"]["llm"]["arms"] == [{"method": "full_ft", "lr": "1e-5,3e-5"}]  # the parsed file is not changed
     assert sorted(x for j in st.study_jobs(study) for x in j if x.startswith("method=")) == ["method=lora"] * 2
+    files = st.study_jobs(study, variant="files")  # a variant without arms keeps the study's
+    assert len(files) == 2 and all("method=lora" in j and "task=sst2" in j for j in files)
     jobs = st.study_jobs(study, variant="llm")
     assert len(jobs) == 4 and all("method=full_ft" in j and "model=smollm2-135m" in j for j in jobs)
     preset = yaml.safe_load(st.preset_text(study, "llm"))["hydra"]["sweeper"]
