@@ -20,6 +20,7 @@ entry, not new code.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -158,6 +159,47 @@ def claim_problems(claim: Any) -> list[str]:
 
 
 DERIVED_METRICS = {"loss_auc"}
+CONF_DIR = CLAIMS_DIR.parent
+
+
+def _dotted(data: Any, prefix: str = "") -> set[str]:
+    if not isinstance(data, Mapping):
+        return set()
+    keys = set()
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        keys |= {name} | _dotted(v, f"{name}.")
+    return keys
+
+
+@functools.lru_cache(maxsize=4)
+def config_keys(conf: Path = CONF_DIR) -> frozenset[str]:
+    """Every dotted key a run's config can hold: the top-level config's and, under each config
+    group of its defaults (task, model, method, ...), any of that group's files'. A claim's
+    setting key outside them is a typo, which would otherwise read as "not enough data"."""
+    top = yaml.safe_load((conf / "config.yaml").read_text()) or {}
+    keys = _dotted({k: v for k, v in top.items() if k not in ("defaults", "hydra")})
+    groups = [next(iter(d)) for d in top.get("defaults", []) if isinstance(d, Mapping)]
+    for group in groups:
+        for path in sorted((conf / group).glob("*.yaml")):
+            keys |= {group} | _dotted(yaml.safe_load(path.read_text()), f"{group}.")
+    return frozenset(keys)
+
+
+def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None = None) -> list[str]:
+    """Config keys a claim's conditions name (`axis`, `setting_where`, `free`; each side of an
+    `a|b` key) that no config holds."""
+    known = config_keys() if known is None else set(known)
+    problems = []
+    for i, cond in enumerate(conditions_of(claim)):
+        named = [("axis", cond.get("axis"))] + [("setting_where", k) for k in (cond.get("setting_where") or {})]
+        named += [("free", k) for k in cond.get("free", [])]
+        for role, key in named:
+            for part in str(key).split("|") if key is not None else []:
+                if part not in known:
+                    problems.append(f"condition {i}: {role} key {part!r} is no config key (conf/config.yaml or a "
+                                    f"config group's files); fix its spelling")
+    return problems
 
 
 def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[str]:
@@ -524,7 +566,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     claim = resolve_names(claim, ok.columns)
     problems = claim_problems(claim)
     if not problems:
-        problems = column_problems(claim, ok.columns)
+        problems = column_problems(claim, ok.columns) + setting_key_problems(claim)
     if problems:
         cid = claim.get("id", "?") if isinstance(claim, dict) else "?"
         return ClaimResult(str(cid), "", "", INVALID, [ConditionResult("-", INVALID, [], "; ".join(problems))], file)

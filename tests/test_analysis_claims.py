@@ -153,3 +153,24 @@ def test_the_ci_verdict_reads_a_lower_is_better_metric_the_right_way(ok):
     assert q.conditions[0].evidence[0].stats["estimate"] < 0  # the raw difference: fewer bytes
     lo = claims.evaluate_claim(claim("lora", "qlora"), ok)
     assert lo.verdict == claims.FAILS and lo.ci_says() == claims.FAILS
+
+
+@pytest.mark.parametrize("bad,why", [
+    ({"axis": "task.n_trian|task.max_train_samples"}, "axis key 'task.n_trian' is no config key"),
+    ({"setting_where": {"task.n_train|task.max_train_sample": [250]}}, "setting_where key 'task.max_train_sample'"),
+    ({"free": ["stpes"]}, "free key 'stpes' is no config key"),
+])
+def test_misspelt_setting_key_is_invalid_not_missing_data(ok, bad, why):
+    """A config key no run could set must not read as "not enough data"."""
+    claim = {"id": "x", "statement": "s", "source": "src", "check": "axis_slope_compare", "method": "full_ft",
+             "baseline": "lora", "metric": "primary", "axis": "task.n_train|task.max_train_samples", "tolerance": 0.0,
+             **bad}
+    res = claims.evaluate_claim(claim, ok)
+    assert res.verdict == claims.INVALID and why in res.conditions[0].note
+
+
+def test_shipped_claims_name_only_config_keys():
+    known = claims.config_keys()
+    assert {"task.n_train", "task.max_train_samples", "batch_size", "steps", "method.r"} <= known
+    for _, claim in claims.load_claims(claims.claim_files()):
+        assert claims.setting_key_problems(claim, known) == [], claim.get("id")
