@@ -187,19 +187,27 @@ def config_keys(conf: Path = CONF_DIR) -> frozenset[str]:
 
 
 def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None = None) -> list[str]:
-    """Config keys a claim's conditions name (`axis`, `setting_where`, `free`; each side of an
-    `a|b` key) that no config holds."""
+    """Keys a claim's conditions name as settings (`axis`, `setting_where`, `free`; each side of
+    an `a|b` key) that are in `known`: by default the shipped configs' keys. evaluate_claim adds
+    the run columns (`free: [rank]`) and every key the runs set, so a user's own config files
+    and `+key=` overrides pass."""
     known = config_keys() if known is None else set(known)
     problems = []
     for i, cond in enumerate(conditions_of(claim)):
+        free = cond.get("free") or []
         named = [("axis", cond.get("axis"))] + [("setting_where", k) for k in (cond.get("setting_where") or {})]
-        named += [("free", k) for k in cond.get("free", [])]
+        named += [("free", k) for k in ([free] if isinstance(free, str) else free)]
         for role, key in named:
             for part in str(key).split("|") if key is not None else []:
                 if part not in known:
-                    problems.append(f"condition {i}: {role} key {part!r} is no config key (conf/config.yaml or a "
-                                    f"config group's files); fix its spelling")
+                    problems.append(f"condition {i}: {role} key {part!r} is no config key and no run sets it; "
+                                    f"fix its spelling")
     return problems
+
+
+def _known_settings(ok: pd.DataFrame) -> set[str]:
+    run_keys = {k for items in ok.get("setting_items", pd.Series(dtype=object)) if isinstance(items, Mapping) for k in items}
+    return set(config_keys()) | set(ok.columns) | run_keys
 
 
 def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[str]:
@@ -566,7 +574,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     claim = resolve_names(claim, ok.columns)
     problems = claim_problems(claim)
     if not problems:
-        problems = column_problems(claim, ok.columns) + setting_key_problems(claim)
+        problems = column_problems(claim, ok.columns) + setting_key_problems(claim, _known_settings(ok))
     if problems:
         cid = claim.get("id", "?") if isinstance(claim, dict) else "?"
         return ClaimResult(str(cid), "", "", INVALID, [ConditionResult("-", INVALID, [], "; ".join(problems))], file)

@@ -174,3 +174,13 @@ def test_shipped_claims_name_only_config_keys():
     assert {"task.n_train", "task.max_train_samples", "batch_size", "steps", "method.r"} <= known
     for _, claim in claims.load_claims(claims.claim_files()):
         assert claims.setting_key_problems(claim, known) == [], claim.get("id")
+
+
+def test_setting_keys_may_be_run_columns_or_keys_the_runs_set(ok):
+    """`free: [targets]` names a run column, and a user's own config key is set by their runs: neither
+    is a typo."""
+    claim = {"id": "x", "check": "axis_slope_compare", "axis": "batch_size", "free": ["targets", "steps"],
+             "setting_where": {"my_task.custom_key": [1]}, "tolerance": 0.0}
+    runs = ok.assign(setting_items=[{**items, "my_task.custom_key": "1"} for items in ok["setting_items"]])
+    assert claims.setting_key_problems(claim, claims._known_settings(runs)) == []
+    assert "'my_task.custom_key'" in claims.setting_key_problems(claim, claims._known_settings(ok))[0]
