@@ -193,7 +193,7 @@ def study_invocations(source: str) -> list[str]:
         left = (f"; for the {i['runs_left']} left: {i['estimate_left_s'] / 60:.0f}"
                 if i.get("runs_left") is not None and i.get("estimate_left_s") is not None and i["runs_left"] < i["records_after"] else "")
         out.append(f"| {i['finished_at'][:16].replace('T', ' ')} UTC{' ' + ' '.join(i['overrides']) if i.get('overrides') else ''} | "
-                   f"{i['estimate_s'] / 60:.0f} ({', '.join(i.get('estimate_bases') or [])}){left} | {i['sweep_s'] / 60:.1f} | {i['records_after']} |")
+                   f"{i['estimate_s'] / 60:.0f} ({'; '.join(i.get('estimate_bases') or [])}){left} | {i['sweep_s'] / 60:.1f} | {i['records_after']} |")
     return out
 
 
