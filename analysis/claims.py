@@ -188,7 +188,7 @@ def config_keys(conf: Path = CONF_DIR) -> frozenset[str]:
 
 def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None = None) -> list[str]:
     """Keys a claim's conditions name as settings (`axis`, `setting_where`, `free`; each side of
-    an `a|b` key) that are in `known`: by default the shipped configs' keys. evaluate_claim adds
+    an `a|b` key) that are not in `known`: by default the shipped configs' keys. evaluate_claim adds
     the run columns (`free: [rank]`) and every key the runs set, so a user's own config files
     and `+key=` overrides pass."""
     known = config_keys() if known is None else set(known)
