@@ -29,7 +29,7 @@ from analysis import claims
 from analysis.claims import INF, Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
 from analysis.load import GROUP_KEY, non_method, short_hash
 from analysis.meta import sign
-from analysis.stats import t_ci95
+from analysis.stats import one_per_source, t_ci95
 
 # One "lr line": every run of a method configuration except the lr.
 LINE_KEY = GROUP_KEY + ["precision", "rank", "targets", "steps", "setting", "protocol"]
@@ -89,7 +89,8 @@ def tuned(line: pd.DataFrame, metric: str) -> tuple[float, dict[int, float], dic
     by_lr = sorted(line.groupby("chosen_lr" if line["lr"].isna().all() else "lr"), key=lambda kv: kv[0])
     best = max(by_lr, key=lambda kv: (s * float(kv[1]["val_primary"].astype(float).mean()), -kv[0]))
     g = best[1]
-    return float(best[0]), {int(k): float(v) for k, v in zip(g["seed"], g[metric])}, \
+    kept = one_per_source(g, [metric])  # copies of one cost measurement are one observation
+    return float(best[0]), {int(k): float(v) for k, v in zip(kept["seed"], kept[metric])}, \
         {int(k): float(v) for k, v in zip(g["seed"], g["val_primary"])}
 
 
@@ -412,12 +413,13 @@ def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionRes
     evidence = []
     for method in _methods(cond):
         for cfg, g in lines(side(with_context(runs), cond, method, "method"), LINE_KEY + ["lr"]):
+            g, reuse = claims.observed(g, metric)
             per_seed = {int(k): float(v) for k, v in zip(g["seed"], g[metric]) if not math.isnan(float(v))}
             if not per_seed:
                 continue
             st = paired_stats(per_seed)
             ok = lo - tol <= st["estimate"] <= hi + tol
-            text = f"{method} {metric} = {stats_text(st)}; needs [{_fmt(lo)}, {_fmt(hi)}] ± {_fmt(tol)}"
+            text = f"{method} {metric} = {stats_text(st)}; needs [{_fmt(lo)}, {_fmt(hi)}] ± {_fmt(tol)}{reuse}"
             evidence.append(Evidence(_where(cfg), text, ok, _seeds(per_seed), st, (lo - tol, hi + tol)))
     return _result(cond["check"], evidence)
 

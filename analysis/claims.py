@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.load import GROUP_KEY, ROW_KEY, setting_labels
+from analysis.load import GROUP_KEY, ROW_KEY, contended_for, is_copied, is_timing, setting_labels
 from analysis.meta import sign
-from analysis.stats import choose_reference, paired_test, t_ci95
+from analysis.stats import choose_reference, one_per_source, paired_test, t_ci95
 from experiments.fields import BY_PATH
 
 HOLDS, FAILS, NO_DATA, INVALID = "holds", "fails", "not enough data", "invalid claim"
@@ -324,7 +324,16 @@ def _same(a: Any, b: Any) -> bool:
 def _per_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
     if metric == "loss_auc":
         return {int(s): loss_auc(c) for s, c in zip(runs["seed"], runs["loss_curve"])}
+    runs = one_per_source(runs, [metric])
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[metric])}
+
+
+def observed(runs: pd.DataFrame, *columns: str | None) -> tuple[pd.DataFrame, str]:
+    """The runs that are separate observations of `columns` (stats.one_per_source), and what an
+    evidence text says about the others ('' when there are none)."""
+    kept = one_per_source(runs, [c for c in columns if c])
+    gone = len(runs) - len(kept)
+    return kept, (f"; {gone} of {len(runs)} runs reuse another run's measurement: counted once" if gone else "")
 
 
 def loss_auc(curve: list[float], n: int | None = None) -> float:
@@ -347,6 +356,7 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
     evidence = []
     for cfg, mine, theirs in _pairs(runs, cond):
         a, b = _per_seed(mine, metric), _per_seed(theirs, metric)
+        reuse = observed(pd.concat([mine, theirs]), metric)[1]
         test = paired_test(a, b)
         seeds = test.seeds or tuple(sorted(set(a) | set(b)))
         ma = float(np.nanmean([a[s] for s in test.seeds])) if test.seeds else float(np.nanmean(list(a.values())))
@@ -357,7 +367,7 @@ def _compare(cond: Mapping[str, Any], runs: pd.DataFrame, holds: Callable[[float
         stat = f"paired t-test p={test.p_value:.3g}" if test.tested else test.note or "single seed: differences untested"
         text = (f"{cfg['method']} {metric}={_fmt(ma)} vs {cond['baseline']} {_fmt(mb)} "
                 f"(diff {_fmt(ma - mb)}; needs {relation.format(tol=_fmt(tol))}; seeds {','.join(map(str, seeds))}"
-                f"{'' if test.seeds else ', unpaired'}; {stat})")
+                f"{'' if test.seeds else ', unpaired'}; {stat}{reuse})")
         lo, hi = region(tol)
         evidence.append(Evidence(_where(cfg), text, ok, seeds, diff_stats(a, b, test), (lo, hi) if s > 0 else (-hi, -lo)))
     return _result(cond["check"], evidence)
@@ -385,11 +395,12 @@ def metric_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> Conditio
     evidence = []
     for method in _methods(cond):
         for key, g in _configs(runs, method):
+            g, reuse = observed(g, metric, noise)
             v, n = float(g[metric].mean()), float(g[noise].mean())
             if math.isnan(v) or math.isnan(n):
                 continue
             seeds = tuple(sorted(map(int, g["seed"])))
-            text = f"{method} |{metric}|={_fmt(abs(v))} vs {noise}={_fmt(n)} + tolerance {_fmt(tol)} (seeds {','.join(map(str, seeds))})"
+            text = f"{method} |{metric}|={_fmt(abs(v))} vs {noise}={_fmt(n)} + tolerance {_fmt(tol)} (seeds {','.join(map(str, seeds))}{reuse})"
             evidence.append(Evidence(_where(dict(zip(GROUP_KEY + ROW_KEY, key))), text, abs(v) <= n + tol, seeds))
     return _result(cond["check"], evidence)
 
@@ -400,13 +411,14 @@ def _vs_column(cond: Mapping[str, Any], runs: pd.DataFrame, greater: bool) -> Co
     evidence = []
     for method in _methods(cond):
         for key, g in _configs(runs, method):
+            g, reuse = observed(g, metric, other)
             v, o = float(g[metric].mean()), float(g[other].mean())
             if math.isnan(v) or math.isnan(o):
                 continue
             ok = v > o + tol if greater else v < o - tol
             seeds = tuple(sorted(map(int, g["seed"])))
             rel = ">" if greater else "<"
-            text = f"{method} {metric}={_fmt(v)} {rel} {other}={_fmt(o)} {'+' if greater else '-'} {_fmt(tol)}? (seeds {','.join(map(str, seeds))})"
+            text = f"{method} {metric}={_fmt(v)} {rel} {other}={_fmt(o)} {'+' if greater else '-'} {_fmt(tol)}? (seeds {','.join(map(str, seeds))}{reuse})"
             evidence.append(Evidence(_where(dict(zip(GROUP_KEY + ROW_KEY, key))), text, ok, seeds))
     return _result(cond["check"], evidence)
 
@@ -443,6 +455,7 @@ def auc_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
 
 
 def _slope(g: pd.DataFrame, metric: str) -> tuple[float, list[str]]:
+    g = one_per_source(g, [metric])  # a line is one lr: ranks never share a measurement
     means = g.groupby("rank_value")[metric].mean()
     if len(means) < 2:
         return math.nan, []
@@ -500,6 +513,7 @@ def range_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
     evidence, too_noisy = [], []
     for method in _methods(cond):
         for key, g in _configs(runs, method):
+            g, reuse = observed(g, metric, noise)
             values = g[metric].astype(float).dropna()
             if values.empty:
                 continue
@@ -513,7 +527,7 @@ def range_within_noise(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
             if noise:
                 parts.append(f"{noise}={_fmt(measured)}")
             text = (f"{method} {metric}={_fmt(mean)} ± {_fmt(bound)} ({'; '.join(parts)}) vs claimed "
-                    f"[{_fmt(low)}, {_fmt(high)}] (tolerance {_fmt(tol)} included): {where} (seeds {','.join(map(str, seeds))})")
+                    f"[{_fmt(low)}, {_fmt(high)}] (tolerance {_fmt(tol)} included): {where} (seeds {','.join(map(str, seeds))}{reuse})")
             if bound > max_noise:
                 too_noisy.append(f"{_where(dict(zip(GROUP_KEY + ROW_KEY, key)))}: {text}")
                 continue
@@ -549,6 +563,30 @@ def _filter(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame
 METRIC_ROLES = ("metric", "than_metric", "noise_metric")
 
 
+def without_contended(runs: pd.DataFrame, cond: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """A condition on timings (latency, throughput, MFU, ...) judged without the runs whose timings
+    other work on the cores distorted (measurement.contended), and a note naming those left out
+    ('' when none were)."""
+    timings = [cond[r] for r in METRIC_ROLES if isinstance(cond.get(r), str) and is_timing(cond[r])]
+    if not timings or runs.empty:
+        return runs, ""
+    recs = runs.to_dict("records")
+    involved = set(_methods(cond)) | {cond.get("baseline")}  # other methods' runs are no part of it
+    bad = [r["method"] in involved and any(contended_for(r, c) for c in timings) for r in recs]
+    if not any(bad):
+        return runs, ""
+    why = sorted({f"{r['run_id']} ({_reason(r, timings)})" for r, b in zip(recs, bad) if b})
+    note = f"left out {sum(bad)} run(s) whose timings were contended (other work competed for the cores): {'; '.join(why)}"
+    return runs[[not b for b in bad]], note
+
+
+def _reason(row: Mapping[str, Any], timings: list[str]) -> str:
+    """Why a run's timings in these columns were contended, as its record (or its source's) says."""
+    copied = any(contended_for(row, c) and is_copied(c) for c in timings)
+    reason = row.get("costs_contended_reason") if copied else row.get("measurement.contended_reason")
+    return str(reason or "contended")
+
+
 def resolve_names(claim: Any, columns: Iterable[str]) -> Any:
     """A task metric may be named bare (`accuracy`, `exact_match`): it means the test split's,
     `metrics.test.<name>`. Every other name is a run column as it is."""
@@ -581,11 +619,13 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     runs = _filter(ok, claim.get("where"))
     results = []
     for cond in conditions_of(claim):
-        cond_runs = _filter(runs, cond.get("where"))
+        cond_runs, left_out = without_contended(_filter(runs, cond.get("where")), cond)
         try:
             result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
         except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
             result = ConditionResult(cond["check"], INVALID, [], f"{type(e).__name__}: {e}")
+        if left_out:
+            result.note = f"{result.note}; {left_out}" if result.note else left_out
         result.spec = condition_spec(cond)
         results.append(result)
     verdicts = [r.verdict for r in results]

@@ -9,6 +9,9 @@ Per configuration (model x task x the table's row key), against the records of
 * within CI: the user's mean primary metric lies inside the 95% t-interval of the reference seeds'
   mean (needs >= 2 reference seeds).
 * not reproduced: neither; or "cannot tell" when the reference has one seed and the numbers differ.
+
+Runs at another resolved precision than the reference's (precision=auto resolves per machine) are
+compared with it on the CI only, and the line says that the precisions differ.
 """
 from __future__ import annotations
 
@@ -54,22 +57,40 @@ def _same_machine(mine: pd.DataFrame, ref: pd.DataFrame) -> bool:
     return set(mine["prov_hardware"]) == set(ref["prov_hardware"]) and torch(mine) == torch(ref)
 
 
+def precision_note(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
+    """A line saying that the two sides ran at different precisions; '' when they did not."""
+    here, there = (sorted(set(f["precision"])) for f in (mine, ref))
+    if here == there or not here or not there:
+        return ""
+    return f"precision differs: {'/'.join(here)} here, {'/'.join(there)} in reference; numbers are not comparable bit for bit"
+
+
 def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Comparison:
+    differs = precision_note(mine, ref)
+    if differs:  # other kernels and rounding: only the CI can say anything
+        c = _within_ci(label, mine, ref, "", "")
+        return Comparison(c.config, c.verdict, f"{differs}; {c.detail}")
     metrics = _metric_columns(ref)
     same_machine = _same_machine(mine, ref)
     where = "same CPU model and torch build" if same_machine else "different CPU model or torch build"
     shared = sorted(set(mine["seed"]) & set(ref["seed"]))
     if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
         return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")
+    note = " (same CPU and torch: bit-identical was expected)" if same_machine and shared else ""
+    return _within_ci(label, mine, ref, where, note)
+
+
+def _within_ci(label: str, mine: pd.DataFrame, ref: pd.DataFrame, where: str, note: str) -> Comparison:
+    """The user's mean primary metric against the 95% t-interval of the reference seeds' mean."""
     m, r = float(mine["primary"].mean()), float(ref["primary"].mean())
     half = t_ci95(list(ref["primary"].astype(float)))
     seeds = f"yours n={len(mine)}, reference n={len(ref)}"
-    note = " (same CPU and torch: bit-identical was expected)" if same_machine and shared else ""
     if math.isnan(half):
         return Comparison(label, CANNOT_TELL, f"primary {m:.4g} vs {r:.4g}; {seeds}{note}")
     ok = abs(m - r) <= half
     return Comparison(label, WITHIN_CI if ok else NOT_REPRODUCED,
-                      f"primary {m:.4g} vs reference {r:.4g}, its 95% CI [{r - half:.4g}, {r + half:.4g}]; {seeds}; {where}{note}")
+                      f"primary {m:.4g} vs reference {r:.4g}, its 95% CI [{r - half:.4g}, {r + half:.4g}]; {seeds}"
+                      f"{'; ' + where if where else ''}{note}")
 
 
 def _label(key: tuple, runs: pd.DataFrame) -> str:
@@ -85,13 +106,26 @@ def with_trained_setting(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(trained_setting=trained).drop_duplicates(KEY + ["seed"])
 
 
+def _match(ref_groups: dict[tuple, pd.DataFrame], key: tuple, keys: list[str]) -> pd.DataFrame | None:
+    """The reference group equal to `key` on `keys` (NaN equals NaN: an lr-searched row's lr)."""
+    at = [KEY.index(k) for k in keys]
+    return next((r for k, r in ref_groups.items() if all(k[i] == key[i] or (k[i] != k[i] and key[i] != key[i]) for i in at)), None)
+
+
+# A configuration the reference has only at another precision is still compared (precision=auto
+# resolves per machine), and the line says so.
+ANY_PRECISION = [k for k in KEY if k != "precision"]
+
+
 def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
     mine, ref = with_trained_setting(mine), with_trained_setting(ref)
     ref_groups = {k: g for k, g in ref.groupby(KEY, dropna=False)}
     out = []
     for key, g in mine.groupby(KEY, dropna=False):
         label = _label(key, g)
-        match = next((r for k, r in ref_groups.items() if all(a == b or (a != a and b != b) for a, b in zip(k, key))), None)
+        match = _match(ref_groups, key, KEY)
+        if match is None:
+            match = _match(ref_groups, key, ANY_PRECISION)
         if match is None:
             out.append(Comparison(label, NO_REFERENCE, "the reference has no run of this configuration"))
         else:

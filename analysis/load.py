@@ -17,10 +17,11 @@ import pandas as pd
 # experiments.record and experiments.fields are stdlib-only (tests check analysis/ stays
 # torch-free), so the record's schema and field names live in one place for both halves.
 from analysis.meta import MetricSpec, capacity_of, method_report, primary_of, sign, task_metrics
-from experiments.fields import FIELDS, V1_RENAMES, get_path
+from experiments.fields import BY_PATH, FIELDS, V1_RENAMES, get_path
 from experiments.record import SCHEMA_VERSION, protocol_of, schema_problems, semantic_config
 
-__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items"]
+__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items",
+           "measurement_source", "is_copied", "is_timing", "contended_for", "timings_contended"]
 
 # Row identity in every table: what distinguishes two configurations within one model x task.
 # `setting` is a hash of everything else in the config (batch size, alpha, task size, dtype,
@@ -339,12 +340,73 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         **forgetting_columns(record.get("forgetting")),
         **{f.path: _num(get_path(record, f.path)) for f in FIELDS},
         "measurement.memory_kind": str(get_path(record, "measurement.memory_kind") or "-"),
+        **measurement_columns(record),
         "serving_skipped": serving_skipped(record),
         # None for records from before can_merge existed: unknown, not 'cannot merge'
         "method_info.can_merge": can_merge if isinstance(can_merge, bool) else None,
         "loss_curve": [float(x) for x in record.get("loss_curve", []) if isinstance(x, (int, float))],
         "finished_at": str(record.get("finished_at") or ""),
         **provenance_columns(prov),
+    }
+
+
+# Figures that do not depend on seed or lr: a run may copy them from an earlier run of the same
+# cost configuration (`measurement.costs_from`) instead of measuring them again.
+COPIED_PREFIXES = ("cost.latency_", "serving.")
+COPIED_FIELDS = ("cost.merge_max_abs_logit_diff", "cost.adapter_bytes")
+# Units of figures that are wall-clock timings; fractions named here are ratios of timings.
+TIMING_UNITS = ("ms", "s", "tokens/s", "samples/s", "flop/s")
+TIMING_FRACS = ("cost.mfu_frac",)
+
+
+def is_copied(column: str) -> bool:
+    """Whether a run may carry this figure copied from another run (see measurement_source)."""
+    return column.startswith(COPIED_PREFIXES) or column in COPIED_FIELDS
+
+
+def is_timing(column: str) -> bool:
+    """Whether a figure is a timing or derived from timings (throughput, step time, latency and its
+    overheads and noise, MFU): what other work on the cores distorts."""
+    f = BY_PATH.get(column)
+    if f is None:
+        return False
+    return f.unit in TIMING_UNITS or column in TIMING_FRACS or (f.unit == "frac" and ("overhead" in column or "noise" in column))
+
+
+def measurement_source(row: Mapping[str, Any]) -> str:
+    """The run that measured this row's copied figures (is_copied): `measurement.costs_from`, or
+    the row's own run id when it measured them itself. Rows with one source are one observation."""
+    source = row.get("measurement.costs_from")
+    return source if isinstance(source, str) and source else str(row["run_id"])
+
+
+def timings_contended(row: Mapping[str, Any], copied: bool) -> bool:
+    """Whether other work competed for the cores while this row's own timings (copied=False) or
+    its copied ones (copied=True: the flag of the run that measured them) were taken."""
+    flag = row.get("costs_contended" if copied else "measurement.contended")
+    return bool(pd.notna(flag) and flag)  # NaN: a frame from before the flag existed
+
+
+def contended_for(row: Mapping[str, Any], column: str) -> bool:
+    """Whether this row's figure in `column` is a timing taken under contention."""
+    return is_timing(column) and timings_contended(row, is_copied(column))
+
+
+def measurement_columns(record: Mapping[str, Any]) -> dict[str, Any]:
+    """How the run's figures were taken: where its copied figures come from, whether other work
+    competed for the cores, why MFU is unknown. Absent in older records: measured, uncontended."""
+    source = get_path(record, "measurement.costs_from")
+    contended = get_path(record, "measurement.contended") is True
+    reason = str(get_path(record, "measurement.contended_reason") or "") if contended else ""
+    mfu_why = get_path(record, "measurement.mfu_unknown_reason")
+    return {
+        "measurement.costs_from": source if isinstance(source, str) and source != record["run_id"] else None,
+        "measurement.contended": contended,
+        "measurement.contended_reason": reason,
+        # load_results replaces these with the source run's flag where that run is loaded
+        "costs_contended": contended,
+        "costs_contended_reason": reason,
+        "measurement.mfu_unknown_reason": str(mfu_why) if mfu_why and get_path(record, "cost.mfu_frac") is None else "",
     }
 
 
@@ -399,6 +461,17 @@ def _dedupe(rows: list[dict[str, Any]], problems: list[Problem]) -> list[dict[st
     return list(latest.values())
 
 
+def _source_contention(rows: list[dict[str, Any]]) -> None:
+    """A copied figure was timed by its source run: it is contended when that run was, whatever
+    the copying run's own training met. Where the source is not loaded, the row's own flag stays."""
+    by_id = {r["run_id"]: r for r in rows}
+    for row in rows:
+        source = by_id.get(row["measurement.costs_from"] or "")
+        if source is not None:
+            row["costs_contended"] = source["measurement.contended"]
+            row["costs_contended_reason"] = source["measurement.contended_reason"]
+
+
 def load_results(paths: Iterable[str | Path]) -> Loaded:
     """Everything under `paths`, validated: ok runs, failed runs, and problems by file name."""
     files, problems = find_json_files(paths)
@@ -416,6 +489,7 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
             except (AttributeError, KeyError, TypeError, ValueError) as e:  # odd shapes the schema check let through
                 problems.append(Problem(str(path), f"schema-invalid: cannot read it as a run ({type(e).__name__}: {e})"))
     ok_rows = _dedupe(ok_rows, problems)
+    _source_contention(ok_rows)
     ok = pd.DataFrame(ok_rows) if ok_rows else pd.DataFrame(columns=list(flatten_columns()))
     failed = pd.DataFrame(failed_rows, columns=FAILED_COLUMNS)
     return Loaded(ok=ok, failed=failed, problems=problems)

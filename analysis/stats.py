@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.cost_score import add_cost_score
-from analysis.load import GROUP_KEY, ROW_KEY, short_hash
+from analysis.load import GROUP_KEY, ROW_KEY, is_copied, is_timing, measurement_source, short_hash, timings_contended
 from analysis.meta import BASELINE, FULL_REFERENCE, sign
 from experiments.fields import FIELDS
 
@@ -84,6 +84,18 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
     return Paired(len(diffs), mean, float(sps.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue), seeds)
 
 
+def one_per_source(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The runs with one observation per measurement source when any of `columns` is a copied
+    figure (load.is_copied): copies of one measurement are one observation, never several seeds.
+    Keeps the measuring run where it is among `runs`, else the smallest seed; all runs otherwise."""
+    if runs.empty or not any(is_copied(c) for c in columns):
+        return runs
+    source = [measurement_source(r) for r in runs.to_dict("records")]
+    own = [s != rid for s, rid in zip(source, runs["run_id"])]
+    order = runs.assign(_source=source, _copy=own).sort_values(["_copy", "seed", "chosen_lr"], kind="stable")
+    return runs.loc[order.drop_duplicates("_source").index].sort_index()
+
+
 def by_seed(runs: pd.DataFrame, column: str = "primary") -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(runs["seed"], runs[column])}
 
@@ -112,6 +124,7 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
         row["measurement.memory_kind"] = "/".join(sorted(set(runs["measurement.memory_kind"])))
         row["chosen_lrs"] = tuple(sorted({float(x) for x in runs["chosen_lr"] if not math.isnan(x)}))
         row["method_info.can_merge"] = _all_can_merge(runs["method_info.can_merge"])
+        row.update(measurement_facts(runs))
         rows.append(row)
     agg = pd.DataFrame(rows)
     if agg.empty:
@@ -119,6 +132,28 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     add_full_ft_relative(agg, ok)
     add_baseline_comparison(agg, ok)
     return agg
+
+
+def measurement_facts(runs: pd.DataFrame) -> dict[str, tuple]:
+    """How a row's runs were measured, for the tables' markers and notes: (run, source) of runs
+    whose copied figures come from another run, (run, reason) of runs whose own or copied timings
+    were contended, (run, reason) of runs whose MFU is unknown. Empty tuples for older records."""
+    recs = runs.to_dict("records")
+
+    def contended(copied: bool, reason: str) -> tuple:
+        return tuple((r["run_id"], r.get(reason) or "") for r in recs if timings_contended(r, copied))
+    return {"costs_copied": tuple((r["run_id"], measurement_source(r)) for r in recs if measurement_source(r) != r["run_id"]),
+            "contended_runs": contended(False, "measurement.contended_reason"),
+            "contended_costs": contended(True, "costs_contended_reason"),
+            "mfu_unknown": tuple((r["run_id"], r["measurement.mfu_unknown_reason"]) for r in recs
+                                 if r.get("measurement.mfu_unknown_reason"))}
+
+
+def contended_cell(row: Mapping, column: str) -> bool:
+    """Whether an aggregated row's figure in `column` includes a timing taken under contention."""
+    if not is_timing(column):
+        return False
+    return bool(row.get("contended_costs" if is_copied(column) else "contended_runs"))
 
 
 def _all_can_merge(flags: pd.Series) -> bool | None:
@@ -245,13 +280,18 @@ def typical_row(t: pd.DataFrame) -> Mapping | None:
     return pick.iloc[0]
 
 
+# How each run's figures were taken (analysis.load.measurement_columns): the runs listing says it.
+MEASUREMENT_COLUMNS = ["measurement.costs_from", "measurement.contended", "measurement.contended_reason", "costs_contended",
+                       "costs_contended_reason", "measurement.mfu_unknown_reason"]
+
+
 def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     """One row per run, with its primary metric relative to the full-reference run of the same
     model, task and seed (the reference configuration chosen as for the aggregated tables)."""
     rows = []
     extra = [c for c in ok.columns if c.startswith(("metrics.test.", "lm_eval."))] + [
         "primary", "primary_metric", "primary_direction", "primary_before", "gain_over_base", "forgetting", "forgetting_key",
-        "params.trainable", "params.trainable_pct", "order", "status"]
+        "params.trainable", "params.trainable_pct", "order", "status", *MEASUREMENT_COLUMNS]
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
         ft = by_seed(runs_of(ok, ref)) if ref is not None else {}

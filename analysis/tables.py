@@ -16,12 +16,17 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
+from analysis.load import measurement_source, timings_contended
 from analysis.meta import BASELINE, FULL_REFERENCE, REFERENCE_ROLES
-from analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, single_seed_only
+from analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, contended_cell, single_seed_only
 from experiments.fields import FIELDS, Field
 
 MIB = 2**20
 DAGGER = "†"
+# Marks a timing taken while other work competed for the cores (the dagger is significance's).
+CONTENDED = "‡"
+# A figure the run measured but could not trust (cost.mfu_frac above 100%): unknown, not missing.
+UNKNOWN = {"cost.mfu_frac": "mfu_unknown"}
 SINGLE_SEED_NOTE = "single seed: differences untested"
 # Rows compete for bold only within one precision and device: bf16 vs fp32 speed is no contest.
 BOLD_SCOPE = ["precision", "device"]
@@ -54,6 +59,10 @@ def _pm(fmt: str) -> str:
 
 def _dagger(fmt: str) -> str:
     return r"$^\dagger$" if fmt == "tex" else DAGGER
+
+
+def _contended(fmt: str) -> str:
+    return r"$^\ddagger$" if fmt == "tex" else CONTENDED
 
 
 def _better(direction: str | None) -> str | None:
@@ -143,8 +152,10 @@ def field_column(f: Field) -> Column:
             return "–"
         return _f(v, f.digits, f.scale)
 
-    def text(r: pd.Series, fmt: str) -> str:
+    def plain(r: pd.Series, fmt: str) -> str:
         v = r[f.path]
+        if _nan(v) and r.get(UNKNOWN.get(f.path, "")):
+            return "unknown"  # measured, but out of range: the notes say why
         if not f.adapters_only:
             return number(v, r, fmt)
         # no adapter: '–' unless measured; cannot merge: no merged figure; else missing = switched off
@@ -153,6 +164,10 @@ def field_column(f: Field) -> Column:
         if f.needs_merge and r["method_info.can_merge"] is False:
             return "n/a (cannot merge)"
         return "not measured" if _nan(v) else number(v, r, fmt)
+
+    def text(r: pd.Series, fmt: str) -> str:
+        marked = not _nan(r[f.path]) and contended_cell(r, f.path)
+        return plain(r, fmt) + (_contended(fmt) if marked else "")
 
     skip = frozenset(REFERENCE_ROLES) if f.adapters_only else frozenset()
     return Column(f.label, value, text, _better(f.direction) if f.table in BOLDED_TABLES else None, f"{f.legend} ({f.path})", skip)
@@ -284,7 +299,7 @@ def serving_notes(table: pd.DataFrame) -> list[str]:
             if why:
                 seen.setdefault(why, []).append(str(r["method"]))
     out += [f"{', '.join(dict.fromkeys(methods))}: {why}." for why, methods in seen.items()]
-    return out
+    return out + measurement_notes(table)
 
 
 def best_rows(table: pd.DataFrame, col: Column) -> set[int]:
@@ -335,12 +350,41 @@ def notes(table: pd.DataFrame) -> list[str]:
                    f"with no correction for multiple comparisons: with many rows, expect some {DAGGER} by chance.")
     out.append("Bold: best value of each numeric column among rows of the same precision and device "
                "(in each metric's own direction; lower params/memory/time/latency/size/forgetting).")
-    return out + setting_notes(table)
+    return out + setting_notes(table) + measurement_notes(table)
 
 
 def detail_notes(table: pd.DataFrame) -> list[str]:
     return ["Cost details of the rows above (same row labels; no bolding). '–': not recorded "
-            "(peak reserved is CUDA-only); 'not measured': latency was off; 'n/a (cannot merge)': the method cannot merge."]
+            "(peak reserved is CUDA-only); 'not measured': latency was off; 'n/a (cannot merge)': the method cannot merge.",
+            *measurement_notes(table)]
+
+
+def _pairs(table: pd.DataFrame, col: str) -> list[tuple[str, str]]:
+    """Every (run, text) pair a column of aggregated rows holds, once, in order."""
+    pairs = [p for v in (table[col] if col in table else []) if isinstance(v, tuple) for p in v]
+    return list(dict.fromkeys(pairs))
+
+
+def measurement_notes(table: pd.DataFrame) -> list[str]:
+    """Which runs' timings were contended and why, which runs' MFU is unknown and why, and which
+    runs copied their seed- and lr-independent costs from another: nothing for older records."""
+    out = []
+    contended = list(dict.fromkeys(_pairs(table, "contended_runs") + _pairs(table, "contended_costs")))
+    if contended:
+        out.append(f"{CONTENDED} timing figures (throughput, step time, latency, MFU, serving times) of rows with runs timed while "
+                   f"other work competed for the cores (measurement.contended): "
+                   + "; ".join(f"{run}: {why or 'no reason recorded'}" for run, why in contended) + ".")
+    unknown = _pairs(table, "mfu_unknown")
+    if unknown:
+        out.append("MFU 'unknown' (or a mean over fewer runs): " + "; ".join(f"{run}: {why}" for run, why in unknown) + ".")
+    copied: dict[str, list[str]] = {}
+    for run, source in _pairs(table, "costs_copied"):
+        copied.setdefault(source, []).append(run)
+    if copied:
+        out.append("Latency, serving and adapter-size figures copied from an earlier run of the same cost configuration (same config "
+                   "but seed and lr), not measured again; they enter these means as they are, and claims count each measurement once: "
+                   + "; ".join(f"{', '.join(runs)} from {source}" for source, runs in copied.items()) + ".")
+    return out
 
 
 def columns_and_notes(table: pd.DataFrame, details: bool | str) -> tuple[list[Column], list[str]]:
@@ -437,11 +481,12 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 def tex_escape(s: str) -> str:
     """Escape LaTeX specials in plain text; our own math ($\\pm$, $^\\dagger$) is kept."""
-    keep = {r"$\pm$": "\x00PM\x00", r"$^\dagger$": "\x00DAG\x00"}
+    keep = {r"$\pm$": "\x00PM\x00", r"$^\dagger$": "\x00DAG\x00", r"$^\ddagger$": "\x00DDAG\x00"}
     for k, v in keep.items():
         s = s.replace(k, v)
     s = "".join(_TEX_ESCAPES.get(ch, ch) for ch in s)
     s = s.replace("–", "--").replace("Δ", r"$\Delta$").replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("≥", r"$\geq$")
+    s = s.replace("‡", r"$^\ddagger$")
     for k, v in keep.items():
         s = s.replace(v, k)
     return s
@@ -530,13 +575,42 @@ RUN_COLUMNS: list[tuple[str, Callable[[pd.Series], str]]] = [
 ]
 
 
+def _measured(r: pd.Series) -> str:
+    """How a run's figures were taken, where that is not simply 'all measured by itself, alone'."""
+    parts = []
+    if measurement_source(r) != r["run_id"]:
+        parts.append(f"latency/serving/adapter size copied from {measurement_source(r)}")
+    if timings_contended(r, copied=False):
+        parts.append(f"timings contended{CONTENDED}: {r.get('measurement.contended_reason') or 'no reason recorded'}")
+    elif timings_contended(r, copied=True):
+        parts.append(f"copied timings contended{CONTENDED}: {r.get('costs_contended_reason') or 'no reason recorded'}")
+    why = r.get("measurement.mfu_unknown_reason")
+    if isinstance(why, str) and why:
+        parts.append(f"MFU unknown: {why}")
+    return "; ".join(parts) or "–"
+
+
+def _has_measurement_notes(runs: pd.DataFrame) -> bool:
+    return any(_measured(r) != "–" for _, r in runs.iterrows())
+
+
+MEASURED_COLUMN = ("Measurement", _measured)
+MEASURED_NOTE = (f"Measurement: where a run's seed- and lr-independent figures (latency, serving, adapter size) were copied from an "
+                 f"earlier run of the same cost configuration instead of measured, and {CONTENDED} where its timings (throughput, "
+                 f"step time, latency, MFU) were taken while other work competed for the cores, with the record's reason.")
+
+
 def runs_markdown(runs: pd.DataFrame, not_averaged: pd.DataFrame | None = None) -> str:
     """Every run on its own row: its primary metric, against the full-reference run of the same
-    model, task and seed ('–' where there is none); then the runs left out of every mean."""
-    head = "| " + " | ".join(h for h, _ in RUN_COLUMNS) + " |"
+    model, task and seed ('–' where there is none); then the runs left out of every mean. A
+    Measurement column appears only where some run copied its costs or was timed under contention."""
+    columns = RUN_COLUMNS + ([MEASURED_COLUMN] if _has_measurement_notes(runs) else [])
+    head = "| " + " | ".join(h for h, _ in columns) + " |"
     lines = ["# Runs", "", "One row per run (seeds not aggregated; the tables in tables.md aggregate them).", "",
-             head, "|" + "---|" * len(RUN_COLUMNS)]
-    lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, fmt in RUN_COLUMNS) + " |" for _, r in runs.iterrows()]
+             head, "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, fmt in columns) + " |" for _, r in runs.iterrows()]
+    if len(columns) > len(RUN_COLUMNS):
+        lines += ["", f"- {MEASURED_NOTE}"]
     if not_averaged is not None and not not_averaged.empty:
         lines += ["", "## Runs without results in any mean", "", "| Status | Model | Task | Method | Seed | Why |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['status']} | {r['model']} | {r['task']} | {r['method']} | {r['seed']} | {_md_escape(str(r['error']))} |"
@@ -549,6 +623,12 @@ RUN_CSV = ["model", "task", "method", "rank", "targets", "precision", "chosen_lr
            "forgetting_key", "forgetting", "pct_of_full_ft_same_seed_percent"]
 
 
+RUN_MEASUREMENT_CSV = ["measurement.costs_from", "measurement.contended", "measurement.contended_reason",
+                       "measurement.mfu_unknown_reason"]
+
+
 def runs_csv(runs: pd.DataFrame) -> str:
     extra = sorted(c for c in runs.columns if c.startswith(("metrics.test.", "lm_eval.")))
-    return runs[RUN_CSV + extra].to_csv(index=False)
+    # older records have nothing to say here: their CSV keeps its columns
+    measured = RUN_MEASUREMENT_CSV if _has_measurement_notes(runs) else []
+    return runs[RUN_CSV + extra + measured].to_csv(index=False)

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import distributed, lrsearch, provenance, record, sweep
+from experiments import distributed, lrsearch, precision, provenance, record, sweep
 from experiments.run import Interrupted, base_record, execute, prepare, resolve_device
 from experiments.tracking import Tracker
 from methods.base import ConfigError
@@ -25,6 +25,8 @@ from methods.base import ConfigError
 
 def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
     """Inside a sweep a bad combination is recorded as failed, and the sweep goes on."""
+    config = dict(config)
+    precision.resolve_config(config)  # the failed record names the precision the run would have had
     rid = record.run_id(config)
     rec = base_record(config, rid)
     rec.update({"status": "failed", "error": f"ConfigError: {error}", "provenance": provenance.collect(resolve_device("cpu"))})

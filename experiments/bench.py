@@ -1,10 +1,16 @@
-"""`peftbench bench harness|trainer`: overhead benchmarks measured side by side in one run.
+"""`peftbench bench harness|trainer|measure|compile`: overhead benchmarks measured side by side in one run.
 
 harness: the suite's training step (experiments.train.train with its meters) against a bare
          PyTorch loop doing the same forward, backward and optimizer step, on the same model,
          method and batches, alternating in rounds so machine drift hits both alike.
 trainer: one whole run through `peftbench run` against the same configuration through
          transformers' Trainer + peft, each in its own process, timed from outside.
+compile: one run eager against the same run under torch.compile (compile=true): training time
+         with compilation included, steady step time, and how far the losses moved.
+measure: a sweep (default: an lr grid of LoRA on MiniLM) with every measurement on
+         (measure=full) against the same sweep with measurement off (measure=quick), each from an
+         empty results folder and an empty cache, timed from outside. Costs that do not change
+         with the lr are measured once, so the ratio is the price of measuring (target <= 1.15).
 Each prints its ratio as its last line. These are benchmarks, not tests.
 """
 from __future__ import annotations
@@ -126,7 +132,10 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def bench_trainer(overrides: list[str]) -> float:
+    from experiments.precision import resolve_config
+
     config = _compose(overrides)
+    resolve_config(config)  # both sides compute in what `auto` resolves to here
     with tempfile.TemporaryDirectory() as tmp:
         suite_cmd = [sys.executable, "-m", "experiments.cli", "run", *overrides, f"results_dir={tmp}", "force=true",
                      "progress=false", "measure.latency=false", "measure.adapter_size=false"]
@@ -152,14 +161,103 @@ def bench_trainer(overrides: list[str]) -> float:
     return step_ratio
 
 
+MEASURE_DEFAULT = ["method=lora", "steps=100", "lr=1e-4,3e-4,1e-3,3e-3"]
+
+
+def _sweep_side(overrides: list[str], preset: str, root: Path) -> tuple[float, list[dict[str, Any]]]:
+    import os
+
+    results, cache = root / f"results_{preset}", root / f"cache_{preset}"
+    env = {**os.environ, "PEFTBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "experiments.cli", "run", "-m", *overrides, f"measure={preset}", f"results_dir={results}", "progress=false"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"peftbench: error: benchmark sweep failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    recs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    if not recs or any(r.get("status") != "ok" for r in recs):
+        raise SystemExit(f"peftbench: error: benchmark sweep left {len(recs)} records, not all ok: {results}")
+    return wall, recs
+
+
+def bench_measure(overrides: list[str]) -> float:
+    overrides = overrides or MEASURE_DEFAULT
+    with tempfile.TemporaryDirectory() as tmp:
+        # off first: a cold page cache then costs the side that is meant to be cheap
+        off_wall, off = _sweep_side(overrides, "quick", Path(tmp))
+        on_wall, on = _sweep_side(overrides, "full", Path(tmp))
+    copied = sum(1 for r in on if (r.get("measurement") or {}).get("costs_from"))
+    cached = sum(1 for r in on if (r.get("measurement") or {}).get("base_from_cache"))
+    train = {k: sum(r["timing"]["train_s"] for r in recs) for k, recs in (("off", off), ("on", on))}
+    print(f"sweep: {' '.join(overrides)}; {len(on)} runs a side, precision={on[0]['precision']}, "
+          f"cpu={on[0]['provenance'].get('cpu_model')}; each side from an empty results folder and cache")
+    print(f"measurement off (measure=quick): {off_wall:.1f} s whole sweep, training {train['off']:.1f} s")
+    print(f"measurement on  (measure=full):  {on_wall:.1f} s whole sweep, training {train['on']:.1f} s; "
+          f"{copied} of {len(on)} runs copied their costs, {cached} read the base scores from the cache")
+    ratio = on_wall / off_wall
+    print(f"on/off ratio: {ratio:.3f} (target <= 1.15)")
+    return ratio
+
+
+COMPILE_DEFAULT = ["method=lora", "steps=100"]
+COMPILE_TOLERANCE = 1e-2  # largest loss difference (relative) accepted as "the same numbers"
+
+
+def _run_side(overrides: list[str], root: Path, name: str) -> tuple[float, dict[str, Any]]:
+    import os
+
+    results = root / name
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "experiments.cli", "run", *overrides, "measure=quick", f"results_dir={results}", "progress=false"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    recs = [json.loads(p.read_text()) for p in results.glob("*.json")]
+    if proc.returncode != 0 or len(recs) != 1 or recs[0].get("status") != "ok":
+        raise SystemExit(f"peftbench: error: benchmark run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return wall, recs[0]
+
+
+def bench_compile(overrides: list[str]) -> float:
+    """Eager against torch.compile on one configuration, each in its own process, alternating
+    twice. Training time includes compilation (a run pays it); the steady step time excludes it."""
+    overrides = overrides or COMPILE_DEFAULT
+    sides: dict[str, list[tuple[float, dict[str, Any]]]] = {"eager": [], "compiled": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(2):
+            for name, flag in (("eager", "false"), ("compiled", "true")):
+                sides[name].append(_run_side([*overrides, f"compile={flag}"], Path(tmp), f"{name}{i}"))
+    med = {k: {"train": statistics.median(r["timing"]["train_s"] for _, r in v),
+               "step": statistics.median(r["cost"]["step_time_ms_median"] for _, r in v),
+               "wall": statistics.median(w for w, _ in v)} for k, v in sides.items()}
+    eager, comp = sides["eager"][0][1], sides["compiled"][0][1]
+    diff = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(eager["loss_curve"], comp["loss_curve"]))
+    prim = eager["metrics"]["test"], comp["metrics"]["test"]
+    print(f"{' '.join(overrides)}; precision={eager['precision']} threads={eager['provenance']['torch_threads']} "
+          f"cpu={eager['provenance'].get('cpu_model')}; each side run twice, alternating, medians shown")
+    for k in ("eager", "compiled"):
+        print(f"{k:9s} training {med[k]['train']:.1f} s (compilation included)   median step {med[k]['step']:.1f} ms   whole process {med[k]['wall']:.1f} s")
+    print(f"largest relative loss difference over the run: {diff:.2e} (tolerance {COMPILE_TOLERANCE:.0e}); test {prim[0]} vs {prim[1]}")
+    ratio = med["compiled"]["train"] / med["eager"]["train"]
+    same = diff <= COMPILE_TOLERANCE
+    print(f"compiled/eager training-time ratio: {ratio:.3f}, step-time ratio {med['compiled']['step'] / med['eager']['step']:.3f}; "
+          f"{'same numbers within tolerance' if same else 'numbers differ beyond tolerance'}; "
+          f"worth turning on here: {'yes' if ratio < 1 and same else 'no'}")
+    return ratio
+
+
+BENCHES = {"compile": lambda a: bench_compile(a), "harness": lambda a: bench_harness(a), "trainer": lambda a: bench_trainer(a), "measure": lambda a: bench_measure(a)}
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"harness", "trainer"}:
-        print("usage: peftbench bench harness|trainer [OVERRIDES...]", file=sys.stderr)
+    if not argv or argv[0] not in BENCHES:
+        print(f"usage: peftbench bench {'|'.join(BENCHES)} [OVERRIDES...]", file=sys.stderr)
         return 2
     from methods.base import ConfigError
 
     try:
-        (bench_harness if argv[0] == "harness" else bench_trainer)(argv[1:])
+        BENCHES[argv[0]](argv[1:])
     except ConfigError as e:
         print(f"peftbench: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,12 @@
 """How many jobs and threads fit the cores this process may use: the one count runs and sweeps share."""
 from __future__ import annotations
 
+import fcntl
 import os
-from typing import Any, Mapping
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 
 def usable_cores() -> int:
@@ -45,3 +49,48 @@ def check_parallelism(n_jobs: int, torch_threads: Any, local_submitit: bool = Fa
         return (f"{n_jobs} jobs x torch_threads={torch_threads} > {cores} cores; each job is clamped to "
                 f"{cores // n_jobs} thread(s) (torch_threads=auto does this silently)")
     return None
+
+
+SLOT_WAIT_S = 0.5
+
+
+@contextmanager
+def core_slots(threads: int, label: str = "") -> Iterator[None]:
+    """Hold `threads` of this machine's core slots (one lock file per core, shared by every
+    peftbench process) while a run computes. Two sweeps started at once then take turns on the
+    cores instead of running 2 threads each on 2 cores, which halves both and makes every timing
+    they record wrong. A run waits, saying so once, until it has all its slots: it never runs on
+    fewer threads than planned, since the thread count is part of what it measures."""
+    from experiments.meters.cache import cache_dir
+
+    folder = cache_dir() / "core_slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = usable_cores()
+    want = min(max(1, threads), n)
+    said = False
+    while True:
+        held = []
+        for i in range(n):
+            f = open(folder / f"core{i}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            held.append(f)
+            if len(held) == want:
+                break
+        if len(held) == want:
+            break
+        for f in held:
+            f.close()
+        if not said:
+            print(f"{label}waiting for cores: other peftbench runs on this machine hold them "
+                  f"({want} of {n} needed)", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(SLOT_WAIT_S)
+    try:
+        yield
+    finally:
+        for f in held:
+            f.close()

@@ -191,7 +191,8 @@ BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
 
 # Facts about how a run was measured and what its method can do: recorded beside `cost`, never
 # in it, because they are not costs and nobody compares them as such.
-MEASUREMENT_KEYS = ("memory_kind", "latency_protocol", "latency_batch", "latency_length", "latency_repeats", "peak_flops_key")
+MEASUREMENT_KEYS = ("memory_kind", "latency_protocol", "latency_batch", "latency_length", "latency_repeats", "peak_flops_key",
+                    "mfu_unknown_reason")
 METHOD_INFO_KEYS = ("can_merge",)
 
 # Schema-1 record paths -> their schema-2 paths. analysis.load upgrades old records with it.

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from experiments.meters import device_name
+from experiments.meters.cache import kernel_isa
 
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "datasets", "hydra-core", "lm-eval", "accelerate", "numpy"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,7 @@ def collect(device: torch.device) -> dict[str, Any]:
         "device_name": device_name(device),
         "cpu_model": device_name(torch.device("cpu")),
         "cpu_flags": cpu_flags(),
+        "cpu_kernel_isa": kernel_isa(),  # what torch's kernels ran with (an ISA cap in the environment shows here)
         "cpu_count": __import__("os").cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cuda": torch.version.cuda,

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 SCHEMA_VERSION = 2
 
 # Keys that do not change what a run computes, so they stay out of its id.
-NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger"}
+NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger", "reuse_measurements"}
 
 REQUIRED = {
     "schema_version": int,
@@ -56,6 +56,8 @@ def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS and k != "hydra"}
     if isinstance(out.get("method"), Mapping) and "report" in out["method"]:
         out["method"] = {k: v for k, v in out["method"].items() if k != "report"}
+    if out.get("compile") is False:  # eager, as every run was before the switch: ids stay
+        del out["compile"]
     dist = out.get("distributed")
     if isinstance(dist, Mapping):
         # one process is what every run had before runs could span several (their ids stay);
@@ -67,7 +69,13 @@ def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_id(config: Mapping[str, Any]) -> str:
-    """Readable prefix + hash of the resolved config minus non-semantic keys."""
+    """Readable prefix + hash of the resolved config minus non-semantic keys. `precision: auto`
+    is hashed as what it resolves to on this machine: the id names what ran."""
+    if config.get("precision") == "auto":
+        from experiments.precision import resolve_config
+
+        config = dict(config)
+        resolve_config(config)
     digest = hashlib.sha256(json.dumps(semantic_config(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
     method = config["method"]
     parts = [config["model"]["name"], config["task"]["name"], method["name"]]

@@ -20,17 +20,18 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, distributed, fields, forgetting, meters, provenance, record
+from experiments import config_check, distributed, fields, forgetting, meters, precision, provenance, record, reuse
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer, serving
+from experiments.meters.contention import CpuShare, Share, loadavg_1m
 from experiments.models import build_model_info, load_model, load_tokenizer
 from experiments.progress import Progress
-from experiments.cores import usable_cores
+from experiments.cores import core_slots, usable_cores
 from experiments.train import Diverged, train
 from methods import available, get
 from methods.base import ConfigError, Method, ModelInfo, positive_int
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = precision.PRECISIONS
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Plan:
     threads: int
     lr: float
     world: distributed.World = distributed.SINGLE
+    resolution: precision.Resolution | None = None  # how `precision` was chosen (auto or set)
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -80,8 +82,11 @@ def method_for(method_cfg: Mapping[str, Any]) -> Method:
 def prepare(config: dict[str, Any]) -> Plan:
     """Check the whole config and resolve names. Raises ConfigError; loads no weights."""
     config_check.check(config)  # type and range of every key the table knows
+    # auto resolves here, in place, before the id is taken: the record names what ran
+    resolution = precision.resolve_config(config)
+    precision.warn_if_slow(resolution)
     if config["precision"] not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
+        raise ConfigError(f"precision must be one of {', '.join(precision.REQUESTABLE)}, got {config['precision']!r}")
     weights = str(config["model"].get("dtype", "fp32"))
     if config["precision"] == "fp32" and weights != "fp32":
         # the run would compute in the weights' dtype while every table labels it fp32
@@ -114,6 +119,7 @@ def prepare(config: dict[str, Any]) -> Plan:
         threads=max(1, resolve_threads(config.get("torch_threads")) // (world.local_size if config.get("torch_threads") in (None, "auto") else 1)),
         lr=float(lr),
         world=world,
+        resolution=resolution,
     )
 
 
@@ -238,6 +244,8 @@ class Base:
     fixed: dict[str, torch.Tensor]
     latency: LatencyBench | None
     serving_base: nn.Module | None = None  # the untouched base the serving step loads adapters onto
+    copied_costs: dict[str, Any] | None = None  # seed/lr-independent costs another run measured (reuse.py)
+    from_cache: bool = False  # the base's scores and probe pass came from the cache
 
 
 @dataclass
@@ -255,20 +263,25 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     training's random state except adapting and training themselves."""
     cfg, device, world = plan.config, plan.device, plan.world
     autocast = autocast_for(device, cfg["precision"])
+    label = f"{cfg['method']['name']} s{cfg['seed']}"
+    phases = Progress(label, 0, enabled=bool(cfg.get("progress", True)) and world.is_main)
     marks = {"start": time.perf_counter()}
     seed_everything(int(cfg["seed"]))
 
-    tokenizer, task, model = load_for(plan)
+    with phases.phase("load", plan_key(plan)):
+        tokenizer, task, model = load_for(plan)
     marks["loaded"] = time.perf_counter()
     base = None
     if world.is_main:  # with several processes rank 0 alone scores and measures; the others go on
         with meters.rng_isolated(device):
-            base = measure_base(plan, model, tokenizer, task, autocast)
+            base = measure_base(plan, model, tokenizer, task, autocast, phases)
     marks["prepare"] = time.perf_counter()
     model = adapt(plan, model, task)
     marks["adapted"] = time.perf_counter()
+    load_before = loadavg_1m()
     try:
-        trained = train_model(plan, model, task, autocast)
+        with CpuShare(plan.threads) as train_share:
+            trained = train_model(plan, model, task, autocast)
     except Diverged as d:  # recorded as diverged (no metrics, no cost); the sweep goes on
         return {"status": "diverged", "error": str(d), "diverged_at_step": d.step, "loss_curve": d.losses,
                 "params": count_params(model), "lr": plan.lr, "timing": {"total_s": time.perf_counter() - marks["start"]}}
@@ -277,33 +290,103 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         return {"loss_curve": trained.losses}
     model = trained.model
     with meters.rng_isolated(device):  # evaluation and measurement leave the random state as they found it
-        evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
+        with phases.phase("evaluation", plan_key(plan)):
+            evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
         marks["evaluated"] = time.perf_counter()
         cost = measure_costs(plan, model, trained, base)
-        served = measure_serving(plan, model, task, base, evaluated, autocast)  # before the merge below
-        model, latency_cost = measure_latency_and_merge(plan, model, base, autocast)
-        cost.update(latency_cost)
+        if base.copied_costs is not None:  # measured by another run of this cost configuration
+            served = base.copied_costs["serving"]
+            cost.update(base.copied_costs["cost"])
+            timing_share = None
+        else:
+            with CpuShare(plan.threads) as share:
+                with phases.phase("serving costs", plan_key(plan)):
+                    served = measure_serving(plan, model, task, base, evaluated, autocast)  # before the merge below
+                with phases.phase("latency and merge", plan_key(plan)):
+                    model, latency_cost = measure_latency_and_merge(plan, model, base, autocast)
+            timing_share = share.result
+            cost.update(latency_cost)
     marks["end"] = time.perf_counter()
-    return {**assemble(plan, base, trained, evaluated, cost, marks), "serving": served}
+    contention = contention_figures(train_share.result, timing_share, load_before)
+    out = assemble(plan, base, trained, evaluated, cost, marks)
+    out["measurement"].update(contention)
+    out["measurement"]["costs_from"] = base.copied_costs["source_run_id"] if base.copied_costs else None
+    out["measurement"]["base_from_cache"] = base.from_cache
+    return {**out, "serving": served}
 
 
-def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast) -> Base:
+def plan_key(plan: Plan) -> str:
+    """What a phase's duration depends on most, for its estimate: model, method and precision."""
+    cfg = plan.config
+    return f"{cfg['model']['name']}|{cfg['task']['name']}|{cfg['method']['name']}|{cfg['precision']}"
+
+
+def contention_figures(train: Share | None, timing: Share | None, load: float | None) -> dict[str, Any]:
+    """CPU share of training and of the timed measurements, the machine's load, and whether
+    other work competed for the cores (experiments/meters/contention.py)."""
+    reasons = [r for r in (train.reason("training") if train else None, timing.reason("latency and serving timing") if timing else None) if r]
+    return {
+        "cpu_share_train_frac": train.cpu_share_frac if train else None,
+        "cpu_share_timing_frac": timing.cpu_share_frac if timing else None,
+        "others_busy_train_frac": train.others_busy_frac if train else None,
+        "others_busy_timing_frac": timing.others_busy_frac if timing else None,
+        "loadavg_1m": load,
+        "contended": bool(reasons),
+        "contended_reason": "; ".join(reasons) or None,
+    }
+
+
+def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast, phases: Progress) -> Base:
     """The device's peak, the base model's scores and forgetting probe, and the latency bench's
-    base copy. Parallel jobs starting together measure these once, not while others train."""
-    from experiments.lm_eval_hook import run_lm_eval
-
+    base copy. Parallel jobs starting together measure these once, not while others train.
+    Scores and the probe pass come from the cache when this base was scored before, and the
+    latency copies are not taken when another run of this cost configuration measured them."""
     cfg, device, m = plan.config, plan.device, plan.config["measure"]
-    peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
-    metrics_before = evaluate_splits(task, model, cfg, device, autocast) if m.get("metrics_before", True) else None
-    lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
+    with phases.phase("peak FLOP/s probe", "peak"):
+        peak = meters.peak_matmul_flops(device, PRECISIONS[cfg["precision"]])
+    copied = reuse.lookup_costs(cfg, device, plan.threads) if m["latency"] or m["adapter_size"] else None
+    key = base_key(plan)
+    cached = reuse.lookup_base(cfg, key)
     forget = None
     if forgetting.settings(cfg).get("enabled", True):
         forget = forgetting.ForgettingMeter(cfg, tokenizer, task.kind, device, autocast)
+    if cached is not None:
+        metrics_before, lm_eval_before = cached["metrics_before"], cached["lm_eval_before"]
+        if forget is not None:
+            forget.base, forget.ce_before = cached["forget_base"], cached["forget_ce_before"]
+        phases.note("base scores: cached (same model, task, precision and evaluation set)")
+    else:
+        with phases.phase("base scores", plan_key(plan)):
+            metrics_before, lm_eval_before = score_base(plan, model, tokenizer, task, autocast, forget)
+        reuse.store_base(cfg, key, {"metrics_before": metrics_before, "lm_eval_before": lm_eval_before,
+                                    "forget_base": forget.base if forget else None,
+                                    "forget_ce_before": forget.ce_before if forget else None})
+    fixed, latency, serving_base = {}, None, None
+    if copied is None:
+        fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
+        latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
+        serving_base = serving.base_copy(model, latency.base if latency is not None else None, cfg)
+    else:
+        phases.note(f"latency, serving and adapter size: copied from {copied['source_run_id']} (same config but seed and lr)")
+    return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency, serving_base, copied, cached is not None)
+
+
+def base_key(plan: Plan) -> str:
+    """The base-measurement cache key: what the base model's scores depend on (reuse.base_key)."""
+    cfg = plan.config
+    load = f"{plan.method.load_kwargs(PRECISIONS[cfg['precision']], plan.info)!r}|{type(plan.method).after_load.__qualname__}"
+    return reuse.base_key(cfg, load, fresh_head=str(cfg["model"].get("kind")) == "classifier", device=plan.device, threads=plan.threads)
+
+
+def score_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast, forget) -> tuple[Any, Any]:
+    from experiments.lm_eval_hook import run_lm_eval
+
+    cfg, device = plan.config, plan.device
+    metrics_before = evaluate_splits(task, model, cfg, device, autocast) if cfg["measure"].get("metrics_before", True) else None
+    lm_eval_before = run_lm_eval(model, tokenizer, cfg, device)
+    if forget is not None:
         forget.before(model)
-    fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
-    latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
-    serving_base = serving.base_copy(model, latency.base if latency is not None else None, cfg)
-    return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency, serving_base)
+    return metrics_before, lm_eval_before
 
 
 def evaluate_splits(task: Any, model: nn.Module, cfg: Mapping[str, Any], device: torch.device, autocast) -> dict[str, dict[str, float]]:
@@ -332,6 +415,9 @@ def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
     timer = distributed.step_timer(plan.device, world)
     progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)) and world.is_main)
     batches = distributed.shard_batches(task.train_batches(steps, bs, seed=int(cfg["seed"])), world)
+    if cfg.get("compile"):
+        # dynamic shapes: generation batches are trimmed to their longest example
+        engine = torch.compile(engine, dynamic=True)
     with MemoryMeter(plan.device) as memory:
         losses = train(engine, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
                        lambda _, step: plan.method.on_step(model, step))
@@ -369,12 +455,29 @@ def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) ->
     flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
     cost.update(flops)
     # the whole job's tokens and FLOPs (timer counts every rank's), over the peak of all its devices
-    peak = base.peak["peak_flops_per_s"] * world.size
-    cost.update({"peak_flops_per_s": peak, "peak_flops_key": base.peak["peak_key"],
-                 "mfu_frac": flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3) / peak,
-                 "train_tokens_per_s_per_device_median": cost["train_tokens_per_s_median"] / world.size})
-    cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
+    achieved = flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3)
+    cost.update(mfu_figures(plan, base, achieved))
+    cost["train_tokens_per_s_per_device_median"] = cost["train_tokens_per_s_median"] / world.size
+    if base.copied_costs is None:
+        cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
     return cost
+
+
+def mfu_figures(plan: Plan, base: Base, achieved_flops_per_s: float) -> dict[str, Any]:
+    """MFU over the device's peak. Above 100% is impossible: the peak was measured too low (cores
+    busy, or other kernels than training's), so the peak is measured again, keeping the better;
+    if the MFU still exceeds 100% it is recorded as unknown, with the reason, never written."""
+    world, peak_info = plan.world, base.peak
+    mfu = achieved_flops_per_s / (peak_info["peak_flops_per_s"] * world.size)
+    if mfu > 1.0:
+        peak_info = meters.peak_matmul_flops(plan.device, PRECISIONS[plan.config["precision"]], refresh=True)
+        mfu = achieved_flops_per_s / (peak_info["peak_flops_per_s"] * world.size)
+    out = {"peak_flops_per_s": peak_info["peak_flops_per_s"] * world.size, "peak_flops_key": peak_info["peak_key"], "mfu_frac": mfu}
+    if mfu > 1.0:
+        out["mfu_frac"] = None
+        out["mfu_unknown_reason"] = (f"measured {100 * mfu:.0f}% of the probed peak even after probing again: the "
+                                     f"peak matmul probe does not bound this run's kernels here")
+    return out
 
 
 def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any], autocast) -> dict[str, Any] | None:
@@ -500,7 +603,7 @@ def _execute(plan: Plan) -> dict[str, Any]:
     started = datetime.now(timezone.utc).isoformat()
     rec = base_record(plan)
     try:
-        with signals_interrupt():
+        with signals_interrupt(), slots_for(plan):
             rec.update({"status": "ok", "error": None, **run_plan(plan)})  # run_plan may say diverged
     except (Interrupted, KeyboardInterrupt) as exc:
         name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
@@ -524,10 +627,34 @@ def _execute(plan: Plan) -> dict[str, Any]:
     return rec
 
 
+def slots_for(plan: Plan):
+    """The machine-wide core slots a CPU run holds while it computes (experiments.cores)."""
+    if plan.device.type != "cpu" or plan.world.size > 1:
+        return nullcontext()
+    return core_slots(plan.threads, f"[{plan.config['method']['name']} s{plan.config['seed']}] ")
+
+
 def _finish(plan: Plan, rec: dict[str, Any], started: str) -> None:
     if not plan.world.is_main:  # rank 0 writes the run's one record
         return
     rec["provenance"] = provenance.collect(plan.device)
+    if plan.resolution is not None:
+        rec["provenance"].update(precision.summary(plan.resolution))
     distributed.clear_errors(plan.config["results_dir"], plan.run_id)
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(plan.path, rec)
+    share_costs(plan, rec)
+
+
+def share_costs(plan: Plan, rec: Mapping[str, Any]) -> None:
+    """Offer this run's seed- and lr-independent costs to the later runs of its configuration:
+    only once its record is safely written (the cache names it as the source), only when it
+    measured them itself, and never when other work competed for the cores while it did."""
+    measurement = rec.get("measurement") or {}
+    if rec.get("status") != "ok" or measurement.get("costs_from") or measurement.get("contended") or plan.world.size > 1:
+        return
+    figures = {**rec.get("cost", {}), **measurement, **(rec.get("method_info") or {})}
+    try:
+        reuse.store_costs(plan.config, plan.device, plan.threads, plan.run_id, figures, rec.get("serving"))
+    except OSError:  # a cache that cannot be written costs later runs a measurement, nothing more
+        pass

@@ -21,6 +21,7 @@ launchers, SLURM), reports on exactly the runs of that sweep, and prints each cl
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -187,10 +188,26 @@ def preset_text(study: Study, variant: str | None = None) -> str:
 # ---------------------------------------------------------------- estimates
 
 def _yaml(path: Path) -> dict[str, Any]:
+    """A config file's contents; each file is parsed once per process (--list reads the same
+    few files for hundreds of jobs), and callers get their own copy."""
+    return copy.deepcopy(_parsed_yaml(path))
+
+
+@lru_cache(maxsize=None)
+def _parsed_yaml(path: Path) -> dict[str, Any]:
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except (OSError, yaml.YAMLError):
         return {}
+
+
+def _resolved_precision(requested: str, device: str, model_cfg: Mapping[str, Any]) -> str:
+    """What `precision` resolves to on this machine (auto: experiments.precision)."""
+    if requested != "auto":
+        return requested
+    from experiments.precision import resolve
+
+    return resolve("auto", device, str(model_cfg.get("dtype", "fp32"))).precision
 
 
 def job_settings(job: Sequence[str]) -> dict[str, Any]:
@@ -216,7 +233,8 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
     return {"model": model, "method": method, "task": task, "steps": int(steps),
             "batch_size": int(ov.get("batch_size", top.get("batch_size", 16))),
             "max_length": int(ov.get("max_length", top.get("max_length", 32))),
-            "precision": str(ov.get("precision", top.get("precision", "bf16"))),
+            "precision": _resolved_precision(str(ov.get("precision", top.get("precision", "auto"))),
+                                             str(ov.get("device", top.get("device", "auto"))), mcfg),
             "targets": str(ov.get("method.target_modules", meth.get("target_modules", "-"))),
             "latency": bool(ov.get("measure.latency", measure.get("latency", True))),
             "metrics_before": bool(ov.get("measure.metrics_before", measure.get("metrics_before", True))),
@@ -285,10 +303,16 @@ class Basis:
     file: str
     measures: tuple[bool, ...] = (True, True, False)  # (latency, metrics_before, serving): what other_s paid for
     batch_size: int = 0  # per-token step cost grows at small batches
+    reusable_s: float = 0.0  # latency, serving and merge time: paid once per cost configuration
 
 
 def reference_bases(folders: Iterable[Path]) -> list[Basis]:
     """Per-unit costs of every ok record under the folders (recursively)."""
+    return list(_bases(tuple(Path(f) for f in folders)))
+
+
+@lru_cache(maxsize=8)
+def _bases(folders: tuple[Path, ...]) -> tuple[Basis, ...]:
     out = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.json")) if Path(folder).is_dir() else []:
@@ -307,10 +331,12 @@ def reference_bases(folders: Iterable[Path]) -> list[Basis]:
                 out.append(Basis(str(r["model"]), str(r["method"]), str(mcfg.get("target_modules", "-")), str(r["precision"]),
                                  float(cost["step_time_ms_median"]) / 1000.0 / tokens, float(timing["eval_s"]) / max(evals, 1),
                                  float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path),
-                                 measures, int(cfg["batch_size"])))
+                                 measures, int(cfg["batch_size"]),
+                                 # what a run that copies its costs from another does not pay again
+                                 0.0 if (r.get("measurement") or {}).get("costs_from") else float(timing.get("measure_s") or 0.0)))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-    return out
+    return tuple(out)
 
 
 def _peak_flops(precision: str) -> float | None:
@@ -338,7 +364,8 @@ def _model_params(model: str) -> float | None:
 @dataclass
 class Estimate:
     seconds: float
-    basis: str  # "measured" (reference records of this model x method) | "measured, other method" | "analytic" | "unknown"
+    basis: str
+    reusable_s: float = 0.0  # of `seconds`, what a later run of the same cost configuration copies  # "measured" (reference records of this model x method) | "measured, other method" | "analytic" | "unknown"
 
 
 def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
@@ -347,6 +374,10 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
     estimate over the measured peak in the peak cache."""
     tokens = s["batch_size"] * s["max_length"]
     same_model = [b for b in bases if b.model == s["model"] and b.precision == s["precision"]]
+    other_precision = ""
+    if not same_model:  # e.g. an AVX2 CPU (fp32) reading bf16 records: say so, never pass for measured here
+        same_model = [b for b in bases if b.model == s["model"]]
+        other_precision = f", at {'/'.join(sorted({b.precision for b in same_model}))} not {s['precision']}" if same_model else ""
     exact = [b for b in same_model if b.method == s["method"]]
     near = [b for b in exact if b.targets == s["targets"]] or exact
     if near or same_model:
@@ -363,12 +394,14 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
         alike = ([b for b in pool if b.measures == want] or [b for b in pool if b.measures[2] == s["serving"]]
                  or pool)
         other = statistics.median(b.other_s for b in alike)
+        measured = [b.reusable_s for b in alike if b.reusable_s > 0]
+        reusable = min(other, statistics.median(measured)) if measured else 0.0
         secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
         basis = "measured" if near else "measured, other method"
         # records without the serving meter say nothing of its time, the largest part of a run's
         # measurement on an LLM
         unmeasured = s["serving"] and not any(b.measures[2] for b in same_model)
-        return Estimate(secs, basis + (", serving costs not in it" if unmeasured else ""))
+        return Estimate(secs, basis + other_precision + (", serving costs not in it" if unmeasured else ""), reusable)
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
     if peak and n_params:
         factor = 6 if s["method"] == "full_ft" else 4
@@ -376,11 +409,23 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
     return Estimate(math.nan, "unknown")
 
 
+def cost_configuration(job: Sequence[str]) -> tuple[str, ...]:
+    """A job's overrides less its seed and lr: the runs that share one cost measurement."""
+    return tuple(sorted(o for o in job if o.lstrip("+~").split("=", 1)[0] not in ("seed", "lr", "method.lr")))
+
+
 def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | None = None,
                    reference: Iterable[Path] = (REFERENCE_DIR,)) -> dict[str, Any]:
     jobs = study_jobs(study, overrides, variant)
     bases = reference_bases(reference)
-    per_job = [estimate_job(job_settings(j), bases) for j in jobs]
+    per_job, seen = [], set()
+    for j in jobs:
+        est = estimate_job(job_settings(j), bases)
+        key = cost_configuration(j)
+        if key in seen:  # a later seed or lr of a configuration copies its costs (experiments/reuse.py)
+            est = Estimate(est.seconds - est.reusable_s, est.basis, 0.0)
+        seen.add(key)
+        per_job.append(est)
     kinds = sorted({e.basis for e in per_job})
     total = sum(e.seconds for e in per_job) + SWEEP_OVERHEAD_S
     return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}

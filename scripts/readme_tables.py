@@ -72,9 +72,17 @@ def timing_for(source: str) -> str:
     start = min(datetime.fromisoformat(r["started_at"]) for r in recs)
     end = max(datetime.fromisoformat(r["finished_at"]) for r in recs)
     total = sum(float(r["timing"]["total_s"]) for r in recs)
-    lines = [f"{len(recs)} runs; wall time {(end - start).total_seconds() / 60:.1f} min from the first run's start to "
+    wall = (end - start).total_seconds()
+    rest = ("the rest is process start-up between runs" if total <= wall else
+            f"more than the wall time: runs overlapped, {total / wall:.1f} at a time on average (parallel jobs)")
+    cpus = sorted({f"{(r.get('provenance') or {}).get('cpu_model', '?')}, {r['precision']}, "
+                   f"{(r.get('provenance') or {}).get('torch_threads', '?')} thread(s) a run" for r in recs})
+    copied = sum(1 for r in recs if (r.get("measurement") or {}).get("costs_from"))
+    lines = [f"{len(recs)} runs on {'; '.join(cpus)}; wall time {wall / 60:.1f} min from the first run's start to "
              f"the last one's finish (`started_at`, `finished_at`); the runs' own `timing.total_s` sum to {total / 60:.1f} min, "
-             f"the rest is process start-up between runs.", "", "| phase | sum over runs (min) | share of run time |", "|---|---|---|"]
+             f"{rest}." + (f" {copied} runs copied their latency and serving figures from an earlier run of their "
+                           f"configuration (`measurement.costs_from`)." if copied else ""),
+             "", "| phase | sum over runs (min) | share of run time |", "|---|---|---|"]
     for key, label in PHASES:
         v = sum(float(r["timing"].get(key) or 0.0) for r in recs)
         lines.append(f"| {label} | {v / 60:.1f} | {100 * v / total:.0f}% |")

@@ -7,6 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision=auto resolves to fp32 in tests on every CPU, so that no test depends on bf16 being fast
+# and the suite runs the same on an AVX2-only and an AVX512-BF16 machine; tests of bf16 and of the
+# probe itself set what they need (tests/test_run_cost.py).
+os.environ.setdefault("PEFTBENCH_BF16_PROBE", "slow")
 # Peak-FLOPs measurements taken under a busy test run must not land in the user's cache.
 if "PEFTBENCH_CACHE" not in os.environ:
     import tempfile

@@ -52,7 +52,8 @@ def test_unknown_study_is_one_error_line_listing_the_studies():
     assert "lora_without_regret" in lines[0] and "Traceback" not in out.stderr
 
 
-def test_list_shows_runs_and_measured_estimates(capsys):
+def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_BF16_PROBE", "fast")  # the reference records are bf16: a machine where auto is bf16
     assert st.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in st.study_names():
@@ -67,7 +68,7 @@ def test_list_shows_runs_and_measured_estimates(capsys):
 def test_estimate_scales_with_steps_and_says_its_basis():
     basis = st.Basis("minilm", "lora", "attn_qv", "bf16", step_s_per_token=1e-4, eval_s_per_example=0.01, other_s=2.0, file="x")
     job = st.job_settings(["method=lora", "steps=100", "batch_size=16", "max_length=32", "task.n_validation=100",
-                           "task.n_test=100", "measure.metrics_before=false", "measure.latency=false"])
+                           "task.n_test=100", "measure.metrics_before=false", "measure.latency=false", "precision=bf16"])
     one = st.estimate_job(job, [basis])
     assert one.basis == "measured"
     assert one.seconds == pytest.approx(100 * 512 * 1e-4 + 200 * 0.01 + 2.0)
@@ -79,12 +80,28 @@ def test_estimate_scales_with_steps_and_says_its_basis():
     assert st.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
 
 
+def test_estimate_counts_reused_costs_once_and_says_when_its_records_are_another_precision(monkeypatch):
+    basis = st.Basis("minilm", "lora", "attn_qv", "bf16", 1e-4, 0.01, other_s=30.0, file="x", reusable_s=20.0)
+    fp32 = st.job_settings(["method=lora", "precision=fp32", "measure.metrics_before=false"])
+    est = st.estimate_job(fp32, [basis])
+    assert est.basis.startswith("measured, at bf16 not fp32") and est.reusable_s == 20.0
+    study = st.Study(name="t", title="t", source="t", about="t", claims=[], settings={"precision": "bf16"},
+                     grid={"seed": "0,1,2"}, arms=[{"method": "lora", "lr": "1e-3,2e-3"}])
+    assert st.cost_configuration(["seed=0", "lr=1e-3", "method=lora"]) == st.cost_configuration(["method=lora", "seed=2", "lr=2e-3"])
+    one = st.estimate_job(st.job_settings(st.study_jobs(study)[0]), [basis]).seconds
+    monkeypatch.setattr(st, "reference_bases", lambda folders: [basis])
+    got = st.estimate_study(study)
+    # six runs of one cost configuration: the first measures latency and serving, five copy them
+    assert got["runs"] == 6
+    assert got["seconds"] == pytest.approx(6 * one - 5 * 20.0 + st.SWEEP_OVERHEAD_S)
+
+
 def test_estimate_says_when_no_record_measured_serving_costs():
     """Serving costs follow measure.latency and take minutes a run on an LLM; an estimate whose
     records of that model never measured them says so instead of passing for measured."""
     old = st.Basis("smollm2-135m", "lora", "all_linear", "bf16", 1e-3, 0.1, other_s=42.0, file="x", measures=(True, False, False))
     job = st.job_settings(["model=smollm2-135m", "method=lora", "method.target_modules=all_linear", "steps=40",
-                           "measure.metrics_before=false"])
+                           "measure.metrics_before=false", "precision=bf16"])
     assert job["serving"] and not st.job_settings(["measure.latency=false"])["serving"]
     assert not st.job_settings(["measure.serving.enabled=false"])["serving"]
     assert st.estimate_job(job, [old]).basis == "measured, serving costs not in it"
