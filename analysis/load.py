@@ -17,7 +17,7 @@ import pandas as pd
 # experiments.record and experiments.fields are stdlib-only (tests check analysis/ stays
 # torch-free), so the record's schema and field names live in one place for both halves.
 from analysis.meta import MetricSpec, capacity_of, method_report, primary_of, sign, task_metrics
-from experiments.fields import BY_PATH, FIELDS, V1_RENAMES, get_path
+from experiments.fields import BY_PATH, FIELDS, V1_RENAMES, get_path, serving_depends_on_weights
 from experiments.record import SCHEMA_VERSION, protocol_of, schema_problems, semantic_config
 
 __all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "Problem", "Loaded", "load_results", "flatten", "find_json_files", "setting_items",
@@ -353,14 +353,17 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
 # Figures that do not depend on seed or lr: a run may copy them from an earlier run of the same
 # cost configuration (`measurement.costs_from`) instead of measuring them again.
 COPIED_PREFIXES = ("cost.latency_", "serving.")
-COPIED_FIELDS = ("cost.merge_max_abs_logit_diff", "cost.adapter_bytes")
+COPIED_FIELDS = ("cost.adapter_bytes",)
 # Units of figures that are wall-clock timings; fractions named here are ratios of timings.
 TIMING_UNITS = ("ms", "s", "tokens/s", "samples/s", "flop/s")
 TIMING_FRACS = ("cost.mfu_frac",)
 
 
 def is_copied(column: str) -> bool:
-    """Whether a run may carry this figure copied from another run (see measurement_source)."""
+    """Whether a run may carry this figure copied from another run (see measurement_source).
+    Merge precision depends on the trained weights: every run measures it itself."""
+    if column.startswith("serving.") and serving_depends_on_weights(column.split(".", 1)[1].split(".")[-1]):
+        return False
     return column.startswith(COPIED_PREFIXES) or column in COPIED_FIELDS
 
 

@@ -25,8 +25,6 @@ from methods.base import ConfigError
 
 def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
     """Inside a sweep a bad combination is recorded as failed, and the sweep goes on."""
-    config = dict(config)
-    precision.resolve_config(config)  # the failed record names the precision the run would have had
     rid = record.run_id(config)
     rec = base_record(config, rid)
     rec.update({"status": "failed", "error": f"ConfigError: {error}", "provenance": provenance.collect(resolve_device("cpu"))})
@@ -139,6 +137,7 @@ def stopped_cleanly() -> Iterator[None]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
+    precision.resolve_config(config)  # auto -> what this machine computes fast, before any id or search
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     launcher = OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None

@@ -31,6 +31,12 @@ def parallel_jobs(launcher_cfg: Mapping[str, Any] | None, n_runs: int | None = N
     return 1
 
 
+def runs_here(launcher_cfg: Mapping[str, Any] | None) -> bool:
+    """Whether this launcher runs the jobs on this machine (sequential, joblib, submitit_local)."""
+    target = str((launcher_cfg or {}).get("_target_", ""))
+    return not target or target.endswith("BasicLauncher") or "joblib" in target or target.endswith("LocalLauncher")
+
+
 def is_local_submitit(launcher_cfg: Mapping[str, Any] | None) -> bool:
     return str((launcher_cfg or {}).get("_target_", "")).endswith("LocalLauncher")
 
@@ -51,44 +57,55 @@ def check_parallelism(n_jobs: int, torch_threads: Any, local_submitit: bool = Fa
     return None
 
 
-SLOT_WAIT_S = 0.5
+SLOT_WAIT_S = 0.05
+
+
+def slot_cpus() -> list[int]:
+    """The ids of the CPUs this process may run on: runs with disjoint cpusets never wait."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(usable_cores()))
 
 
 @contextmanager
 def core_slots(threads: int, label: str = "") -> Iterator[None]:
-    """Hold `threads` of this machine's core slots (one lock file per core, shared by every
-    peftbench process) while a run computes. Two sweeps started at once then take turns on the
-    cores instead of running 2 threads each on 2 cores, which halves both and makes every timing
-    they record wrong. A run waits, saying so once, until it has all its slots: it never runs on
-    fewer threads than planned, since the thread count is part of what it measures."""
+    """Hold `threads` of this machine's core slots (one lock file per CPU this process may use,
+    shared by every peftbench process on the host) while a run computes. Two sweeps started at
+    once then take turns on the cores instead of running 2 threads each on 2 cores, which halves
+    both and makes every timing they record wrong. A run waits, saying so once, until it has all
+    its slots: it never runs on fewer threads than planned, since the thread count is part of what
+    it measures. Runs wait in line behind an admission lock, so that a run wanting two cores is
+    not starved by one-core runs taking each core as it frees."""
+    import socket
+
     from experiments.meters.cache import cache_dir
 
-    folder = cache_dir() / "core_slots"
+    folder = cache_dir() / "core_slots" / socket.gethostname()  # a shared home holds other hosts' too
     folder.mkdir(parents=True, exist_ok=True)
-    n = usable_cores()
-    want = min(max(1, threads), n)
-    said = False
-    while True:
-        held = []
-        for i in range(n):
-            f = open(folder / f"core{i}.lock", "w")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                continue
-            held.append(f)
-            if len(held) == want:
-                break
-        if len(held) == want:
-            break
-        for f in held:
-            f.close()
-        if not said:
-            print(f"{label}waiting for cores: other peftbench runs on this machine hold them "
-                  f"({want} of {n} needed)", file=sys.stderr, flush=True)
-            said = True
-        time.sleep(SLOT_WAIT_S)
+    cpus = slot_cpus()
+    want = min(max(1, threads), len(cpus))
+    held: list = []
+    with open(folder / "admission.lock", "w") as admission:
+        try:
+            fcntl.flock(admission, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"{label}waiting for cores: other peftbench runs on this machine hold them", file=sys.stderr, flush=True)
+            fcntl.flock(admission, fcntl.LOCK_EX)
+        said = False
+        while len(held) < want:
+            for cpu in cpus:
+                if len(held) == want:
+                    break
+                f = open(folder / f"cpu{cpu}.lock", "w")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held.append(f)
+                except OSError:
+                    f.close()
+            if len(held) < want:
+                if not said:
+                    print(f"{label}waiting for cores: other peftbench runs on this machine hold them "
+                          f"({want} of {len(cpus)} needed)", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(SLOT_WAIT_S)
     try:
         yield
     finally:

@@ -195,6 +195,13 @@ MEASUREMENT_KEYS = ("memory_kind", "latency_protocol", "latency_batch", "latency
                     "mfu_unknown_reason")
 METHOD_INFO_KEYS = ("can_merge",)
 
+
+def serving_depends_on_weights(key: str) -> bool:
+    """A serving figure of the trained weights themselves, not of the configuration: merge
+    precision (logit differences and test scores of the merged variants). Every run measures
+    these itself; its other serving figures (timings) may be copied between seeds and lrs."""
+    return key.startswith("primary_") or key.endswith("_abs_logit_diff")
+
 # Schema-1 record paths -> their schema-2 paths. analysis.load upgrades old records with it.
 V1_RENAMES: dict[str, str] = {
     "cost.latency_overhead_unmerged": "cost.latency_overhead_unmerged_frac",

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import torch
 
+from experiments.cores import usable_cores
 from experiments.meters.cache import cache_dir, machine_key
 from experiments.meters.contention import CpuShare
 from methods.base import ConfigError
@@ -71,6 +72,15 @@ def _measure_bf16_speedup() -> tuple[float, bool]:
     CPU, best of several rounds each, alternating so that drift hits both. Its own generator:
     the probe never draws from the training's random state. Returns (ratio, contended)."""
     gen = torch.Generator().manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(usable_cores())
+    try:
+        return _timed_probe(gen)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed_probe(gen: torch.Generator) -> tuple[float, bool]:
     layer = torch.nn.Sequential(torch.nn.Linear(512, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 512))
     with torch.no_grad():
         for p in layer.parameters():
@@ -99,7 +109,9 @@ def bf16_speedup_cpu() -> tuple[float, str]:
             raise ConfigError(f"{STUB_ENV} must be one of {sorted(STUB_RATIOS)}, got {stub!r}; unset it to probe")
         return STUB_RATIOS[stub], f"stubbed by {STUB_ENV}={stub}"
     path = cache_dir() / "bf16_probe.json"
-    key = machine_key(torch.device("cpu"))
+    # one thread count for every process of a machine (a sweep's parent and its parallel jobs
+    # resolve alike): all the cores this process may use
+    key = machine_key(torch.device("cpu"), threads=usable_cores())
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -136,8 +148,12 @@ def resolve(requested: str, device: str, weights_dtype: str = "fp32") -> Resolut
     if weights_dtype != "fp32":
         return Resolution("bf16", "auto", f"the model's weights are {weights_dtype}", None)
     if kind == "cuda":
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return Resolution("bf16" if ok else "fp32", "auto", "CUDA device " + ("supports bf16" if ok else "without bf16 support"), None)
+        # native bf16 from compute capability 8.0 (Ampere); older devices emulate it, which
+        # torch.cuda.is_bf16_supported() counts as support by default
+        index = int(device.split(":")[1]) if ":" in device else 0
+        ok = torch.cuda.is_available() and torch.cuda.get_device_capability(index) >= (8, 0)
+        return Resolution("bf16" if ok else "fp32", "auto",
+                          "CUDA device " + ("computes bf16 natively" if ok else "before compute capability 8.0: bf16 emulated"), None)
     if kind != "cpu":
         return Resolution("fp32", "auto", f"{kind}: fp32", None)
     if not cpu_has_bf16() and not os.environ.get(STUB_ENV):
@@ -149,10 +165,15 @@ def resolve(requested: str, device: str, weights_dtype: str = "fp32") -> Resolut
 
 
 def resolve_config(config: dict[str, Any]) -> Resolution:
-    """Replace `precision: auto` in a resolved config by what it resolves to, in place."""
+    """Replace `precision: auto` in a resolved config by what it resolves to, in place, and keep
+    what was asked for in `precision_requested` (not part of the run id), so that a config
+    resolved once (by `peftbench run` before an lr search, say) resolves the same again."""
     weights = str((config.get("model") or {}).get("dtype", "fp32"))
-    res = resolve(str(config.get("precision", "auto")), str(config.get("device", "auto")), weights)
+    requested = str(config.get("precision_requested") or config.get("precision", "auto"))
+    res = resolve(requested, str(config.get("device", "auto")), weights)
     config["precision"] = res.precision
+    if requested in REQUESTABLE:
+        config["precision_requested"] = requested
     return res
 
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 SCHEMA_VERSION = 2
 
 # Keys that do not change what a run computes, so they stay out of its id.
-NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger", "reuse_measurements"}
+NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger", "reuse_measurements", "precision_requested"}
 
 REQUIRED = {
     "schema_version": int,

@@ -22,17 +22,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from experiments import record
+from experiments.fields import serving_depends_on_weights
 from experiments.meters.cache import cache_dir, machine_key
 
 COSTS_DIR = ".costs"
-# latency and merge figures a run copies (all of `cost.latency_*` besides these)
-COPIED_COST_KEYS = ("can_merge", "merge_max_abs_logit_diff", "adapter_bytes")
+# figures a run copies besides all of `cost.latency_*`; merge precision depends on the trained
+# weights and is measured by every run (experiments.fields.serving_depends_on_weights)
+COPIED_COST_KEYS = ("can_merge", "adapter_bytes")
 
 
 def _digest(obj: Any) -> str:
@@ -41,6 +44,39 @@ def _digest(obj: Any) -> str:
 
 def enabled(config: Mapping[str, Any]) -> bool:
     return bool(config.get("reuse_measurements", True))
+
+
+def reading(config: Mapping[str, Any]) -> bool:
+    """Whether a run may read the caches: reuse is on and the run is not forced (`force=true`
+    measures everything anew, and its figures then replace the cached ones)."""
+    return enabled(config) and not config.get("force")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# the code that computes the cached figures: an edit to any of it is another key
+MEASURING_CODE = ("experiments/data", "experiments/meters", "experiments/forgetting.py", "experiments/lm_eval_hook.py",
+                  "experiments/models", "methods")
+VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "lm-eval", "datasets", "numpy")
+
+
+@lru_cache(maxsize=1)
+def code_stamp() -> dict[str, Any]:
+    """Package versions and a hash of the suite's measuring code, part of every cache key."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for rel in MEASURING_CODE:
+        path = ROOT / rel
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if f.exists():
+                digest.update(str(f.relative_to(ROOT)).encode() + f.read_bytes())
+    versions = {}
+    for pkg in VERSIONED:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"code": digest.hexdigest()[:16], "versions": versions}
 
 
 # -- costs ----------------------------------------------------------------------------------------
@@ -56,7 +92,7 @@ def cost_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cost_key(config: Mapping[str, Any], device: torch.device, threads: int) -> str:
-    return _digest({"config": cost_config(config), "machine": machine_key(device, threads)})
+    return _digest({"config": cost_config(config), "machine": machine_key(device, threads), "code": code_stamp()})
 
 
 def _cost_path(config: Mapping[str, Any], key: str) -> Path:
@@ -69,7 +105,7 @@ def is_copied_cost(key: str) -> bool:
 
 def lookup_costs(config: Mapping[str, Any], device: torch.device, threads: int) -> dict[str, Any] | None:
     """The stored cost figures of this cost configuration on this machine, or None."""
-    if not enabled(config):
+    if not reading(config):
         return None
     path = _cost_path(config, cost_key(config, device, threads))
     try:
@@ -85,7 +121,7 @@ def store_costs(config: Mapping[str, Any], device: torch.device, threads: int, r
         return None
     path = _cost_path(config, cost_key(config, device, threads))
     if isinstance(serving, Mapping):  # the seconds each part took were the source run's, not a copier's
-        serving = {k: v for k, v in serving.items() if k != "measure_s"}
+        serving = {k: v for k, v in serving.items() if k != "measure_s" and not serving_depends_on_weights(k)}
     entry = {"source_run_id": run_id, "cost": {k: v for k, v in cost.items() if is_copied_cost(k)}, "serving": serving}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -121,7 +157,7 @@ def base_key(config: Mapping[str, Any], load_path: str, fresh_head: bool, device
         "metrics_before": (config.get("measure") or {}).get("metrics_before", True),
         "forgetting": config.get("forgetting"), "lm_eval": config.get("lm_eval"),
         "load": load_path, "seed": config["seed"] if fresh_head else None,
-        "files": _files_stamp(config["task"], config), "machine": machine_key(device, threads),
+        "files": _files_stamp(config["task"], config), "machine": machine_key(device, threads), "code": code_stamp(),
     }
     return _digest(parts)
 
@@ -131,7 +167,7 @@ def _base_path(key: str) -> Path:
 
 
 def lookup_base(config: Mapping[str, Any], key: str) -> dict[str, Any] | None:
-    if not enabled(config):
+    if not reading(config):
         return None
     path = _base_path(key)
     if not path.exists():

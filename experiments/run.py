@@ -294,9 +294,10 @@ def run_plan(plan: Plan) -> dict[str, Any]:
             evaluated = evaluate_tuned(plan, model, tokenizer, task, base, autocast)
         marks["evaluated"] = time.perf_counter()
         cost = measure_costs(plan, model, trained, base)
-        if base.copied_costs is not None:  # measured by another run of this cost configuration
-            served = base.copied_costs["serving"]
-            cost.update(base.copied_costs["cost"])
+        if base.copied_costs is not None:  # timed by another run of this cost configuration
+            with phases.phase("merge precision", plan_key(plan)):
+                served, merge_diff = measure_weight_figures(plan, model, task, base, evaluated, autocast)
+            cost.update(base.copied_costs["cost"], merge_max_abs_logit_diff=merge_diff)
             timing_share = None
         else:
             with CpuShare(plan.threads) as share:
@@ -307,7 +308,8 @@ def run_plan(plan: Plan) -> dict[str, Any]:
             timing_share = share.result
             cost.update(latency_cost)
     marks["end"] = time.perf_counter()
-    contention = contention_figures(train_share.result, timing_share, load_before)
+    contention = contention_figures(train_share.result, timing_share, load_before, device.type == "cpu",
+                                    bool(base.peak.get("peak_contended")))
     out = assemble(plan, base, trained, evaluated, cost, marks)
     out["measurement"].update(contention)
     out["measurement"]["costs_from"] = base.copied_costs["source_run_id"] if base.copied_costs else None
@@ -321,10 +323,16 @@ def plan_key(plan: Plan) -> str:
     return f"{cfg['model']['name']}|{cfg['task']['name']}|{cfg['method']['name']}|{cfg['precision']}"
 
 
-def contention_figures(train: Share | None, timing: Share | None, load: float | None) -> dict[str, Any]:
+def contention_figures(train: Share | None, timing: Share | None, load: float | None, on_cpu: bool = True,
+                       peak_contended: bool = False) -> dict[str, Any]:
     """CPU share of training and of the timed measurements, the machine's load, and whether
-    other work competed for the cores (experiments/meters/contention.py)."""
+    other work competed for the cores (experiments/meters/contention.py). A GPU run's timings are
+    the device's: the host's load is recorded but does not flag them."""
     reasons = [r for r in (train.reason("training") if train else None, timing.reason("latency and serving timing") if timing else None) if r]
+    if peak_contended:
+        reasons.append("the peak FLOP/s probe ran while other processes used the cores (MFU's denominator is low)")
+    if not on_cpu:
+        reasons = []
     return {
         "cpu_share_train_frac": train.cpu_share_frac if train else None,
         "cpu_share_timing_frac": timing.cpu_share_frac if timing else None,
@@ -361,13 +369,16 @@ def measure_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autoca
         reuse.store_base(cfg, key, {"metrics_before": metrics_before, "lm_eval_before": lm_eval_before,
                                     "forget_base": forget.base if forget else None,
                                     "forget_ce_before": forget.ce_before if forget else None})
-    fixed, latency, serving_base = {}, None, None
-    if copied is None:
-        fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
-        latency = LatencyBench(model, fixed, m, device, autocast, bool(m.get("latency_keep_base", True))) if m["latency"] else None
-        serving_base = serving.base_copy(model, latency.base if latency is not None else None, cfg)
-    else:
-        phases.note(f"latency, serving and adapter size: copied from {copied['source_run_id']} (same config but seed and lr)")
+    fixed = task.fixed_batch(int(m["latency_batch"]), int(m["latency_length"]))
+    keep = bool(m.get("latency_keep_base", True))
+    # A run that copies its timings holds the same base copies through training as the run that
+    # timed them, so that their memory figures compare; it only skips the timing itself.
+    latency = None
+    if m["latency"] and (copied is None or keep):
+        latency = LatencyBench(model, fixed, m, device, autocast, keep)
+    serving_base = serving.base_copy(model, latency.base if latency is not None else None, cfg)
+    if copied is not None:
+        phases.note(f"latency, serving timings and adapter size: copied from {copied['source_run_id']} (same config but seed and lr)")
     return Base(peak, metrics_before, lm_eval_before, forget, fixed, latency, serving_base, copied, cached is not None)
 
 
@@ -484,6 +495,28 @@ def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluat
     """Serving costs of the trained, still unmerged adapter (experiments/meters/serving.py)."""
     return serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
                            evaluated["metrics"].get("test"))
+
+
+def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any],
+                           autocast) -> tuple[dict[str, Any] | None, float | None]:
+    """What a run that copies its timings still measures itself, because it depends on its own
+    trained weights: merge precision (serving) and how far merging moves the logits."""
+    copied = base.copied_costs["serving"]  # type: ignore[index]
+    served = copied
+    if isinstance(copied, Mapping):
+        own = serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
+                              evaluated["metrics"].get("test"), only=serving.WEIGHT_PARTS) or {}
+        skipped = {k: v for k, v in (copied.get("skipped") or {}).items() if k not in serving.WEIGHT_PARTS}
+        served = {**{k: v for k, v in copied.items() if not serving.depends_on_weights(k)},
+                  **{k: v for k, v in own.items() if k not in ("skipped", "measure_s")},
+                  "skipped": {**skipped, **own.get("skipped", {})}, "measure_s": own.get("measure_s", {})}
+    merge_diff = None
+    if plan.method.can_merge and base.fixed:
+        before = _logits(model, base.fixed, plan.device, autocast)
+        merged = plan.method.merge(copy.deepcopy(model))
+        merge_diff = (before - _logits(merged, base.fixed, plan.device, autocast)).abs().max().item()
+        del merged
+    return served, merge_diff
 
 
 def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast) -> tuple[nn.Module, dict[str, Any]]:

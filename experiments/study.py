@@ -163,9 +163,19 @@ def load_study(name: str, folder: Path = STUDY_DIR, claims_dir: Path | None = No
 
 
 def known_claim_ids(claims_dir: Path | None = None) -> set[str]:
-    from analysis.claims import CLAIMS_DIR, claim_files, load_claims
+    return set(_claim_ids(claims_dir))
 
-    return {str(c.get("id")) for _, c in load_claims(claim_files(claims_dir or CLAIMS_DIR)) if isinstance(c, dict)}
+
+@lru_cache(maxsize=4)
+def _claim_ids(claims_dir: Path | None) -> frozenset[str]:
+    """The ids of the claims in conf/claims (or `claims_dir`): each file holds a claim or a list
+    of them. Read once per process, with the C YAML parser: --list checks every study."""
+    folder = Path(claims_dir or CONF / "claims")
+    ids = set()
+    for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+        data = _parsed_yaml(path)
+        ids |= {str(c.get("id")) for c in (data if isinstance(data, list) else [data]) if isinstance(c, dict)}
+    return frozenset(ids)
 
 
 # ---------------------------------------------------------------- jobs
@@ -203,11 +213,14 @@ def _parsed_yaml(path: Path) -> dict[str, Any]:
 
 def _resolved_precision(requested: str, device: str, model_cfg: Mapping[str, Any]) -> str:
     """What `precision` resolves to on this machine (auto: experiments.precision)."""
-    if requested != "auto":
-        return requested
+    return requested if requested != "auto" else _auto_precision(device, str(model_cfg.get("dtype", "fp32")))
+
+
+@lru_cache(maxsize=16)
+def _auto_precision(device: str, weights: str) -> str:
     from experiments.precision import resolve
 
-    return resolve("auto", device, str(model_cfg.get("dtype", "fp32"))).precision
+    return resolve("auto", device, weights).precision
 
 
 def job_settings(job: Sequence[str]) -> dict[str, Any]:

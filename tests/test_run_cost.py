@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from experiments import precision, record, reuse
+from experiments.fields import serving_depends_on_weights
 from experiments.meters import contention, peak
 from methods.base import ConfigError
 from tests.conftest import compose
@@ -44,10 +45,11 @@ def test_auto_is_fp32_without_probe_on_a_cpu_without_bf16(monkeypatch):
 
 def test_auto_follows_cuda_support_and_bf16_weights(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    capability = {0: (8, 0), 1: (7, 5)}  # an A100 and a T4: the T4 emulates bf16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capability[i])
     assert precision.resolve("auto", "cuda").precision == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert precision.resolve("auto", "cuda:0").precision == "fp32"
+    assert precision.resolve("auto", "cuda:0").precision == "bf16"
+    assert precision.resolve("auto", "cuda:1").precision == "fp32"
     assert precision.resolve("auto", "cpu", weights_dtype="bf16").precision == "bf16"
 
 
@@ -123,7 +125,9 @@ def test_a_second_seed_copies_the_costs_and_names_their_source(run_small, idle):
     assert first["measurement"]["costs_from"] is None
     for rec in (second, other_lr):
         assert rec["measurement"]["costs_from"] == first["run_id"]
-        assert rec["serving"] == {k: v for k, v in first["serving"].items() if k != "measure_s"}
+        # the timings are copied; merge precision is each run's own (it depends on its weights)
+        timings = lambda s: {k: v for k, v in s.items() if k not in ("measure_s", "skipped") and not serving_depends_on_weights(k)}
+        assert timings(rec["serving"]) == timings(first["serving"]) and timings(rec["serving"])
         for k, v in first["cost"].items():
             if reuse.is_copied_cost(k):
                 assert rec["cost"][k] == v, k
@@ -159,12 +163,13 @@ def test_the_base_is_scored_once_per_model_task_precision_and_seed(run_small):
     assert off["measurement"]["base_from_cache"] is False and off["metrics_before"] == lora["metrics_before"]
 
 
-def test_a_cached_base_gives_the_numbers_a_fresh_one_does(run_small):
+def test_a_cached_base_gives_the_numbers_a_fresh_one_does(run_small, tmp_path):
     """Same config, once with a fresh base pass and once from the cache: identical records."""
     args = ("method=lora", "steps=2", "seed=7", "measure.metrics_before=true", "forgetting.texts=4", "forgetting.tokens=16")
     fresh = run_small(*args, "reuse_measurements=false")
     run_small(*args, "lr=1e-3")  # fills the cache
-    cached = run_small(*args, "force=true")
+    (tmp_path / "results" / f"{fresh['run_id']}.json").unlink()  # the same run again, from the cache
+    cached = run_small(*args)
     assert cached["measurement"]["base_from_cache"] is True
     assert cached["metrics_before"] == fresh["metrics_before"]
     assert cached["metrics"] == fresh["metrics"] and cached["forgetting"] == fresh["forgetting"]
@@ -192,7 +197,7 @@ def test_runs_take_turns_on_the_cores(monkeypatch, tmp_path, capsys):
     from experiments import cores
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "slot_cpus", lambda: [0, 1])
     monkeypatch.setattr(cores, "SLOT_WAIT_S", 0.05)
     waited = {}
 
@@ -230,3 +235,34 @@ def test_auto_on_a_cpu_held_to_avx2_kernels_is_fp32():
     assert got == "fp32", out
     if ratio != "None":
         assert float(ratio) < 0.5, ratio
+
+
+def test_a_forced_run_measures_anew(run_small, idle):
+    first = run_small("method=lora", "steps=2", *TIMED)
+    forced = run_small("method=lora", "steps=2", "seed=1", "force=true", *TIMED)
+    assert forced["measurement"]["costs_from"] is None and forced["measurement"]["base_from_cache"] is False
+    later = run_small("method=lora", "steps=2", "seed=2", *TIMED)
+    assert later["measurement"]["costs_from"] == forced["run_id"]  # the forced run's figures replaced the first's
+    assert first["run_id"] != forced["run_id"]
+
+
+def test_merge_precision_is_each_runs_own(run_small, idle):
+    extra = ("measure.serving.merge_eval=true",)
+    first = run_small("method=lora", "steps=3", *TIMED, *extra)
+    second = run_small("method=lora", "steps=3", "seed=1", *TIMED, *extra)
+    assert second["measurement"]["costs_from"] == first["run_id"]
+    # its own test score, not the first run's
+    assert second["serving"]["primary_unmerged"] == pytest.approx(second["metrics"]["test"]["accuracy"])
+    assert "primary_merged_bf16" in second["serving"] and second["cost"]["merge_max_abs_logit_diff"] is not None
+    assert second["serving"]["measure_s"].keys() == {"merge_precision"}
+
+
+def test_a_remote_launcher_refuses_auto(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "-m", "hydra/launcher=slurm", "seed=0,1",
+                          f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "peftbench: error: precision=auto resolves on the machine that runs it" in out.stderr
+    assert "Traceback" not in out.stderr

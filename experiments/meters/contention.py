@@ -27,19 +27,32 @@ from experiments.cores import usable_cores
 OTHERS_BUSY_MAX = 0.15
 
 
-def _machine_busy_s() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (all cores), from /proc/stat."""
+def _allowed_cpus() -> set[int] | None:
     try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
         return None
-    ticks = [int(x) for x in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cores_on_machine() -> int:
-    return os.cpu_count() or 1
+def _machine_busy_s() -> float | None:
+    """Busy CPU seconds since boot of the cores this process may run on, from the per-core lines
+    of /proc/stat: work on cores outside its cpuset (other SLURM jobs on the node) is not
+    competition."""
+    allowed = _allowed_cpus()
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        if allowed is not None and int(name[3:]) not in allowed:
+            continue
+        ticks = [int(x) for x in fields]
+        busy += sum(ticks[:8]) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # less idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg_1m() -> float | None:
@@ -88,9 +101,8 @@ class CpuShare:
         busy = _machine_busy_s()
         share = cpu / (wall * self.threads) if wall > 0 else None
         others = None
-        cores = min(usable_cores(), _cores_on_machine())
+        cores = usable_cores()
         if busy is not None and self._busy is not None and wall > 0.05:
-            # the machine's busy time less ours, over the cores the run could have used (a cpuset
-            # may allow fewer than the machine has; others on cores outside it still count)
+            # the busy time of the cores this run may use, less its own
             others = max(0.0, (busy - self._busy) - cpu) / (wall * cores)
         self.result = Share(wall, share, others, max(0.0, (cores - self.threads) / cores))

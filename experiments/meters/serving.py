@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from experiments.fields import serving_depends_on_weights
 from experiments.meters.device import synchronizer
 from experiments.meters.latency import latency_summary, measure_latency_interleaved
 from methods.base import ConfigError, Method, ModelInfo
@@ -392,10 +393,16 @@ def generation(ctx: ServingContext) -> dict[str, Any]:
 
 # -- the step the run calls ---------------------------------------------------------------------------
 
+depends_on_weights = serving_depends_on_weights
+WEIGHT_PARTS = ("merge_precision",)  # the parts whose figures depend_on_weights
+
+
 def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module | None, task: Any, config: Mapping[str, Any],
-            device: torch.device, autocast, test_scores: Mapping[str, float] | None = None) -> dict[str, Any] | None:
+            device: torch.device, autocast, test_scores: Mapping[str, float] | None = None,
+            only: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """Every serving figure of a trained (unmerged) model; None when switched off. Each part's
-    wall time is recorded in `measure_s`, so its cost per run is visible."""
+    wall time is recorded in `measure_s`, so its cost per run is visible. `only` names the parts
+    to measure (the others are left out)."""
     s = settings(config)
     if not s["enabled"]:
         return None
@@ -421,6 +428,8 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
             "generation": lambda: generation(ctx),
         }
         for name, part in parts.items():
+            if only is not None and name not in only:
+                continue
             t0 = time.perf_counter()
             try:
                 got = part()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,10 +12,16 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, usable_cores
+from experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, runs_here, usable_cores
 from experiments.sweep.arms import already_done, expand_jobs, job_run_id, task_container
 from experiments.sweep.locks import held_locks
 from experiments.sweep.progress import MANIFEST_ENV, progress_line
+
+
+# The sweep names its runs here before they launch, and `auto` resolves on the machine it runs on:
+# a login node without the cluster's GPUs would name every run by the wrong precision.
+AUTO_REMOTE = ("peftbench: error: precision=auto resolves on the machine that runs it, but this launcher runs "
+               "the jobs on other machines; set precision=bf16 (GPUs from compute capability 8.0) or precision=fp32")
 
 
 class PeftbenchSweeper(BasicSweeper):
@@ -43,10 +50,14 @@ class PeftbenchSweeper(BasicSweeper):
         jobs = expand_jobs(self.params, self.arms, arguments, parser)
         seen: dict[str, int] = {}
         entries = []
+        remote = not runs_here(self.config.hydra.get("launcher"))
         for overrides in jobs:
             cfg = loader.load_sweep_config(self.config, list(overrides))
             try:
                 config = task_container(cfg)
+                if remote and config.get("precision") == "auto":
+                    print(AUTO_REMOTE, file=sys.stderr, flush=True)
+                    raise SystemExit(2)
                 rid = job_run_id(config)
             except Exception as e:  # noqa: BLE001 - a job we cannot name is launched and fails there
                 entries.append({"overrides": list(overrides), "run_id": None, "results_dir": None, "done": False, "why": str(e)})
