@@ -41,11 +41,13 @@ test: setup
 
 # Every committed reference report and the README's generated blocks, from the committed records
 # (seconds a folder; no run is repeated). The records themselves come from `peftbench reproduce
-# NAME --keep results/reference/studies/NAME` and `peftbench run -m +sweep=demo|llm`.
+# NAME --keep results/reference/studies/NAME` and `peftbench run -m +sweep=demo|llm`
+# (demo_avx2: the demo with torch's kernels held to AVX2, README "The default benchmark").
 reference: setup
 	for d in results/reference/studies/*/; do \
 	  $(OFFLINE) $(VENV)/bin/peftbench report $$d --study $$(basename $$d) --out $${d}report || exit 1; done
 	$(OFFLINE) $(VENV)/bin/peftbench report results/reference/demo --out results/reference/demo/report
+	$(OFFLINE) $(VENV)/bin/peftbench report results/reference/demo_avx2 --out results/reference/demo_avx2/report
 	$(OFFLINE) $(VENV)/bin/peftbench report results/reference/llm --out results/reference/llm/report
 	$(PY) scripts/readme_tables.py
 
