@@ -20,6 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -127,10 +128,32 @@ def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
         if match is None:
             match = _match(ref_groups, key, ANY_PRECISION)
         if match is None:
-            out.append(Comparison(label, NO_REFERENCE, "the reference has no run of this configuration"))
+            out.append(Comparison(label, NO_REFERENCE, "the reference has no run of this configuration" + nearest(g, ref)))
         else:
             out.append(compare_config(label, g, match))
     return out
+
+
+# the row label's own columns that a configuration can differ in, besides its setting's keys
+LABEL_KEYS = ("rank", "targets", "precision", "lr", "steps")
+
+
+def _items(row: Mapping) -> dict[str, str]:
+    """What a run trained: its label columns and the trained part of its setting."""
+    return {**{k: str(row[k]) for k in LABEL_KEYS if k in row}, **trained_items(row["setting_items"])}
+
+
+def nearest(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
+    """'; nearest reference: ...' naming what moved between this configuration and the reference
+    run of the same model, task and method that differs from it in the fewest keys; '' if none."""
+    head = mine.iloc[0]
+    same = ref[(ref["model"] == head["model"]) & (ref["task"] == head["task"]) & (ref["method"] == head["method"])]
+    if same.empty:
+        return ""
+    here = _items(head)
+    best = min((_items(r) for _, r in same.iterrows()), key=lambda there: sum(here.get(k) != there.get(k) for k in set(here) | set(there)))
+    moved = [f"{k} {here.get(k, '-')} here, {best.get(k, '-')} there" for k in sorted(set(here) | set(best)) if here.get(k) != best.get(k)]
+    return "; nearest reference of this method differs in " + "; ".join(moved) if moved else ""
 
 
 def reference_folder(name: str) -> Path | None:

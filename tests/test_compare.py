@@ -90,3 +90,12 @@ def test_cost_score_follows_the_stated_formula(tmp_path):
     assert cost_score(heavy, params) < cost_score(run, params)
     assert math.isnan(cost_score({**run, "cost.latency_overhead_merged_frac": float("nan")}, params))
     assert "PEFT-Bench" in CONFIG.read_text() and yaml.safe_load(CONFIG.read_text())["name"] == "pscp"
+
+
+def test_no_reference_says_what_moved_from_the_nearest_run(tmp_path):
+    mine = [record("lora", steps=100, seed=0)]
+    ref = [record("lora", steps=200, seed=0), record("lora", steps=200, lr=5e-3, seed=1), record("dora", steps=100, seed=2)]
+    [c] = cmp.compare(*frames(tmp_path, mine, ref))
+    assert c.verdict == cmp.NO_REFERENCE
+    # the nearest lora run differs in the steps alone (not in lr too), and dora is another method
+    assert c.detail.endswith("nearest reference of this method differs in steps 100 here, 200 there"), c.detail
