@@ -1,6 +1,7 @@
 """The README's result tables are generated from committed records, never typed."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -115,7 +116,8 @@ def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick
     assert len(rows) == len(records)  # one configuration per demo run
     assert all(line.count("**") == 2 for line in rows)  # one lr each, which validation picks
     full_ft = next(line for line in rows if line.startswith("| full_ft "))
-    assert "**96.9 (n=1)**" in full_ft  # the demo's full FT, one seed: no CI, n marked
+    acc = next(json.loads(f.read_text()) for f in records if "__full_ft__" in f.name)["metrics"]["test"]["accuracy"]
+    assert f"**{100 * acc:.1f} (n=1)**" in full_ft  # the demo's full FT, one seed: no CI, n marked
     # the estimate each reproduce invocation printed sits in the timing block
     (folder / "study.yaml").write_text(yaml.safe_dump({"study": "demo_explained", "invocations": [
         {"finished_at": "2026-01-01T00:00:00+0000", "overrides": [], "estimate_s": 600.0, "estimate_bases": ["measured"],
