@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 
 from experiments.cores import usable_cores
-from experiments.meters.cache import cache_dir, machine_key
+from experiments.meters.cache import cache_dir, cpu_flags, machine_key
 from experiments.meters.contention import CpuShare
 from methods.base import ConfigError
 
@@ -54,8 +54,6 @@ class Resolution:
 def cpu_has_bf16() -> bool:
     """The CPU has bf16 instructions, and torch's kernels may use them (an ISA cap in the
     environment can hold them back; then the probe decides)."""
-    from experiments.meters.cache import cpu_flags
-
     return any(f in cpu_flags() for f in BF16_CPU_FLAGS)
 
 

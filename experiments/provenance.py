@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from experiments.meters import device_name
+from experiments.meters.cache import cpu_flags as all_cpu_flags
 from experiments.meters.cache import kernel_isa
 
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "datasets", "hydra-core", "lm-eval", "accelerate", "numpy"]
@@ -33,14 +34,8 @@ def _git(*args: str) -> str | None:
 
 
 def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-    except OSError:
-        pass
-    return []
+    """The CPU flags a reader of the record needs to place its speed figures."""
+    return sorted(all_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def collect(device: torch.device) -> dict[str, Any]:

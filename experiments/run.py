@@ -511,12 +511,16 @@ def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, 
                   **{k: v for k, v in own.items() if k not in ("skipped", "measure_s")},
                   "skipped": {**skipped, **own.get("skipped", {})}, "measure_s": own.get("measure_s", {})}
     merge_diff = None
-    if plan.method.can_merge and base.fixed:
-        before = _logits(model, base.fixed, plan.device, autocast)
-        merged = plan.method.merge(copy.deepcopy(model))
-        merge_diff = (before - _logits(merged, base.fixed, plan.device, autocast)).abs().max().item()
-        del merged
+    if plan.method.can_merge and base.fixed:  # on a copy: the run's own model stays unmerged
+        _, merge_diff = merge_with_diff(plan, copy.deepcopy(model), base.fixed, autocast)
     return served, merge_diff
+
+
+def merge_with_diff(plan: Plan, model: nn.Module, batch: Mapping[str, torch.Tensor], autocast) -> tuple[nn.Module, float]:
+    """The method's merge of `model`, and how far merging moved its logits on `batch` (max abs)."""
+    before = _logits(model, batch, plan.device, autocast)
+    merged = plan.method.merge(model)
+    return merged, (before - _logits(merged, batch, plan.device, autocast)).abs().max().item()
 
 
 def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast) -> tuple[nn.Module, dict[str, Any]]:
@@ -528,9 +532,7 @@ def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast
     unmerged = base.latency.against_base(model)
     merged, merge_diff = None, None
     if plan.method.can_merge:
-        before = _logits(model, base.fixed, device, autocast)
-        model = plan.method.merge(model)
-        merge_diff = (before - _logits(model, base.fixed, device, autocast)).abs().max().item()
+        model, merge_diff = merge_with_diff(plan, model, base.fixed, autocast)
         merged = base.latency.against_base(model)
     out = latency_figures(unmerged, merged, plan.method.can_merge, base.latency.protocol)
     out["merge_max_abs_logit_diff"] = merge_diff
