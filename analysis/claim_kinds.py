@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis import claims
+from analysis import bootstrap, claims
 from analysis.claims import INF, Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
-from analysis.load import GROUP_KEY, non_method, short_hash
+from analysis.load import GROUP_KEY, non_method, setting_value, short_hash
 from analysis.meta import sign
+from experiments.decide import beyond_edge
 from analysis.stats import one_per_source, t_ci95
 
 # One "lr line": every run of a method configuration except the lr.
@@ -36,18 +37,6 @@ LINE_KEY = GROUP_KEY + ["precision", "rank", "targets", "steps", "setting", "pro
 
 
 # ---------------------------------------------------------------- shared helpers
-
-def setting_value(items: Mapping[str, str], key: str) -> Any:
-    """A config key's value in a run's setting. `a|b` names one quantity that tasks set by
-    different keys (the training-set size: task.n_train on generated tasks,
-    task.max_train_samples on file datasets): the first of them the run sets."""
-    for name in key.split("|"):
-        raw = items.get(name)
-        value = json.loads(raw) if isinstance(raw, str) else raw
-        if value is not None:
-            return value
-    return None
-
 
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
@@ -94,6 +83,36 @@ def tuned(line: pd.DataFrame, metric: str) -> tuple[float, dict[int, float], dic
         {int(k): float(v) for k, v in zip(g["seed"], g["val_primary"])}
 
 
+def grid_of(line: pd.DataFrame) -> list[float]:
+    return sorted(float(x) for x in line["lr"].dropna().unique())
+
+
+def edge_reason(line: pd.DataFrame, lr: float, who: str) -> str:
+    """Why a validation pick at `lr` is no pick: it sits on an edge of the line's lr grid (3 or
+    more lrs; with 2 every pick is an edge), so the optimum may lie beyond it. '' when bracketed,
+    or when the line has one lr (a fixed lr is a setting, not a pick) or searched its lr."""
+    grid = grid_of(line)
+    if len(grid) < 2 or math.isnan(lr) or line["lr"].isna().all():
+        return ""
+    add = beyond_edge(grid, lr)
+    if add is None:
+        return ""
+    low = add < lr
+    return (f"lr grid does not bracket the optimum: {who}'s validation pick lr {_fmt(lr)} is the {'lowest' if low else 'highest'} "
+            f"of {[float(_fmt(x)) for x in grid]}; add lr={add:.2g}")
+
+
+def tie_note(line: pd.DataFrame, lr: float) -> str:
+    """Where several lrs share the best mean validation score: which, and the rule that chose."""
+    if line["lr"].isna().all():
+        return ""
+    s = sign(str(line["primary_direction"].iloc[0]))
+    means = {float(k): s * float(g["val_primary"].astype(float).mean()) for k, g in line.groupby("lr")}
+    best = means.get(lr, math.nan)
+    tied = sorted(k for k, v in means.items() if abs(v - best) <= 1e-12)
+    return f"validation tie between lrs {[float(_fmt(x)) for x in tied]}: the declared rule takes the smaller" if len(tied) > 1 else ""
+
+
 def lines(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     return [(dict(zip(keys, k)), g) for k, g in runs.groupby(keys, sort=True, dropna=False)]
 
@@ -128,16 +147,37 @@ def _seeds(st: Mapping[int, float]) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------- best_lr_ratio
 
-def _best_lr_per_seed(line: pd.DataFrame) -> tuple[dict[int, float], list[float]]:
+def vertex(xs: np.ndarray, ys: np.ndarray, i: int) -> float:
+    """The top of the parabola through the best point and its two neighbours (x in log10 lr),
+    kept between the neighbours; the best point itself where the three are not concave."""
+    (x0, x1, x2), (y0, y1, y2) = xs[i - 1 : i + 2], ys[i - 1 : i + 2]
+    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
+    if not a < 0:
+        return float(x1)
+    return float(min(max(-b / (2 * a), x0), x2))
+
+
+def _best_lr_per_seed(line: pd.DataFrame) -> tuple[dict[int, float], list[float], dict[int, float]]:
+    """Per seed, the validation optimum in lr: the vertex of a quadratic in log10 lr around the
+    grid's best point (not the grid argmax, which can only take the grid's values); and, per seed
+    whose best point is an edge of the grid, that edge lr (its optimum is not bracketed)."""
     s = sign(str(line["primary_direction"].iloc[0]))
-    out = {}
+    out, edges = {}, {}
     for seed, g in line.groupby("seed"):
         g = g.sort_values("lr")
         scores = (s * g["val_primary"].astype(float)).to_numpy()
         if np.isnan(scores).all():
             continue
-        out[int(seed)] = float(g["lr"].to_numpy()[int(np.nanargmax(scores))])
-    return out, sorted(line["lr"].dropna().unique().tolist())
+        xs = np.log10(g["lr"].to_numpy(float))
+        i = int(np.nanargmax(scores))
+        if i in (0, len(xs) - 1) or np.isnan(scores[i - 1 : i + 2]).any():
+            edges[int(seed)] = float(10 ** xs[i])
+            out[int(seed)] = float(10 ** xs[i])
+        else:
+            out[int(seed)] = float(10 ** vertex(xs, scores, i))
+    return out, sorted(line["lr"].dropna().unique().tolist()), edges
 
 
 def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
@@ -153,25 +193,25 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     for method in _methods(cond):
         for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
             for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
-                mine, grid_m = _best_lr_per_seed(line)
-                theirs, grid_b = _best_lr_per_seed(base)
+                mine, grid_m, edge_m = _best_lr_per_seed(line)
+                theirs, grid_b, edge_b = _best_lr_per_seed(base)
                 if len(grid_m) < 3 or len(grid_b) < 3:
                     continue
                 logs = {s: math.log10(mine[s] / theirs[s]) for s in set(mine) & set(theirs)}
                 if not logs:
                     continue
                 st = paired_stats(logs, None, math.log10(expected))
-                edges = [f"{name} best lr at the edge of its grid" for name, best, grid in
-                         ((method, mine, grid_m), (cond["baseline"], theirs, grid_b))
-                         if any(v in (grid[0], grid[-1]) for v in best.values())]
+                edges = [edge_reason(ln, edge[min(edge)], f"{name} (seed {min(edge)})") for name, ln, edge in
+                         ((method, line, edge_m), (cond["baseline"], base, edge_b)) if edge]
                 ok = abs(st["estimate"] - math.log10(expected)) <= tol
                 text = (f"best lr {method} [{cfg['rank']} {cfg['targets']}] / {cond['baseline']} [{base['rank'].iloc[0]} "
                         f"{base['targets'].iloc[0]}] = {stats_text(st, lambda v: 10 ** v, 'x')} (per seed: "
                         + ", ".join(f"s{s}: {_fmt(mine[s])}/{_fmt(theirs[s])}" for s in sorted(logs))
-                        + f"); needs {_fmt(expected)}x within {_fmt(tol)} decades"
-                        + (f"; {'; '.join(edges)}: the ratio is a bound" if edges else ""))
+                        + f"; each the vertex of a quadratic in log lr around the seed's best validation point); needs "
+                        f"{_fmt(expected)}x within {_fmt(tol)} decades")
                 region = (math.log10(expected) - tol, math.log10(expected) + tol)
-                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st, region))
+                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st, region,
+                                         not_applicable="; ".join(edges), unit="decades"))
     return _result(cond["check"], evidence, "" if evidence else "needs >= 3 learning rates of each side at one setting")
 
 
@@ -189,6 +229,25 @@ RELATIONS: dict[str, tuple[Callable[[float, float, Mapping[str, Any]], bool], st
 def _ratio_holds(r: float, tol: float, cond: Mapping[str, Any]) -> bool:
     lo, hi = (float(x) for x in cond["range"])
     return lo - tol <= r <= hi + tol
+
+
+def _at_lr(line: pd.DataFrame, lr: float) -> pd.DataFrame:
+    col = "chosen_lr" if line["lr"].isna().all() else "lr"
+    return line[np.isclose(line[col].astype(float), lr)]
+
+
+def item_bootstrap(mine: pd.DataFrame, theirs: pd.DataFrame, metric: str, region: tuple[float, float], ratio: bool,
+                   s: float) -> dict[str, Any] | None:
+    """The paired bootstrap over seeds and test items (analysis.bootstrap) of the primary metric,
+    where both sides keep per-item outcomes of one test set whose mean is that metric (the record
+    names it)."""
+    if metric != "primary" or "items.test" not in mine.columns:
+        return None
+    primary = str(mine["primary_metric"].iloc[0])
+    a, b = bootstrap.outcomes_of(mine, primary), bootstrap.outcomes_of(theirs, primary)
+    if a is None or b is None:
+        return None
+    return bootstrap.compare(a, b, region, ratio=ratio, sign=s)
 
 
 def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
@@ -210,13 +269,17 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                 lr_b, b, _ = tuned(base, metric)
                 label = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr_m)}] vs {cond['baseline']} "
                          f"[{base['rank'].iloc[0]} {base['targets'].iloc[0]}, lr {_fmt(lr_b)}]")
+                ties = "; ".join(x for x in (tie_note(line, lr_m), tie_note(base, lr_b)) if x)
+                label += f" ({ties})" if ties else ""
+                edges = "; ".join(x for x in (edge_reason(line, lr_m, method), edge_reason(base, lr_b, cond["baseline"])) if x)
                 if relation == "ratio_in":
                     ratios = {k: (a[k] / b[k] if s > 0 else b[k] / a[k]) for k in set(a) & set(b) if a[k] and b[k]}
                     st = paired_stats(ratios)
                     ok = not math.isnan(st["estimate"]) and _ratio_holds(st["estimate"], tol, cond)
                     region = (float(cond["range"][0]) - tol, float(cond["range"][1]) + tol)
-                    text = (f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs "
-                            f"[{_fmt(100 * float(cond['range'][0]))}%, {_fmt(100 * float(cond['range'][1]))}%] ± {_fmt(100 * tol)} points")
+                    lo_pct, hi_pct = 100 * float(cond["range"][0]), 100 * float(cond["range"][1])
+                    need = f">= {_fmt(lo_pct)}%" if math.isinf(hi_pct) else f"[{_fmt(lo_pct)}%, {_fmt(hi_pct)}%]"
+                    text = f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs {need} ± {_fmt(100 * tol)} points"
                     seeds = _seeds(ratios)
                 else:
                     st = paired_stats({k: s * v for k, v in a.items()}, {k: s * v for k, v in b.items()})
@@ -227,15 +290,21 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                     seeds = tuple(sorted(set(a) & set(b)))
                 if not seeds:
                     continue
-                evidence.append(Evidence(_where(cfg), text, ok, seeds, st, region))
+                boot = item_bootstrap(_at_lr(line, lr_m), _at_lr(base, lr_b), metric, region, relation == "ratio_in", s)
+                if boot is not None:  # seeds and test items both resampled: the interval that decides
+                    st = boot
+                    text += (f"; paired bootstrap over {int(boot['n'])} seeds x {int(boot['items'])} test items: "
+                             f"{_fmt(boot['estimate'])}, 95% CI [{_fmt(boot['ci_low'])}, {_fmt(boot['ci_high'])}]")
+                evidence.append(Evidence(_where(cfg), text, ok, seeds, st, region, not_applicable=edges,
+                                         unit="(ratio)" if relation == "ratio_in" else ""))
     return _result(cond["check"], evidence)
 
 
 # ---------------------------------------------------------------- axis_slope_compare
 
-def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) -> list[dict[float, dict[int, float]]]:
-    """One curve per method line (rank, targets, steps unless `free`): {axis value: {seed: metric
-    at the lr that is best on validation at that value}}."""
+def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) -> list[tuple[dict[float, dict[int, float]], str]]:
+    """One curve per method line (rank, targets, steps unless `free`): ({axis value: {seed: metric
+    at the lr that is best on validation at that value}}, why a pick along it is on a grid edge)."""
     if runs.empty:
         return []
     runs = runs.assign(axis_value=list(runs[axis]) if axis in runs.columns else
@@ -244,11 +313,14 @@ def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) ->
     curves = []
     for _, line in runs.groupby(keys, dropna=False):
         curve: dict[float, dict[int, float]] = {}
+        edges = []
         for value, g in line.groupby("axis_value"):
-            _, per_seed, _ = tuned(g, metric)
+            lr, per_seed, _ = tuned(g, metric)
             curve[float(value)] = per_seed
+            edge = edge_reason(g, lr, f"{g['method'].iloc[0]} at {axis}={_fmt(float(value))}")
+            edges += [edge] if edge else []
         if len(curve) >= 2:
-            curves.append(curve)
+            curves.append((curve, "; ".join(edges)))
     return curves
 
 
@@ -280,9 +352,9 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
     evidence = []
     group = GROUP_KEY + ["precision", "context"]
     for cfg, g in lines(runs, group):
-        for base in _axis_curves(side(g, cond, cond["baseline"], "baseline"), axis, metric, free):
+        for base, base_edge in _axis_curves(side(g, cond, cond["baseline"], "baseline"), axis, metric, free):
             for method in _methods(cond):
-                for mine in _axis_curves(side(g, cond, method, "method"), axis, metric, free):
+                for mine, my_edge in _axis_curves(side(g, cond, method, "method"), axis, metric, free):
                     sm, sb = _slopes(mine), _slopes(base)
                     st = paired_stats({k: s * v for k, v in sm.items()}, {k: s * v for k, v in sb.items()})
                     if st["n"] == 0:
@@ -293,7 +365,8 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
                     text = (f"slope of {metric} per doubling of {name} (better = positive), {method} minus {cond['baseline']}: "
                             f"{stats_text(st)} ({method} at {name}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
                             f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
-                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol)))
+                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol),
+                                             not_applicable="; ".join(x for x in (my_edge, base_edge) if x)))
     return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis.replace('|', ' or ')} for both methods at one setting")
 
 
@@ -301,8 +374,8 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
 
 def _closest_pairs(perf: Mapping[int, float], forg: Mapping[int, float], pool: pd.DataFrame, metric: str, forgetting: str,
                    within: float) -> tuple[dict[int, float], dict[int, float], list[str]]:
-    """Per seed: the method's tuned run against the baseline run of that seed whose score is
-    closest, if within `within`."""
+    """Per seed: the method's tuned run against the baseline run of that seed whose validation
+    score (`metric`: val_primary; never test) is closest, if within `within`."""
     mine: dict[int, float] = {}
     theirs: dict[int, float] = {}
     pairs = []
@@ -364,6 +437,7 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
     metric, tol, within = cond.get("metric", "primary"), float(cond["tolerance"]), float(cond.get("match_within", 0.02))
     forgetting = cond.get("forgetting", "forgetting")
     relation = cond.get("relation", "less")
+    matched_on = "val_primary"  # partners are picked on validation, never on test
     partner = cond.get("partner", "closest")
     if partner not in ("closest", "frontier"):
         raise ValueError(f"partner must be closest or frontier, got {partner!r}")
@@ -374,7 +448,8 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
     base_runs = side(runs, cond, cond["baseline"], "baseline")
     for method in _methods(cond):
         for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
-            lr, perf, _ = tuned(line, metric)
+            lr, _, perf = tuned(line, metric)  # perf: validation scores, on which partners are matched
+            edge = edge_reason(line, lr, method)
             chosen = line[np.isclose(line["chosen_lr"].astype(float), lr)]
             forg = {int(k): float(v) for k, v in zip(chosen["seed"], chosen[forgetting])}
             pool = base_runs[(base_runs["context"] == cfg["context"]) & (base_runs["model"] == cfg["model"])
@@ -384,21 +459,21 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
                 gains = dict(zip(chosen["seed"].astype(int), chosen["gain_over_base"].astype(float)))
                 perf = {k: v for k, v in perf.items() if gains.get(k, math.nan) >= min_gain}
             if frontier:
-                mine, theirs, pairs = _frontier_pairs(line, pool, metric, forgetting, within, sign(direction_of(metric, line)), min_gain)
+                mine, theirs, pairs = _frontier_pairs(line, pool, matched_on, forgetting, within, sign(direction_of(metric, line)), min_gain)
             else:
-                mine, theirs, pairs = _closest_pairs(perf, forg, pool, metric, forgetting, within)
+                mine, theirs, pairs = _closest_pairs(perf, forg, pool, matched_on, forgetting, within)
             if not mine:
                 continue
             st = paired_stats(mine, theirs)
             ok = st["estimate"] < -tol if relation == "less" else st["estimate"] > tol
-            against = (f"every lr] minus the least-forgetting {cond['baseline']} run of the seed with {metric} at least as good "
-                       f"(less {_fmt(within)}), mean over the seed's runs that have one" if frontier else
-                       f"lr {_fmt(lr)}] minus {cond['baseline']} at matched {metric} (within {_fmt(within)})")
+            against = (f"every lr] minus the least-forgetting {cond['baseline']} run of the seed with validation {metric} at least "
+                       f"as good (less {_fmt(within)}), mean over the seed's runs that have one" if frontier else
+                       f"lr {_fmt(lr)}] minus {cond['baseline']} at matched validation {metric} (within {_fmt(within)})")
             text = (f"{method} [{cfg['rank']} {cfg['targets']}, {against}: {forgetting} diff {stats_text(st)}; "
-                    f"per {'run' if frontier else 'seed'} {metric}/{forgetting}: {'; '.join(pairs)}; "
+                    f"per {'run' if frontier else 'seed'} validation {metric}/{forgetting}: {'; '.join(pairs)}; "
                     f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
             region = (-INF, -tol) if relation == "less" else (tol, INF)
-            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st, region))
+            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st, region, not_applicable=edge if not frontier else ""))
     floor = f" among runs that gained >= {_fmt(min_gain)} over the base model" if min_gain is not None else ""
     near = f"at least as good as (less {_fmt(within)}) any" if frontier else f"within {_fmt(within)} of the tuned"
     return _result(cond["check"], evidence, "" if evidence else f"no baseline run {near} run of the method's {metric}{floor}")

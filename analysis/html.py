@@ -10,7 +10,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from analysis.claims import ClaimResult, ci_text
+from analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
 from analysis.figures import Figure
 from analysis.load import Problem
 
@@ -92,24 +92,22 @@ def figures_html(figs: list[Figure], out: Path) -> str:
 def claims_html(results: list[ClaimResult]) -> str:
     if not results:
         return "<p>No claims declared in conf/claims/.</p>"
-    css = {"holds": "holds", "fails": "fails", "not enough data": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
+    css = {"holds": "holds", "fails": "fails", "not applicable": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
     rows = []
     for r in results:
         details = "".join(
-            f"<li><code>{escape(c.check)}</code>" + (f" ({escape(c.spec)})" if c.spec else "") + f": <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>"
-            + (f", {escape(ci_text(c.ci_says()))}" if c.ci_says() else "") + (f" ({escape(c.note)})" if c.note else "")
-            + _list(f"{escape(e.where)}: {escape(e.text)} → {'holds' if e.holds else 'fails'}"
-                    + (f"; {escape(ci_text(e.ci_says()))}" if e.ci_says() else "") for e in c.evidence) + "</li>"
+            f"<li><code>{escape(c.check)}</code>" + (f" ({escape(c.spec)})" if c.spec else "")
+            + f": <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>" + (f" ({escape(c.note)})" if c.note else "")
+            + _list(escape(evidence_line(e).replace("**", "")) for e in c.evidence) + "</li>"
             for c in r.conditions)
         note = f"<p><b>{escape(r.disagreement())}</b></p>" if r.disagreement() else ""
+        regime = f"<p>Regime of the claim: {escape(r.regime)}</p>" if r.regime else ""
         rows.append(f"<tr><td style='text-align:left'><b>{escape(r.id)}</b><br>{escape(r.statement)}</td>"
                     f"<td style='text-align:left'>{escape(r.source)}</td><td class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</td>"
-                    f"<td class='{css.get(r.ci_says(), '')}'>{escape(r.ci_says())}</td>"
-                    f"<td style='text-align:left;white-space:normal'>{note}<ul>{details}</ul></td></tr>")
-    return ("<p>Tolerances are fixed in the YAML files. Verdicts are point estimates; beside each, what the 95% CIs over seeds "
-            "say: holds (every interval lies where the claim holds), fails (an interval lies wholly where it fails) or cannot "
-            "tell (an interval straddles the tolerance, or one seed gives none).</p>"
-            "<div class='scroll'><table><thead><tr><th>Claim</th><th>Source</th><th>Verdict</th><th>95% CIs say</th><th>Evidence</th></tr></thead>"
+                    f"<td style='text-align:left;white-space:normal'>{escape(claim_reason(r))}</td>"
+                    f"<td style='text-align:left;white-space:normal'>{regime}{note}<ul>{details}</ul></td></tr>")
+    return (f"<p>{escape(VERDICT_RULE.replace('**', ''))} Corrected over {family_size(results)} tested configurations.</p>"
+            "<div class='scroll'><table><thead><tr><th>Claim</th><th>Source</th><th>Verdict</th><th>Why</th><th>Evidence</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 

@@ -216,6 +216,18 @@ def setting_items(record: Mapping[str, Any]) -> dict[str, str]:
     return items
 
 
+def setting_value(items: Mapping[str, str], key: str) -> Any:
+    """A config key's value in a run's setting. `a|b` names one quantity that tasks set by
+    different keys (the training-set size: task.n_train on generated tasks,
+    task.max_train_samples on file datasets): the first of them the run sets."""
+    for name in key.split("|"):
+        raw = items.get(name)
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        if value is not None:
+            return value
+    return None
+
+
 def short_hash(items: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(sorted(items.items()))).encode()).hexdigest()[:6]
 
@@ -287,6 +299,27 @@ def metric_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...]) -> 
     return out
 
 
+def floor_columns(record: Mapping[str, Any], name: str, task_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a run must beat on validation to count as having learned (analysis.guards): the better
+    of the majority-class predictor (`metrics_majority`; for records that predate it, recomputed
+    for generated tasks) and the base model before training, and the number of validation items
+    its score is a proportion of."""
+    from experiments.data.base import generated_majority
+
+    majority = ((record.get("metrics_majority") or {}).get("validation") or {}).get(name)
+    if majority is None and task_cfg is not None:
+        majority = ((generated_majority(task_cfg) or {}).get("validation") or {}).get(name)
+    base = ((record.get("metrics_before") or {}).get("validation") or {}).get(name)
+    floors = {k: float(v) for k, v in (("the majority class", majority), ("the base model", base)) if isinstance(v, (int, float))}
+    n = (record.get("eval_items") or {}).get("validation")
+    if n is None and task_cfg is not None and isinstance(task_cfg.get("n_validation"), int):
+        n = task_cfg["n_validation"]
+    if not floors:
+        return {"val_floor": math.nan, "val_floor_source": "-", "val_items": float(n) if n else math.nan}
+    source = max(floors, key=floors.get)
+    return {"val_floor": floors[source], "val_floor_source": source, "val_items": float(n) if n else math.nan}
+
+
 def forgetting_columns(forgetting: Any) -> dict[str, Any]:
     """Every number of the forgetting block as `forgetting.<key>`, and the headline one (the
     block's `primary` key) under `forgetting`, named in `forgetting_key`."""
@@ -336,6 +369,9 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "device": device_type(prov),
         **rep,
         **metric_columns(record, specs),
+        # per-item test outcomes (experiments/outcomes.py), for the paired bootstrap; None in older records
+        "items.test": (record.get("items") or {}).get("test"),
+        **floor_columns(record, primary_of(specs).name if primary_of(specs) else "-", task_cfg),
         **lm_eval_columns(record.get("lm_eval")),
         **forgetting_columns(record.get("forgetting")),
         **{f.path: _num(get_path(record, f.path)) for f in FIELDS},

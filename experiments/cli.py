@@ -1,6 +1,7 @@
 """`peftbench run | report | bench | sweep-size | reproduce | compare`."""
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -167,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.quiet import quiet
 
     quiet()
+    try:
+        return dispatch(command, rest)
+    finally:
+        # the interpreter's last collections walk every object torch, transformers and peft
+        # created at import: 1.3 of the 2 s a run spends exiting (measured on a 2-core EPYC)
+        gc.freeze()
+
+
+def dispatch(command: str, rest: list[str]) -> int:
     if command == "run":
         return run(rest)
     if command == "report":

@@ -197,10 +197,11 @@ METHOD_INFO_KEYS = ("can_merge",)
 
 
 def serving_depends_on_weights(key: str) -> bool:
-    """A serving figure of the trained weights themselves, not of the configuration: merge
-    precision (logit differences and test scores of the merged variants). Every run measures
-    these itself; its other serving figures (timings) may be copied between seeds and lrs."""
-    return key.startswith("primary_") or key.endswith("_abs_logit_diff")
+    """A serving figure every run measures on its own trained weights: how far each merge variant
+    moves the logits on the fixed batch (two forward passes). The other serving figures, the merge
+    variants' test scores included (one test pass each), are measured once per cost configuration
+    and copied between seeds and lrs, the copy naming its source run."""
+    return key.endswith("_abs_logit_diff")
 
 # Schema-1 record paths -> their schema-2 paths. analysis.load upgrades old records with it.
 V1_RENAMES: dict[str, str] = {

@@ -4,7 +4,7 @@ Two caches, both keyed by what the figures depend on and by the machine that too
 (experiments.meters.cache.machine_key), both written atomically:
 
 * Costs (`<results_dir>/.costs/<key>.json`): latency (unmerged and merged), the serving figures,
-  adapter size and merge precision of one cost configuration, which is the run's config less its
+  adapter size and the merge variants' test scores of one cost configuration, which is the run's config less its
   seed and learning rate. The first run of a configuration measures them, and every later run that
   shares it copies them, its record naming the run they came from (`measurement.costs_from`).
   A measurement taken while other work competed for the cores is never stored, so the next run
@@ -33,8 +33,8 @@ from experiments.fields import serving_depends_on_weights
 from experiments.meters.cache import cache_dir, machine_key
 
 COSTS_DIR = ".costs"
-# figures a run copies besides all of `cost.latency_*`; merge precision depends on the trained
-# weights and is measured by every run (experiments.fields.serving_depends_on_weights)
+# figures a run copies besides all of `cost.latency_*`; the merge variants' logit differences are
+# measured by every run on its own weights (experiments.fields.serving_depends_on_weights)
 COPIED_COST_KEYS = ("can_merge", "adapter_bytes")
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments import config_check, distributed, fields, forgetting, meters, precision, provenance, record, reuse
+from experiments import config_check, distributed, fields, forgetting, meters, outcomes, precision, provenance, record, reuse
 from experiments.data import build_task, validate_task
 from experiments.meters import MemoryMeter, StepTimer, serving
 from experiments.meters.contention import CpuShare, Share, loadavg_1m
@@ -441,10 +441,15 @@ def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base
     from experiments.lm_eval_hook import run_lm_eval
 
     metrics = evaluate_splits(task, model, plan.config, plan.device, autocast)
+    items = outcomes.of_task(task, [s for s in ("validation", "test") if s in metrics])
     cfg = plan.config
     Progress(f"{cfg['method']['name']} s{cfg['seed']}", 0, enabled=bool(cfg.get("progress", True))).note(f"test {metrics['test']}")
+    majority = task.majority_metrics() if hasattr(task, "majority_metrics") else None
     return {
         "metrics": metrics,
+        "items": items,  # per-item outcomes of the trained model (experiments/outcomes.py)
+        "metrics_majority": majority,  # the constant predictor of the most frequent training label
+        "eval_items": {s: task.size(s) for s in metrics},
         "forgetting": base.forget.after(model) if base.forget is not None else None,
         "lm_eval": run_lm_eval(model, tokenizer, plan.config, plan.device),
     }
@@ -499,8 +504,8 @@ def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluat
 
 def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any],
                            autocast) -> tuple[dict[str, Any] | None, float | None]:
-    """What a run that copies its timings still measures itself, because it depends on its own
-    trained weights: merge precision (serving) and how far merging moves the logits."""
+    """What a run that copies its timings still measures itself, on its own trained weights: how
+    far each merge variant (serving) and the method's merge move the logits on the fixed batch."""
     copied = base.copied_costs["serving"]  # type: ignore[index]
     served = copied
     if isinstance(copied, Mapping):
@@ -547,6 +552,9 @@ def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any]
         "params": trained.params,
         "metrics": evaluated["metrics"],
         "metrics_before": base.metrics_before,
+        "metrics_majority": evaluated["metrics_majority"],
+        "eval_items": evaluated["eval_items"],
+        "items": evaluated["items"],
         "forgetting": evaluated["forgetting"],
         "lm_eval": evaluated["lm_eval"],
         "lm_eval_before": base.lm_eval_before,

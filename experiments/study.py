@@ -34,11 +34,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from experiments import decide as decide_phases
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STUDY_DIR = CONF / "study"
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
 PEAK_CACHE = "peak_flops.json"
-STUDY_KEYS = {"name", "title", "source", "about", "claims", "settings", "grid", "arms", "variants", "sizing"}
+STUDY_KEYS = {"name", "title", "source", "about", "claims", "settings", "grid", "arms", "variants", "sizing", "decide"}
 REQUIRED = ("name", "title", "source", "claims", "arms")
 # Where no record measured a step, the analytic estimate divides FLOPs by the measured peak at
 # this fraction of it: the MFU the reference records reach on this CPU is 0.5-0.6.
@@ -64,6 +66,7 @@ class Study:
     variant_arms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     about: str = ""
     file: str = ""
+    decide: tuple[int, int] | None = None  # (seeds at each pick, edge-extension rounds): experiments/decide.py
 
     def arms_for(self, variant: str | None = None) -> list[dict[str, Any]]:
         """The variant's own arms where it gives them (a model whose step budget or layer
@@ -133,10 +136,14 @@ def parse_study(data: Any, file: str, known_claims: Iterable[str] | None = None)
         if isinstance(v, dict) and "arms" in v:
             variant_arms[str(k)] = _parse_arms(v.pop("arms"), file, f"variants.{k}.arms")
         settings[str(k)] = _scalar_map(v, f"variants.{k}")
+    try:
+        decide = decide_phases.settings(data.get("decide"), file)
+    except decide_phases.DecideError as e:
+        raise StudyError(str(e)) from None
     return Study(name=str(data["name"]), title=str(data["title"]), source=str(data["source"]), claims=list(claims),
                  settings=_scalar_map(data.get("settings"), "settings"), grid=_scalar_map(data.get("grid"), "grid"),
                  arms=parsed_arms, variants=settings, variant_arms=variant_arms,
-                 about=str(data.get("about") or "").strip(), file=str(file))
+                 about=str(data.get("about") or "").strip(), file=str(file), decide=decide)
 
 
 def _parse_arms(arms: Any, file: str, where: str) -> list[dict[str, Any]]:
@@ -567,20 +574,19 @@ def write_study_note(dest: Path, study: Study, variant: str | None, overrides: S
 
 
 def verdict_lines(results: Sequence[Any]) -> list[str]:
-    """Each claim's verdict and, per condition, its estimate, CI, p and seeds."""
-    from analysis.claims import ci_text, stats_suffix
+    """Each claim's verdict with its reason and, per condition, each configuration's estimate,
+    CI, corrected p, minimum detectable effect and seeds."""
+    from analysis.claims import claim_reason, condition_line, evidence_line
 
     lines = []
     for r in results:
-        lines.append(f"{r.id}: {r.verdict.upper()}" + (f" ({ci_text(r.ci_says())})" if r.ci_says() else "") + f"  ({r.source})")
+        lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
+        lines.append(f"  why: {claim_reason(r)}")
         if r.disagreement():
             lines.append(f"  {r.disagreement()}")
         for c in r.conditions:
-            lines.append(f"  {c.check} [{c.spec}]: {c.verdict}" + (f", {ci_text(c.ci_says())}" if c.ci_says() else "")
-                         + (f" ({c.note})" if c.note else ""))
-            for e in c.evidence:
-                lines.append(f"    {'holds' if e.holds else 'fails'}" + (f" ({ci_text(e.ci_says())})" if e.ci_says() else "")
-                             + f": {e.where}: {e.text}{stats_suffix(e)}")
+            lines.append(f"  {condition_line(c).replace('**', '')}")
+            lines += [f"    {evidence_line(e).replace('**', '')}" for e in c.evidence]
     return lines
 
 
@@ -617,6 +623,10 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
         print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
         return 0
     files = manifest_files(sweep_dir)
+    if study.decide is not None:
+        files, rc = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep)
+        if rc != 0:
+            return rc
     if keep is not None:
         files = keep_records(files, keep)
         write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
@@ -626,6 +636,72 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     for line in verdict_lines(made["claims"]):
         print(line)
     return 0
+
+
+def _phase(study: Study, work: Path, name: str, arms: list[dict[str, str]], overrides: Sequence[str]) -> tuple[int, Path]:
+    """One more sweep of the study: `arms` alone (each a whole job's overrides), as a preset of its own."""
+    from experiments import cli
+
+    root = work / "conf"
+    path = root / "sweep" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# @package _global_\n# {study.file}: {name}\n" + yaml.safe_dump(
+        {"hydra": {"sweeper": {"params": {}, "arms": arms}}}, sort_keys=False))
+    sweep_dir = work / name
+    hydra_only = [o for o in overrides if _key_of(o).lstrip("+").startswith("hydra")]
+    rc = cli.run(["-m", f"hydra.searchpath=[file://{root.resolve()}]", f"+sweep={name}", f"hydra.sweep.dir={sweep_dir}", *hydra_only])
+    return rc, sweep_dir
+
+
+def _key_of(item: str) -> str:
+    return item.split("=", 1)[0]
+
+
+def _entries_and_records(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    from experiments import record
+
+    entries, records = [], {}
+    for d in sweep_dirs:
+        m = json.loads((d / ".sweep.json").read_text())
+        for e in m["runs"]:
+            path = record.result_path(e["results_dir"], e["run_id"]) if e.get("run_id") and e.get("results_dir") else None
+            if path is not None and path.exists():
+                entries.append(e)
+                records[e["run_id"]] = json.loads(path.read_text())
+    return entries, records
+
+
+def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str], work: Path, stamp: str,
+                      first: Path, keep: Path | None) -> tuple[list[Path], int]:
+    """After the grid: extend the lr grid of any line picked on its edge, write the analysis plan,
+    then run N seeds at each line's pick (experiments/decide.py). The result files of every phase."""
+    n_seeds, rounds = study.decide  # type: ignore[misc]
+    dirs = [first]
+    for r in range(rounds):
+        lines = decide_phases.lines_of(*_entries_and_records(dirs))
+        arms = decide_phases.extension_arms(lines)
+        if not arms:
+            break
+        print(f"[study] {len(arms)} line(s) picked on the edge of their lr grid: extending (round {r + 1} of {rounds})", flush=True)
+        rc, d = _phase(study, work, f"{stamp}_extend{r + 1}", arms, overrides)
+        if rc != 0:
+            return [], rc
+        dirs.append(d)
+    lines = decide_phases.lines_of(*_entries_and_records(dirs))
+    content = decide_phases.plan(study.file, study.claims, lines, n_seeds, rounds)
+    for dest in [work / f"{stamp}_{decide_phases.PLAN_FILE}"] + ([keep / decide_phases.PLAN_FILE] if keep is not None else []):
+        decide_phases.write_plan(dest, content)
+    edges = sum(p["on_edge"] for p in content["picks"])
+    print(f"[study] analysis plan written before the seeds phase ({work / f'{stamp}_{decide_phases.PLAN_FILE}'}): "
+          f"{len(content['picks'])} line(s), {edges} still on a grid edge; {n_seeds} seeds at each pick", flush=True)
+    arms = decide_phases.seed_arms(lines, n_seeds)
+    if arms:
+        rc, d = _phase(study, work, f"{stamp}_seeds", arms, overrides)
+        if rc != 0:
+            return [], rc
+        dirs.append(d)
+    files = sorted({p for d in dirs for p in manifest_files(d)})
+    return files, 0
 
 
 # ---------------------------------------------------------------- command line

@@ -1,6 +1,6 @@
-"""Write the README's result tables from committed records, so that no number in them is typed.
+"""Write the README's and the docs' result tables from committed records, so that no number in them is typed.
 
-Each table in README.md sits between two markers that name the records it comes from:
+Each table sits between two markers that name the records it comes from:
 
     <!-- tables: results/reference/demo -->
     ... (generated: the report's main and cost-details tables for each model x task) ...
@@ -18,13 +18,19 @@ of each claim that study NAME (`conf/study/NAME.yaml`; a folder `NAME_VARIANT` i
 variant) tests, checked against those records, with the estimates, CIs and seeds behind it and,
 where a verdict disagrees with the literature, the claim's stated likely reason.
 
-`python scripts/readme_tables.py` rewrites every such block from its records (the same tables
-`peftbench report` writes to report/tables.md); `--check` changes nothing and exits 1 when the
-README differs from what the records give.
+A block `<!-- headline: results/reference/demo -->` ... `<!-- /headline -->` gets a narrow table of
+what each method scores and costs; `<!-- verdicts: results/reference/studies -->` ...
+`<!-- /verdicts -->` gets every committed study's verdicts, a column per task.
+
+`python scripts/readme_tables.py` rewrites every such block in README.md and in every page of the
+docs site (docs/*.md) from its records (the same tables `peftbench report` writes to
+report/tables.md); `--check` changes nothing and exits 1 when a page differs from what the records
+give. `--readme PATH` renders that one file instead.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -42,6 +48,8 @@ from analysis.studies import study_claims  # noqa: E402
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
 GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
+HEADLINES = re.compile(r"(<!-- headline: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.S)
+VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them
 PHASES = [("load_s", "load (weights, tokenizer, data)"), ("measure_base_s", "base model: scores, forgetting probe, latency copy"),
@@ -59,6 +67,36 @@ def tables_for(source: str) -> str:
         out += [tables.to_markdown(f"{model} / {task}", t), tables.to_markdown(f"{model} / {task}: cost details", t, details=True)]
     # the README's own headings sit above the block: one level below them
     return "\n".join(out).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
+
+
+HEADLINE = [("primary_mean", "{primary} (%)", lambda v: f"{100 * v:.1f}"),
+            ("pct_of_full_ft_percent", "% of full FT", lambda v: f"{v:.1f}"),
+            ("params.trainable", "trainable params", lambda v: f"{v:,.0f}"),
+            ("cost.peak_train_mem_growth_bytes", "train memory growth (MiB)", lambda v: f"{v / 2**20:.0f}"),
+            ("cost.train_tokens_per_s_median", "train tokens/s", lambda v: f"{v:,.0f}"),
+            ("cost.latency_overhead_unmerged_frac", "latency unmerged (%)", lambda v: f"{100 * v:+.0f}"),
+            ("cost.latency_overhead_merged_frac", "latency merged (%)", lambda v: f"{100 * v:+.0f}"),
+            ("cost.adapter_bytes", "adapter (KiB)", lambda v: f"{v / 1024:,.0f}")]
+
+
+def headline_for(source: str) -> str:
+    """A narrow table per model x task: what each method scores and what it costs (the full
+    tables are on the docs page of the benchmark)."""
+    import math
+
+    agg = aggregate(load_results([str(ROOT / source)]).ok)
+    out = []
+    for (model, task, precision), t in agg.groupby(["model", "task", "precision"], sort=True):
+        primary = str(t["primary_metric"].iloc[0])
+        out += [f"{model} / {task}, {precision}, n={int(t['n'].max())} seed(s) a row:", "",
+                "| method | capacity | targets | " + " | ".join(h.format(primary=primary) for _, h, _ in HEADLINE) + " |",
+                "|---|---|---|" + "---|" * len(HEADLINE)]
+        for _, row in t.sort_values("primary_mean", ascending=False).iterrows():
+            cells = ["–" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c])) else fmt(float(row[c]))
+                     for c, _, fmt in HEADLINE]
+            out.append(f"| {row['method']} | {row['rank']} | {row['targets']} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def timing_for(source: str) -> str:
@@ -167,20 +205,49 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def claims_for(source: str) -> str:
-    """Each claim of the study behind `source`: verdict, and per condition the evidence with its
-    estimate, 95% CI, p and seeds; then the stated reasons where a verdict disagrees."""
+@functools.lru_cache(maxsize=None)
+def study_results(source: str) -> tuple:
+    """The claim results of the study behind a records folder (one evaluation per folder and run)."""
     loaded = load_results([str(ROOT / source)])
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
-    results = claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source))
-    lines = ["| claim | verdict | 95% CIs say | evidence (per condition: the data, estimate, 95% CI, p, seeds) |", "|---|---|---|---|"]
+    return tuple(claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source)))
+
+
+VARIANTS = (("", "generated task, MiniLM"), ("_sst2", "SST-2, MiniLM"), ("_llm", "procedural, SmolLM2-135M"))
+
+
+def verdicts_for(source: str) -> str:
+    """Every committed study's claims, one row per study and claim, a column per task: the
+    verdict each folder's records give (its study page has the reasons and numbers)."""
+    root = ROOT / source
+    folders = {p.name for p in root.iterdir() if p.is_dir() and list(p.glob("*.json"))}
+    studies = sorted({n for n in folders if study_claims(n) is not None and not any(n.endswith(v) for v, _ in VARIANTS[1:])})
+    lines = ["| study: claim | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    counts: dict[str, int] = {}
+    for study in studies:
+        got = {v: {r.id: r.verdict for r in study_results(f"{source}/{study}{v}")} for v, _ in VARIANTS if f"{study}{v}" in folders}
+        for cid in study_claim_ids(f"{source}/{study}"):
+            cells = []
+            for v, _ in VARIANTS:
+                verdict = got.get(v, {}).get(cid)
+                cells.append(verdict or "–")
+                if verdict:
+                    counts[verdict] = counts.get(verdict, 0) + 1
+            lines.append(f"| `{study}`: {cid} | " + " | ".join(cells) + " |")
+    total = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return "\n".join(lines) + f"\n\n{sum(counts.values())} verdicts: {total}. –: no reference records for that task.\n"
+
+
+def claims_for(source: str) -> str:
+    """Each claim of the study behind `source`: verdict, and per condition the evidence with its
+    estimate, 95% CI, p and seeds; then the stated reasons where a verdict disagrees."""
+    results = study_results(source)
+    lines = ["| claim | verdict | why | evidence (per condition: the data, estimate, 95% CI, corrected p, verdict) |", "|---|---|---|---|"]
     for r in results:
-        evidence = "<br>".join(
-            f"`{c.check}`: {c.verdict}" + (f", {claims.ci_text(c.ci_says())}" if c.ci_says() else "") + (f" ({c.note})" if c.note else "")
-            + "".join(f"<br>· {e.where}: {e.text}{claims.stats_suffix(e)}" + (f" → {claims.ci_text(e.ci_says())}" if e.ci_says() else "")
-                      for e in c.evidence) for c in r.conditions)
-        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {r.ci_says()} | {_cell(evidence)} |")
+        evidence = "<br>".join(claims.condition_line(c) + "".join(f"<br>· {claims.evidence_line(e)}" for e in c.evidence)
+                               for c in r.conditions)
+        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {_cell(claims.claim_reason(r))} | {_cell(evidence)} |")
     disagree = [f"- **{r.id}**: {r.disagreement()}" for r in results if r.disagreement()]
     return "\n".join(lines + ([""] + disagree if disagree else [])) + "\n"
 
@@ -209,26 +276,41 @@ def render(readme: str) -> str:
     readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
     readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src"), m.group("score") or "primary") + m.group(5), readme)
     readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
+    readme = HEADLINES.sub(lambda m: m.group(1) + headline_for(m.group("src")) + m.group(4), readme)
+    readme = VERDICTS.sub(lambda m: m.group(1) + verdicts_for(m.group("src")) + m.group(4), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
+
+
+def pages(readme: Path) -> list[Path]:
+    """README.md and, beside the repository's own README, every page of the docs site."""
+    docs = sorted((ROOT / "docs").rglob("*.md")) if readme.resolve() == (ROOT / "README.md").resolve() else []
+    return [readme, *docs]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if README.md differs from its records")
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md or a docs page differs from its records")
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     args = p.parse_args(argv)
-    path = Path(args.readme)
-    old = path.read_text()
-    new = render(old)
-    if args.check:
+    stale = []
+    for path in pages(Path(args.readme)):
+        old = path.read_text()
+        new = render(old)
+        if args.check:
+            if new != old:
+                stale.append(path)
+            continue
         if new != old:
+            path.write_text(new)
+        print(f"readme_tables: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {len(BLOCK.findall(old))} table, "
+              f"{len(CLAIMS.findall(old))} claims, {len(VERDICTS.findall(old))} verdicts, {len(GRID.findall(old))} grid and "
+              f"{len(TIMING.findall(old))} timing block(s)")
+    if stale:
+        for path in stale:
             print(f"readme_tables: {path} differs from its records; run python scripts/readme_tables.py", file=sys.stderr)
-            return 1
-        print(f"readme_tables: {path} matches its records")
-        return 0
-    path.write_text(new)
-    print(f"readme_tables: wrote {len(BLOCK.findall(old))} table block(s), {len(CLAIMS.findall(old))} claims block(s) and "
-          f"{len(TIMING.findall(old))} timing block(s) into {path}")
+        return 1
+    if args.check:
+        print("readme_tables: README.md and docs/ match their records")
     return 0
 
 

@@ -26,13 +26,17 @@ def verdicts(ok):
 
 DESIGNED = {"lora_merged_no_latency", "adapters_add_latency", "qlora_less_weight_memory",
             "dora_ge_lora", "rslora_scales_with_rank", "loraplus_converges_faster",
-            "serving_merged_lora_no_latency_batch1", "serving_bottleneck_latency_15_20",
-            "serving_second_adapter_mixed_batch", "serving_bf16_merge_costs_points"}
+            "serving_merged_lora_no_latency_batch1", "serving_second_adapter_mixed_batch"}
+# claims made in another regime than the fixture's CPU runs trained under bf16 autocast
+OUTSIDE_REGIME = {"serving_bottleneck_latency_15_20": "device = cuda", "serving_bf16_merge_costs_points": "precision = fp32",
+                  "guide_adapter_latency_15_20": "device = cuda"}
 
 
 def test_shipped_claims_all_hold_on_the_designed_fixture(verdicts):
     assert DESIGNED <= set(verdicts)
     assert {k: verdicts[k].verdict for k in DESIGNED} == dict.fromkeys(DESIGNED, claims.HOLDS)
+    for k, regime in OUTSIDE_REGIME.items():
+        assert verdicts[k].verdict == claims.NOT_APPLICABLE and f"the claim's regime is {regime}" in claims.claim_reason(verdicts[k]), k
     # the study claims (tuned lrs, axes, matched forgetting) parse and run on any records: never invalid
     assert all(v.verdict != claims.INVALID for v in verdicts.values()), {k: v.conditions[0].note for k, v in verdicts.items()}
 
@@ -69,7 +73,9 @@ def test_baseline_prefers_the_same_non_method_setting(tmp_path):
     ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
     res = claims.evaluate_claim({"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance",
                                  "method": "dora", "baseline": "lora", "metric": "accuracy", "tolerance": 0.0}, ok)
-    assert res.verdict == claims.HOLDS and "vs lora 0.7 " in res.conditions[0].evidence[0].text
+    # one seed: the comparison is made (with the right partner), but no interval decides it
+    assert res.verdict == claims.CANNOT_TELL and "vs lora 0.7 " in res.conditions[0].evidence[0].text
+    assert "one observation" in res.conditions[0].evidence[0].decision.reason
 
 
 def test_claim_fails_when_the_data_contradicts_it(ok):
@@ -89,7 +95,8 @@ def test_single_seed_evidence_says_untested(tmp_path):
     single = load_results([fx.write_all(tmp_path, [fx.record("lora"), fx.record("dora", acc=0.81)], broken=False)]).ok
     res = claims.evaluate_claim({"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance",
                                  "method": "dora", "baseline": "lora", "metric": "accuracy", "tolerance": 0.0}, single)
-    assert res.verdict == claims.HOLDS and "single seed: differences untested" in res.conditions[0].evidence[0].text
+    assert res.verdict == claims.CANNOT_TELL and "single seed: differences untested" in res.conditions[0].evidence[0].text
+    assert res.conditions[0].evidence[0].holds  # the point estimate alone would have said holds
 
 
 def test_a_new_claim_is_just_yaml_and_lists_are_allowed(tmp_path, ok):
@@ -107,7 +114,8 @@ def test_a_new_claim_is_just_yaml_and_lists_are_allowed(tmp_path, ok):
 
 def test_claims_markdown_lists_every_claim(verdicts):
     md = claims.to_markdown(list(verdicts.values()))
-    assert md.count("| **holds** |") == len(DESIGNED) == 10 and "Hu et al. 2021" in md
+    assert md.count("| **holds** |") == len(DESIGNED) == 8 and "Hu et al. 2021" in md
+    assert "Holm-corrected over" in md or "Corrected over" in md
 
 
 @pytest.mark.parametrize("bad,why", [
@@ -149,10 +157,10 @@ def test_the_ci_verdict_reads_a_lower_is_better_metric_the_right_way(ok):
         return {"id": "x", "statement": "s", "source": "p", "check": "metric_ge_with_tolerance", "method": method,
                 "baseline": baseline, "metric": "cost.weight_bytes", "tolerance": 0}
     q = claims.evaluate_claim(claim("qlora", "lora"), ok)
-    assert q.verdict == claims.HOLDS and q.ci_says() == claims.HOLDS
+    assert q.verdict == claims.HOLDS
     assert q.conditions[0].evidence[0].stats["estimate"] < 0  # the raw difference: fewer bytes
     lo = claims.evaluate_claim(claim("lora", "qlora"), ok)
-    assert lo.verdict == claims.FAILS and lo.ci_says() == claims.FAILS
+    assert lo.verdict == claims.FAILS
 
 
 @pytest.mark.parametrize("bad,why", [

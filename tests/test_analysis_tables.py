@@ -84,10 +84,10 @@ def test_markdown_values_bolding_and_dagger(minilm):
     assert "†" in dora["accuracy (primary) (%)"] and "+3.0 (p=" in dora["Δ vs lora (pp)"]
     assert rows[("houlsby", "-", "-")]["Latency overhead merged (%)"] == "n/a (cannot merge)"
     # smallest adapter overhead is bold; full FT and the linear probe (0%, no adapter) do not compete
-    assert rows[("lora", "r=8", "attn_qv")]["Latency overhead unmerged (%)"] == "**+10.0 ± 5.0**"
+    assert rows[("lora", "r=8", "attn_qv")]["Latency overhead unmerged (%)"] == "**+10.0 ± 2.0**"
     assert rows[("lora", "r=8", "attn_qv")]["Train mem growth, peak (MiB)"] == "101.1"
     # full FT is no adapter: its measured overhead shows, its absent merged figure is a dash
-    assert ft["Latency overhead unmerged (%)"] == "+0.0 ± 5.0" and ft["Latency overhead merged (%)"] == "–"
+    assert ft["Latency overhead unmerged (%)"] == "+0.0 ± 2.0" and ft["Latency overhead merged (%)"] == "–"
     assert ft["Setting"] == rows[("lora", "r=8", "attn_qv")]["Setting"] and not ft["Setting"].startswith("**")
 
 

@@ -107,10 +107,11 @@ def batch_runs(lora_drop: float, ft_drop: float) -> list[dict[str, Any]]:
     recs = []
     for s in (0, 1, 2):
         for bs, steps, k in ((4, 400, 0), (16, 100, 1)):
-            recs += [run("full_ft", s, lr, 0.90 - k * ft_drop - (0.02 if lr == 3e-4 else 0), r=None, targets=None, steps=steps,
-                         config={"batch_size": bs}) for lr in (1e-4, 3e-4)]
-            recs += [run("lora", s, lr, 0.86 - k * lora_drop - (0.02 if lr == 3e-3 else 0), steps=steps, config={"batch_size": bs})
-                     for lr in (1e-3, 3e-3)]
+            # each side's best lr in the middle of its grid: the grid brackets every pick
+            recs += [run("full_ft", s, lr, 0.90 - k * ft_drop - (0.02 if lr != 1e-4 else 0), r=None, targets=None, steps=steps,
+                         config={"batch_size": bs}) for lr in (3e-5, 1e-4, 3e-4)]
+            recs += [run("lora", s, lr, 0.86 - k * lora_drop - (0.02 if lr != 1e-3 else 0), steps=steps, config={"batch_size": bs})
+                     for lr in (3e-4, 1e-3, 3e-3)]
     return recs
 
 
@@ -130,10 +131,10 @@ def test_axis_slope_compare(tmp_path):
 def size_runs(key: str, ft_gain: float) -> list[dict[str, Any]]:
     """Full FT and LoRA at 250 and 1000 training examples, the size set by `key`; full FT gains
     `ft_gain` over LoRA per doubling of the size."""
-    return [run(m, s, lr, 0.80 + (ft_gain * k if m == "full_ft" else 0.0) - (0.02 if lr in (3e-4, 3e-3) else 0),
+    return [run(m, s, lr, 0.80 + (ft_gain * k if m == "full_ft" else 0.0) - (0.02 if lr not in (1e-4, 1e-3) else 0),
                 r=None if m == "full_ft" else 16, targets=None if m == "full_ft" else "all_linear", config={key: n})
             for s in (0, 1, 2) for k, n in ((0, 250), (2, 1000))
-            for m, lrs in (("full_ft", (1e-4, 3e-4)), ("lora", (1e-3, 3e-3))) for lr in lrs]
+            for m, lrs in (("full_ft", (3e-5, 1e-4, 3e-4)), ("lora", (3e-4, 1e-3, 3e-3))) for lr in lrs]
 
 
 @pytest.mark.parametrize("key", ["task.n_train", "task.max_train_samples"])
@@ -163,7 +164,7 @@ def test_size_key_falls_through_null_to_the_next():
 def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str, Any]]:
     recs = []
     for s in (0, 1, 2):
-        recs += [run("lora", s, lr, acc, forgetting=0.10, before=0.40) for lr, acc in ((1e-3, 0.85), (3e-3, 0.80))]
+        recs += [run("lora", s, lr, acc, forgetting=0.10, before=0.40) for lr, acc in ((3e-4, 0.80), (1e-3, 0.85), (3e-3, 0.80))]
         recs += [run("full_ft", s, lr, acc, r=None, targets=None, forgetting=f, before=0.40) for lr, acc, f in
                  ((3e-5, ft_acc - 0.05, ft_forgetting / 2), (1e-4, ft_acc, ft_forgetting), (3e-4, ft_acc + 0.05, 2 * ft_forgetting))]
     return recs
@@ -189,8 +190,8 @@ def test_forgetting_at_matched_on_the_frontier(tmp_path):
              "forgetting": "forgetting", "match_within": 0.02, "relation": "less", "tolerance": 0.0, "partner": "frontier"}
     result = evaluate_claim(claim, ok_frame(tmp_path / "a", forgetting_runs(ft_forgetting=0.30)))
     assert result.verdict == HOLDS
-    # LoRA 0.85/0.10 vs full FT 1e-4 (0.85/0.30): -0.20; LoRA 0.80/0.10 vs full FT 3e-5 (0.80/0.15): -0.05
-    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.125, abs=1e-6)
+    # LoRA 0.85/0.10 vs full FT 1e-4 (0.85/0.30): -0.20; LoRA 0.80/0.10 (twice) vs full FT 3e-5 (0.80/0.15): -0.05
+    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.10, abs=1e-6)
     assert "every lr" in result.conditions[0].evidence[0].text
     assert verdict(claim, tmp_path / "b", forgetting_runs(ft_forgetting=0.05)) == FAILS
     # a full-FT run that scores higher and forgets least: the closest match misses it, the frontier does not
@@ -202,7 +203,7 @@ def test_forgetting_at_matched_on_the_frontier(tmp_path):
     # a LoRA run that no full-FT run matches is named, not dropped
     best = [run("lora", s, 1e-2, 0.95, forgetting=0.10, before=0.40) for s in (0, 1, 2)]
     text = evaluate_claim(claim, ok_frame(tmp_path / "f", forgetting_runs(ft_forgetting=0.30) + best)).conditions[0].evidence[0].text
-    assert "lr 0.01: 0.95/0.1 vs none as good" in text
+    assert "s0 lr 0.01: 0.951/0.1 vs none as good" in text  # matched on validation (0.95 + 0.001)
     bad = evaluate_claim({**claim, "partner": "nearest"}, ok_frame(tmp_path / "e", forgetting_runs(ft_forgetting=0.30)))
     assert bad.verdict == INVALID and "partner must be closest or frontier" in bad.conditions[0].note
 
@@ -246,26 +247,150 @@ def test_a_reference_with_other_measurement_switches_is_still_the_reference(tmp_
     assert verdict(ratio, tmp_path / "b", lora + other_batch) == NO_DATA
 
 
-def test_the_ci_verdict_beside_the_point_verdict(tmp_path):
-    """A point estimate inside the tolerance holds; the 95% CI says whether the seeds back it:
-    tight seeds hold, seeds whose spread straddles the tolerance cannot tell, and an interval
-    wholly outside fails."""
+def test_the_interval_decides_never_the_point_estimate(tmp_path):
+    """A point estimate inside the tolerance is not a verdict: tight seeds hold, seeds whose
+    interval reaches across the tolerance cannot tell (and say how many seeds would decide), an
+    interval wholly outside fails, and one seed cannot tell."""
     recs = lr_grid_runs()
     tight = [run("dora", s, lr, peaked(1e-3, 0.87, lr)) for s in (0, 1, 2) for lr in LORA_GRID]  # +1 point every seed
-    spread = {0: 0.10, 1: -0.09, 2: 0.02}  # mean +1 point, seeds disagree by 19
+    spread = {0: 0.03, 1: -0.025, 2: 0.025}  # mean +1 point, seeds disagree by 5.5
     noisy = [run("dora", s, lr, peaked(1e-3, 0.86, lr) + spread[s]) for s in (0, 1, 2) for lr in LORA_GRID]
     held = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "a", recs + tight))
-    assert held.verdict == HOLDS and held.ci_says() == HOLDS
+    assert held.verdict == HOLDS
     unsure = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "b", recs + noisy))
     ev = unsure.conditions[0].evidence[0]
-    assert unsure.verdict == HOLDS and ev.ci_says() == CANNOT_TELL and unsure.ci_says() == CANNOT_TELL
+    assert ev.holds and unsure.verdict == CANNOT_TELL  # the point estimate says holds; the interval does not
     assert ev.stats["ci_low"] < -0.02 < 0.02 < ev.stats["ci_high"]
+    assert ev.decision.seeds_needed is not None and ev.decision.seeds_needed > 3
+    assert f"about {ev.decision.seeds_needed} seeds would decide" in ev.decision.reason
+    assert "minimum detectable effect" in ev.decision.reason and ev.decision.mde > 0
     failed = evaluate_claim(tuned("greater", 0.02), ok_frame(tmp_path / "c", recs + tight))
-    assert failed.verdict == FAILS and failed.ci_says() == FAILS  # +1 point, no spread: wholly below +2
+    assert failed.verdict == FAILS  # +1 point, no spread: wholly below +2
     one_seed = [r for r in recs + tight if r["seed"] == 0]
-    assert evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "d", one_seed)).ci_says() == CANNOT_TELL
+    single = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path / "d", one_seed))
+    assert single.verdict == CANNOT_TELL and "one observation" in single.conditions[0].evidence[0].decision.reason
     text = to_markdown([unsure])
-    assert "| **holds** | cannot tell |" in text and "95% CI: cannot tell" in text
+    assert "| **cannot tell** |" in text and "reaches across" in text and "point estimate inside" in text
+
+
+def test_holm_corrects_over_the_whole_report(tmp_path):
+    """One comparison that holds on its own at p just under 0.05 cannot tell once the report judges
+    several: the correction multiplies the smallest p by the number of comparisons."""
+    from analysis.verdicts import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2, float("nan")])[0] == pytest.approx(0.2) and math.isnan(holm([0.2, float("nan")])[1])
+    recs = lr_grid_runs()
+    spread = {0: 0.004, 1: -0.003, 2: 0.002}
+    dora = [run("dora", s, lr, peaked(1e-3, 0.86, lr) + spread[s]) for s in (0, 1, 2) for lr in LORA_GRID]
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    claim = tuned("within", 0.012)
+    (folder / "one.yaml").write_text(yaml.safe_dump({**claim, "id": "one"}))
+    alone = evaluate_all(ok_frame(tmp_path / "a", recs + dora), folder)[0]
+    p_alone = alone.conditions[0].evidence[0].decision.p_holm
+    for i in range(2, 6):
+        (folder / f"c{i}.yaml").write_text(yaml.safe_dump({**claim, "id": f"c{i}"}))
+    many = {r.id: r for r in evaluate_all(ok_frame(tmp_path / "b", recs + dora), folder)}
+    p_many = many["one"].conditions[0].evidence[0].decision.p_holm
+    assert p_many == pytest.approx(min(1.0, 5 * p_alone))
+    assert alone.verdict == HOLDS and p_alone < 0.05 < p_many and many["one"].verdict == CANNOT_TELL
+
+
+def test_a_pick_on_the_edge_of_its_grid_is_not_applicable_and_names_the_lr_to_add(tmp_path):
+    # LoRA's best lr is the highest of its grid: the optimum may lie above it
+    recs = lr_grid_runs(lora_peak=1e-2)
+    result = evaluate_claim(tuned("ge", 0.02, method="lora", baseline="full_ft", match=["steps"]), ok_frame(tmp_path / "a", recs))
+    [ev] = result.conditions[0].evidence
+    assert result.verdict == "not applicable"
+    assert "lora's validation pick lr 0.01 is the highest of" in ev.not_applicable and "add lr=0.033" in ev.not_applicable
+    ratio = evaluate_claim(lr_ratio(10), ok_frame(tmp_path / "b", recs))
+    assert ratio.verdict == "not applicable" and "does not bracket the optimum" in ratio.conditions[0].evidence[0].not_applicable
+
+
+def test_the_lr_optimum_is_a_vertex_not_a_grid_point(tmp_path):
+    """Between grid points: a LoRA curve peaking at 2e-3 (between 1e-3 and 3e-3) gives a best lr
+    between them, not either grid value."""
+    recs = []
+    for s in (0, 1, 2):
+        recs += [run("full_ft", s, lr, 0.90 - 0.1 * math.log10(lr / 1e-4) ** 2, r=None, targets=None) for lr in FT_GRID]
+        recs += [run("lora", s, lr, 0.86 - 0.1 * math.log10(lr / 2e-3) ** 2) for lr in LORA_GRID]
+    st = evaluate_claim(lr_ratio(20), ok_frame(tmp_path, recs)).conditions[0].evidence[0].stats
+    assert 10 ** st["estimate"] == pytest.approx(20.0, rel=0.02)
+
+
+def test_runs_that_did_not_learn_are_left_out(tmp_path):
+    """A LoRA that stays at the base model's score on validation says nothing about lrs: left out,
+    by name, and with no learned runs the claim is not applicable."""
+    recs = lr_grid_runs()
+    for r in recs:
+        r["metrics_before"] = {"validation": {"accuracy": 0.60}, "test": {"accuracy": 0.60}}
+        r["eval_items"] = {"validation": 500, "test": 1000}
+        if r["method"] == "lora" and r["seed"] == 2:  # collapsed: validation at the base model's score
+            r["metrics"]["validation"]["accuracy"] = 0.605
+    claim = tuned("ge", 0.05, method="lora", baseline="full_ft", match=["steps"])
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", recs))
+    [cond] = result.conditions
+    assert "left out 4 run(s) that did not learn" in cond.note and "not above the base model 0.6" in cond.note
+    assert cond.evidence[0].seeds == (0, 1)
+    for r in recs:
+        if r["method"] == "lora":
+            r["metrics"]["validation"]["accuracy"] = 0.61
+    gone = evaluate_claim(claim, ok_frame(tmp_path / "b", recs))
+    assert gone.verdict == "not applicable" and "did not learn" in gone.conditions[0].note
+    # the majority class is a floor too: a record that says it
+    for r in recs:
+        r["metrics_majority"] = {"validation": {"accuracy": 0.95}}
+        r["metrics_before"] = None
+    assert evaluate_claim(claim, ok_frame(tmp_path / "c", lr_grid_runs())).verdict != "not applicable"
+    assert "not above the majority class 0.95" in evaluate_claim(claim, ok_frame(tmp_path / "d", recs)).conditions[0].note
+
+
+def with_items(recs: list[dict[str, Any]], n: int = 400, digest: str = "d" * 16) -> list[dict[str, Any]]:
+    """Per-item test outcomes whose mean is each run's accuracy; items shared by the runs of a seed
+    (a harder item is harder for every method), as they are on one test set."""
+    import numpy as np
+
+    from experiments.outcomes import encode
+
+    for r in recs:
+        acc = r["metrics"]["test"]["accuracy"]
+        order = np.random.default_rng(r["seed"]).permutation(n)  # item difficulty: one order per seed
+        correct = np.zeros(n)
+        correct[order[: round(acc * n)]] = 1
+        r["metrics"]["test"]["accuracy"] = float(correct.mean())
+        r["items"] = {"test": encode(correct, digest, "accuracy")}
+    return recs
+
+
+def test_a_paired_bootstrap_over_seeds_and_items_decides_where_records_keep_items(tmp_path):
+    ratio = {**tuned("ratio_in", 0.0, range=[0.9, float("inf")]), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
+    result = evaluate_claim(ratio, ok_frame(tmp_path / "a", with_items(lr_grid_runs())))
+    [ev] = result.conditions[0].evidence
+    assert ev.stats["interval"] == "bootstrap" and ev.stats["items"] == 400 and ev.stats["n"] == 3
+    assert "paired bootstrap over 3 seeds x 400 test items" in ev.text
+    assert ev.stats["ci_low"] < ev.stats["estimate"] < ev.stats["ci_high"]  # items add spread a zero-variance t interval lacks
+    assert result.verdict == HOLDS and "paired bootstrap" in ev.decision.reason  # 86/90 = 95.6%: above 90%
+    again = evaluate_claim(ratio, ok_frame(tmp_path / "b", with_items(lr_grid_runs())))
+    assert again.conditions[0].evidence[0].stats == ev.stats  # the bootstrap has its own fixed generator
+    # two test sets (another digest) never pair item by item: the t interval over seeds decides
+    mixed = with_items([r for r in lr_grid_runs() if r["method"] == "lora"]) + \
+        with_items([r for r in lr_grid_runs() if r["method"] == "full_ft"], digest="e" * 16)
+    assert evaluate_claim(ratio, ok_frame(tmp_path / "c", mixed)).conditions[0].evidence[0].stats.get("interval") is None
+
+
+def test_a_claim_outside_its_regime_is_not_applicable(tmp_path):
+    recs = lr_grid_runs()
+    claim = {**tuned("ge", 0.05, method="lora", baseline="full_ft", match=["steps"]), "regime": {"batch_size": {"min": 32}},
+             "regime_text": "batch 32 and more"}
+    for r in recs:
+        r["config"]["batch_size"] = 16
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", recs))
+    assert result.verdict == "not applicable" and result.regime == "batch 32 and more"
+    assert "the claim's regime is batch_size >= 32" in result.conditions[0].note and "had batch_size 16" in result.conditions[0].note
+    for r in recs:
+        r["config"]["batch_size"] = 64
+    assert evaluate_claim(claim, ok_frame(tmp_path / "b", recs)).verdict == HOLDS
 
 
 def test_evidence_names_what_sets_a_setting_apart(tmp_path):

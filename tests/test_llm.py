@@ -86,6 +86,25 @@ def test_procedural_task_answers_are_right_and_splits_disjoint():
             assert e.reference == DAYS[(start + shift) % 7]
     again = procedural(task_cfg("procedural", n_train=10))
     assert [e.prompt for e in again.splits["test"]] == [e.prompt for e in raw.splits["test"]]
+    assert not (prompts["test"] & prompts["validation"])
+
+
+def test_procedural_training_examples_depend_on_no_other_splits_size():
+    """The training draw is the same whatever the validation and test sizes (each split has its
+    own generator and its own slice of the questions); the records made before it keep their
+    sequential draw, in which the held-out sizes moved the training examples."""
+    from experiments.data.procedural import procedural, slice_of
+
+    def train(**sizes):
+        return [e.prompt for e in procedural(task_cfg("procedural", **sizes)).splits["train"]]
+
+    base = train()
+    assert train(n_validation=256, n_test=512) == base and train(n_validation=8) == base
+    assert train(n_train=500) == base[:500]  # a smaller training set is a prefix of a larger one
+    assert {slice_of(p.split("Question: ")[1].split("\n")[0]) for p in base} <= set(range(2, 10))
+    legacy = dict(data_draw="sequential")
+    assert procedural(task_cfg("procedural", **legacy)).splits["train"] != \
+        procedural(task_cfg("procedural", n_validation=256, **legacy)).splits["train"]
 
 
 @pytest.mark.parametrize("metrics,message", [

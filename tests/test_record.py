@@ -20,6 +20,15 @@ def test_result_file_schema(run_small, tmp_path):
     assert on_disk["config"]["method"]["name"] == "lora" and on_disk["config"]["steps"] == 3
     assert set(on_disk["metrics"]["test"]) >= {"accuracy", "macro_f1"}
     assert len(on_disk["loss_curve"]) == 3
+    # per-item outcomes of the test set, the floor a run must beat, and how many items each score is over
+    from experiments.outcomes import decode
+
+    n_test = on_disk["eval_items"]["test"]
+    items = on_disk["items"]["test"]
+    assert items["n"] == n_test and len(items["digest"]) == 16 and items["metric"] == "accuracy"
+    assert decode(items).mean() == pytest.approx(on_disk["metrics"]["test"]["accuracy"])
+    majority = on_disk["metrics_majority"]["test"]["accuracy"]
+    assert 0 < majority < 1 and on_disk["metrics_majority"]["validation"]["accuracy"] > 0
     assert on_disk["timing"]["train_s"] > 0 and on_disk["timing"]["eval_s"] > 0
     prov = on_disk["provenance"]
     assert prov["versions"]["torch"] and prov["versions"]["peft"] and prov["versions"]["transformers"]

@@ -246,15 +246,21 @@ def test_a_forced_run_measures_anew(run_small, idle):
     assert first["run_id"] != forced["run_id"]
 
 
-def test_merge_precision_is_each_runs_own(run_small, idle):
+def test_merge_logit_diffs_are_each_runs_own_and_merge_scores_are_copied(run_small, idle):
     extra = ("measure.serving.merge_eval=true",)
     first = run_small("method=lora", "steps=3", *TIMED, *extra)
     second = run_small("method=lora", "steps=3", "seed=1", *TIMED, *extra)
     assert second["measurement"]["costs_from"] == first["run_id"]
-    # its own test score, not the first run's
-    assert second["serving"]["primary_unmerged"] == pytest.approx(second["metrics"]["test"]["accuracy"])
-    assert "primary_merged_bf16" in second["serving"] and second["cost"]["merge_max_abs_logit_diff"] is not None
+    # the merge variants' test passes are the first run's, named by costs_from ...
+    scores = [k for k in first["serving"] if k.startswith("primary_")]
+    assert "primary_merged_bf16" in scores
+    assert {k: second["serving"][k] for k in scores} == {k: first["serving"][k] for k in scores}
+    assert first["serving"]["primary_unmerged"] == pytest.approx(first["metrics"]["test"]["accuracy"])
+    # ... the logit differences are measured on its own weights
+    diffs = [k for k in second["serving"] if serving_depends_on_weights(k)]
+    assert diffs and all(second["serving"][k] is not None for k in diffs)
     assert second["serving"]["measure_s"].keys() == {"merge_precision"}
+    assert second["cost"]["merge_max_abs_logit_diff"] is not None
 
 
 def test_a_remote_launcher_refuses_auto(tmp_path):

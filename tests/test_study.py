@@ -142,8 +142,9 @@ TINY = {
     "grid": {"seed": "0,1"},
     "arms": [{"method": "lora", "lr": "1e-3"}],
 }
-TINY_CLAIM = {"id": "tiny_range", "statement": "LoRA's accuracy is a fraction.", "source": "test",
-              "check": "metric_in_range", "method": "lora", "metric": "primary", "range": [0.0, 1.0], "tolerance": 0.0}
+# a claim on a cost: 2-step runs learn nothing, and a claim on scores would leave them out
+TINY_CLAIM = {"id": "tiny_range", "statement": "LoRA's model weighs under a gigabyte.", "source": "test",
+              "check": "metric_in_range", "method": "lora", "metric": "cost.weight_bytes", "range": [0.0, 1e9], "tolerance": 0.0}
 
 
 def test_variant_replaces_or_drops_a_grid_axis():
@@ -197,7 +198,7 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[sweep] 2 runs, 0 already done, 2 to launch" in out.stdout
     assert "report of its 2 result files" in out.stdout
-    assert "tiny_range: HOLDS" in out.stdout
+    assert "tiny_range: " in out.stdout and "why: " in out.stdout  # the verdict and its reason
     assert "n=2 seeds" in out.stdout and "95% CI" in out.stdout
     runs = (tmp_path / "report" / "runs.csv").read_text()
     rows = runs.strip().splitlines()[1:]
@@ -210,7 +211,7 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     kept.mkdir()
     (kept / "old__run.json").write_text("{}")
     again = cli(*[a for a in args if a not in ("--out", str(tmp_path / "report"))], "--keep", str(kept))
-    assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: HOLDS" in again.stdout
+    assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: " in again.stdout
     assert "est. " in out.stdout and "2 to run, est." in out.stdout  # the first start: both runs are left
     assert "0 to run, est. 0 min" in again.stdout  # the resume knows nothing is left before it starts
     assert sorted(p.name for p in kept.glob("*.json")) == sorted(p.name for p in results.glob("*lora*.json"))
@@ -219,6 +220,40 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert note["study"] == "tiny" and note["records"] == 2
     assert [i["records_after"] for i in note["invocations"]] == [2] and note["invocations"][0]["estimate_s"] > 0
     assert note["invocations"][0]["runs_left"] == 0
+
+
+def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_the_picks(tmp_path):
+    """decide: {seeds: 3, extend: 1}: the grid (2 seeds x 2 lrs), one round extending a pick on
+    the grid's edge, the analysis plan written before the seeds phase, then seed 2 at each pick."""
+    import json
+
+    data = {**TINY, "arms": [{"method": "lora", "lr": "1e-3,3e-3"}], "decide": {"seeds": 3, "extend": 1}}
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
+    results = tmp_path / "results"
+    out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
+              "--keep", str(tmp_path / "kept"), f"results_dir={results}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "picked on the edge of their lr grid: extending (round 1 of 1)" in out.stdout  # 2 lrs: every pick is an edge
+    assert "analysis plan written before the seeds phase" in out.stdout
+    plan = yaml.safe_load((tmp_path / "kept" / "analysis_plan.yaml").read_text())
+    [line] = plan["picks"]
+    assert len(plan["study_sha256"]) == 64 and plan["claims"] == ["tiny_range"] and len(line["grid"]) == 3
+    pick = line["pick_lr"]
+    recs = [json.loads(p.read_text()) for p in results.glob("*.json")]
+    at_pick = sorted(r["seed"] for r in recs if abs(r["lr"] - pick) < 1e-12)
+    assert at_pick == [0, 1, 2] and len(recs) == 3 * 2 + 1  # three lrs at seeds 0-1, seed 2 at the pick
+    plan_time = (tmp_path / "kept" / "analysis_plan.yaml").stat().st_mtime
+    seed2 = next(r for r in recs if r["seed"] == 2)
+    from datetime import datetime
+
+    assert datetime.fromisoformat(seed2["started_at"]).timestamp() >= plan_time - 1  # the plan came first
+    assert "report of its 7 result files" in out.stdout and len(list((tmp_path / "kept").glob("*.json"))) == 7
+    bad = {**data, "decide": {"seeds": 1}}
+    with pytest.raises(st.StudyError, match="decide must be a mapping with seeds"):
+        st.parse_study(bad, "tiny")
 
 
 def test_every_study_arm_composes_and_passes_the_config_check():

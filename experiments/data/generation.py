@@ -146,6 +146,9 @@ class GenerationTask:
             if not raw.splits.get(name):
                 raise ConfigError(f"task {raw.name} has no {name} examples; check the task's data files")
         self.examples = raw.splits
+        self.outcomes: dict[str, list[float]] = {}
+        # every generation metric is a mean over items: the outcomes are the first declared one's
+        self.outcome_metric = (raw.metrics or ["exact_match"])[0]
         self.train = self._encode_train(raw.splits["train"])
         self.prompts = {s: [self._prompt_ids(e.prompt) for e in exs] for s, exs in raw.splits.items() if s != "train"}
 
@@ -245,7 +248,19 @@ class GenerationTask:
         return {**{k: compute[k]() for k in names}, "n": n}
 
     def evaluate(self, model: torch.nn.Module, split: str, batch_size: int, device: torch.device, autocast) -> dict[str, float]:
-        return self.score(self.generate(model, split, batch_size, device, autocast), self.examples[split])
+        """The declared metrics on `split`; each item's score on the first declared metric is kept in
+        `outcomes[split]` (the latest evaluation's), for the record's per-item outcomes."""
+        predictions, examples = self.generate(model, split, batch_size, device, autocast), self.examples[split]
+        self.outcomes[split] = [self.score([p], [e])[self.outcome_metric] for p, e in zip(predictions, examples)]
+        return self.score(predictions, examples)
+
+    def item_digest(self, split: str) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for e in self.examples[split]:
+            h.update(f"{e.prompt}\x00{e.reference}\x01".encode())
+        return h.hexdigest()[:16]
 
     def fixed_batch(self, batch: int, length: int) -> dict[str, torch.Tensor]:
         """A fixed inference batch for latency: the first test prompts, left-padded to `length`."""

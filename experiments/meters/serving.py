@@ -78,6 +78,7 @@ class ServingContext:
     length: int
     eval_batch_size: int
     test_scores: Mapping[str, float] | None = None  # the run's test metrics of the trained model
+    score_merges: bool = True  # False: logit differences only (a run that copies the scores)
     _merged: nn.Module | None = field(default=None, repr=False)
 
     def merged(self) -> nn.Module:
@@ -312,7 +313,7 @@ def merge_precision(ctx: ServingContext, task_cfg: Mapping[str, Any]) -> dict[st
         builders["merged_requant_4bit"] = ctx.merged  # peft's own merge re-quantises to 4 bits
     batch = ctx.task.fixed_batch(int(ctx.s["batch"]), ctx.length)
     name, direction = primary_of(task_cfg)
-    score = bool(ctx.s["merge_eval"]) and bool(ctx.task.size("test"))
+    score = bool(ctx.s["merge_eval"]) and ctx.score_merges and bool(ctx.task.size("test"))
     fig: dict[str, Any] = {}
     reference = None
     for k, build in builders.items():  # one merged copy alive at a time
@@ -394,7 +395,7 @@ def generation(ctx: ServingContext) -> dict[str, Any]:
 # -- the step the run calls ---------------------------------------------------------------------------
 
 depends_on_weights = serving_depends_on_weights
-WEIGHT_PARTS = ("merge_precision",)  # the parts whose figures depend_on_weights
+WEIGHT_PARTS = ("merge_precision",)  # the part whose logit differences depend_on_weights
 
 
 def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module | None, task: Any, config: Mapping[str, Any],
@@ -402,7 +403,8 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
             only: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """Every serving figure of a trained (unmerged) model; None when switched off. Each part's
     wall time is recorded in `measure_s`, so its cost per run is visible. `only` names the parts
-    to measure (the others are left out)."""
+    to measure (the others are left out); a run measuring only the weight parts copies the merge
+    variants' test scores and measures their logit differences alone."""
     s = settings(config)
     if not s["enabled"]:
         return None
@@ -419,7 +421,8 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
         except Exception as e:  # recorded; the parts that read the adapter then say they failed too
             skipped["save"] = f"failed: {type(e).__name__}: {e}"
         ctx = ServingContext(method, info, model, base, task, path, s, device, autocast,
-                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]), test_scores)
+                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]), test_scores,
+                             score_merges=only is None)
         parts: dict[str, Callable[[], Any]] = {
             "batch1": lambda: batch1_latency(ctx),
             "load": lambda: adapter_load(ctx),

@@ -1,0 +1,177 @@
+"""The phases of a study that decides (`decide:` in its YAML).
+
+A study with `decide: {seeds: N, extend: K}` runs in phases, each a sweep:
+
+1. its grid: the study's arms over the grid's seeds;
+2. every line (one configuration of a method, all but lr and seed) whose validation pick sits on the
+   edge of its lr grid gets the next lr beyond that edge, for the grid's seeds; up to K rounds
+   (a pick on an edge is no pick, analysis.claim_kinds.edge_reason);
+3. the analysis plan (each line's pick on validation, the seeds it will add, the claims and the
+   study file's hash) is written to the results folder before any further run, so that the
+   second phase cannot be chosen after seeing its results;
+4. N seeds in all at each line's pick.
+
+N is fixed in the study before anything runs: each claim is then tested once, on all N seeds, and
+its error control is that of one test (Holm-corrected over the report, analysis.verdicts). There
+is no sequential stopping: adding seeds until a claim decides would test it again at every look.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+class DecideError(ValueError):
+    """A `decide:` block that cannot be used; the message names the fix."""
+
+VARYING = ("lr", "seed")  # what a line is not: the picks' axis and the seeds
+
+
+@dataclass
+class Line:
+    """One configuration's runs along lr and seed: {(lr, seed): record}."""
+
+    items: dict[str, str]  # the job's overrides but lr and seed
+    runs: dict[tuple[float | None, int], Mapping[str, Any]] = field(default_factory=dict)
+
+    def lrs(self) -> list[float | None]:
+        return sorted({lr for lr, _ in self.runs}, key=lambda x: -1.0 if x is None else x)
+
+    def seeds(self) -> list[int]:
+        return sorted({s for _, s in self.runs})
+
+
+def _key(item: str) -> str:
+    return item.split("=", 1)[0]
+
+
+def _value(item: str) -> str:
+    return item.split("=", 1)[1] if "=" in item else ""
+
+
+def lines_of(entries: Sequence[Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]]) -> dict[tuple, Line]:
+    """The sweep's ok runs grouped by line. A job's overrides name its line, less `+sweep=` (the
+    preset that expanded it)."""
+    lines: dict[tuple, Line] = {}
+    for e in entries:
+        rec = records.get(str(e.get("run_id")))
+        if rec is None or rec.get("status") != "ok":
+            continue
+        items = {_key(x): _value(x) for x in e["overrides"] if not _key(x).lstrip("+").startswith(("sweep", "hydra"))}
+        line_items = {k: v for k, v in items.items() if k not in VARYING}
+        key = tuple(sorted(line_items.items()))
+        lr = float(items["lr"]) if items.get("lr") not in (None, "", "null") else None
+        lines.setdefault(key, Line(line_items)).runs[(lr, int(rec["seed"]))] = rec
+    return lines
+
+
+def _validation_score(rec: Mapping[str, Any]) -> tuple[float, float]:
+    """(score, sign): the task's primary metric on validation, and +1 where higher is better."""
+    from experiments.data.base import declared_metrics  # torch, only once records are read
+
+    metrics = declared_metrics(rec["config"]["task"])
+    primary = next(m for m in metrics if m["primary"])
+    value = ((rec.get("metrics") or {}).get("validation") or {}).get(primary["name"])
+    return (math.nan if value is None else float(value)), (1.0 if primary["direction"] == "max" else -1.0)
+
+
+def beyond_edge(grid: Sequence[float], lr: float) -> float | None:
+    """The next lr past the edge of a sorted grid (2 or more lrs) that `lr` sits on, one step of
+    the grid's own spacing there; None when `lr` is inside it."""
+    if len(grid) < 2:
+        return None
+    if math.isclose(lr, grid[0]):
+        return grid[0] / (grid[1] / grid[0])
+    if math.isclose(lr, grid[-1]):
+        return grid[-1] * (grid[-1] / grid[-2])
+    return None
+
+
+def pick(line: Line) -> tuple[float | None, float | None]:
+    """(the lr with the best mean validation score over seeds, ties to the smaller lr; the lr to
+    add beyond the grid's edge when the pick sits on it, else None)."""
+    lrs = line.lrs()
+    if len(lrs) < 2 or None in lrs:
+        return lrs[0], None
+    means = {}
+    for lr in lrs:
+        scores = [_validation_score(r) for (x, _), r in line.runs.items() if x == lr]
+        means[lr] = scores[0][1] * sum(s for s, _ in scores) / len(scores)
+    best = max(lrs, key=lambda lr: (means[lr], -lr))
+    return best, beyond_edge(lrs, best)
+
+
+def _arm(line: Line, lr: float | None, seeds: Sequence[int]) -> dict[str, str]:
+    arm = dict(line.items)
+    if lr is not None:
+        arm["lr"] = f"{lr:.6g}"
+    arm["seed"] = ",".join(map(str, seeds))
+    return arm
+
+
+def extension_arms(lines: Mapping[tuple, Line]) -> list[dict[str, str]]:
+    """For each line picked on an edge of its grid: the next lr beyond it, at the line's seeds."""
+    out = []
+    for line in lines.values():
+        _, beyond = pick(line)
+        if beyond is not None:
+            out.append(_arm(line, beyond, line.seeds()))
+    return out
+
+
+def seed_arms(lines: Mapping[tuple, Line], n_seeds: int) -> list[dict[str, str]]:
+    """Seeds 0..N-1 at each line's pick (the ones it has are skipped as done)."""
+    out = []
+    for line in lines.values():
+        lr, _ = pick(line)
+        have = {s for (x, s) in line.runs if x == lr}
+        missing = [s for s in range(n_seeds) if s not in have]
+        if missing:
+            out.append(_arm(line, lr, missing))
+    return out
+
+
+def plan(study_file: str, claims: Sequence[str], lines: Mapping[tuple, Line], n_seeds: int, rounds: int) -> dict[str, Any]:
+    """What the second phase will run and why, fixed before it runs."""
+    text = Path(study_file).read_bytes() if Path(study_file).exists() else b""
+    picks = []
+    for line in lines.values():
+        lr, beyond = pick(line)
+        picks.append({"line": line.items, "grid": [x for x in line.lrs()], "pick_lr": lr, "on_edge": beyond is not None,
+                      "seeds_have": sorted(s for (x, s) in line.runs if x == lr), "seeds_total": n_seeds})
+    return {"study_file": study_file, "study_sha256": hashlib.sha256(text).hexdigest(), "claims": list(claims),
+            "rule": "pick: best mean validation score of the task's primary metric over seeds, ties to the smaller lr",
+            "extension_rounds": rounds, "picks": picks}
+
+
+PLAN_FILE = "analysis_plan.yaml"  # YAML beside the records: report loaders read only *.json
+
+
+def write_plan(path: Path, content: Mapping[str, Any]) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(content, default=str)), sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def settings(decide: Any, file: str) -> tuple[int, int] | None:
+    """(seeds, extension rounds) of a study's `decide:` block; None without one."""
+    if decide is None:
+        return None
+    if not isinstance(decide, Mapping) or not isinstance(decide.get("seeds"), int) or decide["seeds"] < 2:
+        raise DecideError(f"study {file}: decide must be a mapping with seeds: N (N >= 2), e.g. decide: {{seeds: 10, extend: 2}}")
+    extend = decide.get("extend", 2)
+    if not isinstance(extend, int) or extend < 0:
+        raise DecideError(f"study {file}: decide.extend must be a whole number of rounds >= 0, got {extend!r}")
+    unknown = sorted(set(decide) - {"seeds", "extend"})
+    if unknown:
+        raise DecideError(f"study {file}: decide takes seeds and extend, not {', '.join(unknown)}")
+    return int(decide["seeds"]), int(extend)

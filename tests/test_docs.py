@@ -1,0 +1,51 @@
+"""The docs site builds strictly, and the README stays one page whose links all land."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    """A broken link, a page missing from the nav or a missing page fails the build."""
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
+    assert mkdocs, "mkdocs is in the test extras (pip install -e '.[test]')"
+    out = subprocess.run([mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+                         capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "site" / "studies" / "index.html").exists()
+
+
+def test_a_broken_link_fails_the_build(tmp_path):
+    site = tmp_path / "copy"
+    shutil.copytree(ROOT / "docs", site / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", site / "mkdocs.yml")
+    (site / "docs" / "running.md").write_text((site / "docs" / "running.md").read_text() + "\n[gone](no-such-page.md)\n")
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
+    out = subprocess.run([mkdocs, "build", "--strict", "-f", str(site / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+                         capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode != 0 and "no-such-page.md" in out.stdout + out.stderr
+
+
+def test_the_readme_is_one_page_and_its_links_land():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    head = "\n".join(readme.splitlines()[:40])
+    assert "make demo" in head and "make test" in head
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert links and all((ROOT / link).exists() for link in links), [l for l in links if not (ROOT / l).exists()]
+    assert "../" not in readme  # no path outside the repository
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert all(p.name in nav for p in (ROOT / "docs").glob("*.md")), "every docs page is in the nav"
+
+
+@pytest.mark.parametrize("page", ["docs/studies.md", "docs/default-benchmark.md"])
+def test_generated_pages_hold_their_blocks(page):
+    text = (ROOT / page).read_text()
+    assert "<!-- /claims -->" in text or "<!-- /tables -->" in text
