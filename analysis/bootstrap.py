@@ -81,18 +81,26 @@ def summary(estimate: float, reps: np.ndarray, region: tuple[float, float], n_se
     inside += [2 * tail_beyond(hi, False)] if math.isfinite(hi) else []
     outside = [2 * tail_beyond(lo, False)] if math.isfinite(lo) else []
     outside += [2 * tail_beyond(hi, True)] if math.isfinite(hi) else []
+    # (count + 1) / (B + 1): a bootstrap p-value is never 0, and Holm can multiply it
+    floor = 2.0 / (len(reps) + 1)
     return {"estimate": estimate, "ci_low": float(np.percentile(reps, 2.5)), "ci_high": float(np.percentile(reps, 97.5)),
             "p": math.nan, "n": float(n_seeds), "items": float(n_items), "interval": "bootstrap",
-            "se": float(np.std(reps, ddof=1)), "p_holds": min(1.0, max(inside) if inside else 0.0),
-            "p_fails": min(1.0, min(outside) if outside else 1.0)}
+            "se": float(np.std(reps, ddof=1)), "p_holds": min(1.0, max(floor, max(inside) if inside else 0.0)),
+            "p_fails": min(1.0, max(floor, min(outside) if outside else 1.0))}
+
+
+# Resampling few seeds understates their spread (3 seeds give 10 distinct draws and no t penalty):
+# below this the t interval over seeds decides.
+MIN_SEEDS = 8
 
 
 def compare(a: Mapping[int, tuple[str, np.ndarray]], b: Mapping[int, tuple[str, np.ndarray]], region: tuple[float, float],
             ratio: bool = False, sign: float = 1.0) -> dict[str, Any] | None:
     """The paired bootstrap of a's mean over b's (ratio) or of their difference, oriented by `sign`
-    (+1: higher is better), against `region`; None when the two sides do not pair item by item."""
+    (+1: higher is better), against `region`; None when the two sides do not pair item by item, or
+    share fewer than MIN_SEEDS seeds."""
     pair = paired(a, b)
-    if pair is None:
+    if pair is None or len(pair[0]) < MIN_SEEDS:
         return None
     seeds, xa, xb = pair
     if ratio:

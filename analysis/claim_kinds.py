@@ -73,10 +73,17 @@ def with_context(runs: pd.DataFrame, drop: Iterable[str] = ()) -> pd.DataFrame:
 
 def tuned(line: pd.DataFrame, metric: str) -> tuple[float, dict[int, float], dict[int, float]]:
     """(lr, per-seed metric, per-seed validation score) of the line's best lr by mean validation
-    score over seeds (ties: the smaller lr)."""
+    score over the seeds every lr has (ties: the smaller lr): a pick that extra seeds at one lr
+    (a deciding study's second phase) cannot move. The metric is then read on all its seeds."""
     s = sign(str(line["primary_direction"].iloc[0]))
     by_lr = sorted(line.groupby("chosen_lr" if line["lr"].isna().all() else "lr"), key=lambda kv: kv[0])
-    best = max(by_lr, key=lambda kv: (s * float(kv[1]["val_primary"].astype(float).mean()), -kv[0]))
+    shared = set.intersection(*(set(g["seed"]) for _, g in by_lr)) if by_lr else set()
+
+    def score(g: pd.DataFrame) -> float:
+        on = g[g["seed"].isin(shared)] if shared else g
+        v = float(on["val_primary"].astype(float).mean())
+        return -math.inf if math.isnan(v) else s * v
+    best = max(by_lr, key=lambda kv: (score(kv[1]), -kv[0]))
     g = best[1]
     kept = one_per_source(g, [metric])  # copies of one cost measurement are one observation
     return float(best[0]), {int(k): float(v) for k, v in zip(kept["seed"], kept[metric])}, \
@@ -147,6 +154,17 @@ def _seeds(st: Mapping[int, float]) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------- best_lr_ratio
 
+def _learned_seeds(line: pd.DataFrame, per_seed: Mapping[int, float]) -> dict[int, float]:
+    """The seeds of a line that learned at one lr or more (analysis.guards), where the records
+    say what learning means; all of them otherwise."""
+    from analysis.guards import learned
+
+    if "val_floor" not in line.columns:
+        return dict(per_seed)
+    ok = {int(r["seed"]) for r in line.to_dict("records") if learned(r)[0]}
+    return {s: v for s, v in per_seed.items() if s in ok}
+
+
 def vertex(xs: np.ndarray, ys: np.ndarray, i: int) -> float:
     """The top of the parabola through the best point and its two neighbours (x in log10 lr),
     kept between the neighbours; the best point itself where the three are not concave."""
@@ -195,14 +213,17 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
             for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
                 mine, grid_m, edge_m = _best_lr_per_seed(line)
                 theirs, grid_b, edge_b = _best_lr_per_seed(base)
+                # a seed whose every lr did not learn has no best lr: its argmax is noise
+                mine, theirs = _learned_seeds(line, mine), _learned_seeds(base, theirs)
                 if len(grid_m) < 3 or len(grid_b) < 3:
                     continue
                 logs = {s: math.log10(mine[s] / theirs[s]) for s in set(mine) & set(theirs)}
                 if not logs:
                     continue
                 st = paired_stats(logs, None, math.log10(expected))
-                edges = [edge_reason(ln, edge[min(edge)], f"{name} (seed {min(edge)})") for name, ln, edge in
-                         ((method, line, edge_m), (cond["baseline"], base, edge_b)) if edge]
+                edges = [x for name, ln, edge in ((method, line, edge_m), (cond["baseline"], base, edge_b))
+                         for x in dict.fromkeys(edge_reason(ln, lr, f"{name} (seed {seed})") for seed, lr in sorted(edge.items())
+                                                if seed in logs) if x]
                 ok = abs(st["estimate"] - math.log10(expected)) <= tol
                 text = (f"best lr {method} [{cfg['rank']} {cfg['targets']}] / {cond['baseline']} [{base['rank'].iloc[0]} "
                         f"{base['targets'].iloc[0]}] = {stats_text(st, lambda v: 10 ** v, 'x')} (per seed: "

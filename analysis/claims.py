@@ -131,7 +131,7 @@ def claim_problems(claim: Any) -> list[str]:
             problems.append(f"condition {i}: {cond.get('check')} needs range: [low, high] (numbers, low <= high)")
     if not conditions_of(claim):
         problems.append("no conditions")
-    return problems
+    return problems + guards.regime_problems(claim.get("regime"))
 
 
 DERIVED_METRICS = {"loss_auc"}
@@ -173,6 +173,8 @@ def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None =
         free = cond.get("free") or []
         named = [("axis", cond.get("axis"))] + [("setting_where", k) for k in (cond.get("setting_where") or {})]
         named += [("free", k) for k in ([free] if isinstance(free, str) else free)]
+        if i == 0 and isinstance(claim.get("regime"), Mapping):
+            named += [("regime", k) for k in claim["regime"]]
         for role, key in named:
             for part in str(key).split("|") if key is not None else []:
                 if part not in known:

@@ -106,17 +106,15 @@ def mde(st: Mapping[str, float]) -> float:
     return float((sps.t.ppf(1 - ALPHA / 2, df) + sps.t.ppf(POWER, df)) * se)
 
 
-def seeds_to_decide(st: Mapping[str, float], region: tuple[float, float]) -> int | None:
-    """Seeds at which the 95% interval around this estimate, at this spread, would clear the
-    nearest bound: None when the estimate sits on it or no spread is known."""
+def seeds_to_decide(st: Mapping[str, float], region: tuple[float, float], alpha: float = ALPHA) -> int | None:
+    """Seeds at which the interval around this estimate, at this spread over seeds and at the level
+    the correction gave it (`alpha`), would clear the nearest bound: None when the estimate sits
+    on it or no spread over seeds is known (a bootstrap's spread mixes seeds and items)."""
     n = int(st.get("n") or 0)
-    if st.get("interval") == "bootstrap" and n >= 2:  # items held fixed: the seeds' share of the spread shrinks
-        se = float(st["se"])
-    else:
-        parts = _t_parts(st)
-        if parts is None:
-            return None
-        se, _ = parts
+    parts = _t_parts(st)
+    if parts is None:
+        return None
+    se, _ = parts
     sd = se * math.sqrt(n)
     bounds = [b for b in region if math.isfinite(b)]
     if not bounds or sd == 0:
@@ -125,7 +123,7 @@ def seeds_to_decide(st: Mapping[str, float], region: tuple[float, float]) -> int
     if dist == 0:
         return None
     for k in range(n + 1, MAX_SEEDS + 1):
-        if sps.t.ppf(1 - ALPHA / 2, k - 1) * sd / math.sqrt(k) < dist:
+        if sps.t.ppf(1 - alpha / 2, k - 1) * sd / math.sqrt(k) < dist:
             return k
     return MAX_SEEDS + 1
 
@@ -160,6 +158,14 @@ def raw_decision(evidence: Any) -> tuple[Decision, float]:
         n = int(st.get("n") or 0)
         why = "one observation" if n <= 1 else "no interval"
         return Decision(CANNOT_TELL, f"{why}: no interval to read (more seeds, or measurements not copied between them)"), math.nan
+    parts = _t_parts(st)
+    if parts is not None and parts[0] == 0:  # every seed gave the same value: nothing to test, read as it is
+        inside = region[0] < lo and hi < region[1]
+        outside = hi < region[0] or lo > region[1]
+        verdict = HOLDS if inside else FAILS if outside else CANNOT_TELL
+        return Decision(verdict, f"zero spread over {int(st['n'])} seeds: the figure does not vary with the seed; "
+                                 f"value {_g(st['estimate'])} against {_region(region)}, read as it is (uncorrected)",
+                        corrected=False), math.nan
     p_holds, p_fails = decision_p(st, region)
     if st.get("interval") == "bootstrap":
         p = min(p_holds, p_fails)
@@ -200,14 +206,16 @@ def decide(results: Iterable[Any]) -> None:
     results = list(results)
     evidence = [e for r in results for c in r.conditions for e in c.evidence]
     raw = [raw_decision(e) for e in evidence]
-    adjusted = holm([p for _, p in raw])
-    for e, (d, _), p_adj in zip(evidence, raw, adjusted):
+    ps = [p for _, p in raw]
+    adjusted = holm(ps)
+    levels = holm_levels(ps)
+    for e, (d, _), p_adj, level in zip(evidence, raw, adjusted, levels):
         if not math.isnan(p_adj):
             d.p_holm = p_adj
             decided = p_adj < ALPHA
             if not decided:
                 d.verdict = CANNOT_TELL
-                d.seeds_needed = seeds_to_decide(e.stats, e.holds_if)
+                d.seeds_needed = seeds_to_decide(e.stats, e.holds_if, level)
         if not d.reason:
             d.reason = _reason(d, e)
         e.decision = d
@@ -216,15 +224,34 @@ def decide(results: Iterable[Any]) -> None:
             if c.verdict != INVALID:
                 c.verdict = combine([e.decision.verdict for e in c.evidence])
         if r.verdict != INVALID:
-            r.verdict = combine([c.verdict for c in r.conditions])
+            r.verdict = combine_conditions([c.verdict for c in r.conditions])
+
+
+def holm_levels(ps: list[float]) -> list[float]:
+    """The level each p-value faces in Holm's step-down order (alpha / (m - rank)); NaN: none."""
+    idx = sorted((i for i, p in enumerate(ps) if not math.isnan(p)), key=lambda i: ps[i])
+    out = [math.nan] * len(ps)
+    for rank, i in enumerate(idx):
+        out[i] = ALPHA / (len(idx) - rank)
+    return out
 
 
 def combine(verdicts: list[str]) -> str:
-    """All parts must hold: one that fails fails the whole; all that apply holding make it hold;
-    nothing that applies makes it not applicable; anything else cannot tell."""
+    """A condition over configurations: one that fails fails it; all that apply holding make it
+    hold; nothing that applies makes it not applicable; anything else cannot tell."""
     applicable = [v for v in verdicts if v != NOT_APPLICABLE]
     if not applicable:
         return NOT_APPLICABLE
     if FAILS in applicable:
         return FAILS
     return HOLDS if all(v == HOLDS for v in applicable) else CANNOT_TELL
+
+
+def combine_conditions(verdicts: list[str]) -> str:
+    """A claim holds only when every one of its conditions holds: one that fails fails it, and one
+    that cannot be judged here leaves the claim not applicable (never holding on the rest)."""
+    if FAILS in verdicts:
+        return FAILS
+    if NOT_APPLICABLE in verdicts:
+        return NOT_APPLICABLE
+    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else CANNOT_TELL

@@ -98,10 +98,12 @@ def pick(line: Line) -> tuple[float | None, float | None]:
     lrs = line.lrs()
     if len(lrs) < 2 or None in lrs:
         return lrs[0], None
+    shared = set.intersection(*({s for (x, s) in line.runs if x == lr} for lr in lrs))
     means = {}
-    for lr in lrs:
-        scores = [_validation_score(r) for (x, _), r in line.runs.items() if x == lr]
-        means[lr] = scores[0][1] * sum(s for s, _ in scores) / len(scores)
+    for lr in lrs:  # on the seeds every lr has, as analysis.claim_kinds.tuned picks
+        scores = [_validation_score(r) for (x, s), r in line.runs.items() if x == lr and s in shared]
+        values = [v for v, _ in scores if not math.isnan(v)]
+        means[lr] = scores[0][1] * sum(values) / len(values) if values else -math.inf
     best = max(lrs, key=lambda lr: (means[lr], -lr))
     return best, beyond_edge(lrs, best)
 

@@ -15,7 +15,7 @@ from analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluat
 from analysis.load import load_results, setting_labels
 from fixtures_analysis.analysis_records import record, write_all
 
-OFFSET = {0: 0.0, 1: 0.01, 2: -0.006}
+OFFSET = {0: 0.0, 1: 0.01, 2: -0.006, 3: 0.004, 4: -0.003, 5: 0.007, 6: -0.008, 7: 0.002, 8: 0.005, 9: -0.001}
 
 
 def run(method: str, seed: int, lr: float, acc: float, *, r: int | None = 16, targets: str | None = "all_linear",
@@ -45,9 +45,10 @@ def peaked(peak_lr: float, top: float, lr: float) -> float:
 FT_GRID, LORA_GRID = (3e-5, 1e-4, 3e-4, 1e-3), (3e-4, 1e-3, 3e-3, 1e-2)
 
 
-def lr_grid_runs(lora_peak: float = 1e-3, ft_peak: float = 1e-4, ft_grid=FT_GRID, lora_grid=LORA_GRID) -> list[dict[str, Any]]:
+def lr_grid_runs(lora_peak: float = 1e-3, ft_peak: float = 1e-4, ft_grid=FT_GRID, lora_grid=LORA_GRID,
+                 seeds=(0, 1, 2)) -> list[dict[str, Any]]:
     recs = []
-    for s in (0, 1, 2):
+    for s in seeds:
         recs += [run("full_ft", s, lr, peaked(ft_peak, 0.90, lr), r=None, targets=None) for lr in ft_grid]
         recs += [run("lora", s, lr, peaked(lora_peak, 0.86, lr)) for lr in lora_grid]
     return recs
@@ -331,13 +332,15 @@ def test_runs_that_did_not_learn_are_left_out(tmp_path):
     claim = tuned("ge", 0.05, method="lora", baseline="full_ft", match=["steps"])
     result = evaluate_claim(claim, ok_frame(tmp_path / "a", recs))
     [cond] = result.conditions
-    assert "left out 4 run(s) that did not learn" in cond.note and "not above the base model 0.6" in cond.note
-    assert cond.evidence[0].seeds == (0, 1)
+    # one collapsed seed beside two that learned: kept (dropping it would keep only the good seeds), and named
+    assert "kept 4 run(s) that did not learn beside seeds of the same configuration" in cond.note
+    assert cond.evidence[0].seeds == (0, 1, 2)
     for r in recs:
         if r["method"] == "lora":
             r["metrics"]["validation"]["accuracy"] = 0.61
     gone = evaluate_claim(claim, ok_frame(tmp_path / "b", recs))
-    assert gone.verdict == "not applicable" and "did not learn" in gone.conditions[0].note
+    assert gone.verdict == "not applicable" and "none of whose 12 run(s) learned" in gone.conditions[0].note
+    assert "not above the base model 0.6" in gone.conditions[0].note
     # the majority class is a floor too: a record that says it
     for r in recs:
         r["metrics_majority"] = {"validation": {"accuracy": 0.95}}
@@ -365,18 +368,23 @@ def with_items(recs: list[dict[str, Any]], n: int = 400, digest: str = "d" * 16)
 
 def test_a_paired_bootstrap_over_seeds_and_items_decides_where_records_keep_items(tmp_path):
     ratio = {**tuned("ratio_in", 0.0, range=[0.9, float("inf")]), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
-    result = evaluate_claim(ratio, ok_frame(tmp_path / "a", with_items(lr_grid_runs())))
+    ten = tuple(range(10))
+    result = evaluate_claim(ratio, ok_frame(tmp_path / "a", with_items(lr_grid_runs(seeds=ten))))
     [ev] = result.conditions[0].evidence
-    assert ev.stats["interval"] == "bootstrap" and ev.stats["items"] == 400 and ev.stats["n"] == 3
-    assert "paired bootstrap over 3 seeds x 400 test items" in ev.text
-    assert ev.stats["ci_low"] < ev.stats["estimate"] < ev.stats["ci_high"]  # items add spread a zero-variance t interval lacks
+    assert ev.stats["interval"] == "bootstrap" and ev.stats["items"] == 400 and ev.stats["n"] == 10
+    assert "paired bootstrap over 10 seeds x 400 test items" in ev.text
+    assert ev.stats["ci_low"] < ev.stats["estimate"] < ev.stats["ci_high"]
     assert result.verdict == HOLDS and "paired bootstrap" in ev.decision.reason  # 86/90 = 95.6%: above 90%
-    again = evaluate_claim(ratio, ok_frame(tmp_path / "b", with_items(lr_grid_runs())))
+    assert ev.decision.p_holm >= 2 / 4001  # a bootstrap p is never 0
+    again = evaluate_claim(ratio, ok_frame(tmp_path / "b", with_items(lr_grid_runs(seeds=ten))))
     assert again.conditions[0].evidence[0].stats == ev.stats  # the bootstrap has its own fixed generator
-    # two test sets (another digest) never pair item by item: the t interval over seeds decides
-    mixed = with_items([r for r in lr_grid_runs() if r["method"] == "lora"]) + \
-        with_items([r for r in lr_grid_runs() if r["method"] == "full_ft"], digest="e" * 16)
+    # two test sets (another digest) never pair item by item, and 3 seeds are too few to resample:
+    # the t interval over seeds decides
+    mixed = with_items([r for r in lr_grid_runs(seeds=ten) if r["method"] == "lora"]) + \
+        with_items([r for r in lr_grid_runs(seeds=ten) if r["method"] == "full_ft"], digest="e" * 16)
     assert evaluate_claim(ratio, ok_frame(tmp_path / "c", mixed)).conditions[0].evidence[0].stats.get("interval") is None
+    three = evaluate_claim(ratio, ok_frame(tmp_path / "d", with_items(lr_grid_runs())))
+    assert three.conditions[0].evidence[0].stats.get("interval") is None
 
 
 def test_a_claim_outside_its_regime_is_not_applicable(tmp_path):
@@ -437,3 +445,21 @@ tolerance: 0.0
     assert result.verdict == FAILS
     assert result.disagreement() == "Our runs disagree with Someone et al. 2025. Likely reason: short runs of a small model."
     assert result.statement == "LoRA beats full FT."
+
+
+def test_a_claim_holds_only_when_every_condition_can_be_judged_and_holds():
+    from analysis.verdicts import combine, combine_conditions
+
+    assert combine_conditions([HOLDS, "not applicable"]) == "not applicable"  # never holds on the rest
+    assert combine_conditions([FAILS, "not applicable"]) == FAILS and combine_conditions([HOLDS, HOLDS]) == HOLDS
+    assert combine_conditions([HOLDS, CANNOT_TELL]) == CANNOT_TELL
+    assert combine([HOLDS, "not applicable"]) == HOLDS  # within a condition: the configurations that apply
+
+
+def test_zero_spread_is_read_as_it_is_and_left_out_of_the_correction(tmp_path):
+    """Identical differences on every seed give a zero-width interval: no test, no p to correct;
+    the figure is read as it is, and the reason says so."""
+    recs = lr_grid_runs() + [run("dora", s, lr, peaked(1e-3, 0.87, lr)) for s in (0, 1, 2) for lr in LORA_GRID]
+    ev = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path, recs)).conditions[0].evidence[0]
+    assert ev.verdict == HOLDS and "zero spread over 3 seeds" in ev.decision.reason
+    assert math.isnan(ev.decision.p_raw) and not ev.decision.corrected
