@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         if claim_ids is None:
             print(f"peftbench: error: --study {args.study}: no such study in conf/study/ (see peftbench reproduce --list)", file=sys.stderr)
             return 2
+    missing = [r for r in args.results if not Path(r).exists()]
+    if missing:  # before anything is written: a report of nothing would overwrite the last one
+        print(f"peftbench: error: no such file or folder: {', '.join(missing)}; name a results folder or record files "
+              f"(e.g. peftbench report results/)", file=sys.stderr)
+        return 2
     made = build(args.results, out, Path(args.claims), claim_ids=claim_ids)
     n_figs = sum(1 for f in made["figures"] if f.files)
     print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "

@@ -14,7 +14,8 @@ USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with
        peftbench bench harness|trainer|measure|compile [OVERRIDES...]  side-by-side overhead benchmarks
        peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running
        peftbench reproduce NAME [OVERRIDES...] | --list  run a published comparison (conf/study/) and check its claims
-       peftbench compare MY_RESULTS --reference NAME  does a run of yours reproduce our reference records"""
+       peftbench compare MY_RESULTS --reference NAME  does a run of yours reproduce our reference records
+       peftbench --version"""
 
 
 def _choices(group: str) -> list[str]:
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in {"--version", "-V"}:
+        from importlib import metadata
+
+        print(f"peftbench {metadata.version('peftbench')}")
+        return 0
     command, rest = argv[0], argv[1:]
     from experiments.quiet import quiet
 

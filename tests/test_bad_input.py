@@ -232,3 +232,19 @@ def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path):
     proc = _cli([*base, *args], tmp_path / "results")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message.format(d=d) in _one_error_line(proc)
+
+
+def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
+    """`--version` names the package's version; `report` on a missing path is one error line and
+    exit 2, and writes nothing (no empty report over the last one)."""
+    from importlib import metadata
+
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == f"peftbench {metadata.version('peftbench')}"
+    report = tmp_path / "report"
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(tmp_path / "nonexistent"), "--out", str(report)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [f"peftbench: error: no such file or folder: {tmp_path / 'nonexistent'}; "
+                                               "name a results folder or record files (e.g. peftbench report results/)"]
+    assert not report.exists()
