@@ -78,7 +78,22 @@ def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Compari
     if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
         return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")
     note = " (same CPU and torch: bit-identical was expected)" if same_machine and shared else ""
+    if shared:
+        note += what_moved(mine, ref, shared)
     return _within_ci(label, mine, ref, where, note)
+
+
+def what_moved(mine: pd.DataFrame, ref: pd.DataFrame, shared: list[int]) -> str:
+    """Where two runs of one config part: in training (the loss curves differ) or only after it
+    (equal curves, other scores), and whether the code that ran differs (the records' commits)."""
+    pairs = [(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0]) for s in shared]
+    trained_alike = all(list(a["loss_curve"]) == list(b["loss_curve"]) for a, b in pairs)
+    out = "; training identical (loss curves equal), evaluation differs" if trained_alike else "; training differs (loss curves)"
+    here, there = sorted(set(mine["prov_git"])), sorted(set(ref["prov_git"]))
+    if here != there:
+        out += f"; code differs: {', '.join(c[:10] for c in here)} here, {', '.join(c[:10] for c in there)} in reference " \
+               f"(git log names what changed)"
+    return out
 
 
 def _within_ci(label: str, mine: pd.DataFrame, ref: pd.DataFrame, where: str, note: str) -> Comparison:

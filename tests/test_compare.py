@@ -99,3 +99,18 @@ def test_no_reference_says_what_moved_from_the_nearest_run(tmp_path):
     assert c.verdict == cmp.NO_REFERENCE
     # the nearest lora run differs in the steps alone (not in lr too), and dora is another method
     assert c.detail.endswith("nearest reference of this method differs in steps 100 here, 200 there"), c.detail
+
+
+def test_a_same_machine_difference_says_whether_training_or_evaluation_moved_and_which_code_ran(tmp_path):
+    evaluated = copy.deepcopy(refs())
+    for r in evaluated:  # same training, one test item more, another commit
+        r["metrics"]["test"]["accuracy"] += 0.0025
+        r["provenance"]["git_commit"] = "feedface" * 5
+    [c] = cmp.compare(*frames(tmp_path / "a", evaluated, refs()))
+    assert "training identical (loss curves equal), evaluation differs" in c.detail
+    assert "code differs: feedfacef" in c.detail
+    trained = copy.deepcopy(evaluated)
+    for r in trained:
+        r["loss_curve"] = [x + 1e-3 for x in r["loss_curve"]]
+    [c] = cmp.compare(*frames(tmp_path / "b", trained, refs()))
+    assert "training differs (loss curves)" in c.detail
