@@ -109,6 +109,7 @@ def test_bad_inputs_named_on_stderr(built_and_stderr):
 
 
 def test_empty_results_do_not_crash(tmp_path):
+    (tmp_path / "none").mkdir()  # a folder without records (a path that does not exist is an error: test_bad_input)
     assert main([str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 0
     assert "No successful runs" in (tmp_path / "out" / "index.html").read_text()
 
