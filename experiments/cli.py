@@ -64,9 +64,21 @@ def check_group_choices(overrides: list[str], argv: list[str] | None = None) -> 
         known = visible_choices(group, argv)
         for name in names:
             if name not in known:
-                return (f"unknown {group} {name!r}; available: {', '.join(known)} (add {name}.yaml under conf/{group}/ "
-                        f"or under {group}/ in your own config folder, passed with --config-dir DIR)")
+                return (f"unknown {group} {name!r}{did_you_mean(name, known, f'{group}=')}; available: {', '.join(known)} "
+                        f"(add {name}.yaml under conf/{group}/ or under {group}/ in your own config folder, passed with --config-dir DIR)")
     return None
+
+
+def did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
+    """`; did you mean lora?` for a name that differs from a known one in case, by a hub
+    organisation (`Qwen/Qwen2.5-0.5B` is `qwen2.5-0.5b`) or by a typo; '' when nothing is close."""
+    import difflib
+
+    lower = {k.lower(): k for k in known}
+    bare = name.rsplit("/", 1)[-1].lower()
+    hit = lower.get(name.lower()) or lower.get(bare)
+    close = [hit] if hit else [lower[k] for k in difflib.get_close_matches(bare, list(lower), n=3, cutoff=0.75)]
+    return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
 
 
 def _chosen(group: str, overrides: list[str]) -> list[str]:
@@ -110,7 +122,22 @@ def missing_key_line(key: str, overrides: list[str]) -> str:
     keys = _keys_at(top, key.split(".")[:-1])
     scope = "the config" if "." not in key else key.rsplit(".", 1)[0]
     accepts = f"; {scope} accepts {', '.join(k for k in (keys or []) if k not in ('defaults', 'hydra'))}" if keys else ""
-    return f"{key}: no such key{accepts}; to add a key use +{key}=VALUE"
+    return f"{key}: no such key{_group_key_hint(key, overrides) or did_you_mean(key, [k for k in keys or [] if k not in ('defaults', 'hydra')])}" \
+           f"{accepts}; to add a key use +{key}=VALUE"
+
+
+def _group_key_hint(key: str, overrides: list[str]) -> str:
+    """`r` is a key of the chosen method: `; did you mean method.r?`."""
+    import yaml
+
+    if "." in key:
+        return ""
+    for group in GROUPS:
+        for name in _chosen(group, overrides):
+            path = CONF / group / f"{name}.yaml"
+            if path.exists() and key in (yaml.safe_load(path.read_text()) or {}):
+                return f"; did you mean {group}.{key} (a key of {group} {name})?"
+    return ""
 
 
 def hydra_error_line(error: Exception, overrides: list[str]) -> str:

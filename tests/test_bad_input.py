@@ -248,3 +248,18 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     assert out.stderr.strip().splitlines() == [f"peftbench: error: no such file or folder: {tmp_path / 'nonexistent'}; "
                                                "name a results folder or record files (e.g. peftbench report results/)"]
     assert not report.exists()
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["method=LoRA"], "did you mean method=lora?"),  # case
+    (["model=Qwen/Qwen2.5-0.5B"], "did you mean model=qwen2.5-0.5b?"),  # a hub id for a shipped model
+    (["method=lorra"], "did you mean method=lora"),  # a typo
+    (["method=lora", "r=16"], "did you mean method.r (a key of method lora)?"),  # a group's key at the top
+    (["stpes=3"], "did you mean steps?"),
+])
+def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint):
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args, f"results_dir={tmp_path}"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and lines[-1].startswith("peftbench: error: ") and hint in lines[-1], out.stderr[-1500:]
+    assert "Traceback" not in out.stderr
