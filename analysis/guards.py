@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.load import is_copied, is_timing, setting_value
+from analysis.load import is_timing, setting_value
 
 Z_ONE_SIDED_95 = float(sps.norm.ppf(0.95))
 
