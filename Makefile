@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test reference clean
+.PHONY: setup demo test test-fast reference clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ demo: setup
 
 test: setup
 	$(OFFLINE) $(VENV)/bin/pytest -q
+
+# The edit loop: every test that trains no model (marked `slow` otherwise), in about a minute.
+test-fast: setup
+	$(OFFLINE) $(VENV)/bin/pytest -q -m "not slow"
 
 # Every committed reference report and the README's generated blocks, from the committed records
 # (seconds a folder; no run is repeated). The records themselves come from `peftbench reproduce

@@ -27,7 +27,7 @@ SEED = 20261206  # the bootstrap's own generator: never the training's, never nu
 def outcomes_of(runs: Any, metric: str) -> dict[int, tuple[str, np.ndarray]] | None:
     """{seed: (item digest, per-item outcomes)} of a configuration's runs at one lr, or None when a
     run keeps no outcomes (records from before they were kept) or keeps those of another metric."""
-    from experiments.outcomes import decode
+    from peftbench.experiments.outcomes import decode
 
     out = {}
     for seed, entry in zip(runs["seed"], runs.get("items.test", [None] * len(runs))):

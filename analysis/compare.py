@@ -24,10 +24,11 @@ from typing import Mapping
 
 import pandas as pd
 
-from analysis.load import GROUP_KEY, ROW_KEY, load_results, short_hash, trained_items
-from analysis.stats import t_ci95
+from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, short_hash, trained_items
+from peftbench.analysis.stats import t_ci95
+from peftbench.experiments.paths import REFERENCE
 
-REFERENCE_ROOT = Path(__file__).resolve().parents[1] / "results" / "reference"
+REFERENCE_ROOT = REFERENCE
 # Configurations match on what was trained: measurement switches (latency, forgetting probe,
 # scores before training) draw from their own random state and change no trained number, so a
 # run with latency on reproduces a reference run with it off.

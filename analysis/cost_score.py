@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 import yaml
+from peftbench.experiments.paths import CONF
 
-CONFIG = Path(__file__).resolve().parents[1] / "conf" / "report" / "cost_score.yaml"
+CONFIG = CONF / "report" / "cost_score.yaml"
 COLUMN = "cost_score"
 
 

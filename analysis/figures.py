@@ -16,16 +16,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.meta import FULL_REFERENCE, sign  # noqa: E402
-from analysis.stats import full_ft_reference, typical_row  # noqa: E402
-from analysis.tables import MIB, percent_scale  # noqa: E402
-from experiments.fields import SERVING_KS  # noqa: E402
+from peftbench.analysis.load import ROW_KEY, setting_labels  # noqa: E402
+from peftbench.analysis.meta import FULL_REFERENCE, sign  # noqa: E402
+from peftbench.analysis.stats import full_ft_reference, typical_row  # noqa: E402
+from peftbench.analysis.tables import MIB, percent_scale  # noqa: E402
+from peftbench.experiments.fields import SERVING_KS  # noqa: E402
 
 
 def style_of(r: pd.Series) -> tuple[str, str]:
     """(colour, marker) of a row's method, from its YAML's report block (a stable fallback for
     methods without one, filled in by analysis.meta), so a method looks the same everywhere."""
     return str(r["color"]), str(r["marker"])
+
+
+# Okabe & Ito's colour-blind-safe palette: a method's second, third ... configuration in one figure
+# takes the next of these, so no two lines share a colour (the first keeps its method's own).
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+
+
+def shade(colour: str, nth: int) -> str:
+    """The colour of a method's `nth` configuration in a figure (0: the method's own)."""
+    if nth == 0:
+        return colour
+    options = [c for c in OKABE_ITO if c.lower() != colour.lower()]
+    return options[(nth - 1) % len(options)]
 
 
 def _style_map(t: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -60,20 +74,22 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> list[int]:
     return front
 
 
-def _label(r: pd.Series, with_setting: bool = False) -> str:
+def _label(r: pd.Series, differs: str = "") -> str:
+    """A configuration in words: method, capacity, targets and, where rows differ by setting, what
+    differs (`batch_size=16`), never the setting's hash."""
     parts = [r["method"]]
     if r["rank"] != "-":  # the table's rank already names its capacity key ("r=8")
         parts.append(str(r["rank"]) if "=" in str(r["rank"]) else f"r={r['rank']}")
     if r["targets"] != "-":
         parts.append(r["targets"])
-    if with_setting:  # only where rows differ by setting, else the id is noise
-        parts.append(f"[{r['setting']}]")
+    if differs:
+        parts.append(f"({differs})")
     return " ".join(parts)
 
 
 def _labels(t: pd.DataFrame) -> list[str]:
-    many = t["setting"].nunique() > 1
-    return [_label(r, many) for _, r in t.iterrows()]
+    differs = setting_labels(t) if t["setting"].nunique() > 1 and "setting_items" in t else {}
+    return [_label(r, differs.get(r["setting"], "")) for _, r in t.iterrows()]
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
@@ -189,6 +205,7 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     yscale, ylabel = _metric_axis(t)
     settings = {str(g["ref_setting"].iloc[0]) for _, g in lines}
+    differs = setting_labels(t) if len(settings) > 1 and "setting_items" in t else {}
     per_method: dict[str, int] = {}
     for _, g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], str(kg[0]))):
         g = g.sort_values("lr")
@@ -196,8 +213,9 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         colour, marker = style_of(row)
         nth = per_method[row["method"]] = per_method.get(row["method"], -1) + 1
         marker = marker if nth == 0 else "sDv^<>p*"[nth % 8]  # a method's configurations stay apart
+        colour = shade(colour, nth)
         yerr = (g["primary_ci95"] * yscale).where(g["n"] > 1)
-        label = f"{_label(row)}, {row['steps']} steps" + (f" [{row['ref_setting']}]" if len(settings) > 1 else "")
+        label = f"{_label(row, differs.get(row['setting'], ''))}, {row['steps']} steps"
         ax.errorbar(g["lr"].astype(float), g["primary_mean"] * yscale, yerr=yerr.fillna(0), color=colour, marker=marker,
                     capsize=3, label=label, ls="-" if len(settings) == 1 or row["ref_setting"] == min(settings) else ":")
     ax.set_xscale("log")
@@ -345,7 +363,8 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-FORGETTING_CONFIG = ["method", "rank", "targets", "setting", "protocol", "steps"]
+# a configuration across precisions and lrs: one path on the learning-forgetting plane
+FORGETTING_CONFIG = [k for k in ROW_KEY if k not in ("precision", "lr")]
 
 
 def lr_paths(pts: pd.DataFrame) -> list[pd.DataFrame]:

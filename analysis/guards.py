@@ -10,7 +10,7 @@
   "best lr" or forgetting says nothing about the method. Seeds are never dropped from a
   configuration that learned on some of them: keeping only the good seeds would favour the
   method. Its seeds that did not learn are named.
-* The lr grid must bracket each pick: see analysis.claim_kinds.tuned (the evidence is then not
+* The lr grid must bracket each pick: see analysis.claims.kinds.tuned (the evidence is then not
   applicable, naming the lr to add).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.load import is_timing, setting_value
+from peftbench.analysis.load import is_timing, setting_value
 
 Z_ONE_SIDED_95 = float(sps.norm.ppf(0.95))
 

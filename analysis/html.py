@@ -1,21 +1,33 @@
-"""index.html: one self-contained page (inline CSS, figure PNGs embedded as base64 data URIs)
-that opens from disk without a server and survives being mailed on its own. PDFs and downloads
-stay separate files, linked by relative path."""
+"""index.html: one self-contained page (inline CSS and script, figure PNGs embedded as base64 data
+URIs) that opens from disk without a server or a network and survives being mailed on its own.
+PDFs and downloads stay separate files, linked by relative path.
+
+The page is explorable: every table sorts on a header click, filters by words, shows or hides its
+column groups and downloads the rows shown as CSV; each model x task has a Pareto plot over any two
+measured columns (analysis/report.js, inlined). The plot is drawn as SVG by that script rather
+than by Plotly: a self-contained page would carry Plotly's 4.6 MB bundle, in every one of the
+committed reference reports."""
 from __future__ import annotations
 
 import base64
+import json
+import math
 from html import escape
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
-from analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
-from analysis.figures import Figure
-from analysis.load import Problem
+from peftbench.analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
+from peftbench.analysis.figures import Figure
+from peftbench.analysis.load import Problem
+from peftbench.analysis.summary import label, summaries
+from peftbench.experiments.fields import FIELDS
+
+SCRIPT = (Path(__file__).parent / "report.js").read_text()
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1600px;color:#222}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f2f2f2;position:sticky;top:0}
@@ -28,6 +40,14 @@ td:nth-child(-n+8){text-align:left}
 .nodata,.invalid{color:#9a6700;font-weight:bold}
 .warn{background:#fff8c5;padding:.4em .8em;border-left:4px solid #d4a72c}
 code{font-size:12px}
+table.data td:first-child,table.data th:first-child{position:sticky;left:0;background:#fff;z-index:1}
+table.data th:first-child{background:#f2f2f2;z-index:2}
+th.sortable{cursor:pointer}th[data-sort=asc]::after{content:" ▲"}th[data-sort=desc]::after{content:" ▼"}
+.tools{font-size:12px;margin:.3em 0}.tools label{margin-left:.8em}.tools button{margin-left:.8em}
+.tools .filter{width:22em}
+.pareto{display:inline-block;vertical-align:top;margin:.5em 1em .5em 0}.pareto svg{border:1px solid #eee;max-width:100%;height:auto}
+.pareto .tip{font-size:12px;white-space:pre-line;min-height:3.6em;color:#333}
+.summary td{white-space:normal;text-align:left;max-width:60em}
 """
 
 PROVENANCE_COLUMNS = {
@@ -123,17 +143,72 @@ def problems_html(problems: list[Problem]) -> str:
     return _list(f"<code>{escape(p.file)}</code>: {escape(p.reason)}" for p in problems)
 
 
+def summary_html(agg: pd.DataFrame, claims: list[ClaimResult]) -> str:
+    """What won and at what cost, first: each model x task's best configuration and those inside its
+    interval, the cheapest near full FT, and every claim's verdict."""
+    css = {"holds": "holds", "fails": "fails", "not applicable": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
+    rows = "".join(f"<tr><td>{escape(m)} / {escape(t)}</td><td>{escape(s['best'])}{'; ' + escape(s['tied']) if s['tied'] else ''}</td>"
+                   f"<td>{escape(s['cheapest'])}</td></tr>" for m, t, s in summaries(agg))
+    table = ("<table class='summary'><thead><tr><th>Model / task</th><th>Best on the primary metric (test)</th>"
+             "<th>Cheapest close to full fine-tuning</th></tr></thead>" f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
+    verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
+                       f"({escape(claim_reason(r))})</li>" for r in claims)
+    return table + (f"<p>Claims (decided by their intervals; details below):</p><ul>{verdicts}</ul>" if verdicts else "")
+
+
+def _numeric(v: object) -> float | None:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+def plot_columns(t: pd.DataFrame) -> list[tuple[str, str, str | None]]:
+    """(column, label, direction) of every measured figure some row of `t` has."""
+    metric = str(t["primary_metric"].iloc[0]) if "primary_metric" in t else "primary"
+    direction = str(t["primary_direction"].iloc[0]) if "primary_direction" in t else "max"
+    cols = [("primary_mean", f"{metric} (test)", direction), ("gain_over_base_mean", "gain over base", "max"),
+            ("forgetting_mean", "forgetting", "min")]
+    cols += [(f.path, f.label, f.direction) for f in FIELDS if f.table in ("main", "details", "serving")]
+    return [c for c in cols if c[0] in t and t[c[0]].map(_numeric).notna().any()]
+
+
+def pareto_html(agg: pd.DataFrame) -> str:
+    """One plot per model x task; its data rides in the page as JSON for report.js."""
+    parts = []
+    for (model, task), t in (agg.groupby(["model", "task"], sort=True) if not agg.empty else []):
+        cols = plot_columns(t)
+        if len(cols) < 2:
+            continue
+        names = [c[0] for c in cols]
+        cost = next((i for i, c in enumerate(names) if c == "params.trainable"), 1)
+        data = {"columns": [{"label": lab, "direction": d} for _, lab, d in cols], "x": cost, "y": 0,
+                "rows": [{"label": label(r), "color": str(r.get("color") or "#1f77b4"), "values": [_numeric(r[c]) for c in names]}
+                         for _, r in t.iterrows()]}
+        blob = json.dumps(data).replace("</", "<\\/")
+        parts.append(f"<div class='pareto'><h3>{escape(str(model))} / {escape(str(task))}</h3>"
+                     "<label>x <select class='x'></select></label> <label>y <select class='y'></select></label>"
+                     "<svg viewBox='0 0 640 400' width='640' height='400' role='img'></svg><div class='tip'></div>"
+                     f"<script type='application/json'>{blob}</script></div>")
+    return "".join(parts) or "<p>No two measured columns to plot.</p>"
+
+
 def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResult], ok: pd.DataFrame,
            failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str],
-           out: Path) -> str:
+           out: Path, agg: pd.DataFrame | None = None) -> str:
     """The whole page. Figures are embedded; every link is relative to the out folder."""
-    nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("tables", "Tables"), ("figures", "Figures"), ("claims", "Claims"),
+    agg = pd.DataFrame() if agg is None else agg
+    nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("summary", "Summary"), ("tables", "Tables"), ("pareto", "Trade-offs"),
+                                                             ("figures", "Figures"), ("claims", "Claims"),
                                                              ("provenance", "Provenance"), ("failed", "Failed runs"), ("skipped", "Skipped files")])
     summary = (f"<p>{len(ok)} successful runs, {len(failed)} failed, {len(problems)} skipped/superseded files; "
                f"read from {escape(', '.join(sources))}.</p>" + "".join(f"<p class='warn'>{escape(n)}</p>" for n in notes)
                + "<p>Downloads: " + " · ".join(f"<a href='{escape(d)}'>{escape(d)}</a>" for d in downloads) + "</p>")
     body = "".join([
+        _section("Summary", summary_html(agg, claims), "summary"),
         _section("Tables", "".join(tables_html) or "<p>No successful runs.</p>", "tables"),
+        _section("Trade-offs: any two measured columns (the dashed line is the Pareto front)", pareto_html(agg), "pareto"),
         _section("Figures", figures_html(figs, out), "figures"),
         _section("Claims check", claims_html(claims), "claims"),
         _section("Provenance", provenance_html(ok), "provenance"),
@@ -141,4 +216,4 @@ def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResu
         _section("Skipped or corrupt files", problems_html(problems), "skipped"),
     ])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>peftbench report</title><style>{CSS}</style></head>"
-            f"<body><h1>peftbench report</h1><nav>{nav}</nav>{summary}{body}</body></html>\n")
+            f"<body><h1>peftbench report</h1><nav>{nav}</nav>{summary}{body}<script>{SCRIPT}</script></body></html>\n")

@@ -1,8 +1,9 @@
 """What the report knows about methods and tasks, read from each record's resolved config.
 
 A method's display metadata is its YAML's `report:` block (family, order, colour, marker,
-capacity key, role); a task's metrics are its YAML's `metrics:` list (name, direction, primary).
-Both travel in the record's `config`, so nothing here names a method or a metric.
+capacity key, role); a task's metrics are what the run recorded it scored by (`metric_spec`,
+read by experiments.metric_spec). Both travel in the record, so nothing here names a method or a
+metric.
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-# The role a method plays in comparisons (conf/method/<name>.yaml, report.role).
-FULL_REFERENCE = "full_reference"  # "% of full FT" is relative to it
-LOWER_REFERENCE = "lower_reference"  # a floor (e.g. a linear probe)
-BASELINE = "baseline"  # "Δ vs baseline" is against it
-REFERENCE_ROLES = (FULL_REFERENCE, LOWER_REFERENCE)  # no adapter: nothing to merge, no adapter latency
+from peftbench.experiments import metric_spec
+from peftbench.methods.errors import ConfigError
+
+from peftbench.methods.roles import BASELINE, FULL_REFERENCE, LOWER_REFERENCE, REFERENCE_ROLES  # noqa: F401
 
 DEFAULT_ORDER = 1000
 # Methods without a colour or marker of their own get one from these, by a stable hash of their
@@ -72,22 +72,14 @@ class MetricSpec:
     primary: bool
 
 
-def task_metrics(task_cfg: Mapping[str, Any] | None, measured: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
-    """The task's declared metrics. Reads the dict form ({name, direction, primary}) and the
-    older list of names (first is primary, all higher-is-better); a record whose config
-    declares none falls back to the metrics it measured, in the order it recorded them."""
-    declared = (task_cfg or {}).get("metrics")
-    if not isinstance(declared, list) or not declared:
-        declared = [k for k, v in measured.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    specs = []
-    for i, m in enumerate(declared):
-        if isinstance(m, Mapping):
-            specs.append(MetricSpec(str(m.get("name")), "min" if m.get("direction") == "min" else "max", bool(m.get("primary"))))
-        else:
-            specs.append(MetricSpec(str(m), "max", i == 0))
-    if specs and not any(s.primary for s in specs):
-        specs[0] = MetricSpec(specs[0].name, specs[0].direction, True)
-    return tuple(specs)
+def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
+    """What the run scored by (experiments.metric_spec): its own `metric_spec`, else its config's
+    declaration; none when neither is usable (the record is then reported as a problem)."""
+    try:
+        spec = metric_spec.of_record(record)
+    except ConfigError:
+        return ()
+    return tuple(MetricSpec(str(m["name"]), str(m["direction"]), bool(m["primary"])) for m in spec)
 
 
 def primary_of(specs: tuple[MetricSpec, ...]) -> MetricSpec | None:

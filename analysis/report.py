@@ -8,13 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import claims as claims_mod
-from analysis import tables
-from analysis.figures import figures_for
-from analysis.html import render
-from analysis.load import Loaded, load_results
-from analysis.stats import aggregate, per_run, single_seed_only
-from analysis.studies import study_claims
+from peftbench.analysis import claims as claims_mod
+from peftbench.analysis import tables
+from peftbench.analysis.figures import figures_for
+from peftbench.analysis.html import render
+from peftbench.analysis.load import Loaded, load_results
+from peftbench.analysis.stats import aggregate, per_run, single_seed_only
+from peftbench.analysis.studies import study_claims
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -22,6 +22,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("results", nargs="*", default=["results"], help="result files or folders of *.json (default: results/)")
     p.add_argument("--out", default="report", help="output folder (default: report/)")
     p.add_argument("--claims", default=str(claims_mod.CLAIMS_DIR), help="folder of claim YAML files (default: conf/claims/)")
+    p.add_argument("--config-dir", help="your own config folder, as for `peftbench run` and `reproduce`: its claims/ replaces "
+                                        "conf/claims/")
     p.add_argument("--study", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
     return p.parse_args(argv)
 
@@ -77,7 +79,8 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
-                  problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out)
+                  problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out,
+                  agg=agg)
     (out / "index.html").write_text(page)
     return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files}
 
@@ -96,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peftbench: error: no such file or folder: {', '.join(missing)}; name a results folder or record files "
               f"(e.g. peftbench report results/)", file=sys.stderr)
         return 2
-    made = build(args.results, out, Path(args.claims), claim_ids=claim_ids)
+    claims_dir = Path(args.claims)
+    if args.config_dir and (Path(args.config_dir) / "claims").is_dir():
+        claims_dir = Path(args.config_dir) / "claims"
+    made = build(args.results, out, claims_dir, claim_ids=claim_ids)
     n_figs = sum(1 for f in made["figures"] if f.files)
     print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "
           f"{len(made['claims'])} claims -> {out / 'index.html'}")

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.cost_score import add_cost_score
-from analysis.load import GROUP_KEY, ROW_KEY, is_copied, is_timing, measurement_source, short_hash, timings_contended
-from analysis.meta import BASELINE, FULL_REFERENCE, sign
-from experiments.fields import FIELDS
+from peftbench.analysis.cost_score import add_cost_score
+from peftbench.analysis.load import GROUP_KEY, ROW_KEY, is_copied, is_timing, measurement_source, short_hash, timings_contended
+from peftbench.analysis.meta import BASELINE, FULL_REFERENCE, sign
+from peftbench.experiments.fields import FIELDS
 
 KEY = GROUP_KEY + ROW_KEY
 ALPHA = 0.05

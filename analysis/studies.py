@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from peftbench.experiments.paths import CONF
 
-STUDY_DIR = Path(__file__).resolve().parents[1] / "conf" / "study"
+STUDY_DIR = CONF / "study"
 
 
 def studies_for_claim(claim_id: str, folder: Path = STUDY_DIR) -> list[str]:

@@ -3,7 +3,7 @@ x setting, plus a cost-details table with the same row labels.
 
 Columns come from the data, never from names written here: the task's metrics (primary first)
 from the record's config, lm-eval scores and forgetting where recorded, and the measured fields
-from experiments.fields. The same cell model renders Markdown, HTML, LaTeX (booktabs, best value
+from peftbench.experiments.fields. The same cell model renders Markdown, HTML, LaTeX (booktabs, best value
 per column within each precision and device in bold) and CSV (raw numbers, every column, headed
 by the names the record uses).
 """
@@ -16,10 +16,10 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from analysis.load import measurement_source, timings_contended
-from analysis.meta import BASELINE, FULL_REFERENCE, REFERENCE_ROLES
-from analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, contended_cell, single_seed_only
-from experiments.fields import FIELDS, Field
+from peftbench.analysis.load import measurement_source, timings_contended
+from peftbench.analysis.meta import BASELINE, FULL_REFERENCE, REFERENCE_ROLES
+from peftbench.analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, contended_cell, single_seed_only
+from peftbench.experiments.fields import FIELDS, Field
 
 MIB = 2**20
 DAGGER = "†"
@@ -43,6 +43,7 @@ class Column:
     # without an adapter add no adapter latency.
     skip_roles: frozenset[str] = frozenset()
     label: bool = False  # identifies the row (left-aligned, never bolded)
+    group: str = "quality"  # quality | cost | serving | forgetting: the report's column groups (shown or hidden together)
 
 
 def _nan(x: float) -> bool:
@@ -84,7 +85,7 @@ def _nan_col(r: pd.Series) -> float:
 
 
 def score_column(table: pd.DataFrame, col: str, header: str, direction: str | None, legend: str, tested: bool = False,
-                 scale: float | None = None, unit: str | None = None, digits: int = 1) -> Column:
+                 scale: float | None = None, unit: str | None = None, digits: int = 1, group: str = "quality") -> Column:
     """Mean ± std over seeds (n), with a dagger where the paired test against the baseline is
     significant (`tested`, the primary metric only)."""
     scale = percent_scale(table, f"{col}_mean") if scale is None else scale
@@ -99,7 +100,8 @@ def score_column(table: pd.DataFrame, col: str, header: str, direction: str | No
                 s += _dagger(fmt)
         return s
 
-    return Column(header + (_unit(scale) if unit is None else unit), lambda r: r[f"{col}_mean"], text, _better(direction), legend)
+    return Column(header + (_unit(scale) if unit is None else unit), lambda r: r[f"{col}_mean"], text, _better(direction), legend,
+                  group=group)
 
 
 def _ci_column(table: pd.DataFrame) -> Column:
@@ -170,7 +172,8 @@ def field_column(f: Field) -> Column:
         return plain(r, fmt) + (_contended(fmt) if marked else "")
 
     skip = frozenset(REFERENCE_ROLES) if f.adapters_only else frozenset()
-    return Column(f.label, value, text, _better(f.direction) if f.table in BOLDED_TABLES else None, f"{f.legend} ({f.path})", skip)
+    return Column(f.label, value, text, _better(f.direction) if f.table in BOLDED_TABLES else None, f"{f.legend} ({f.path})", skip,
+                  group="serving" if f.section == "serving" else "cost")
 
 
 def _lr_text(r: pd.Series, fmt: str) -> str:
@@ -256,7 +259,7 @@ def metric_columns(table: pd.DataFrame) -> list[Column]:
         cols.append(score_column(table, "forgetting", f"Forgetting {key}", "min",
                                  f"forgetting.{key}: how far the model moved outside its task, measured on a fixed probe before and "
                                  f"after training (lower is better; the unit ends its name); mean ± std over seeds.",
-                                 scale=1.0, unit="", digits=3))
+                                 scale=1.0, unit="", digits=3, group="forgetting"))
     if _present(table, "cost_score"):
         cols.append(score_column(table, "cost_score", "Cost-penalised score", "max",
                                  f"{primary} x (1 + trainable fraction / C_p)^-b_p x (1 + latency overhead / C_f)^-b_f x "
@@ -268,7 +271,7 @@ def metric_columns(table: pd.DataFrame) -> list[Column]:
 def main_columns(table: pd.DataFrame) -> list[Column]:
     fields = [field_column(f) for f in FIELDS if f.table == "main"]
     mem_kind = Column("Mem kind", _nan_col, _txt("measurement.memory_kind"), None,
-                      "measurement.memory_kind: cpu_rss_hwm = process RSS high-water mark; cuda_* = CUDA allocator peak.")
+                      "measurement.memory_kind: cpu_rss_hwm = process RSS high-water mark; cuda_* = CUDA allocator peak.", group="cost")
     return [*LABEL_COLUMNS, *metric_columns(table), *fields, mem_kind]
 
 
@@ -518,11 +521,13 @@ def to_html(title: str, table: pd.DataFrame, details: bool | str = False) -> str
 
     columns, notes_ = columns_and_notes(table, details)
     # the legend rides along as a tooltip: the page has no separate legend section
-    head = "".join(f"<th title='{escape(c.legend)}'>{escape(c.header)}</th>" for c in columns)
+    # data-group: the page's toggles show or hide a group of columns together (html.TABLE_JS)
+    head = "".join(f"<th title='{escape(c.legend)}' data-group='{'label' if c.label else c.group}'>{escape(c.header)}</th>"
+                   for c in columns)
     body = "".join("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>" for t, b in row) + "</tr>"
                    for row in cells(table, "html", columns))
     note = "".join(f"<li>{escape(n)}</li>" for n in notes_)
-    return (f"<h3>{escape(title)}</h3><div class='scroll'><table><thead><tr>{head}</tr></thead>"
+    return (f"<h3>{escape(title)}</h3><div class='scroll'><table class='data'><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table></div><ul class='notes'>{note}</ul>")
 
 

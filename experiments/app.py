@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # hydra_plugins/peftbench_sweeper (see there) must be importable
+# in a checkout, hydra_plugins/peftbench_sweeper (see there) must be importable for Hydra's scan
+if (ROOT / "hydra_plugins").is_dir() and str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import hydra  # noqa: E402
@@ -17,10 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import distributed, lrsearch, precision, provenance, record, sweep
-from experiments.run import Interrupted, base_record, execute, prepare, resolve_device
-from experiments.tracking import Tracker
-from methods.base import ConfigError
+from peftbench.experiments import distributed, lrsearch, precision, provenance, record, sweep
+from peftbench.experiments.run import base_record, execute, prepare, resolve_device
+from peftbench.experiments.signals import Interrupted
+from peftbench.experiments.tracking import Tracker
+from peftbench.methods.base import ConfigError
+from peftbench.experiments.paths import CONF
 
 
 def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
@@ -59,7 +62,7 @@ def exit_failed(rec: dict[str, Any]) -> None:
     sys.exit(1)
 
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONF)
 
 
 def thread_cap(launcher: dict[str, Any] | None, multirun: bool) -> tuple[int | None, int]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from experiments.meters import StepTimer
+from peftbench.experiments.meters import StepTimer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
 def _setup(config: dict[str, Any]):
     from transformers import get_linear_schedule_with_warmup
 
-    from experiments.run import autocast_for, load_for, prepare, seed_everything
+    from peftbench.experiments.run import autocast_for, load_for, prepare, seed_everything
 
     plan = prepare(config)
     torch.set_num_threads(plan.threads)
@@ -81,9 +81,9 @@ def _wall_per_step(fn, n: int, sync) -> float:
 def bench_harness(overrides: list[str], rounds: int = 10, steps_per_round: int = 10) -> float:
     """Wall time of whole loops, so everything the suite adds per step counts: its batch
     iteration, step timer, loss logging, progress line and listeners."""
-    from experiments.meters import synchronizer
-    from experiments.progress import Progress
-    from experiments.train import train
+    from peftbench.experiments.meters import synchronizer
+    from peftbench.experiments.progress import Progress
+    from peftbench.experiments.train import train
 
     config = _compose(overrides)
     plan, task, model, opt, sched, autocast = _setup(config)
@@ -133,14 +133,14 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def bench_trainer(overrides: list[str]) -> float:
-    from experiments.precision import resolve_config
+    from peftbench.experiments.precision import resolve_config
 
     config = _compose(overrides)
     resolve_config(config)  # both sides compute in what `auto` resolves to here
     with tempfile.TemporaryDirectory() as tmp:
-        suite_cmd = [sys.executable, "-m", "experiments.cli", "run", *overrides, f"results_dir={tmp}", "force=true",
+        suite_cmd = [sys.executable, "-m", "peftbench", "run", *overrides, f"results_dir={tmp}", "force=true",
                      "progress=false", "measure.latency=false", "measure.adapter_size=false"]
-        ref_cmd = [sys.executable, "-m", "experiments.trainer_reference", json.dumps(config)]
+        ref_cmd = [sys.executable, "-m", "peftbench.experiments.trainer_reference", json.dumps(config)]
         walls: dict[str, list[float]] = {"suite": [], "trainer": []}
         steps: dict[str, list[float]] = {"suite": [], "trainer": []}
         for _ in range(3):  # alternate, three times each: a median of three, not a mean of two
@@ -170,7 +170,7 @@ def _sweep_side(overrides: list[str], preset: str, root: Path) -> tuple[float, l
 
     results, cache = root / f"results_{preset}", root / f"cache_{preset}"
     env = {**os.environ, "PEFTBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "experiments.cli", "run", "-m", *overrides, f"measure={preset}", f"results_dir={results}", "progress=false"]
+    cmd = [sys.executable, "-m", "peftbench", "run", "-m", *overrides, f"measure={preset}", f"results_dir={results}", "progress=false"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -232,7 +232,7 @@ def _run_side(overrides: list[str], root: Path, name: str) -> tuple[float, dict[
 
     results = root / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "experiments.cli", "run", *overrides, "measure=quick", f"results_dir={results}", "progress=false"]
+    cmd = [sys.executable, "-m", "peftbench", "run", *overrides, "measure=quick", f"results_dir={results}", "progress=false"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -273,11 +273,22 @@ def bench_compile(overrides: list[str]) -> float:
 BENCHES = {"compile": lambda a: bench_compile(a), "harness": lambda a: bench_harness(a), "trainer": lambda a: bench_trainer(a), "measure": lambda a: bench_measure(a)}
 
 
+ABOUT = {"harness": "the suite's training loop against a bare PyTorch loop on the same model and batches",
+         "trainer": "a whole run against the same training through transformers' Trainer",
+         "measure": "a run's measurement time, the first run of a cost configuration against the seeds that copy it",
+         "compile": "eager against torch.compile, each in its own process, alternating"}
+
+
 def main(argv: list[str]) -> int:
+    usage = f"usage: peftbench bench {'|'.join(BENCHES)} [OVERRIDES...]"
+    if argv and argv[0] in {"-h", "--help"}:
+        print(usage + "\n\nSide-by-side ratios measured in one run (docs/cost.md):\n" + "\n".join(
+            f"  {name:<9} {what}" for name, what in ABOUT.items()))
+        return 0
     if not argv or argv[0] not in BENCHES:
-        print(f"usage: peftbench bench {'|'.join(BENCHES)} [OVERRIDES...]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    from methods.base import ConfigError
+    from peftbench.methods.base import ConfigError
 
     try:
         BENCHES[argv[0]](argv[1:])

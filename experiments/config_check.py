@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
-from methods.base import ConfigError, positive_int
+from peftbench.methods.base import ConfigError, positive_int
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def core_slots(threads: int, label: str = "") -> Iterator[None]:
     not starved by one-core runs taking each core as it frees."""
     import socket
 
-    from experiments.meters.cache import cache_dir
+    from peftbench.experiments.meters.cache import cache_dir
 
     folder = cache_dir() / "core_slots" / socket.gethostname()  # a shared home holds other hosts' too
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ A study with `decide: {seeds: N, extend: K}` runs in phases, each a sweep:
 1. its grid: the study's arms over the grid's seeds;
 2. every line (one configuration of a method, all but lr and seed) whose validation pick sits on the
    edge of its lr grid gets the next lr beyond that edge, for the grid's seeds; up to K rounds
-   (a pick on an edge is no pick, analysis.claim_kinds.edge_reason);
+   (a pick on an edge is no pick, analysis.claims.kinds.edge_reason);
 3. the analysis plan (each line's pick on validation, the seeds it will add, the claims and the
    study file's hash) is written to the results folder before any further run, so that the
    second phase cannot be chosen after seeing its results;
@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from peftbench.experiments import metric_spec
 
 
 class DecideError(ValueError):
@@ -72,10 +74,7 @@ def lines_of(entries: Sequence[Mapping[str, Any]], records: Mapping[str, Mapping
 
 def _validation_score(rec: Mapping[str, Any]) -> tuple[float, float]:
     """(score, sign): the task's primary metric on validation, and +1 where higher is better."""
-    from experiments.data.base import declared_metrics  # torch, only once records are read
-
-    metrics = declared_metrics(rec["config"]["task"])
-    primary = next(m for m in metrics if m["primary"])
+    primary = metric_spec.primary(metric_spec.of_record(rec))
     value = ((rec.get("metrics") or {}).get("validation") or {}).get(primary["name"])
     return (math.nan if value is None else float(value)), (1.0 if primary["direction"] == "max" else -1.0)
 
@@ -100,7 +99,7 @@ def pick(line: Line) -> tuple[float | None, float | None]:
         return lrs[0], None
     shared = set.intersection(*({s for (x, s) in line.runs if x == lr} for lr in lrs))
     means = {}
-    for lr in lrs:  # on the seeds every lr has, as analysis.claim_kinds.tuned picks
+    for lr in lrs:  # on the seeds every lr has, as analysis.claims.kinds.tuned picks
         scores = [_validation_score(r) for (x, s), r in line.runs.items() if x == lr and s in shared]
         values = [v for v, _ in scores if not math.isnan(v)]
         means[lr] = scores[0][1] * sum(values) / len(values) if values else -math.inf

@@ -24,10 +24,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from experiments.meters import StepTimer
-from methods.base import ConfigError, Method
+from peftbench.experiments.meters import StepTimer
+from peftbench.methods.base import ConfigError, Method
 
-STRATEGIES = ("none", "ddp", "fsdp")
 # environment torchrun (and accelerate launch, and torchrun under SLURM) gives each worker
 LAUNCHED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 ERRORS_DIR = ".rank-errors"
@@ -117,7 +116,7 @@ def validate(config: Mapping[str, Any], method: Method, info: Any, world: World)
     nnodes = int(settings(config).get("nnodes", 1))
     if nnodes > 1 and not launched():
         raise ConfigError(f"distributed.nnodes={nnodes}: a run over several nodes starts from a launcher on every node "
-                          f"(torchrun --nnodes {nnodes} --rdzv-endpoint HOST:PORT -m experiments.cli run ...); see the README")
+                          f"(torchrun --nnodes {nnodes} --rdzv-endpoint HOST:PORT -m peftbench run ...); see the README")
     bs = int(config["batch_size"])
     if bs % world.size:
         raise ConfigError(f"batch_size={bs} does not split evenly over {world.size} processes; "
@@ -336,7 +335,7 @@ def clear_errors(results_dir: str | Path, run_id: str) -> None:
 
 def torchrun_command(config_file: Path, nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "experiments.distributed", str(config_file)]
+            "-m", "peftbench.experiments.distributed_worker", str(config_file)]
 
 
 def launch(config: Mapping[str, Any], run_id: str, threads: int) -> tuple[int, float]:
@@ -357,30 +356,3 @@ def launch(config: Mapping[str, Any], run_id: str, threads: int) -> tuple[int, f
     finally:
         Path(name).unlink(missing_ok=True)
     return code, started
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A torchrun worker: run the resolved config written by `launch`."""
-    from experiments.quiet import quiet
-    from experiments.run import Interrupted, execute, prepare
-
-    quiet()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config = json.loads(Path(argv[0]).read_text())
-    try:
-        plan = prepare(config)
-    except ConfigError as e:
-        print(f"peftbench: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        rec = execute(plan)
-    except Interrupted as e:
-        return 128 + e.signum
-    finally:
-        stop()
-    # only rank 0's outcome is the run's; another rank fails the launch only when it failed itself
-    return 0 if rec.get("status") == "ok" or (plan.world.rank > 0 and rec.get("status") != "failed") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,9 @@ Stdlib only: experiments/ (which writes records) and analysis/ (which must not i
 both import it.
 
 Task metrics (`metrics.<split>.<name>`) are not listed here: each task declares its own in its
-YAML (name, direction, primary), and the record carries that declaration in `config.task`.
+YAML (name, direction, primary), and the record carries that declaration (`metric_spec`,
+experiments/metric_spec.py). How a figure was measured (`measurement.*`) and the forgetting
+figures have their own sections below.
 """
 from __future__ import annotations
 
@@ -90,8 +92,6 @@ FIELDS: tuple[Field, ...] = (
           "Each CUDA rank's allocator peak reserved memory during training, in rank order.", table="none", scale=1 / MIB),
     Field("distributed.world_size", "count", None, "World size (count)",
           "Processes (devices) the run trained on; distributed.strategy says how (none, ddp, fsdp).", table="details", digits=0),
-    Field("timing.train_s", "s", None, "Train time (s)", "Wall time of the training loop.", table="details"),
-    Field("timing.eval_s", "s", None, "Eval time (s)", "Wall time of evaluation.", table="details"),
     Field("cost.latency_ms_base", "ms", None, "Latency base (ms)", "Median inference latency of the base model.", table="details", digits=2),
     Field("cost.latency_ms_unmerged", "ms", None, "Latency unmerged (ms)", "Median inference latency with the adapter unmerged.",
           table="details", digits=2, adapters_only=True),
@@ -186,7 +186,51 @@ SERVING_FIELDS: tuple[Field, ...] = (
     _serving("gen_noise_frac", "frac", None, "Generation noise (%)", "Widest relative 95% CI of the generation medians.",
              table="none", scale=100),
 )
-FIELDS = FIELDS + SERVING_FIELDS
+# A run's phases, in the order it goes through them (experiments/run.py assemble); the README's
+# timing table lists them in this order.
+TIMING_FIELDS: tuple[Field, ...] = (
+    Field("timing.load_s", "s", None, "Load (s)", "load (weights, tokenizer, data)", table="none"),
+    Field("timing.measure_base_s", "s", None, "Base model (s)", "base model: scores, forgetting probe, latency copy", table="none"),
+    Field("timing.prepare_data_s", "s", None, "Adapt (s)", "adapting", table="none"),
+    Field("timing.train_s", "s", None, "Train time (s)", "training", table="details"),
+    Field("timing.eval_s", "s", None, "Eval time (s)", "evaluation (task metrics, forgetting, lm-eval)", table="details"),
+    Field("timing.measure_s", "s", None, "Measure (s)", "costs, latency, merge", table="none"),
+    Field("timing.total_s", "s", None, "Total (s)", "the whole run, load to record", table="none"),
+)
+
+
+def _recorded(path: str, unit: str, legend: str, **kw: Any) -> Field:
+    """A figure the record keeps for whoever wants it (CSV, W&B), in no table."""
+    return Field(path, unit, None, f"{path.split('.', 1)[1]} ({unit})", legend, table="none", **kw)
+
+
+RECORDED_FIELDS: tuple[Field, ...] = (
+    _recorded("cost.est_weight_bytes", "bytes", "Estimated bytes of the weights (meters.estimate).", scale=1 / MIB),
+    _recorded("cost.est_grad_bytes", "bytes", "Estimated bytes of the gradients.", scale=1 / MIB),
+    _recorded("cost.est_optimizer_bytes", "bytes", "Estimated bytes of the optimiser state.", scale=1 / MIB),
+    _recorded("cost.est_activation_bytes", "bytes", "Estimated bytes of the activations kept for backward.", scale=1 / MIB),
+    _recorded("cost.est_autocast_cache_bytes", "bytes", "Estimated bytes of autocast's low-precision weight copies.", scale=1 / MIB),
+    _recorded("cost.est_unsharded_layer_bytes", "bytes", "Estimated bytes of one layer gathered whole under FSDP.", scale=1 / MIB),
+    _recorded("cost.est_train_mem_bytes", "bytes", "Estimated total training memory.", scale=1 / MIB),
+    _recorded("cost.peak_train_rss_bytes", "bytes", "Peak resident memory of the process during training (CPU).", scale=1 / MIB),
+    _recorded("cost.flops_forward", "flop", "Model FLOPs of one forward pass over a training batch.", scale=1e-9),
+    _recorded("cost.throughput_steps_counted", "count", "Steps whose times make the throughput medians.", digits=0),
+    _recorded("cost.throughput_warmup_steps_excluded", "count", "First steps left out of the medians as warm-up.", digits=0),
+    _recorded("cost.train_samples_per_s_p10", "samples/s", "10th percentile of training throughput in examples."),
+    _recorded("cost.train_samples_per_s_p90", "samples/s", "90th percentile of training throughput in examples."),
+    _recorded("cost.latency_ms_base_p10", "ms", "10th percentile of the base model's latency.", digits=2),
+    _recorded("cost.latency_ms_base_p90", "ms", "90th percentile of the base model's latency.", digits=2),
+    _recorded("cost.latency_ms_unmerged_p10", "ms", "10th percentile of the unmerged latency.", digits=2),
+    _recorded("cost.latency_ms_unmerged_p90", "ms", "90th percentile of the unmerged latency.", digits=2),
+    _recorded("cost.latency_ms_merged_p10", "ms", "10th percentile of the merged latency.", digits=2),
+    _recorded("cost.latency_ms_merged_p90", "ms", "90th percentile of the merged latency.", digits=2),
+    _recorded("cost.latency_ms_base_beside_merged", "ms", "The base's median measured again beside the merged model.", digits=2),
+    _recorded("cost.latency_base_drift_rel", "ratio", "How far the base's median moved between the two latency measurements.", digits=3),
+    _recorded("cost.merge_max_abs_logit_diff", "logit", "Largest |logit| difference between the merged and unmerged model on the "
+              "latency batch: how far merging moved the outputs.", digits=6),
+    _recorded("serving.mixed_batch_rows", "count", "Rows of the mixed-adapter batch.", digits=0),
+)
+FIELDS = FIELDS + TIMING_FIELDS + SERVING_FIELDS + RECORDED_FIELDS
 BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
 
 # Facts about how a run was measured and what its method can do: recorded beside `cost`, never

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from methods.base import ConfigError
+from peftbench.methods.base import ConfigError
 
 MAX_SOURCE_CHARS = 2_000_000  # enough for any probe; a huge file is read only this far
 DEFAULT_PROBE = "pydoc_data.topics"
@@ -49,7 +49,7 @@ def validate(config: Mapping[str, Any]) -> None:
     if f["tokens"] < 2:
         raise ConfigError("forgetting.tokens must be at least 2 (one next-token prediction)")
     if f.get("data_files"):
-        from experiments.data.files import check_file
+        from peftbench.experiments.data.files import check_file
 
         path = check_file(f["data_files"], "forgetting.data_files")
         if not source_texts(path):

@@ -23,9 +23,10 @@ from typing import Any, Mapping
 
 import torch
 
-from methods.base import ConfigError, positive_int
+from peftbench.methods.base import ConfigError, positive_int
+from peftbench.experiments.paths import CONF
 
-PROJECT_TASKS = Path(__file__).resolve().parents[1] / "conf" / "lm_eval_tasks"
+PROJECT_TASKS = CONF / "lm_eval_tasks"
 
 
 def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def load_adapter(model_cfg: Mapping[str, Any], adapter_dir: str | Path, device: 
     """A saved peft adapter folder (method.save of LoRA-family methods) on its base causal LM."""
     from peft import PeftModel
 
-    from experiments.models import load_model, load_tokenizer
+    from peftbench.experiments.models import load_model, load_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():

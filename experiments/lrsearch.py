@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from experiments import record
-from experiments.record import protocol_of  # noqa: F401  (part of this module's interface)
-from methods.base import ConfigError
+from peftbench.experiments import metric_spec, record
+from peftbench.experiments.record import protocol_of  # noqa: F401  (part of this module's interface)
+from peftbench.methods.base import ConfigError
 
 DEFAULT_FACTORS = (0.3, 1.0, 3.0)
 TRIALS_DIR = ".lr_trials"
@@ -54,11 +54,9 @@ def resolve_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     grid = sorted({float(x) for x in grid})
     if not grid or any(x <= 0 for x in grid):
         raise ConfigError(f"lr_search.grid must be positive learning rates, got {grid}")
-    from experiments.data.base import declared_metrics
-
-    declared = declared_metrics(config["task"])
-    metric = spec.get("metric") or next(m["name"] for m in declared if m["primary"])
-    direction = next((m["direction"] for m in declared if m["name"] == metric), "max")
+    declared = metric_spec.of_task(config["task"])
+    metric = spec.get("metric") or metric_spec.primary(declared)["name"]
+    direction = metric_spec.direction(declared, metric)
     split = spec.get("split") or "validation"
     if split == "test":
         raise ConfigError("lr_search.split=test would select on the test set; use validation")
@@ -107,7 +105,7 @@ def choose(trials: list[dict[str, Any]], mode: str = "max") -> dict[str, Any] | 
 def search(config: dict[str, Any], run_one: Runner) -> dict[str, Any]:
     """Run the grid through `run_one(config) -> record`, choose on validation, write the final
     record. Skips everything when an ok final record exists (unless force)."""
-    from experiments.run import base_record
+    from peftbench.experiments.run import base_record
 
     rid = record.run_id(config)
     path = record.result_path(config["results_dir"], rid)

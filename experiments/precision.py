@@ -30,10 +30,10 @@ from typing import Any, Mapping
 
 import torch
 
-from experiments.cores import usable_cores
-from experiments.meters.cache import cache_dir, cpu_flags, machine_key
-from experiments.meters.contention import CpuShare
-from methods.base import ConfigError
+from peftbench.experiments.cores import usable_cores
+from peftbench.experiments.meters.cache import cache_dir, cpu_flags, machine_key
+from peftbench.experiments.meters.contention import CpuShare
+from peftbench.methods.base import ConfigError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 REQUESTABLE = ("auto", *PRECISIONS)

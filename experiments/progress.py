@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from experiments.meters import StepTimer
+    from peftbench.experiments.meters import StepTimer
 
 LISTENERS: list[Callable[[int, float, float], None]] = []
 
@@ -50,7 +50,7 @@ class Progress:
 
 
 def _phase_cache():
-    from experiments.meters.cache import cache_dir
+    from peftbench.experiments.meters.cache import cache_dir
 
     return cache_dir() / "phase_s.json"
 

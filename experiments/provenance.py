@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from experiments.meters import device_name
-from experiments.meters.cache import cpu_flags as all_cpu_flags
-from experiments.meters.cache import kernel_isa
+from peftbench.experiments.meters import device_name
+from peftbench.experiments.meters.cache import cpu_flags as all_cpu_flags
+from peftbench.experiments.meters.cache import kernel_isa
 
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "datasets", "hydra-core", "lm-eval", "accelerate", "numpy"]
 ROOT = Path(__file__).resolve().parents[1]

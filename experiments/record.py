@@ -42,7 +42,6 @@ REQUIRED_BY_STATUS = {
     "diverged": {"error": str, "diverged_at_step": int, "loss_curve": list},
     "interrupted": {"error": str},
 }
-STATUSES = tuple(REQUIRED_BY_STATUS)
 CLAIMS_DIR = ".claims"
 
 
@@ -72,7 +71,7 @@ def run_id(config: Mapping[str, Any]) -> str:
     """Readable prefix + hash of the resolved config minus non-semantic keys. `precision: auto`
     is hashed as what it resolves to on this machine: the id names what ran."""
     if config.get("precision") == "auto":
-        from experiments.precision import resolve_config
+        from peftbench.experiments.precision import resolve_config
 
         config = dict(config)
         resolve_config(config)

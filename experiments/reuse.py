@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import torch
 
-from experiments import record
-from experiments.fields import serving_depends_on_weights
-from experiments.meters.cache import cache_dir, machine_key
+from peftbench.experiments import record
+from peftbench.experiments.fields import serving_depends_on_weights
+from peftbench.experiments.meters.cache import cache_dir, machine_key
 
 COSTS_DIR = ".costs"
 # figures a run copies besides all of `cost.latency_*`; the merge variants' logit differences are

@@ -6,30 +6,32 @@ import copy
 import os
 import random
 import re
-import signal
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from experiments import config_check, distributed, fields, forgetting, meters, outcomes, precision, provenance, record, reuse
-from experiments.data import build_task, validate_task
-from experiments.meters import MemoryMeter, StepTimer, serving
-from experiments.meters.contention import CpuShare, Share, loadavg_1m
-from experiments.models import build_model_info, load_model, load_tokenizer
-from experiments.progress import Progress
-from experiments.cores import core_slots, usable_cores
-from experiments.train import Diverged, train
-from methods import available, get
-from methods.base import ConfigError, Method, ModelInfo, positive_int
+from peftbench.experiments import (config_check, distributed, fields, forgetting, meters, metric_spec, outcomes, precision,
+                                   provenance, record, reuse)
+from peftbench.experiments.data import build_task, validate_task
+from peftbench.experiments.meters import MemoryMeter, StepTimer, serving
+from peftbench.experiments.meters.contention import CpuShare, Share, loadavg_1m
+from peftbench.experiments.meters.latency import LatencyBench, latency_figures
+from peftbench.experiments.models import build_model_info, load_model, load_tokenizer
+from peftbench.experiments.progress import Progress
+from peftbench.experiments.signals import Interrupted, signals_interrupt
+from peftbench.experiments.cores import core_slots, usable_cores
+from peftbench.experiments.train import Diverged, train
+from peftbench.methods import available, get
+from peftbench.methods.base import ConfigError, Method, ModelInfo, positive_int
 
 PRECISIONS = precision.PRECISIONS
 
@@ -148,76 +150,10 @@ def count_params(model: nn.Module) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
 
 
-class LatencyBench:
-    """Latency of the base, unmerged and merged models on one fixed batch.
-
-    With `keep_base` a frozen copy of the base model is kept, and each adapted model is measured
-    interleaved with it (`meters.measure_latency_interleaved`): an overhead is then the ratio of
-    two medians taken over the same seconds, so machine drift cancels. Without it (models too
-    large to hold twice) the base is measured alone before adaptation and drift is not controlled;
-    `latency_protocol` in the record says which was done.
-    """
-
-    def __init__(self, base: nn.Module, batch: dict, m: Mapping[str, Any], device: torch.device, autocast, keep_base: bool):
-        self.batch, self.m, self.device, self.autocast = batch, m, device, autocast
-        self.base = copy.deepcopy(base).requires_grad_(False) if keep_base else None
-        self.base_alone = None if keep_base else self._measure({"model": base})["model"]
-        self.protocol = "interleaved_with_base" if keep_base else "base_before_training"
-
-    def _measure(self, models: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
-        return meters.measure_latency_interleaved(
-            models, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)
-
-    def against_base(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(base, model) latency series, measured together where the base copy is kept."""
-        if self.base is None:
-            return self.base_alone, self._measure({"model": model})["model"]
-        out = self._measure({"base": self.base, "model": model})
-        return out["base"], out["model"]
-
-
 def adapter_bytes(method: Method, model: nn.Module) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         method.save(model, Path(tmp) / "adapter")
         return meters.dir_bytes(Path(tmp) / "adapter")
-
-
-def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | None, can_merge: bool, protocol: str) -> dict[str, Any]:
-    """Each overhead is against the base series measured with it. The noise is the widest 95%
-    confidence interval of any median behind an overhead, relative to that median."""
-    base, adapted = unmerged
-    series = [base, adapted] + (list(merged) if merged else [])
-    out = {
-        "latency_protocol": protocol,
-        "latency_ms_base": base["median_ms"],
-        "latency_ms_base_p10": base["p10_ms"],
-        "latency_ms_base_p90": base["p90_ms"],
-        "latency_noise_frac": max(x["noise_rel"] for x in series),
-        "latency_repeats": base["repeats"],
-        "latency_ms_unmerged": adapted["median_ms"],
-        "latency_ms_unmerged_p10": adapted["p10_ms"],
-        "latency_ms_unmerged_p90": adapted["p90_ms"],
-        "latency_overhead_unmerged_frac": adapted["median_ms"] / base["median_ms"] - 1,
-        "can_merge": can_merge,
-        "latency_ms_merged": None,
-        "latency_overhead_merged_frac": None,
-    }
-    if merged is not None:
-        base_m, merged_m = merged
-        out.update({
-            "latency_ms_merged": merged_m["median_ms"],
-            "latency_ms_merged_p10": merged_m["p10_ms"],
-            "latency_ms_merged_p90": merged_m["p90_ms"],
-            "latency_overhead_merged_frac": merged_m["median_ms"] / base_m["median_ms"] - 1,
-        })
-        if base_m is not base:  # measured again beside the merged model (interleaved protocol)
-            out.update({
-                "latency_ms_base_beside_merged": base_m["median_ms"],
-                # how far the base itself moved between the two measurements: why each overhead
-                # is taken against its own base series
-                "latency_base_drift_rel": abs(base_m["median_ms"] - base["median_ms"]) / base["median_ms"],
-            })
-    return out
 
 
 def load_for(plan: Plan) -> tuple[Any, Any, nn.Module]:
@@ -390,7 +326,7 @@ def base_key(plan: Plan) -> str:
 
 
 def score_base(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, autocast, forget) -> tuple[Any, Any]:
-    from experiments.lm_eval_hook import run_lm_eval
+    from peftbench.experiments.lm_eval_hook import run_lm_eval
 
     cfg, device = plan.config, plan.device
     metrics_before = evaluate_splits(task, model, cfg, device, autocast) if cfg["measure"].get("metrics_before", True) else None
@@ -438,7 +374,7 @@ def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
 
 def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base: Base, autocast) -> dict[str, Any]:
     """Task metrics, forgetting and lm-eval scores of the trained model, adapter active."""
-    from experiments.lm_eval_hook import run_lm_eval
+    from peftbench.experiments.lm_eval_hook import run_lm_eval
 
     metrics = evaluate_splits(task, model, plan.config, plan.device, autocast)
     items = outcomes.of_task(task, [s for s in ("validation", "test") if s in metrics])
@@ -533,7 +469,7 @@ def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast
     one then), each against the base measured beside it, and how far merging moved the logits."""
     if base.latency is None:
         return model, {}
-    m, device = plan.config["measure"], plan.device
+    m = plan.config["measure"]
     unmerged = base.latency.against_base(model)
     merged, merge_diff = None, None
     if plan.method.can_merge:
@@ -551,6 +487,7 @@ def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any]
         "distributed": distributed.summary(plan.world, plan.config),
         "params": trained.params,
         "metrics": evaluated["metrics"],
+        "metric_spec": metric_spec.of_task(plan.config["task"]),  # what the report scores this run by
         "metrics_before": base.metrics_before,
         "metrics_majority": evaluated["metrics_majority"],
         "eval_items": evaluated["eval_items"],
@@ -595,32 +532,6 @@ def base_record(plan_or_config: Plan | dict[str, Any], rid: str | None = None) -
         "precision": str(cfg["precision"]),
         "config": cfg,
     }
-
-
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT, as KeyboardInterrupt) arrived while a run was in flight."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into Interrupted while a run is in flight, so that the run is recorded as
-    interrupted instead of vanishing (SIGINT already raises KeyboardInterrupt)."""
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals to the process that owns them
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def execute(plan: Plan) -> dict[str, Any]:

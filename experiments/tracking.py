@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from experiments import progress
+from peftbench.experiments import progress
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:

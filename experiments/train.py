@@ -7,8 +7,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from experiments.distributed import mean_over_ranks
-from experiments.meters import StepTimer
+from peftbench.experiments.distributed import mean_over_ranks
+from peftbench.experiments.meters import StepTimer
 
 
 class Diverged(Exception):

@@ -13,12 +13,12 @@ import torch
 
 
 def main(config_json: str) -> None:
-    from experiments.quiet import quiet
+    from peftbench.experiments.quiet import quiet
 
     quiet()
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from experiments.run import load_for, prepare, seed_everything
+    from peftbench.experiments.run import load_for, prepare, seed_everything
 
     config = json.loads(config_json)
     plan = prepare(config)

@@ -1,4 +1,4 @@
 """PEFT methods, one file each, found by name through :mod:`methods.registry`."""
-from methods.registry import available, get, register
+from peftbench.methods.registry import available, get, register
 
 __all__ = ["available", "get", "register"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from methods.base import ConfigError, ModelInfo
-from methods.peft_config import PeftConfigMethod
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo
+from peftbench.methods.peft_config import PeftConfigMethod
+from peftbench.methods.registry import register
 
 
 @register("adalora")

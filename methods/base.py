@@ -12,9 +12,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 import torch
 from torch import nn
 
-
-class ConfigError(ValueError):
-    """Bad user input, reported as one line before any model is loaded."""
+from peftbench.methods.errors import ConfigError  # noqa: F401  (raised by every method; imported from here)
 
 
 def save_trainable(model: nn.Module, path: Path, filename: str) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
-from methods.base import Method, ModelInfo, save_trainable, unfreeze_heads
-from methods.registry import register
+from peftbench.methods.base import Method, ModelInfo, save_trainable, unfreeze_heads
+from peftbench.methods.registry import register
 
 
 @register("bitfit")

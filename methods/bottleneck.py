@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, require_positive_int, save_trainable, unfreeze_heads
+from peftbench.methods.base import ConfigError, Method, ModelInfo, require_positive_int, save_trainable, unfreeze_heads
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 

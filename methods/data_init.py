@@ -13,9 +13,9 @@ import torch
 from peft.tuners.lora.corda import preprocess_corda
 from torch import nn
 
-from methods.base import BatchSource, ConfigError, ModelInfo
-from methods.peft_config import PeftConfigMethod
-from methods.registry import register
+from peftbench.methods.base import BatchSource, ConfigError, ModelInfo
+from peftbench.methods.peft_config import PeftConfigMethod
+from peftbench.methods.registry import register
 
 
 def _inputs(batches: BatchSource, n: int, model: nn.Module, drop_labels: bool) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,6 +1,6 @@
 """DoRA (Liu et al. 2024): weight-decomposed LoRA, peft's use_dora flag."""
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 @register("dora")

@@ -4,8 +4,8 @@ from pathlib import Path
 from safetensors.torch import save_model
 from torch import nn
 
-from methods.base import Method, ModelInfo
-from methods.registry import register
+from peftbench.methods.base import Method, ModelInfo
+from peftbench.methods.registry import register
 
 
 @register("full_ft")

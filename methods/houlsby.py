@@ -1,6 +1,6 @@
 """Houlsby et al. 2019: a bottleneck adapter after attention and after the feed-forward block."""
-from methods.bottleneck import BottleneckMethod
-from methods.registry import register
+from peftbench.methods.bottleneck import BottleneckMethod
+from peftbench.methods.registry import register
 
 
 @register("houlsby")

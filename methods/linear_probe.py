@@ -4,8 +4,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from methods.base import ConfigError, Method, ModelInfo, save_trainable, unfreeze_heads
-from methods.registry import register
+from peftbench.methods.base import ConfigError, Method, ModelInfo, save_trainable, unfreeze_heads
+from peftbench.methods.registry import register
 
 
 @register("linear_probe")

@@ -17,9 +17,9 @@ from peft.tuners.lora import LoraLayer
 from peft.utils.loftq_utils import _low_rank_decomposition
 from torch import nn
 
-from methods.base import ModelInfo
-from methods.peft_config import PeftConfigMethod
-from methods.registry import register
+from peftbench.methods.base import ModelInfo
+from peftbench.methods.peft_config import PeftConfigMethod
+from peftbench.methods.registry import register
 
 
 def _accelerator() -> bool:

@@ -5,9 +5,9 @@ from typing import Any, ClassVar
 
 from peft import LoraConfig
 
-from methods.base import ConfigError, ModelInfo, require_positive_int, resolve_targets
-from methods.peft_base import PeftMethod
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo, require_positive_int, resolve_targets
+from peftbench.methods.peft_base import PeftMethod
+from peftbench.methods.registry import register
 
 
 @register("lora")

@@ -4,9 +4,9 @@ import torch
 from peft.optimizers import create_lorafa_optimizer
 from torch import nn
 
-from methods.base import ModelInfo
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.base import ModelInfo
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 @register("lorafa")

@@ -8,9 +8,9 @@ import torch
 from peft.optimizers import create_loraplus_optimizer
 from torch import nn
 
-from methods.base import ConfigError, ModelInfo
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 @register("loraplus")

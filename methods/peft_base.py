@@ -8,7 +8,7 @@ from typing import Any
 import peft
 from torch import nn
 
-from methods.base import Method, ModelInfo, resolve_targets
+from peftbench.methods.base import Method, ModelInfo, resolve_targets
 
 
 class PeftMethod(Method):

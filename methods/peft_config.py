@@ -6,9 +6,9 @@ from typing import Any
 
 import peft
 
-from methods.base import ConfigError, ModelInfo, require_positive_int, resolve_targets
-from methods.peft_base import PeftMethod
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo, require_positive_int, resolve_targets
+from peftbench.methods.peft_base import PeftMethod
+from peftbench.methods.registry import register
 
 
 @register("peft_config")

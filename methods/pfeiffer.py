@@ -1,6 +1,6 @@
 """Pfeiffer et al. 2020: a bottleneck adapter after the feed-forward block only."""
-from methods.bottleneck import BottleneckMethod
-from methods.registry import register
+from peftbench.methods.bottleneck import BottleneckMethod
+from peftbench.methods.registry import register
 
 
 @register("pfeiffer")

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
-from methods.base import ConfigError, ModelInfo
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 def disable_cpu_packed_4bit(model: nn.Module) -> int:

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from transformers import BitsAndBytesConfig
 
-from methods.base import ConfigError, ModelInfo
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.base import ConfigError, ModelInfo
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 @register("lora_int8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Callable, TypeVar
 
 _REGISTRY: dict[str, type] = {}
@@ -29,11 +30,9 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    import methods
-
-    for info in pkgutil.iter_modules(methods.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name not in {"registry", "base"}:
-            importlib.import_module(f"methods.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")
     _discovered = True
 
 

@@ -1,6 +1,6 @@
 """rsLoRA (Kalajdzievski 2023): scaling alpha/sqrt(r) instead of alpha/r, peft's use_rslora flag."""
-from methods.lora import LoRA
-from methods.registry import register
+from peftbench.methods.lora import LoRA
+from peftbench.methods.registry import register
 
 
 @register("rslora")

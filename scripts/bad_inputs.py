@@ -20,7 +20,7 @@ def run(args: list[str], results: Path) -> tuple[int, str]:
     if not any(a.startswith("results_dir=") for a in args):
         args = [*args, f"results_dir={results}"]
     env = {**t.os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "peftbench", "run", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     return proc.returncode, (lines[-1] if lines else "")
@@ -29,8 +29,8 @@ def run(args: list[str], results: Path) -> tuple[int, str]:
 def in_process(args: list[str]) -> tuple[int, str]:
     """Config-table cases: the CLI prints `peftbench: error: ` + this ConfigError and exits 2
     (tests/test_bad_input.py checks that wrapper through the CLI on its own cases)."""
-    from experiments.run import prepare
-    from methods.base import ConfigError
+    from peftbench.experiments.run import prepare
+    from peftbench.methods.base import ConfigError
     from tests.conftest import compose
 
     try:

@@ -35,8 +35,8 @@ def wrapped_on_meta(model_name: str, overrides: list[str]) -> torch.nn.Module:
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM
 
-    from experiments.models.loader import DTYPES, build_model_info, model_config
-    from experiments.run import method_for
+    from peftbench.experiments.models.loader import DTYPES, build_model_info, model_config
+    from peftbench.experiments.run import method_for
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose(config_name="config", overrides=[f"model={model_name}", *overrides]), resolve=True)
@@ -49,7 +49,7 @@ def wrapped_on_meta(model_name: str, overrides: list[str]) -> torch.nn.Module:
 
 
 def per_device(model: torch.nn.Module, world: int, sharded: bool) -> int:
-    from experiments.meters import estimate_train_memory
+    from peftbench.experiments.meters import estimate_train_memory
 
     return estimate_train_memory(model, GLOBAL_BATCH // world, SEQ, act_bytes=2, shards=world if sharded else 1)["est_train_mem_bytes"]
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
-    from experiments.quiet import quiet
+    from peftbench.experiments.quiet import quiet
 
     quiet()
     text = table()

@@ -39,11 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import claims, tables  # noqa: E402
-from analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
-from analysis.stats import aggregate  # noqa: E402
-from analysis.tables import percent_scale  # noqa: E402
-from analysis.studies import study_claims  # noqa: E402
+from peftbench.analysis import claims, tables  # noqa: E402
+from peftbench.analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
+from peftbench.analysis.stats import aggregate  # noqa: E402
+from peftbench.analysis.tables import percent_scale  # noqa: E402
+from peftbench.analysis.studies import study_claims  # noqa: E402
+from peftbench.experiments.fields import TIMING_FIELDS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
 GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
@@ -51,10 +52,8 @@ CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /cla
 HEADLINES = re.compile(r"(<!-- headline: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.S)
 VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
-# record timing keys in the order a run goes through them
-PHASES = [("load_s", "load (weights, tokenizer, data)"), ("measure_base_s", "base model: scores, forgetting probe, latency copy"),
-          ("prepare_data_s", "adapting"), ("train_s", "training"), ("eval_s", "evaluation (task metrics, forgetting, lm-eval)"),
-          ("measure_s", "costs, latency, merge")]
+# record timing keys in the order a run goes through them (the whole run's total is the table's sum)
+PHASES = [(f.key, f.legend) for f in TIMING_FIELDS if f.key != "total_s"]
 
 
 def tables_for(source: str) -> str:

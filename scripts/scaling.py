@@ -27,7 +27,7 @@ METHODS = "full_ft,linear_probe,lora,qlora,dora,rslora,loraplus,houlsby,pfeiffer
 def sweep(methods: list[str], jobs: int, args: argparse.Namespace) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="peftbench-scaling-") as tmp:
-        cmd = [sys.executable, "-m", "experiments.cli", "run", "-m", f"method={','.join(methods)}", f"model={args.model}",
+        cmd = [sys.executable, "-m", "peftbench", "run", "-m", f"method={','.join(methods)}", f"model={args.model}",
                f"steps={args.steps}", f"measure.latency={str(args.latency).lower()}", "progress=false", f"results_dir={tmp}"]
         if jobs > 1:
             cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep_methods(name: str) -> list[str]:
-    doc = yaml.safe_load((ROOT / "conf" / "sweep" / f"{name}.yaml").read_text())
-    return doc["hydra"]["sweeper"]["params"]["method"].split(",")
+    """The methods a preset runs: named in it, or (the zoo) every one the others leave out."""
+    from peftbench.experiments.sweep.methods import methods_beyond, preset_methods
+
+    return preset_methods(name) or methods_beyond("methods", "quant").split(",")
 
 
 def records(results: Path) -> dict[str, dict]:

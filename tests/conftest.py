@@ -45,7 +45,7 @@ def compose(overrides: list[str], searchpath: list[str] | None = None) -> dict[s
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet() -> None:
-    from experiments.quiet import quiet
+    from peftbench.experiments.quiet import quiet
 
     quiet()
 
@@ -53,7 +53,7 @@ def _quiet() -> None:
 @pytest.fixture
 def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """Run one small training in-process and return its record."""
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
 
     def _run(*overrides: str, fast: bool = True, searchpath: list[str] | None = None) -> dict[str, Any]:
         config = compose([*SMALL_TASK, *(FAST if fast else []), f"results_dir={tmp_path / 'results'}", *overrides], searchpath)

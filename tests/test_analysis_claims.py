@@ -10,8 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-from analysis import claims  # noqa: E402
-from analysis.load import load_results  # noqa: E402
+from peftbench.analysis import claims  # noqa: E402
+from peftbench.analysis.load import load_results  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -190,5 +190,5 @@ def test_setting_keys_may_be_run_columns_or_keys_the_runs_set(ok):
     claim = {"id": "x", "check": "axis_slope_compare", "axis": "batch_size", "free": ["targets", "steps"],
              "setting_where": {"my_task.custom_key": [1]}, "tolerance": 0.0}
     runs = ok.assign(setting_items=[{**items, "my_task.custom_key": "1"} for items in ok["setting_items"]])
-    assert claims.setting_key_problems(claim, claims._known_settings(runs)) == []
-    assert "'my_task.custom_key'" in claims.setting_key_problems(claim, claims._known_settings(ok))[0]
+    assert claims.setting_key_problems(claim, claims.known_settings(runs)) == []
+    assert "'my_task.custom_key'" in claims.setting_key_problems(claim, claims.known_settings(ok))[0]

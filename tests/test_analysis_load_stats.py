@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-from analysis.load import load_results  # noqa: E402
-from analysis.stats import ZERO_VARIANCE_NOTE, aggregate, paired_test, t_ci95  # noqa: E402
+from peftbench.analysis.load import load_results  # noqa: E402
+from peftbench.analysis.stats import ZERO_VARIANCE_NOTE, aggregate, paired_test, t_ci95  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,7 @@ def test_paired_test_needs_two_shared_seeds():
     assert res.n == 3 and res.seeds == (0, 1, 2) and 0 < res.p_value < 0.05
 
 
+@pytest.mark.slow
 def test_analysis_never_imports_torch():
     code = ("import sys; import analysis.report, analysis.load, experiments.record, experiments.fields; "
             "assert 'torch' not in sys.modules, 'torch imported'")
@@ -165,7 +166,7 @@ def test_analysis_never_imports_torch():
 
 def test_lr_searched_seeds_stay_one_row_with_their_chosen_lrs(tmp_path):
     """Under lr_search each seed picks its own lr; the seeds still aggregate into one row."""
-    from analysis import stats, tables
+    from peftbench.analysis import stats, tables
 
     recs = [fx.record("lora", seed=s, acc=0.8 + 0.01 * s, lr=[1e-3, 3e-3, 1e-3][s]) for s in fx.SEEDS]
     for r in recs:
@@ -184,3 +185,16 @@ def test_schema_valid_but_odd_record_is_skipped_by_name(tmp_path):
     assert len(loaded.ok) == 1
     [problem] = loaded.problems
     assert problem.file.endswith(f"{odd['run_id']}.json") and "schema-invalid" in problem.reason
+
+
+def test_the_report_scores_a_run_by_the_metric_spec_it_recorded(tmp_path):
+    """A run keeps the metric declaration it scored by (`metric_spec`); the report reads that, not
+    whatever its config's task block says, and records written before it read their config."""
+    by_spec = fx.record("lora")
+    by_spec["metric_spec"] = [{"name": "accuracy", "direction": "max", "primary": False},
+                              {"name": "macro_f1", "direction": "max", "primary": True}]
+    old = fx.record("full_ft", r=None, targets=None)
+    ok = load_results([fx.write_all(tmp_path, [by_spec, old], broken=False)]).ok
+    rows = {r["method"]: r for _, r in ok.iterrows()}
+    assert rows["lora"]["primary_metric"] == "macro_f1" and rows["lora"]["primary"] == by_spec["metrics"]["test"]["macro_f1"]
+    assert rows["full_ft"]["primary_metric"] == "accuracy"

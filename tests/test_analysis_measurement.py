@@ -18,12 +18,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-from analysis import claims, tables  # noqa: E402
-from analysis import compare as cmp  # noqa: E402
-from analysis.figures import figures_for  # noqa: E402
-from analysis.load import load_results, measurement_source  # noqa: E402
-from analysis.stats import aggregate, one_per_source, per_run  # noqa: E402
-from experiments.fields import serving_depends_on_weights  # noqa: E402
+from peftbench.analysis import claims, tables  # noqa: E402
+from peftbench.analysis import compare as cmp  # noqa: E402
+from peftbench.analysis.figures import figures_for  # noqa: E402
+from peftbench.analysis.load import load_results, measurement_source  # noqa: E402
+from peftbench.analysis.stats import aggregate, one_per_source, per_run  # noqa: E402
+from peftbench.experiments.fields import serving_depends_on_weights  # noqa: E402
 
 REASON = "other processes kept 60% of the cores busy during training (limit 15%)"
 LORA_SERVING = fx.LORA_SERVING | {"primary_drop_bf16_vs_fp32": 0.006}
@@ -282,6 +282,7 @@ def test_tables_say_which_runs_copied_their_costs(contended_tables):
     assert {r["measurement.costs_from"] for r in rows if r["run_id"] == lora[1]["run_id"]} == {lora[0]["run_id"]}
 
 
+@pytest.mark.slow
 def test_older_records_read_as_before(tmp_path):
     ok = load_results([fx.write_all(tmp_path, fx.main_records(), broken=False)]).ok
     agg = aggregate(ok)
@@ -360,6 +361,7 @@ def test_unknown_mfu_shows_as_unknown_never_zero(tmp_path):
     assert "MFU unknown" in tables.runs_markdown(per_run(ok, agg))
 
 
+@pytest.mark.slow
 def test_figures_draw_with_unknown_mfu(tmp_path):
     recs = [unknown_mfu(r) for r in seeds("lora") + seeds("dora", trainable=80_000)]
     ok = runs_of(tmp_path / "results", recs)

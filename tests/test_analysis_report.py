@@ -17,8 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-from analysis.figures import pareto_front, style_of  # noqa: E402
-from analysis.report import main  # noqa: E402
+from peftbench.analysis.figures import pareto_front, style_of  # noqa: E402
+from peftbench.analysis.report import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,7 @@ def test_empty_results_do_not_crash(tmp_path):
     assert "No successful runs" in (tmp_path / "out" / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_single_seed_report_says_untested(tmp_path):
     res = fx.write_all(tmp_path / "r", fx.second_model_records(), broken=False)
     assert main([str(res), "--out", str(tmp_path / "out")]) == 0
@@ -122,7 +123,7 @@ def test_single_seed_report_says_untested(tmp_path):
 
 
 def test_method_styles_come_from_the_method_yaml_and_are_deterministic():
-    from analysis.meta import method_report
+    from peftbench.analysis.meta import method_report
 
     assert style_of(method_report("lora", fx.record("lora")["config"]["method"])) == ("#1f77b4", "o")
     new = method_report("brand_new", {"name": "brand_new"})  # no report block: a stable fallback
@@ -137,6 +138,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(x, y) == [0, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian package 'chromium')")
 def test_index_renders_in_headless_chromium(built, tmp_path):
     shot = tmp_path / "shot.png"
@@ -148,12 +150,81 @@ def test_index_renders_in_headless_chromium(built, tmp_path):
     assert shot.stat().st_size > 10_000  # a real page, not a blank frame
 
 
+HARNESS = """<!DOCTYPE html><html><body><iframe id='f' src='%s' style='width:1280px;height:900px;border:0'></iframe>
+<pre id='out'>pending</pre><script>
+document.getElementById('f').addEventListener('load', function () {
+  var d = this.contentDocument, w = this.contentWindow, out = {};
+  try {
+    var t = d.querySelector('table.data'), rows = function () { return Array.from(t.tBodies[0].rows); };
+    var visible = function () { return rows().filter(function (r) { return r.style.display !== 'none'; }).length; };
+    out.rows = rows().length;
+    var heads = Array.from(t.tHead.rows[0].cells);
+    var col = heads.findIndex(function (h) { return h.dataset.group === 'quality'; });
+    var firstCol = function () { return rows().map(function (r) { return r.cells[col].textContent; }).join('|'); };
+    var before = firstCol();
+    heads[col].click(); var asc = firstCol(); heads[col].click(); var desc = firstCol();
+    out.sorted = asc !== desc || asc !== before;
+    out.ascending = rows().map(function (r) { return parseFloat(r.cells[col].textContent); });
+    var word = rows()[0].cells[0].textContent.trim();
+    var f = t.closest('section').querySelector('input.filter');
+    f.value = word; f.dispatchEvent(new w.Event('input'));
+    out.filtered = visible(); out.word = word;
+    f.value = 'no-such-method-anywhere'; f.dispatchEvent(new w.Event('input')); out.none = visible();
+    f.value = ''; f.dispatchEvent(new w.Event('input')); out.all = visible();
+    var box = d.querySelector('.tools input[type=checkbox][data-group=cost]');
+    out.costColumns = heads.filter(function (h) { return h.dataset.group === 'cost'; }).length;
+    if (box) { box.checked = false; box.dispatchEvent(new w.Event('change'));
+      out.hidden = heads.filter(function (h) { return h.style.display === 'none'; }).length; }
+    out.points = d.querySelectorAll('.pareto svg circle.point').length;
+    out.plots = d.querySelectorAll('.pareto').length;
+    out.front = d.querySelectorAll('.pareto svg polyline.front').length;
+    var sel = d.querySelector('.pareto select.y'); sel.value = '1'; sel.dispatchEvent(new w.Event('change'));
+    out.pointsAfterAxis = d.querySelectorAll('.pareto svg circle.point').length;
+    out.pageWidth = d.documentElement.scrollWidth;
+  } catch (e) { out.error = String(e); }
+  document.getElementById('out').textContent = JSON.stringify(out);
+});
+</script></body></html>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian package 'chromium')")
+def test_index_is_explorable_in_headless_chromium(built, tmp_path):
+    """Sorting and filtering change the rows, column groups hide, the Pareto plot draws and redraws,
+    no script error reaches the console, and nothing is cut off at 1280 px."""
+    import json
+    import re
+
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS % (built / "index.html").resolve().as_uri())
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0", "--window-size=1300,1000",
+           "--virtual-time-budget=15000", "--dump-dom", harness.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r"<pre id=\"out\">(.*?)</pre>", proc.stdout, re.S)
+    assert found, proc.stdout[-2000:]
+    got = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert "error" not in got, got
+    assert got["rows"] >= 3 and got["sorted"], got
+    nums = [x for x in got["ascending"] if x == x]
+    assert nums == sorted(nums, reverse=True), got  # the second click sorts descending
+    assert 1 <= got["filtered"] < got["rows"] and got["none"] == 0 and got["all"] == got["rows"], got
+    assert got["costColumns"] >= 1 and got["hidden"] == got["costColumns"], got
+    assert got["plots"] >= 1 and got["points"] >= 3 and got["front"] == got["plots"] and got["pointsAfterAxis"] >= 1, got
+    assert got["pageWidth"] <= 1280, got
+    errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and ("Uncaught" in ln or "Error" in ln)]
+    assert errors == [], errors
+
+
+@pytest.mark.slow
 def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_path):
     """alpha = 2r makes each rank a different setting; LoHa keeps its rank in peft_kwargs. Both
     are still one line across ranks; two alphas at one rank split into two lines."""
-    from analysis import figures
-    from analysis.load import load_results
-    from analysis.stats import aggregate
+    from peftbench.analysis import figures
+    from peftbench.analysis.load import load_results
+    from peftbench.analysis.stats import aggregate
 
     recs = []
     for r in (4, 8, 16):
@@ -178,12 +249,13 @@ def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_pat
     assert sorted(len(g) for _, g in lines) == [1, 1, 2]
 
 
+@pytest.mark.slow
 def test_lr_lines_peak_where_each_configuration_is_best(tmp_path):
     """One line per configuration along its lr grid, full FT included; a configuration run at one
     lr draws no line, and a report with none says why the figure is missing."""
-    from analysis import figures
-    from analysis.load import load_results
-    from analysis.stats import aggregate
+    from peftbench.analysis import figures
+    from peftbench.analysis.load import load_results
+    from peftbench.analysis.stats import aggregate
 
     recs = []
     for lr, ft_acc, lora_acc in ((1e-4, 0.95, 0.6), (1e-3, 0.5, 0.9), (1e-2, 0.4, 0.7)):
@@ -205,7 +277,7 @@ def test_lr_lines_peak_where_each_configuration_is_best(tmp_path):
 
 
 def test_learning_vs_forgetting_labels_say_lr_and_configuration():
-    from analysis import figures
+    from peftbench.analysis import figures
     import pandas as pd
 
     rows = [("full_ft", "-", "-", "s1", "fixed_lr", 100, 3e-5), ("full_ft", "-", "-", "s1", "fixed_lr", 100, 1e-4),

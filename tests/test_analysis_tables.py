@@ -15,9 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
 
-from analysis import tables  # noqa: E402
-from analysis.load import load_results  # noqa: E402
-from analysis.stats import aggregate  # noqa: E402
+from peftbench.analysis import tables  # noqa: E402
+from peftbench.analysis.load import load_results  # noqa: E402
+from peftbench.analysis.stats import aggregate  # noqa: E402
 
 
 def jittered_dora() -> list[dict]:
@@ -91,6 +91,7 @@ def test_markdown_values_bolding_and_dagger(minilm):
     assert ft["Setting"] == rows[("lora", "r=8", "attn_qv")]["Setting"] and not ft["Setting"].startswith("**")
 
 
+@pytest.mark.slow
 def test_identical_differences_get_no_dagger(tmp_path):
     minilm = groups_of(fx.write_all(tmp_path, fx.main_records(), broken=False))[("minilm", "synth")]
     md = tables.to_markdown("t", minilm)

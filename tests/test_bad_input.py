@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from methods.base import ConfigError
-from experiments.run import prepare
+from peftbench.methods.base import ConfigError
+from peftbench.experiments.run import prepare
 from tests.conftest import ROOT, compose
 
 CASES = [
@@ -37,10 +37,11 @@ CASES = [
 
 def _cli(args, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args, f"results_dir={tmp_path}"],
+    return subprocess.run([sys.executable, "-m", "peftbench", "run", *args, f"results_dir={tmp_path}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", CASES)
 def test_cli_one_line_and_exit_code(args, message, tmp_path):
     proc = _cli(args, tmp_path)
@@ -75,10 +76,11 @@ def test_unmatched_targets_list_available_names():
     assert str(err.value).startswith("target modules ['nosuch_proj'] match no layer")
 
 
+@pytest.mark.slow
 def test_failed_run_inside_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "run", "-m", "model=tiny-llama", "method=lora", "method.r=0,2",
+        [sys.executable, "-m", "peftbench", "run", "-m", "model=tiny-llama", "method=lora", "method.r=0,2",
          "steps=2", "measure.latency=false", "task.n_train=32", "task.n_validation=8", "task.n_test=8",
          f"results_dir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -99,7 +101,7 @@ def test_failed_run_inside_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_a_failed_single_run_exits_non_zero(error, code, line, tmp_path, capsys):
     """Bad data found while reading it exits 2 like any bad input; a crash exits 1. Either way
     the failed record was written first."""
-    from experiments.app import exit_failed
+    from peftbench.experiments.app import exit_failed
 
     rec = {"run_id": "r", "error": error, "traceback": "Traceback ...", "config": {"results_dir": str(tmp_path)}}
     with pytest.raises(SystemExit) as e:
@@ -173,6 +175,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", CLI_CASES)
 def test_hydra_errors_are_one_line(args, message, tmp_path):
     proc = _cli(args, tmp_path)
@@ -180,12 +183,13 @@ def test_hydra_errors_are_one_line(args, message, tmp_path):
     assert message in _one_error_line(proc)
 
 
+@pytest.mark.slow
 def test_unusable_results_folder_is_one_line(tmp_path):
     a_file = tmp_path / "taken"
     a_file.write_text("not a folder")
     for where, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "cannot be used")):
         for mode in ([], ["-m"]):
-            proc = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *mode, f"results_dir={where}"], cwd=ROOT,
+            proc = subprocess.run([sys.executable, "-m", "peftbench", "run", *mode, f"results_dir={where}"], cwd=ROOT,
                                   env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
             assert proc.returncode == 2, (mode, proc.stderr[-2000:])
             assert message in _one_error_line(proc)
@@ -224,6 +228,7 @@ DATA_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", DATA_CASES, ids=[c[0][-1].split("=")[-1] for c in DATA_CASES])
 def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path):
     d = _files(tmp_path)
@@ -234,15 +239,16 @@ def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path):
     assert message.format(d=d) in _one_error_line(proc)
 
 
+@pytest.mark.slow
 def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     """`--version` names the package's version; `report` on a missing path is one error line and
     exit 2, and writes nothing (no empty report over the last one)."""
     from importlib import metadata
 
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "peftbench", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == f"peftbench {metadata.version('peftbench')}"
     report = tmp_path / "report"
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(tmp_path / "nonexistent"), "--out", str(report)],
+    out = subprocess.run([sys.executable, "-m", "peftbench", "report", str(tmp_path / "nonexistent"), "--out", str(report)],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [f"peftbench: error: no such file or folder: {tmp_path / 'nonexistent'}; "
@@ -257,8 +263,9 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     (["method=lora", "r=16"], "did you mean method.r (a key of method lora)?"),  # a group's key at the top
     (["stpes=3"], "did you mean steps?"),
 ])
+@pytest.mark.slow
 def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint):
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args, f"results_dir={tmp_path}"],
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", *args, f"results_dir={tmp_path}"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and lines[-1].startswith("peftbench: error: ") and hint in lines[-1], out.stderr[-1500:]

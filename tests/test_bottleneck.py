@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from experiments.models import build_model_info, load_model
-from methods import get
-from methods.bottleneck import AdaptedLinear, BottleneckMethod
+from peftbench.experiments.models import build_model_info, load_model
+from peftbench.methods import get
+from peftbench.methods.bottleneck import AdaptedLinear, BottleneckMethod
 
 
 def _load(name: str, *overrides: str):
@@ -20,6 +20,7 @@ def _load(name: str, *overrides: str):
 BATCH = {"input_ids": torch.randint(1000, 5000, (3, 12), generator=torch.Generator().manual_seed(1)), "attention_mask": torch.ones(3, 12, dtype=torch.long)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,sites", [("houlsby", 12), ("pfeiffer", 6)])
 def test_zero_init_is_identity(name, sites):
     _, info, method, model = _load(name)
@@ -41,6 +42,7 @@ def test_bottleneck_size_from_reduction_factor_and_param_count():
     assert trainable == 12 * per_site + 384 * 3 + 3
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(tmp_path):
     _, info, method, model = _load("houlsby")
     model = method.wrap(model, info)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim, name_settings, to_markdown
-from analysis.load import load_results, setting_labels
+from peftbench.analysis.claims import CANNOT_TELL, FAILS, HOLDS, INVALID, NO_DATA, evaluate_all, evaluate_claim, name_settings, to_markdown
+from peftbench.analysis.load import load_results, setting_labels
 from fixtures_analysis.analysis_records import record, write_all
 
 OFFSET = {0: 0.0, 1: 0.01, 2: -0.006, 3: 0.004, 4: -0.003, 5: 0.007, 6: -0.008, 7: 0.002, 8: 0.005, 9: -0.001}
@@ -87,6 +87,7 @@ def tuned(relation: str, tolerance: float, **extra: Any) -> dict[str, Any]:
             "relation": relation, "tolerance": tolerance, "match": ["rank", "targets", "steps"], **extra}
 
 
+@pytest.mark.slow
 def test_tuned_compare(tmp_path):
     recs = lr_grid_runs()
     # DoRA best at 3e-3 (another lr than LoRA's), 1 point above LoRA's best
@@ -116,6 +117,7 @@ def batch_runs(lora_drop: float, ft_drop: float) -> list[dict[str, Any]]:
     return recs
 
 
+@pytest.mark.slow
 def test_axis_slope_compare(tmp_path):
     claim = {**BASE, "check": "axis_slope_compare", "method": "lora", "baseline": "full_ft", "metric": "primary",
              "axis": "batch_size", "free": ["steps"], "relation": "less", "tolerance": 0.0}
@@ -138,6 +140,7 @@ def size_runs(key: str, ft_gain: float) -> list[dict[str, Any]]:
             for m, lrs in (("full_ft", (3e-5, 1e-4, 3e-4)), ("lora", (3e-4, 1e-3, 3e-3))) for lr in lrs]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["task.n_train", "task.max_train_samples"])
 def test_data_size_claims_read_either_size_key(tmp_path, key):
     """The shipped data-size claims name the training-set size as `task.n_train|task.max_train_samples`:
@@ -155,7 +158,7 @@ def test_data_size_claims_read_either_size_key(tmp_path, key):
 
 
 def test_size_key_falls_through_null_to_the_next():
-    from analysis.claim_kinds import setting_value
+    from peftbench.analysis.claims.kinds import setting_value
 
     assert setting_value({"task.n_train": "null", "task.max_train_samples": "250"}, "task.n_train|task.max_train_samples") == 250
     assert setting_value({"task.n_train": "1000", "task.max_train_samples": "250"}, "task.n_train|task.max_train_samples") == 1000
@@ -171,6 +174,7 @@ def forgetting_runs(ft_forgetting: float, ft_acc: float = 0.85) -> list[dict[str
     return recs
 
 
+@pytest.mark.slow
 def test_forgetting_at_matched(tmp_path):
     claim = {**BASE, "check": "forgetting_at_matched", "method": "lora", "baseline": "full_ft", "metric": "primary",
              "forgetting": "forgetting", "match_within": 0.02, "relation": "less", "tolerance": 0.0}
@@ -184,6 +188,7 @@ def test_forgetting_at_matched(tmp_path):
     assert verdict({**claim, "min_gain": 0.5}, tmp_path / "e", forgetting_runs(ft_forgetting=0.30)) == NO_DATA
 
 
+@pytest.mark.slow
 def test_forgetting_at_matched_on_the_frontier(tmp_path):
     """partner: frontier sets every LoRA lr against the least-forgetting full-FT run that does at
     least as well, so a full-FT run that learns more and forgets less decides it."""
@@ -248,6 +253,7 @@ def test_a_reference_with_other_measurement_switches_is_still_the_reference(tmp_
     assert verdict(ratio, tmp_path / "b", lora + other_batch) == NO_DATA
 
 
+@pytest.mark.slow
 def test_the_interval_decides_never_the_point_estimate(tmp_path):
     """A point estimate inside the tolerance is not a verdict: tight seeds hold, seeds whose
     interval reaches across the tolerance cannot tell (and say how many seeds would decide), an
@@ -274,10 +280,11 @@ def test_the_interval_decides_never_the_point_estimate(tmp_path):
     assert "| **cannot tell** |" in text and "reaches across" in text and "point estimate inside" in text
 
 
+@pytest.mark.slow
 def test_holm_corrects_over_the_whole_report(tmp_path):
     """One comparison that holds on its own at p just under 0.05 cannot tell once the report judges
     several: the correction multiplies the smallest p by the number of comparisons."""
-    from analysis.verdicts import holm
+    from peftbench.analysis.verdicts import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.2, float("nan")])[0] == pytest.approx(0.2) and math.isnan(holm([0.2, float("nan")])[1])
@@ -320,6 +327,7 @@ def test_the_lr_optimum_is_a_vertex_not_a_grid_point(tmp_path):
     assert 10 ** st["estimate"] == pytest.approx(20.0, rel=0.02)
 
 
+@pytest.mark.slow
 def test_runs_that_did_not_learn_are_left_out(tmp_path):
     """A LoRA that stays at the base model's score on validation says nothing about lrs: left out,
     by name, and with no learned runs the claim is not applicable."""
@@ -354,7 +362,7 @@ def with_items(recs: list[dict[str, Any]], n: int = 400, digest: str = "d" * 16)
     (a harder item is harder for every method), as they are on one test set."""
     import numpy as np
 
-    from experiments.outcomes import encode
+    from peftbench.experiments.outcomes import encode
 
     for r in recs:
         acc = r["metrics"]["test"]["accuracy"]
@@ -366,6 +374,7 @@ def with_items(recs: list[dict[str, Any]], n: int = 400, digest: str = "d" * 16)
     return recs
 
 
+@pytest.mark.slow
 def test_a_paired_bootstrap_over_seeds_and_items_decides_where_records_keep_items(tmp_path):
     ratio = {**tuned("ratio_in", 0.0, range=[0.9, float("inf")]), "method": "lora", "baseline": "full_ft", "match": ["steps"]}
     ten = tuple(range(10))
@@ -448,7 +457,7 @@ tolerance: 0.0
 
 
 def test_a_claim_holds_only_when_every_condition_can_be_judged_and_holds():
-    from analysis.verdicts import combine, combine_conditions
+    from peftbench.analysis.verdicts import combine, combine_conditions
 
     assert combine_conditions([HOLDS, "not applicable"]) == "not applicable"  # never holds on the rest
     assert combine_conditions([FAILS, "not applicable"]) == FAILS and combine_conditions([HOLDS, HOLDS]) == HOLDS

@@ -8,9 +8,9 @@ import math
 import pytest
 import yaml
 
-from analysis import compare as cmp
-from analysis.cost_score import CONFIG, add_cost_score, cost_score, load_params
-from analysis.load import load_results
+from peftbench.analysis import compare as cmp
+from peftbench.analysis.cost_score import CONFIG, add_cost_score, cost_score, load_params
+from peftbench.analysis.load import load_results
 from fixtures_analysis.analysis_records import record, write_all
 
 

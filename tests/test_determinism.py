@@ -4,7 +4,9 @@ trial."""
 import tempfile
 from pathlib import Path
 
-from experiments.run import execute, prepare
+import pytest
+
+from peftbench.experiments.run import execute, prepare
 from tests.conftest import FAST, SMALL_TASK, compose
 
 
@@ -13,12 +15,14 @@ def _run(tmp_path, name, seed):
     return execute(prepare(cfg))
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     a, b = _run(tmp_path, "a", 0), _run(tmp_path, "b", 0)
     assert a["loss_curve"] == b["loss_curve"]
     assert a["metrics"] == b["metrics"]
 
 
+@pytest.mark.slow
 def test_other_seed_other_numbers(tmp_path):
     a, c = _run(tmp_path, "a", 0), _run(tmp_path, "c", 1)
     assert a["loss_curve"] != c["loss_curve"]
@@ -29,6 +33,7 @@ def _tiny(tmp_path, name, *extra):
     return execute(prepare(cfg))
 
 
+@pytest.mark.slow
 def test_empty_and_filled_peak_cache_give_the_same_numbers(tmp_path, monkeypatch):
     """The first run on a machine measures the peak-FLOPs probe; later runs read it from the
     cache. Both must train on the same random stream."""
@@ -44,13 +49,14 @@ def test_empty_and_filled_peak_cache_give_the_same_numbers(tmp_path, monkeypatch
     assert first["metrics"] == second["metrics"]
 
 
+@pytest.mark.slow
 def test_measurements_leave_the_global_random_state_alone():
     import random
 
     import numpy as np
     import torch
 
-    from experiments import meters
+    from peftbench.experiments import meters
 
     torch.manual_seed(3)
     before = torch.get_rng_state()
@@ -67,10 +73,11 @@ def test_measurements_leave_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), states[2])
 
 
+@pytest.mark.slow
 def test_run_order_and_an_lr_search_trial_do_not_change_a_run(tmp_path):
     """A run gives the same numbers alone, after another run in the same process, and as an
     lr-search trial (the trial is the plain run at that lr: same run id, same numbers)."""
-    from experiments import lrsearch, record
+    from peftbench.experiments import lrsearch, record
 
     alone = _tiny(tmp_path, "alone", "lr=0.002")
     _tiny(tmp_path, "after", "method=linear_probe", "lr=0.002")

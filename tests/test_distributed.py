@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from methods.base import ConfigError
+from peftbench.methods.base import ConfigError
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ LOSS_RTOL = 1e-5
 
 
 def peftbench(*args: str, env: dict | None = None, timeout: int = 150) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args], cwd=ROOT, env=env or ENV,
+    return subprocess.run([sys.executable, "-m", "peftbench", "run", *args], cwd=ROOT, env=env or ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -35,7 +35,7 @@ def records(d: Path) -> list[dict]:
 
 
 def one_process_run(method: str, tmp_path: Path) -> dict:
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
 
     return execute(prepare(compose([f"method={method}", "++method.dropout=0.0", f"results_dir={tmp_path / 'one'}", *TINY])))
 
@@ -72,6 +72,7 @@ def assert_two_rank_record(rec: dict) -> None:
     assert rec["metrics"]["test"]  # evaluated once, on rank 0
 
 
+@pytest.mark.slow
 def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path):
     out = peftbench("-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
                     f"results_dir={tmp_path}", *TINY)
@@ -88,6 +89,7 @@ def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path):
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout, (again.stdout + again.stderr)[-3000:]
 
 
+@pytest.mark.slow
 def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path):
     out = peftbench("method=lora", "++method.dropout=0.0", "distributed=fsdp", f"results_dir={tmp_path}", *TINY)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -99,6 +101,7 @@ def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path):
     assert rec["cost"]["est_weight_bytes"] < rec["cost"]["weight_bytes"]
 
 
+@pytest.mark.slow
 def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path):
     """Rank 1's optimizer raises on its first step (a sitecustomize on its path stands in for a
     crash); rank 0 must not wait for it forever, and the run is recorded as failed with rank
@@ -131,14 +134,14 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path):
     (["distributed=fsdp", "distributed.sharding=zero3"], "distributed.sharding must be one of full_shard, shard_grad_op"),
 ])
 def test_impossible_combinations_are_refused_before_loading(overrides, words):
-    from experiments.run import prepare
+    from peftbench.experiments.run import prepare
 
     with pytest.raises(ConfigError, match=words):
         prepare(compose(["model=tiny-llama", *overrides]))
 
 
 def test_a_worker_count_that_differs_from_the_config_is_refused(monkeypatch):
-    from experiments.run import prepare
+    from peftbench.experiments.run import prepare
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -154,7 +157,7 @@ def test_fsdp_estimate_shards_what_ddp_keeps_whole():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from experiments.meters import estimate_train_memory
+    from peftbench.experiments.meters import estimate_train_memory
 
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_docs_site_builds_strictly(tmp_path):
     """A broken link, a page missing from the nav or a missing page fails the build."""
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
@@ -22,6 +23,7 @@ def test_the_docs_site_builds_strictly(tmp_path):
     assert (tmp_path / "site" / "studies" / "index.html").exists()
 
 
+@pytest.mark.slow
 def test_a_broken_link_fails_the_build(tmp_path):
     site = tmp_path / "copy"
     shutil.copytree(ROOT / "docs", site / "docs")

@@ -5,10 +5,12 @@ from inside the test, puts its YAML on the Hydra search path, and runs it end to
 """
 from pathlib import Path
 
+import pytest
+
 from torch import nn
 
-from methods import available, register
-from methods.base import Method, ModelInfo, unfreeze_heads
+from peftbench.methods import available, register
+from peftbench.methods.base import Method, ModelInfo, unfreeze_heads
 
 
 @register("bitfit_test")
@@ -24,6 +26,7 @@ class BitFit(Method):
         (path / "biases.txt").write_text("\n".join(n for n, p in model.named_parameters() if p.requires_grad))
 
 
+@pytest.mark.slow
 def test_new_method_registers_and_runs(run_small, tmp_path):
     conf = tmp_path / "conf" / "method"
     conf.mkdir(parents=True)

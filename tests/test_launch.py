@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.sweep import check_parallelism, usable_cores
+from peftbench.experiments.sweep import check_parallelism, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
@@ -17,7 +17,7 @@ TINY = ["model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"
 
 
 def peftbench(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.cli", "run", *args], cwd=ROOT, env=ENV,
+    return subprocess.run([sys.executable, "-m", "peftbench", "run", *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -27,7 +27,7 @@ def results(d: Path) -> list[dict]:
 
 def assert_same_numbers_as_a_plain_run(rec: dict, tmp_path: Path) -> None:
     """A launched run equals the same config run in this process at the thread count it ran with."""
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
     from tests.conftest import compose
 
     threads = rec["provenance"]["torch_threads"]
@@ -42,6 +42,7 @@ def test_check_parallelism_refuses_and_clamps():
     assert "clamped" in check_parallelism(1, cores + 1)
 
 
+@pytest.mark.slow
 def test_joblib_refuses_more_jobs_than_cores(tmp_path):
     out = peftbench("-m", "method=lora", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={usable_cores() + 1}", f"results_dir={tmp_path}", *TINY)
     assert out.returncode != 0
@@ -49,6 +50,7 @@ def test_joblib_refuses_more_jobs_than_cores(tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_end_to_end(tmp_path):
     out = peftbench("-m", "method=lora", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
                     "hydra.launcher.cpus_per_task=1", f"results_dir={tmp_path}", *TINY)
@@ -60,6 +62,7 @@ def test_submitit_local_runs_end_to_end(tmp_path):
     assert_same_numbers_as_a_plain_run(rec, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
 def test_joblib_two_jobs_split_the_cores(tmp_path):
     out = peftbench("-m", "method=lora,linear_probe", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
@@ -77,7 +80,7 @@ def test_joblib_two_jobs_split_the_cores(tmp_path):
 def test_the_thread_count_that_ran_is_part_of_the_setting():
     """torch_threads=auto resolves to 2 sequentially and to 1 under a 2-job launcher on 2 cores;
     the count sets the order of CPU reductions, so it splits rows, and only on CPU."""
-    from analysis.load import setting_items
+    from peftbench.analysis.load import setting_items
 
     def items(ran: int, asked, device: str = "cpu") -> dict:
         return setting_items({"config": {"torch_threads": asked, "steps": 2, "method": {"name": "lora"}},
@@ -91,7 +94,7 @@ def test_the_thread_count_that_ran_is_part_of_the_setting():
 def test_submitit_local_counts_every_run_as_running_at_once(monkeypatch):
     """submitit's local executor starts all runs together: they split the cores, and more runs
     than cores are refused like joblib's n_jobs."""
-    from experiments.sweep import parallel_jobs
+    from peftbench.experiments.sweep import parallel_jobs
 
     local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
     assert parallel_jobs(local, 3) == 3 and parallel_jobs({"_target_": "x.SlurmLauncher"}, 3) == 1

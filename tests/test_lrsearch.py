@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import lrsearch, record
-from methods.base import ConfigError
+from peftbench.experiments import lrsearch, record
+from peftbench.methods.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,9 +69,10 @@ def test_protocols_and_bad_specs(tmp_path):
     assert rec["status"] == "failed" and "no trial" in rec["error"] and record.schema_problems(rec) == []
 
 
+@pytest.mark.slow
 def test_lr_search_end_to_end(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=lora", "model=tiny-llama", "steps=2",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=2",
                           "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]",
                           f"results_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]

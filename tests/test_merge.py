@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from experiments.models import build_model_info, load_model
-from methods import get
+from peftbench.experiments.models import build_model_info, load_model
+from peftbench.methods import get
 
 
 def _tiny_batch():
@@ -11,6 +11,7 @@ def _tiny_batch():
     return {"input_ids": torch.randint(1000, 5000, (4, 16), generator=g), "attention_mask": torch.ones(4, 16, dtype=torch.long)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lora", "dora", "rslora"])
 def test_merge_matches_unmerged(name):
     from tests.conftest import compose

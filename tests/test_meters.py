@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from experiments import meters
-from experiments.models import load_model
+from peftbench.experiments import meters
+from peftbench.experiments.models import load_model
 from tests.conftest import compose
 
 
@@ -17,6 +17,7 @@ BATCH = {"input_ids": torch.randint(1000, 5000, (8, 32), generator=torch.Generat
          "attention_mask": torch.ones(8, 32, dtype=torch.long)}
 
 
+@pytest.mark.slow
 def test_base_measured_twice_differs_by_less_than_reported_noise():
     """The suite's own protocol (interleaved calls), applied to the base model twice."""
     from contextlib import nullcontext
@@ -59,6 +60,7 @@ def test_interleaving_cancels_drift_that_sequential_timing_reports_as_overhead()
     assert a.w.requires_grad and a.training  # flags restored after measuring
 
 
+@pytest.mark.slow
 def test_merged_lora_overhead_within_measured_noise(run_small):
     rec = run_small("method=lora", "steps=2", "measure.latency=true", "measure.latency_repeats=20")
     cost = rec["cost"]
@@ -67,6 +69,7 @@ def test_merged_lora_overhead_within_measured_noise(run_small):
     assert cost["merge_max_abs_logit_diff"] < 1e-2
 
 
+@pytest.mark.slow
 def test_bottleneck_reports_it_cannot_merge(run_small):
     rec = run_small("method=pfeiffer", "steps=2", "measure.latency=true", "measure.latency_repeats=10")
     cost = rec["cost"]
@@ -99,8 +102,8 @@ def test_flops_ordering_and_formula():
 
 
 def test_lora_flops_skip_weight_gradients_of_frozen_layers():
-    from methods import get
-    from experiments.models import build_model_info
+    from peftbench.methods import get
+    from peftbench.experiments.models import build_model_info
 
     cfg = compose(["method=lora"])
     info = build_model_info(cfg["model"], "classification", 3)
@@ -115,9 +118,10 @@ def test_lora_flops_skip_weight_gradients_of_frozen_layers():
     assert meters.train_flops_per_step(model, 16, 32)["flops_per_step"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_weight_bytes_counts_4bit_as_packed():
-    from methods import get
-    from experiments.models import build_model_info
+    from peftbench.methods import get
+    from peftbench.experiments.models import build_model_info
 
     cfg = compose(["method=qlora"])
     info = build_model_info(cfg["model"], "classification", 3)
@@ -127,6 +131,7 @@ def test_weight_bytes_counts_4bit_as_packed():
     assert quant < 0.75 * full  # embeddings stay fp32; every encoder linear shrinks ~8x
 
 
+@pytest.mark.slow
 def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
     first = meters.peak_matmul_flops(torch.device("cpu"), torch.float32)
@@ -137,6 +142,7 @@ def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert third["peak_flops_per_s"] == max(first["peak_flops_per_s"], third["peak_this_run_flops_per_s"])
 
 
+@pytest.mark.slow
 def test_a_probe_adds_no_latency_to_its_base(run_small):
     """A linear probe is the base model with a retrained head: no overhead beyond noise. This
     failed when frozen weights paid autocast casts that the base (weights requiring grad) had

@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.data import validate_task
-from experiments.models.loader import build_model_info, model_config
-from experiments.run import prepare
-from methods.base import ConfigError, resolve_targets
+from peftbench.experiments.data import validate_task
+from peftbench.experiments.models.loader import build_model_info, model_config
+from peftbench.experiments.run import prepare
+from peftbench.methods.base import ConfigError, resolve_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"minilm", "tiny-llama", "smollm2-135m"})
@@ -38,6 +38,7 @@ def test_the_expected_families_and_sizes_are_there():
     assert {"roberta-base", "roberta-large", "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "qwen2.5-7b", "qwen3-0.6b", "qwen3-8b"} <= set(GPU_MODELS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GPU_MODELS)
 def test_gpu_model_config_prepares_offline(name, tmp_path):
     task = "synth"
@@ -98,7 +99,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_cuda_memory_meter_counts_training_allocations():
-    from experiments.meters import MemoryMeter
+    from peftbench.experiments.meters import MemoryMeter
 
     dev = torch.device("cuda")
     with MemoryMeter(dev) as mm:
@@ -115,7 +116,7 @@ def test_latency_waits_for_asynchronous_work(monkeypatch):
     of a positive median would pass either way."""
     import time
 
-    from experiments import meters
+    from peftbench.experiments import meters
 
     pending = [0.0]
 

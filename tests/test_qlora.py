@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.models import build_model_info, load_model
-from methods import get
-from methods.qlora import disable_cpu_packed_4bit
+from peftbench.experiments.models import build_model_info, load_model
+from peftbench.methods import get
+from peftbench.methods.qlora import disable_cpu_packed_4bit
 
 bnb = pytest.importorskip("bitsandbytes")
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
@@ -75,6 +75,7 @@ def _eval_pass(model: nn.Module) -> None:
         model(**{k: v for k, v in BATCH.items() if k != "labels"})
 
 
+@pytest.mark.slow
 def test_head_stays_out_of_quantisation():
     model = _qlora_model()
     base = model.get_base_model()
@@ -86,6 +87,7 @@ def test_head_stays_out_of_quantisation():
     assert torch.isfinite(model(**BATCH).loss)
 
 
+@pytest.mark.slow
 def test_lora_gradients_match_dequantised_reference_after_eval_pass():
     model = _qlora_model(fix=True)
     reference = _dequantised_copy(model)  # built before any forward: weights in their plain 4-bit layout
@@ -97,6 +99,7 @@ def test_lora_gradients_match_dequantised_reference_after_eval_pass():
         torch.testing.assert_close(got[name], want[name], rtol=2e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_avx512_bf16(), reason="the packed-kernel trap exists only on CPUs with AVX512-BF16")
 def test_without_the_fix_gradients_are_wrong_or_the_step_fails():
     """Shows that the test above can fail: the trap is real on this CPU."""
@@ -112,6 +115,7 @@ def test_without_the_fix_gradients_are_wrong_or_the_step_fails():
     assert worst > 1e-2, "without the fix the gradients were right: the trap may be gone in this bitsandbytes"
 
 
+@pytest.mark.slow
 def test_disable_cpu_packed_4bit_counts_layers():
     model = _qlora_model(fix=False)
     assert disable_cpu_packed_4bit(model) == 37

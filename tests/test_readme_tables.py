@@ -20,6 +20,7 @@ def _blocks(text: str) -> list[str]:
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+@pytest.mark.slow
 def test_readme_and_docs_tables_match_their_records():
     sources = [src for page in PAGES for src in _blocks(page.read_text())]
     assert len(sources) >= 20, "the README and the docs pages hold the generated blocks"
@@ -29,6 +30,7 @@ def test_readme_and_docs_tables_match_their_records():
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.slow
 def test_a_hand_edited_number_is_caught(tmp_path):
     page = (ROOT / "docs" / "default-benchmark.md").read_text()
     start = page.index("<!-- tables: ")
@@ -46,7 +48,7 @@ def test_reference_records_stay_out_of_a_results_folder_report(tmp_path):
     must not pool the committed records with their own runs, but reads them when named."""
     import shutil
 
-    from analysis.load import find_json_files
+    from peftbench.analysis.load import find_json_files
 
     ref = ROOT / "results" / "reference" / "demo"
     if not list(ref.glob("*.json")):
@@ -98,6 +100,7 @@ def test_a_study_variant_folder_takes_its_study_claims():
         rt.study_claim_ids("results/reference/studies/no_such_study")
 
 
+@pytest.mark.slow
 def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick_in_bold(tmp_path):
     import shutil
 
@@ -130,6 +133,7 @@ def test_grid_block_puts_each_configuration_on_its_lr_grid_with_validations_pick
     assert f"| 2026-01-02 00:00 UTC | 10 (measured); for the 2 left: 2 | 1.5 | {len(records)} |" in timing
 
 
+@pytest.mark.slow
 def test_forgetting_grid_block_shows_each_configurations_forgetting_not_its_score():
     import json
 

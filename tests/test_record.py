@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments import record
-from experiments.run import execute, prepare
+from peftbench.experiments import record
+from peftbench.experiments.run import execute, prepare
 from tests.conftest import FAST, SMALL_TASK, compose
 
 
+@pytest.mark.slow
 def test_result_file_schema(run_small, tmp_path):
     rec = run_small("method=lora", "steps=3", fast=False, *[])
     assert record.schema_problems(rec) == []
@@ -21,7 +22,7 @@ def test_result_file_schema(run_small, tmp_path):
     assert set(on_disk["metrics"]["test"]) >= {"accuracy", "macro_f1"}
     assert len(on_disk["loss_curve"]) == 3
     # per-item outcomes of the test set, the floor a run must beat, and how many items each score is over
-    from experiments.outcomes import decode
+    from peftbench.experiments.outcomes import decode
 
     n_test = on_disk["eval_items"]["test"]
     items = on_disk["items"]["test"]
@@ -39,7 +40,7 @@ def test_result_file_schema(run_small, tmp_path):
         assert cost[key] is not None and cost[key] > 0, key
     assert on_disk["method_info"]["can_merge"] is True and on_disk["measurement"]["memory_kind"]
     # one name from the record on: every schema field the writer knows is where the schema says
-    from experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
+    from peftbench.experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
 
     cuda_only = {"cost.peak_train_reserved_bytes", "cost.peak_train_mem_bytes_per_rank", "cost.peak_train_reserved_bytes_per_rank"}
     # serving figures that only some configurations have: K=16 (not in the default K list), a 4-bit
@@ -73,6 +74,7 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"], "temp file left behind"
 
 
+@pytest.mark.slow
 def test_skip_if_done_and_force(tmp_path, capsys):
     overrides = [*SMALL_TASK, *FAST, "method=linear_probe", "steps=2", f"results_dir={tmp_path}"]
     first = execute(prepare(compose(overrides)))
@@ -86,8 +88,9 @@ def test_skip_if_done_and_force(tmp_path, capsys):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_rerun(tmp_path, monkeypatch):
-    import experiments.run as run_mod
+    import peftbench.experiments.run as run_mod
 
     overrides = [*SMALL_TASK, *FAST, "method=lora", "steps=2", f"results_dir={tmp_path}"]
 
@@ -107,10 +110,11 @@ def test_failed_run_is_recorded_and_rerun(tmp_path, monkeypatch):
 TINY = [*SMALL_TASK, *FAST, "model=tiny-llama", "steps=2"]
 
 
+@pytest.mark.slow
 def test_diverged_run_is_recorded_and_left_out_of_the_report(tmp_path):
     """A NaN loss stops training at that step; the record says diverged and where; the next run
     goes on; the report lists it with the failed runs and keeps it out of every mean."""
-    from analysis.load import load_results
+    from peftbench.analysis.load import load_results
 
     bad = execute(prepare(compose([*TINY, "method=full_ft", "lr=1e30", "grad_clip=0", "steps=6", f"results_dir={tmp_path}"])))
     assert bad["status"] == "diverged" and bad["diverged_at_step"] == 2
@@ -127,6 +131,7 @@ def test_diverged_run_is_recorded_and_left_out_of_the_report(tmp_path):
 
 @pytest.mark.parametrize("content", ['{"schema_version": 1, "run_id": "trunc', '{"schema_version": 1, "status": "ok"}', "[1, 2]"],
                          ids=["corrupt", "schema-invalid", "not-an-object"])
+@pytest.mark.slow
 def test_corrupt_or_invalid_result_is_named_and_run_again(content, tmp_path, capsys):
     plan = prepare(compose([*TINY, "method=lora", f"results_dir={tmp_path}"]))
     plan.path.write_text(content)
@@ -138,10 +143,11 @@ def test_corrupt_or_invalid_result_is_named_and_run_again(content, tmp_path, cap
     assert rec["status"] == "ok" and record.is_done(plan.path)
 
 
+@pytest.mark.slow
 def test_full_disk_gives_one_line_and_no_partial_file(tmp_path, monkeypatch, capsys):
     import errno
 
-    from experiments.app import stopped_cleanly
+    from peftbench.experiments.app import stopped_cleanly
 
     plan = prepare(compose([*TINY, "method=lora", f"results_dir={tmp_path}"]))
 

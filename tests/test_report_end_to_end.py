@@ -6,8 +6,9 @@ import csv
 import pytest
 
 
+@pytest.mark.slow
 def test_report_reads_what_the_runs_wrote(run_small, tmp_path):
-    from analysis.report import build
+    from peftbench.analysis.report import build
 
     recs = {m: run_small(f"method={m}", "steps=4", "measure.latency=true", "measure.latency_repeats=5")
             for m in ("full_ft", "lora", "pfeiffer")}

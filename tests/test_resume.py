@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.record import schema_problems
-from experiments.sweep import LOCK_NAME, clean_stale_tmp, results_lock
+from peftbench.experiments.record import schema_problems
+from peftbench.experiments.sweep import LOCK_NAME, clean_stale_tmp, results_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
@@ -23,10 +23,11 @@ SMALL = ["task.n_train=64", "task.n_validation=16", "task.n_test=16"]
 
 
 def sweep_cmd(results: Path) -> list[str]:
-    return [sys.executable, "-m", "experiments.cli", "run", "-m", f"method={','.join(METHODS)}", "model=tiny-llama",
+    return [sys.executable, "-m", "peftbench", "run", "-m", f"method={','.join(METHODS)}", "model=tiny-llama",
             "steps=2", "measure.latency=false", "progress=false", *SMALL, f"results_dir={results}"]
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -55,7 +56,7 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))  # the stale temp file is gone
 
     # a run of the resumed start gives the numbers it gives when run on its own
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
     from tests.conftest import compose
 
     resumed = next(r for p, r in zip(files, recs) if p.name not in first)
@@ -86,10 +87,11 @@ def test_stale_tmp_cleanup_spares_live_writers(tmp_path):
 
 
 def _interrupt_cmd(results: Path) -> list[str]:
-    return [sys.executable, "-m", "experiments.cli", "run", "-m", "method=lora,linear_probe", "model=tiny-llama", "steps=2",
+    return [sys.executable, "-m", "peftbench", "run", "-m", "method=lora,linear_probe", "model=tiny-llama", "steps=2",
             "measure.latency=false", "progress=false", *SMALL, f"results_dir={results}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(sig, tmp_path):
     # an empty peak cache makes the first run spend over a second in the probe: the signal lands in flight
@@ -119,6 +121,7 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
     assert sorted(json.loads(p.read_text())["status"] for p in results.glob("*.json")) == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path):
     procs = [subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

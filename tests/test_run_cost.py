@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from experiments import precision, record, reuse
-from experiments.fields import serving_depends_on_weights
-from experiments.meters import contention, peak
-from methods.base import ConfigError
+from peftbench.experiments import precision, record, reuse
+from peftbench.experiments.fields import serving_depends_on_weights
+from peftbench.experiments.meters import contention, peak
+from peftbench.methods.base import ConfigError
 from tests.conftest import compose
 
 TIMED = ["measure.latency=true", "measure.latency_repeats=3", "measure.latency_warmup=1",
@@ -24,7 +24,7 @@ TIMED = ["measure.latency=true", "measure.latency_repeats=3", "measure.latency_w
 
 @pytest.mark.parametrize("probe, expected", [("fast", "bf16"), ("slow", "fp32")])
 def test_auto_precision_follows_the_probe(monkeypatch, probe, expected):
-    from experiments.run import prepare
+    from peftbench.experiments.run import prepare
 
     monkeypatch.setenv(precision.STUB_ENV, probe)
     plan = prepare(compose(["device=cpu"]))
@@ -84,6 +84,7 @@ def test_the_probe_is_cached_only_on_idle_cores(monkeypatch, tmp_path):
 
 # -- peak and MFU ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_peak_measured_on_busy_cores_is_never_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(peak, "ROUND_S", 0.1)
@@ -98,8 +99,9 @@ def test_a_peak_measured_on_busy_cores_is_never_cached(monkeypatch, tmp_path):
     assert key in cached and "torch=" in key and "threads=" in key and "flags=" in key and "|torch.float32|" in key
 
 
+@pytest.mark.slow
 def test_an_mfu_above_100_percent_is_never_written(run_small, monkeypatch):
-    from experiments import meters
+    from peftbench.experiments import meters
 
     fake = {"peak_flops_per_s": 1.0, "peak_key": "tiny", "peak_cached": True}
     monkeypatch.setattr(meters, "peak_matmul_flops", lambda *a, **k: fake)
@@ -117,6 +119,7 @@ def idle(monkeypatch):
     monkeypatch.setattr(contention, "OTHERS_BUSY_MAX", 2.0)
 
 
+@pytest.mark.slow
 def test_a_second_seed_copies_the_costs_and_names_their_source(run_small, idle):
     first = run_small("method=lora", "steps=3", *TIMED)
     second = run_small("method=lora", "steps=3", "seed=1", *TIMED)
@@ -138,6 +141,7 @@ def test_a_second_seed_copies_the_costs_and_names_their_source(run_small, idle):
     assert r4["measurement"]["costs_from"] is None
 
 
+@pytest.mark.slow
 def test_costs_timed_on_busy_cores_are_not_kept(run_small, monkeypatch):
     monkeypatch.setattr(contention, "OTHERS_BUSY_MAX", -1.0)
     first = run_small("method=lora", "steps=3", *TIMED)
@@ -149,6 +153,7 @@ def test_costs_timed_on_busy_cores_are_not_kept(run_small, monkeypatch):
     assert 0 < second["measurement"]["cpu_share_train_frac"] <= 1.5
 
 
+@pytest.mark.slow
 def test_the_base_is_scored_once_per_model_task_precision_and_seed(run_small):
     lora = run_small("method=lora", "steps=2", "seed=5", "measure.metrics_before=true", "forgetting.texts=4", "forgetting.tokens=16")
     full = run_small("method=full_ft", "steps=2", "seed=5", "measure.metrics_before=true", "forgetting.texts=4", "forgetting.tokens=16")
@@ -163,6 +168,7 @@ def test_the_base_is_scored_once_per_model_task_precision_and_seed(run_small):
     assert off["measurement"]["base_from_cache"] is False and off["metrics_before"] == lora["metrics_before"]
 
 
+@pytest.mark.slow
 def test_a_cached_base_gives_the_numbers_a_fresh_one_does(run_small, tmp_path):
     """Same config, once with a fresh base pass and once from the cache: identical records."""
     args = ("method=lora", "steps=2", "seed=7", "measure.metrics_before=true", "forgetting.texts=4", "forgetting.tokens=16")
@@ -194,7 +200,7 @@ def test_runs_take_turns_on_the_cores(monkeypatch, tmp_path, capsys):
     import threading
     import time
 
-    from experiments import cores
+    from peftbench.experiments import cores
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(cores, "slot_cpus", lambda: [0, 1])
@@ -219,6 +225,7 @@ def test_runs_take_turns_on_the_cores(monkeypatch, tmp_path, capsys):
         pass
 
 
+@pytest.mark.slow
 def test_auto_on_a_cpu_held_to_avx2_kernels_is_fp32():
     """Not stubbed: torch's kernels capped at AVX2, as on an AVX2-only CPU. Where the CPU has
     AVX512-BF16 the probe runs and measures bf16 emulated (much slower); elsewhere no probe runs."""
@@ -237,6 +244,7 @@ def test_auto_on_a_cpu_held_to_avx2_kernels_is_fp32():
         assert float(ratio) < 0.5, ratio
 
 
+@pytest.mark.slow
 def test_a_forced_run_measures_anew(run_small, idle):
     first = run_small("method=lora", "steps=2", *TIMED)
     forced = run_small("method=lora", "steps=2", "seed=1", "force=true", *TIMED)
@@ -246,6 +254,7 @@ def test_a_forced_run_measures_anew(run_small, idle):
     assert first["run_id"] != forced["run_id"]
 
 
+@pytest.mark.slow
 def test_merge_logit_diffs_are_each_runs_own_and_merge_scores_are_copied(run_small, idle):
     extra = ("measure.serving.merge_eval=true",)
     first = run_small("method=lora", "steps=3", *TIMED, *extra)
@@ -263,11 +272,12 @@ def test_merge_logit_diffs_are_each_runs_own_and_merge_scores_are_copied(run_sma
     assert second["cost"]["merge_max_abs_logit_diff"] is not None
 
 
+@pytest.mark.slow
 def test_a_remote_launcher_refuses_auto(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "-m", "hydra/launcher=slurm", "seed=0,1",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "-m", "hydra/launcher=slurm", "seed=0,1",
                           f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "peftbench: error: precision=auto resolves on the machine that runs it" in out.stderr

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.meters import serving
-from methods.base import ConfigError
+from peftbench.experiments.meters import serving
+from peftbench.methods.base import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
 import analysis_records as fx  # noqa: E402
@@ -29,7 +29,7 @@ def tiny_lora():
     """A tiny-llama classifier with two different, non-zero LoRA adapters loaded as a0 and a1."""
     import peft
 
-    from experiments.models import build_model_info, load_model, load_tokenizer
+    from peftbench.experiments.models import build_model_info, load_model, load_tokenizer
     from tests.conftest import compose
 
     cfg = compose(["model=tiny-llama", "precision=fp32"])
@@ -78,6 +78,7 @@ def test_bf16_merge_moves_logits_more_than_fp32_merge(tiny_lora):
     assert serving.logits_of(model, batch, cpu, nullcontext).equal(unmerged)  # the trained model stays unmerged
 
 
+@pytest.mark.slow
 def test_lora_run_records_every_serving_part(run_small):
     rec = run_small("method=lora", *TINY)
     sv = rec["serving"]
@@ -93,6 +94,7 @@ def test_lora_run_records_every_serving_part(run_small):
     assert set(sv["measure_s"]) == {"batch1", "load", "adapters", "merge_precision", "generation"}
 
 
+@pytest.mark.slow
 def test_bottleneck_and_full_ft_record_why_parts_are_absent(run_small):
     rec = run_small("method=houlsby", *TINY, "measure.serving.merge_eval=false")
     sv = rec["serving"]
@@ -102,6 +104,7 @@ def test_bottleneck_and_full_ft_record_why_parts_are_absent(run_small):
     assert "no adapter" in ft["skipped"]["load"] and "swap_ms" not in ft and ft["latency_b1_ms_base"] > 0
 
 
+@pytest.mark.slow
 def test_generation_task_times_first_token_and_decoding(run_small):
     rec = run_small("method=lora", "task=procedural", *TINY, "task.n_test=4", "measure.serving.merge_eval=false",
                     "measure.serving.generation_tokens=4", "measure.serving.generation_repeats=2", "measure.serving.adapters=[1,2]")
@@ -112,6 +115,7 @@ def test_generation_task_times_first_token_and_decoding(run_small):
     assert sv["gen_new_tokens"] == 4 and "generation" not in sv["skipped"]
 
 
+@pytest.mark.slow
 def test_serving_follows_latency_unless_set(run_small):
     from tests.conftest import compose
 
@@ -135,8 +139,8 @@ def _with_serving(rec: dict, **figures: float) -> dict:
 
 
 def _verdict(claim_file: str, records: list[dict], tmp_path: Path):
-    from analysis import claims
-    from analysis.load import load_results
+    from peftbench.analysis import claims
+    from peftbench.analysis.load import load_results
 
     ok = load_results([fx.write_all(tmp_path, records, broken=False)]).ok
     claim = claims.load_claims([claims.CLAIMS_DIR / claim_file])[0][1]
@@ -172,8 +176,9 @@ def test_bf16_merge_claim_uses_the_spread_over_seeds(tmp_path):
     assert _verdict("serving_bf16_merge_costs_points.yaml", same, tmp_path / "b").verdict == "fails"
 
 
+@pytest.mark.slow
 def test_report_has_a_serving_table_and_figure(tmp_path):
-    from analysis.report import build
+    from peftbench.analysis.report import build
 
     recs = [_with_serving(fx.record("lora", seed=0), latency_b1_overhead_unmerged_frac=0.3, latency_b1_overhead_merged_frac=0.0,
                           latency_b1_noise_frac=0.02, mixed_ms_k1=10.0, mixed_ms_k2=10.4, naive_ms_k1=10.0, naive_ms_k2=11.5,
@@ -200,7 +205,7 @@ def test_report_has_a_serving_table_and_figure(tmp_path):
     (["measure.serving.adapters=[1,16]"], "set measure.serving.batch>=16"),
 ])
 def test_serving_keys_are_checked_by_prepare(args, message):
-    from experiments.run import prepare
+    from peftbench.experiments.run import prepare
     from tests.conftest import compose
 
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import study as st
+from peftbench import reproduce as rep
+from peftbench.experiments import estimate as es
+from peftbench.experiments import study as st
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=ROOT, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -44,6 +46,7 @@ def test_bad_study_names_the_key(tmp_path, change, message):
         st.load_study("s", tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_study_is_one_error_line_listing_the_studies():
     out = cli("reproduce", "nosuch")
     assert out.returncode == 2
@@ -52,9 +55,10 @@ def test_unknown_study_is_one_error_line_listing_the_studies():
     assert "lora_without_regret" in lines[0] and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
     monkeypatch.setenv("PEFTBENCH_BF16_PROBE", "fast")  # the reference records are bf16: a machine where auto is bf16
-    assert st.main(["--list"]) == 0
+    assert rep.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in st.study_names():
         study = st.load_study(name)
@@ -66,55 +70,55 @@ def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
 
 
 def test_estimate_scales_with_steps_and_says_its_basis():
-    basis = st.Basis("minilm", "lora", "attn_qv", "bf16", step_s_per_token=1e-4, eval_s_per_example=0.01, other_s=2.0, file="x")
-    job = st.job_settings(["method=lora", "steps=100", "batch_size=16", "max_length=32", "task.n_validation=100",
+    basis = es.Basis("minilm", "lora", "attn_qv", "bf16", step_s_per_token=1e-4, eval_s_per_example=0.01, other_s=2.0, file="x")
+    job = es.job_settings(["method=lora", "steps=100", "batch_size=16", "max_length=32", "task.n_validation=100",
                            "task.n_test=100", "measure.metrics_before=false", "measure.latency=false", "precision=bf16"])
-    one = st.estimate_job(job, [basis])
+    one = es.estimate_job(job, [basis])
     assert one.basis == "measured"
     assert one.seconds == pytest.approx(100 * 512 * 1e-4 + 200 * 0.01 + 2.0)
-    two = st.estimate_job({**job, "steps": 200}, [basis])
+    two = es.estimate_job({**job, "steps": 200}, [basis])
     assert two.seconds - one.seconds == pytest.approx(100 * 512 * 1e-4)
     # another method of the same model: scaled by training FLOPs, and said so
-    full = st.estimate_job({**job, "method": "full_ft"}, [basis])
+    full = es.estimate_job({**job, "method": "full_ft", "trains_all": True}, [basis])
     assert full.basis == "measured, other method" and full.seconds > one.seconds
-    assert st.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
+    assert es.estimate_job({**job, "model": "nosuch"}, [basis]).basis in ("analytic", "unknown")
 
 
 def test_estimate_counts_reused_costs_once_and_says_when_its_records_are_another_precision(monkeypatch):
-    basis = st.Basis("minilm", "lora", "attn_qv", "bf16", 1e-4, 0.01, other_s=30.0, file="x", reusable_s=20.0)
-    fp32 = st.job_settings(["method=lora", "precision=fp32", "measure.metrics_before=false"])
-    est = st.estimate_job(fp32, [basis])
+    basis = es.Basis("minilm", "lora", "attn_qv", "bf16", 1e-4, 0.01, other_s=30.0, file="x", reusable_s=20.0)
+    fp32 = es.job_settings(["method=lora", "precision=fp32", "measure.metrics_before=false"])
+    est = es.estimate_job(fp32, [basis])
     assert est.basis.startswith("measured, at bf16 not fp32") and est.reusable_s == 20.0
     study = st.Study(name="t", title="t", source="t", about="t", claims=[], settings={"precision": "bf16"},
                      grid={"seed": "0,1,2"}, arms=[{"method": "lora", "lr": "1e-3,2e-3"}])
-    assert st.cost_configuration(["seed=0", "lr=1e-3", "method=lora"]) == st.cost_configuration(["method=lora", "seed=2", "lr=2e-3"])
-    one = st.estimate_job(st.job_settings(st.study_jobs(study)[0]), [basis]).seconds
-    monkeypatch.setattr(st, "reference_bases", lambda folders: [basis])
-    got = st.estimate_study(study)
+    assert es.cost_configuration(["seed=0", "lr=1e-3", "method=lora"]) == es.cost_configuration(["method=lora", "seed=2", "lr=2e-3"])
+    one = es.estimate_job(es.job_settings(st.study_jobs(study)[0]), [basis]).seconds
+    monkeypatch.setattr(es, "reference_bases", lambda folders: [basis])
+    got = es.estimate_study(study)
     # six runs of one cost configuration: the first measures latency and serving, five copy them
     assert got["runs"] == 6
-    assert got["seconds"] == pytest.approx(6 * one - 5 * 20.0 + st.SWEEP_OVERHEAD_S)
+    assert got["seconds"] == pytest.approx(6 * one - 5 * 20.0 + es.SWEEP_OVERHEAD_S)
 
 
 def test_estimate_says_when_no_record_measured_serving_costs():
     """Serving costs follow measure.latency and take minutes a run on an LLM; an estimate whose
     records of that model never measured them says so instead of passing for measured."""
-    old = st.Basis("smollm2-135m", "lora", "all_linear", "bf16", 1e-3, 0.1, other_s=42.0, file="x", measures=(True, False, False))
-    job = st.job_settings(["model=smollm2-135m", "method=lora", "method.target_modules=all_linear", "steps=40",
+    old = es.Basis("smollm2-135m", "lora", "all_linear", "bf16", 1e-3, 0.1, other_s=42.0, file="x", measures=(True, False, False))
+    job = es.job_settings(["model=smollm2-135m", "method=lora", "method.target_modules=all_linear", "steps=40",
                            "measure.metrics_before=false", "precision=bf16"])
-    assert job["serving"] and not st.job_settings(["measure.latency=false"])["serving"]
-    assert not st.job_settings(["measure.serving.enabled=false"])["serving"]
-    assert st.estimate_job(job, [old]).basis == "measured, serving costs not in it"
-    served = st.Basis(**{**old.__dict__, "other_s": 320.0, "measures": (True, False, True)})
-    both = st.estimate_job(job, [old, served])
-    assert both.basis == "measured" and both.seconds > st.estimate_job(job, [old]).seconds + 250
-    assert st._measures({"latency": True, "metrics_before": False}) == (True, False, False)  # a record from before the meter
+    assert job["serving"] and not es.job_settings(["measure.latency=false"])["serving"]
+    assert not es.job_settings(["measure.serving.enabled=false"])["serving"]
+    assert es.estimate_job(job, [old]).basis == "measured, serving costs not in it"
+    served = es.Basis(**{**old.__dict__, "other_s": 320.0, "measures": (True, False, True)})
+    both = es.estimate_job(job, [old, served])
+    assert both.basis == "measured" and both.seconds > es.estimate_job(job, [old]).seconds + 250
+    assert es._measures({"latency": True, "metrics_before": False}) == (True, False, False)  # a record from before the meter
     # a record of the model that measured serving, with other switches: its time counts, no label
-    other_switches = st.Basis(**{**served.__dict__, "measures": (True, True, True)})
-    mixed = st.estimate_job(job, [old, other_switches])
-    assert mixed.basis == "measured" and mixed.seconds == pytest.approx(st.estimate_job(job, [served]).seconds)
-    assert not st.job_settings(["measure.latency_keep_base=false"])["serving"]  # the meter needs the base copy
-    assert st.job_settings(["measure.latency=false", "measure.serving.enabled=true"])["serving"]
+    other_switches = es.Basis(**{**served.__dict__, "measures": (True, True, True)})
+    mixed = es.estimate_job(job, [old, other_switches])
+    assert mixed.basis == "measured" and mixed.seconds == pytest.approx(es.estimate_job(job, [served]).seconds)
+    assert not es.job_settings(["measure.latency_keep_base=false"])["serving"]  # the meter needs the base copy
+    assert es.job_settings(["measure.latency=false", "measure.serving.enabled=true"])["serving"]
 
 
 def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
@@ -125,12 +129,12 @@ def test_estimate_counts_the_examples_of_local_data_files(tmp_path):
     train.write_text("sentence\tlabel\n" + "a\t1\n" * 2000)
     dev.write_text("sentence\tlabel\n" + "b\t0\n" * 300)
     task = {"data_files": {"train": str(train), "validation": str(dev)}, "validation_split_percentage": 5}
-    assert st.eval_examples(task) == 100 + 300
-    assert st.eval_examples({**task, "max_eval_samples": 50}) == 50 + 50
-    assert st.eval_examples({"n_validation": 400, "n_test": 1000}) == 1400
-    assert st.eval_examples({"max_eval_samples": "auto"}) == 64  # generation tasks on CPU: 32 a split
-    assert st.eval_examples({"data_files": {"train": str(tmp_path / "absent.tsv"), "validation": str(dev)}}) == 2000
-    job = st.job_settings(["task=sst2", f"task.data_files.train={train}", f"task.data_files.validation={dev}"])
+    assert es.eval_examples(task) == 100 + 300
+    assert es.eval_examples({**task, "max_eval_samples": 50}) == 50 + 50
+    assert es.eval_examples({"n_validation": 400, "n_test": 1000}) == 1400
+    assert es.eval_examples({"max_eval_samples": "auto"}) == 64  # generation tasks on CPU: 32 a split
+    assert es.eval_examples({"data_files": {"train": str(tmp_path / "absent.tsv"), "validation": str(dev)}}) == 2000
+    job = es.job_settings(["task=sst2", f"task.data_files.train={train}", f"task.data_files.validation={dev}"])
     assert job["n_eval"] == 400
 
 
@@ -182,18 +186,23 @@ def test_variant_arms_replace_the_studys_in_jobs_and_preset(tmp_path):
         st.parse_study(bad, "tiny")
 
 
+@pytest.mark.slow
 def test_reproduce_tiny_study_end_to_end(tmp_path):
-    (tmp_path / "studies").mkdir()
-    (tmp_path / "claims").mkdir()
-    (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
+    """A user's own config folder (--config-dir, as for `peftbench run`) holds the study, its claim
+    and the method the study runs, which the package does not ship."""
+    mine = tmp_path / "mine"
+    for sub in ("study", "claims", "method"):
+        (mine / sub).mkdir(parents=True)
+    lora = yaml.safe_load((ROOT / "conf" / "method" / "lora.yaml").read_text())
+    (mine / "method" / "my_lora.yaml").write_text(yaml.safe_dump({**lora, "name": "my_lora", "impl": "lora"}))
+    (mine / "study" / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "arms": [{"method": "my_lora", "lr": "1e-3"}]}))
+    (mine / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump({**TINY_CLAIM, "method": "my_lora"}))
     # an unrelated ok record in the same results folder must stay out of the study's report
     results = tmp_path / "results"
     results.mkdir()
     demo = next((ROOT / "results" / "reference" / "demo").glob("*full_ft*.json"))
     (results / demo.name).write_text(demo.read_text())
-    args = ["reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
-            "--out", str(tmp_path / "report"), f"results_dir={results}"]
+    args = ["reproduce", "tiny", "--config-dir", str(mine), "--out", str(tmp_path / "report"), f"results_dir={results}"]
     out = cli(*args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[sweep] 2 runs, 0 already done, 2 to launch" in out.stdout
@@ -202,7 +211,7 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert "n=2 seeds" in out.stdout and "95% CI" in out.stdout
     runs = (tmp_path / "report" / "runs.csv").read_text()
     rows = runs.strip().splitlines()[1:]
-    assert len(rows) == 2 and all(",lora," in r for r in rows)  # the study's 2 runs, not the other record
+    assert len(rows) == 2 and all(",my_lora," in r for r in rows)  # the study's 2 runs, not the other record
     assert (tmp_path / "report" / "index.html").exists()
     assert len([p for p in results.glob("*.json") if "lora" in p.name]) == 2
     # resume: nothing left to run, same verdict; --keep copies exactly the study's records and
@@ -222,6 +231,15 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     assert note["invocations"][0]["runs_left"] == 0
 
 
+@pytest.mark.slow
+def test_reproduce_help_names_every_option():
+    out = cli("reproduce", "--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: peftbench reproduce")
+    for option in ("--variant", "--out", "--keep", "--config-dir", "--list"):
+        assert f"  {option}" in out.stdout, option
+
+
+@pytest.mark.slow
 def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_the_picks(tmp_path):
     """decide: {seeds: 3, extend: 1}: the grid (2 seeds x 2 lrs), one round extending a pick on
     the grid's edge, the analysis plan written before the seeds phase, then seed 2 at each pick."""
@@ -256,11 +274,12 @@ def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_
         st.parse_study(bad, "tiny")
 
 
+@pytest.mark.slow
 def test_every_study_arm_composes_and_passes_the_config_check():
     """Each distinct job shape of every study and variant composes in Hydra and passes
     experiments.config_check, so a study never fails at its first run for a key typo."""
     from conftest import compose
-    from experiments import config_check
+    from peftbench.experiments import config_check
 
     for name in st.study_names():
         study = st.load_study(name)
@@ -272,29 +291,30 @@ def test_every_study_arm_composes_and_passes_the_config_check():
                 config_check.check(compose(job))
 
 
+@pytest.mark.slow
 def test_jobs_to_launch_follows_the_sweepers_rules(tmp_path):
     """Which jobs a (resumed) sweep launches, by composing them as the sweeper does: an ok record
     is skipped, a duplicate run id is launched once, `force` launches everything."""
     import json
 
     from conftest import compose
-    from experiments import record
+    from peftbench.experiments import record
 
     study = st.parse_study({**TINY, "arms": [{"method": "lora", "lr": "1e-3"}, {"method": "lora", "lr": "1e-3,0.001"}]}, "tiny")
-    root, preset = st.write_preset(study, tmp_path / "conf", None)
+    root, preset = rep.write_preset(study, tmp_path / "conf", None)
     ov = [f"results_dir={tmp_path / 'results'}"]
     jobs = st.study_jobs(study, ov)
     assert len(jobs) == 6  # 2 seeds x (1 + 2) lr spellings of one lr
-    assert st.jobs_to_launch(jobs, root, preset) == [True, True] + [False] * 4  # each run id once
+    assert es.jobs_to_launch(jobs, root, preset) == [True, True] + [False] * 4  # each run id once
     first = jobs[0]
     rid = record.run_id(compose(list(first)))
     demo = next((ROOT / "results" / "reference" / "demo").glob("*.json"))
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / f"{rid}.json").write_text(demo.read_text())  # a schema-valid ok record
     assert json.loads(demo.read_text())["status"] == "ok"
-    assert st.jobs_to_launch(jobs, root, preset) == [False, True] + [False] * 4
+    assert es.jobs_to_launch(jobs, root, preset) == [False, True] + [False] * 4
     forced = st.study_jobs(study, [*ov, "force=true"])
-    assert st.jobs_to_launch(forced, root, preset)[:2] == [True, True]
-    est = st.estimate_study(study, ov)
-    left = st.estimate_left(est, st.jobs_to_launch(jobs, root, preset))
+    assert es.jobs_to_launch(forced, root, preset)[:2] == [True, True]
+    est = es.estimate_study(study, ov)
+    left = es.estimate_left(est, es.jobs_to_launch(jobs, root, preset))
     assert left["runs_left"] == 1 and 0 < left["seconds_left"] < est["seconds"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.sweep import expand_jobs, preset_jobs
+from peftbench.experiments.sweep import expand_jobs, preset_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -25,10 +25,11 @@ def test_preset_run_counts(preset, n):
     assert len(preset_jobs(preset)) == n
 
 
+@pytest.mark.slow
 def test_paper_has_no_duplicate_runs_and_covers_the_other_presets():
     """Every configuration of paper composes to its own run id, and every run of methods, ranks
     and targets is in paper: the full grid, each configuration once (x 3 seeds)."""
-    from experiments.sweep import CONF_DIR, job_run_id, task_container
+    from peftbench.experiments.sweep import CONF_DIR, job_run_id, task_container
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -71,8 +72,9 @@ def test_ranks_bottleneck_sizes_match_lora_parameter_counts_on_minilm():
             assert adapter(m) <= lora < adapter(m + 1), (arm["method"], r, m)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_jobs_and_runs_nothing(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "-m", "+sweep=[methods,seeds]", "hydra.sweeper.dry_run=true",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "-m", "+sweep=[methods,seeds]", "hydra.sweeper.dry_run=true",
                           f"results_dir={tmp_path}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[sweep] 27 runs, 0 already done, 27 to launch" in out.stdout

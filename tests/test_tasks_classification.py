@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from experiments.data import build_task, validate_task
-from experiments.models.tiny_llama import build_tokenizer
-from methods.base import ConfigError
+from peftbench.experiments.data import build_task, validate_task
+from peftbench.experiments.models.tiny_llama import build_tokenizer
+from peftbench.methods.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -121,6 +121,7 @@ def test_glue_errors(tmp_path):
         validate_task(task_cfg("sst2", data_files={"train": str(train), "validation": None}))
 
 
+@pytest.mark.slow
 @needs_shared
 def test_real_sst2_dev_is_the_test_split(tok):
     cfg = task_cfg("sst2", data_files={"train": str(SHARED / "sst2" / "train.tsv"), "validation": str(SHARED / "sst2" / "dev.tsv")},
@@ -196,10 +197,11 @@ def test_generation_task_needs_a_causal_lm():
         validate_task({"builder": "nope"})
 
 
+@pytest.mark.slow
 def test_cli_bad_task_file_is_one_line_exit_2(tmp_path):
     """Needs prepare() to call validate_task: no model is loaded, one error line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "model=tiny-llama", "task=csv",
+    p = subprocess.run([sys.executable, "-m", "peftbench", "run", "model=tiny-llama", "task=csv",
                         f"task.train_file={tmp_path}/missing.csv", "steps=2", f"results_dir={tmp_path}"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 2
@@ -207,13 +209,14 @@ def test_cli_bad_task_file_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"peftbench: error: task.train_file: file {tmp_path}/missing.csv does not exist; check the path")
 
 
+@pytest.mark.slow
 def test_cli_label_found_only_when_reading_data_exits_2_with_one_line(tmp_path):
     """An unseen test label is found when the data is built (after prepare), still before any
     model is loaded: a single run says so in one line and exits 2; the failed record stays."""
     tr = write(tmp_path / "tr.csv", ["text,label"] + [f"t{i},{'ab'[i % 2]}" for i in range(10)])
     te = write(tmp_path / "te.csv", ["text,label", "u,a", "v,c"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "model=tiny-llama", "task=csv", f"task.train_file={tr}",
+    p = subprocess.run([sys.executable, "-m", "peftbench", "run", "model=tiny-llama", "task=csv", f"task.train_file={tr}",
                         f"task.test_file={te}", "steps=2", "progress=false", f"results_dir={tmp_path / 'r'}"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 2, p.stderr[-2000:]

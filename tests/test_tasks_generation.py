@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from experiments.data import build_task, validate_task
-from experiments.data.generation import extract_answer, extract_last_number, normalize_number, rouge_l
-from experiments.models.tiny_llama import build_tokenizer
-from methods.base import ConfigError
+from peftbench.experiments.data import build_task, validate_task
+from peftbench.experiments.data.generation import extract_answer, extract_last_number, normalize_number, rouge_l
+from peftbench.experiments.models.tiny_llama import build_tokenizer
+from peftbench.methods.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,6 +58,7 @@ def test_answer_extraction():
     assert normalize_number("abc") is None
 
 
+@pytest.mark.slow
 def test_rouge_l_matches_rouge_score():
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
     assert rouge_l("", "x") == 0.0
@@ -156,6 +157,7 @@ def test_generation_config_errors(tmp_path):
         validate_task(task_cfg("instructions", max_eval_samples=-1))
 
 
+@pytest.mark.slow
 @needs_shared
 def test_real_gsm8k_and_instructions(tok):
     g = task_cfg("gsm8k", data_files={"train": str(SHARED / "gsm8k" / "train.jsonl"), "test": str(SHARED / "gsm8k" / "test.jsonl"), "validation": None},
@@ -170,11 +172,12 @@ def test_real_gsm8k_and_instructions(tok):
     assert t.size("validation") == min(55, 32 if not torch.cuda.is_available() else 55)  # the book's 935/55/110, capped on CPU
 
 
+@pytest.mark.slow
 @needs_shared
 def test_tiny_llama_end_to_end_on_real_instructions(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from experiments.run import execute, prepare
+    from peftbench.experiments.run import execute, prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[

@@ -1,22 +1,25 @@
 """logger=wandb, offline: config, per-step loss, final metrics and cost land in the offline run."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.tracking import read_offline_run
+from peftbench.experiments.tracking import read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
     res = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=lora", "model=tiny-llama", "steps=3",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=3",
                           "measure.latency=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16", "logger=wandb", "logger.tags=[t1]", f"results_dir={res}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -36,18 +39,19 @@ def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
     assert s["cost.step_time_ms_median"] == rec["cost"]["step_time_ms_median"]
     assert s["params.trainable"] == rec["params"]["trainable"] and s["status"] == "ok"
     # off by default: the default config composes logger=none, which creates no tracker
-    from experiments.tracking import Tracker
+    from peftbench.experiments.tracking import Tracker
     from tests.conftest import compose
 
     default = compose([])
     assert default["logger"]["name"] == "none" and Tracker.from_config(default) is None
 
 
+@pytest.mark.slow
 def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
     res = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=lora", "model=tiny-llama", "steps=2",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=2",
                           "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16",
                           "logger=wandb", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]", f"results_dir={res}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

@@ -3,13 +3,15 @@
 conf/ or analysis/."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.cli import check_group_choices
+from peftbench.hydra_run import check_group_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 MY_METHOD = """name: my_lora
@@ -39,11 +41,12 @@ def test_name_check_sees_the_users_config_folders(tmp_path):
     assert "unknown method 'my_lroa'" in problem and "my_lora" in problem and "lora" in problem
 
 
+@pytest.mark.slow
 def test_a_method_yaml_outside_the_package_runs_end_to_end(tmp_path):
     mine = user_conf(tmp_path)
     res = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "--config-dir", str(mine), "method=my_lora",
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "--config-dir", str(mine), "method=my_lora",
                           "model=tiny-llama", "steps=2", "measure.latency=false", "measure.adapter_size=false", "progress=false",
                           "task.n_train=32", "task.n_validation=16", "task.n_test=16", f"results_dir={res}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -51,7 +54,7 @@ def test_a_method_yaml_outside_the_package_runs_end_to_end(tmp_path):
     [path] = res.glob("*.json")
     rec = json.loads(path.read_text())
     assert rec["status"] == "ok" and rec["method"] == "my_lora" and rec["config"]["method"]["report"]["order"] == 25
-    from analysis.report import build
+    from peftbench.analysis.report import build
 
     made = build([str(res)], tmp_path / "report", tmp_path / "no_claims")
     row = made["agg"].iloc[0]

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from experiments import meters
-from experiments.models import build_model_info
-from experiments.run import method_for
-from methods.base import ConfigError
+from peftbench.experiments import meters
+from peftbench.experiments.models import build_model_info
+from peftbench.experiments.run import method_for
+from peftbench.methods.base import ConfigError
 from tests.conftest import compose
+from peftbench.experiments.sweep.methods import methods_beyond, preset_methods
 from tests.zoo_harness import build, logits, train_steps, trained_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +28,7 @@ def _yaml(name: str) -> dict:
     return yaml.safe_load((METHOD_DIR / f"{name}.yaml").read_text())
 
 
-ZOO = yaml.safe_load((ROOT / "conf" / "sweep" / "zoo.yaml").read_text())["hydra"]["sweeper"]["params"]["method"].split(",")
+ZOO = methods_beyond("methods", "quant").split(",")  # what conf/sweep/zoo.yaml resolves to
 LADDER = yaml.safe_load((ROOT / "conf" / "sweep" / "quant.yaml").read_text())["hydra"]["sweeper"]["params"]["method"].split(",")
 # (method, model, task kind) pairs peft cannot do: refused up front, tested below
 REFUSED = {("prefix_tuning", "minilm", "classification"), ("bitfit", "tiny-llama", "generation")}
@@ -36,6 +38,7 @@ CASES = [(m, model, kind) for m in sorted(set(ZOO + LADDER) - {"lora"})
 QUANTISED = {"lora_bf16w", "lora_int8", "qlora_nf4_dq", "qlora_nf4", "qlora_fp4_dq", "qlora_fp4"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,model,kind", CASES, ids=[f"{m}-{mo}" for m, mo, _ in CASES])
 def test_zoo_method_trains_and_merges(name, model, kind):
     method, _, net, source = build([f"method={name}", f"model={model}", *_fewer_calibration_batches(name)], kind)
@@ -83,7 +86,7 @@ def test_refused_before_loading_with_a_reason(overrides, kind, words):
 
 def test_loftq_fits_the_quantisation_error():
     """Q + BA is closer to W than Q alone: the adapter starts at LoftQ's fit, not at zero."""
-    from methods.loftq import loftq_cpu
+    from peftbench.methods.loftq import loftq_cpu
 
     w = torch.randn(64, 96, generator=torch.Generator().manual_seed(0))
     q, a, b = loftq_cpu(w, rank=8, num_iter=2)
@@ -101,8 +104,9 @@ def test_bf16_weights_refuse_fp32_precision():
     assert method.load_kwargs(torch.bfloat16, info) == {"dtype": torch.bfloat16}
 
 
+@pytest.mark.slow
 def test_refusal_on_the_command_line_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "method=prefix_tuning", f"results_dir={tmp_path}"],
+    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=prefix_tuning", f"results_dir={tmp_path}"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2
     lines = [x for x in out.stderr.splitlines() if x.strip()]
@@ -110,6 +114,7 @@ def test_refusal_on_the_command_line_is_one_line(tmp_path):
     assert not list(tmp_path.glob("*.json")), "a refused single run must not start"
 
 
+@pytest.mark.slow
 def test_adalora_on_step_prunes_the_rank_budget():
     """Without the per-step hook AdaLoRA keeps all init_r ranks; with it the budget ends at target_r."""
     method, _, net, source = build(["method=adalora", "model=tiny-llama", "method.total_step=10"], "generation")
@@ -119,6 +124,7 @@ def test_adalora_on_step_prunes_the_rank_budget():
     assert kept <= 8 * len(e) < 12 * len(e), f"{kept} ranks kept of {12 * len(e)}; target {8 * len(e)}"
 
 
+@pytest.mark.slow
 def test_eva_redistributes_ranks_from_the_data_pass():
     """EVA sizes each layer's rank by the explained variance of its inputs on the calibration
     batches, within the budget r x layers: the ranks differ, their sum does not."""
@@ -134,9 +140,10 @@ def test_wrap_without_the_data_pass_fails_loudly():
         method.wrap(torch.nn.Linear(2, 2), build_model_info(cfg["model"], "classification", 3))
 
 
+@pytest.mark.slow
 def test_hooks_reach_the_runner(run_small, monkeypatch):
     """experiments.run calls prepare_with_data once before wrap and on_step once per step."""
-    from methods.lora import LoRA
+    from peftbench.methods.lora import LoRA
 
     calls = []
     monkeypatch.setattr(LoRA, "prepare_with_data", lambda self, model, info, batches: calls.append(("data", len(list(batches(2))))))
@@ -150,8 +157,8 @@ def test_hooks_reach_the_runner(run_small, monkeypatch):
 def test_train_loop_calls_the_step_hook_after_each_update():
     from contextlib import nullcontext
 
-    from experiments.meters import StepTimer
-    from experiments.train import train
+    from peftbench.experiments.meters import StepTimer
+    from peftbench.experiments.train import train
 
     model = torch.nn.Linear(2, 2)
 
@@ -171,6 +178,7 @@ def test_train_loop_calls_the_step_hook_after_each_update():
     assert calls == [(0, True), (1, True), (2, True)], "the hook runs once per step, while the step's gradients exist"
 
 
+@pytest.mark.slow
 def test_ladder_weight_bytes_fall_rung_by_rung():
     sizes = {}
     for rung in ("lora", "lora_bf16w", "lora_int8", "qlora_nf4", "qlora_nf4_dq"):
@@ -181,6 +189,7 @@ def test_ladder_weight_bytes_fall_rung_by_rung():
     assert sizes["lora"] > 1.9 * sizes["lora_bf16w"], sizes
 
 
+@pytest.mark.slow
 def test_int8_keeps_the_head_out_of_quantisation():
     import bitsandbytes as bnb
 
@@ -203,15 +212,28 @@ def test_zoo_yaml_carries_report_metadata(name):
         assert isinstance(node, int)
 
 
-def test_every_zoo_yaml_is_in_a_sweep():
-    core = {"full_ft", "linear_probe", "lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer"}
-    names = {p.stem for p in METHOD_DIR.glob("*.yaml")} - core
-    assert names <= set(ZOO) | set(LADDER), sorted(names - set(ZOO) - set(LADDER))
+def test_every_method_yaml_is_in_a_sweep_and_a_new_one_joins_the_zoo_by_itself(tmp_path, monkeypatch):
+    names = {p.stem for p in METHOD_DIR.glob("*.yaml")}
+    assert names == set(ZOO) | set(LADDER) | set(preset_methods("methods"))
+    from peftbench.experiments.sweep import methods as sweep_methods
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf" / "sweep", conf / "sweep")
+    shutil.copytree(METHOD_DIR, conf / "method")
+    (conf / "method" / "my_new_method.yaml").write_text("name: my_new_method\nimpl: peft_config\npeft_class: LoHaConfig\n"
+                                                        "report: {family: lora, order: 999}\n")
+    monkeypatch.setattr(sweep_methods, "CONF", conf)
+    sweep_methods.methods_beyond.cache_clear()
+    try:
+        assert "my_new_method" in sweep_methods.methods_beyond("methods", "quant").split(",")
+    finally:
+        sweep_methods.methods_beyond.cache_clear()
 
 
 @pytest.mark.parametrize("overrides", [["method=prompt_tuning"], ["method=p_tuning", "model=tiny-llama", "task=procedural",
                                                                   "max_length=64", "task.n_validation=4", "task.n_test=4"]],
                          ids=["prompt_tuning-minilm", "p_tuning-tiny-llama"])
+@pytest.mark.slow
 def test_prompt_methods_run_whole_with_forgetting(run_small, overrides):
     """Prompt methods prepend virtual tokens to the model's outputs; a whole run (base score,
     forgetting before and after, evaluation) must still compare the text's own positions."""

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiments.meters import StepTimer
-from experiments.models import build_model_info, load_model
-from experiments.run import method_for
-from experiments.train import train
+from peftbench.experiments.meters import StepTimer
+from peftbench.experiments.models import build_model_info, load_model
+from peftbench.experiments.run import method_for
+from peftbench.experiments.train import train
 
 VOCAB = (1000, 5000)  # token ids valid for MiniLM; the tiny Llama's vocab is smaller (taken mod)
 

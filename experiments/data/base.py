@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 
-from methods.base import ConfigError
+from peftbench.experiments import metric_spec
+from peftbench.methods.base import ConfigError
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 _VALIDATORS: dict[str, Callable[..., None]] = {}
@@ -49,11 +51,10 @@ def task_builders() -> list[str]:
 def _discover() -> None:
     global _discovered
     if not _discovered:
-        import experiments.data as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
+        # every sibling module, found on disk: a builder is one new file here and nothing else
+        for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
             if info.name != "base":
-                importlib.import_module(f"experiments.data.{info.name}")
+                importlib.import_module(f"{__package__}.{info.name}")
         _discovered = True
 
 
@@ -242,38 +243,22 @@ def validate_task(task_cfg: Mapping[str, Any], config: Mapping[str, Any] | None 
     if config is None:
         return
     if ((config.get("lm_eval") or {}).get("tasks")):
-        from experiments.lm_eval_hook import validate_lm_eval
+        from peftbench.experiments.lm_eval_hook import validate_lm_eval
 
         validate_lm_eval(config)
 
 
 def declared_metrics(task_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The task YAML's `metrics:` as [{name, direction, primary}], checked against what its
-    builder computes. The old form, a list of names, reads as: first primary, all max."""
-    name, builder = task_cfg.get("name"), task_cfg.get("builder")
-    given = task_cfg.get("metrics")
-    where = f"task {name} (conf/task/{name}.yaml) metrics"
-    if not given or not isinstance(given, (list, tuple)):
-        raise ConfigError(f"{where}: declare a list, e.g. [{{name: accuracy, direction: max, primary: true}}]")
-    if all(isinstance(m, str) for m in given):
-        given = [{"name": m, "direction": "max", "primary": i == 0} for i, m in enumerate(given)]
-    out = []
-    for m in given:
-        if not isinstance(m, Mapping) or not m.get("name"):
-            raise ConfigError(f"{where}: each entry needs a name, e.g. {{name: accuracy, direction: max}}; got {m!r}")
-        if m.get("direction", "max") not in ("max", "min"):
-            raise ConfigError(f"{where}: {m['name']} has direction {m.get('direction')!r}; use max or min")
-        out.append({"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))})
+    """The task's metric declaration (experiments.metric_spec), checked against what its builder
+    computes."""
+    where = metric_spec.where_of(task_cfg)
+    out = metric_spec.parse(task_cfg.get("metrics"), where)
     _discover()
-    known = _METRICS.get(str(builder))
+    known = _METRICS.get(str(task_cfg.get("builder")))
     unknown = [m["name"] for m in out if known is not None and m["name"] not in known]
     if unknown:
-        raise ConfigError(f"{where}: builder {builder} does not compute {unknown}; it computes {list(known)}")
-    primary = [m["name"] for m in out if m["primary"]]
-    if len(primary) != 1:
-        raise ConfigError(f"{where}: {len(primary)} metrics are marked primary ({primary}); mark exactly one of "
-                          f"{[m['name'] for m in out]} with primary: true")
-    return out
+        raise ConfigError(f"{where}: builder {task_cfg.get('builder')} does not compute {unknown}; it computes {list(known)}")
+    return metric_spec.check_primary(out, where)
 
 
 def metric_names(task_cfg: Mapping[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from methods.base import ConfigError, positive_int
+from peftbench.methods.base import ConfigError, positive_int
 
 SPLITS = ("train", "validation", "test")
 
@@ -326,7 +326,7 @@ def text_columns(cfg: Mapping[str, Any]) -> list[str]:
 
 def raw_classification(splits: Mapping[str, Any], cfg: Mapping[str, Any], where: Mapping[str, str]):
     """Datasets per split (train, validation?, test) -> RawClassification with label ids."""
-    from experiments.data.base import RawClassification
+    from peftbench.experiments.data.base import RawClassification
 
     cols, label_col = text_columns(cfg), str(cfg.get("label_column") or "label")
     for name, ds in splits.items():

@@ -33,9 +33,9 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from experiments.data import files
-from experiments.data.base import task_builder, task_validator
-from methods.base import ConfigError, positive_int
+from peftbench.experiments.data import files
+from peftbench.experiments.data.base import task_builder, task_validator
+from peftbench.methods.base import ConfigError, positive_int
 
 CPU_EVAL_SAMPLES = 32
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from experiments.data import files
-from experiments.data.base import RawClassification, task_builder, task_validator
-from methods.base import ConfigError
+from peftbench.experiments.data import files
+from peftbench.experiments.data.base import RawClassification, task_builder, task_validator
+from peftbench.methods.base import ConfigError
 
 QUOTE_NONE = 3  # csv.QUOTE_NONE: GLUE TSVs carry bare quotes inside sentences
 

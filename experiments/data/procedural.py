@@ -26,9 +26,9 @@ import hashlib
 import random
 from typing import Any, Callable, Mapping
 
-from experiments.data.base import task_builder, task_validator
-from experiments.data.generation import Example, RawGeneration
-from methods.base import ConfigError
+from peftbench.experiments.data.base import task_builder, task_validator
+from peftbench.experiments.data.generation import Example, RawGeneration
+from peftbench.methods.base import ConfigError
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 PROMPT = "Question: {q}\nAnswer:"

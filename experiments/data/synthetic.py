@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping
 
-from experiments.data.base import RawClassification, task_builder
+from peftbench.experiments.data.base import RawClassification, task_builder
 
 SUBJECTS = ["the food", "the service", "the movie", "the plot", "the staff", "the hotel", "the room",
             "the music", "the ending", "the price", "the app", "the battery", "the screen", "the team",

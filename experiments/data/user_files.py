@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from experiments.data import files
-from experiments.data.base import RawClassification, task_builder, task_validator
-from methods.base import ConfigError
+from peftbench.experiments.data import files
+from peftbench.experiments.data.base import RawClassification, task_builder, task_validator
+from peftbench.methods.base import ConfigError
 
 FILE_KEYS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 

@@ -14,16 +14,16 @@
 
 Each figure's method is documented in the README ("How each figure is measured").
 """
-from experiments.meters.device import device_name, synchronizer
-from experiments.meters.disk import dir_bytes
-from experiments.meters.estimate import estimate_train_memory
-from experiments.meters.flops import train_flops_per_step
-from experiments.meters.latency import latency_summary, measure_latency, measure_latency_interleaved, median_ci
-from experiments.meters.memory import MemoryMeter, logical_numel, weight_bytes
-from experiments.meters.peak import peak_matmul_flops
-from experiments.meters.rng import rng_isolated
-from experiments.meters.shapes import is_shadow_copy
-from experiments.meters.timing import StepTimer, spread
+from peftbench.experiments.meters.device import device_name, synchronizer
+from peftbench.experiments.meters.disk import dir_bytes
+from peftbench.experiments.meters.estimate import estimate_train_memory
+from peftbench.experiments.meters.flops import train_flops_per_step
+from peftbench.experiments.meters.latency import latency_summary, measure_latency, measure_latency_interleaved, median_ci
+from peftbench.experiments.meters.memory import MemoryMeter, logical_numel, weight_bytes
+from peftbench.experiments.meters.peak import peak_matmul_flops
+from peftbench.experiments.meters.rng import rng_isolated
+from peftbench.experiments.meters.shapes import is_shadow_copy
+from peftbench.experiments.meters.timing import StepTimer, spread
 
 __all__ = [
     "MemoryMeter", "StepTimer", "device_name", "dir_bytes", "estimate_train_memory", "is_shadow_copy",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.meters.device import device_name
+from peftbench.experiments.meters.device import device_name
 
 # CPU flags that decide which matmul kernels torch runs (and so every speed figure)
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.cores import usable_cores
+from peftbench.experiments.cores import usable_cores
 
 # Other processes' share of the cores above which a timing is marked contended. An idle Linux
 # box spends well under 5% on its own daemons; one busy core of two is 50%.

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.meters.memory import weight_bytes
-from experiments.meters.shapes import base_config, in_body, is_4bit, linear_dims
+from peftbench.experiments.meters.memory import weight_bytes
+from peftbench.experiments.meters.shapes import base_config, in_body, is_4bit, linear_dims
 
 
 def estimate_train_memory(model: nn.Module, batch: int, seq: int, act_bytes: int, shards: int = 1) -> dict[str, int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from experiments.meters.shapes import base_config, in_body, linear_dims
+from peftbench.experiments.meters.shapes import base_config, in_body, linear_dims
 
 
 def train_flops_per_step(model: nn.Module, batch: int, seq: float) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Inference latency: interleaved medians and the noise of each median."""
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Mapping
 
@@ -8,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from experiments.meters.device import synchronizer
-from experiments.meters.timing import spread
+from peftbench.experiments.meters.device import synchronizer
+from peftbench.experiments.meters.timing import spread
 
 
 @torch.no_grad()
@@ -88,3 +89,69 @@ def median_ci(xs: list[float]) -> tuple[float, float]:
     lo = ci.low if np.isfinite(ci.low) else min(xs)
     hi = ci.high if np.isfinite(ci.high) else max(xs)
     return float(lo), float(hi)
+
+
+class LatencyBench:
+    """Latency of the base, unmerged and merged models on one fixed batch.
+
+    With `keep_base` a frozen copy of the base model is kept, and each adapted model is measured
+    interleaved with it (`meters.measure_latency_interleaved`): an overhead is then the ratio of
+    two medians taken over the same seconds, so machine drift cancels. Without it (models too
+    large to hold twice) the base is measured alone before adaptation and drift is not controlled;
+    `latency_protocol` in the record says which was done.
+    """
+
+    def __init__(self, base: nn.Module, batch: dict, m: Mapping[str, Any], device: torch.device, autocast, keep_base: bool):
+        self.batch, self.m, self.device, self.autocast = batch, m, device, autocast
+        self.base = copy.deepcopy(base).requires_grad_(False) if keep_base else None
+        self.base_alone = None if keep_base else self._measure({"model": base})["model"]
+        self.protocol = "interleaved_with_base" if keep_base else "base_before_training"
+
+    def _measure(self, models: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
+        return measure_latency_interleaved(
+            models, self.batch, self.m["latency_warmup"], self.m["latency_repeats"], self.device, self.autocast)
+
+    def against_base(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(base, model) latency series, measured together where the base copy is kept."""
+        if self.base is None:
+            return self.base_alone, self._measure({"model": model})["model"]
+        out = self._measure({"base": self.base, "model": model})
+        return out["base"], out["model"]
+
+
+def latency_figures(unmerged: tuple[dict, dict], merged: tuple[dict, dict] | None, can_merge: bool, protocol: str) -> dict[str, Any]:
+    """Each overhead is against the base series measured with it. The noise is the widest 95%
+    confidence interval of any median behind an overhead, relative to that median."""
+    base, adapted = unmerged
+    series = [base, adapted] + (list(merged) if merged else [])
+    out = {
+        "latency_protocol": protocol,
+        "latency_ms_base": base["median_ms"],
+        "latency_ms_base_p10": base["p10_ms"],
+        "latency_ms_base_p90": base["p90_ms"],
+        "latency_noise_frac": max(x["noise_rel"] for x in series),
+        "latency_repeats": base["repeats"],
+        "latency_ms_unmerged": adapted["median_ms"],
+        "latency_ms_unmerged_p10": adapted["p10_ms"],
+        "latency_ms_unmerged_p90": adapted["p90_ms"],
+        "latency_overhead_unmerged_frac": adapted["median_ms"] / base["median_ms"] - 1,
+        "can_merge": can_merge,
+        "latency_ms_merged": None,
+        "latency_overhead_merged_frac": None,
+    }
+    if merged is not None:
+        base_m, merged_m = merged
+        out.update({
+            "latency_ms_merged": merged_m["median_ms"],
+            "latency_ms_merged_p10": merged_m["p10_ms"],
+            "latency_ms_merged_p90": merged_m["p90_ms"],
+            "latency_overhead_merged_frac": merged_m["median_ms"] / base_m["median_ms"] - 1,
+        })
+        if base_m is not base:  # measured again beside the merged model (interleaved protocol)
+            out.update({
+                "latency_ms_base_beside_merged": base_m["median_ms"],
+                # how far the base itself moved between the two measurements: why each overhead
+                # is taken against its own base series
+                "latency_base_drift_rel": abs(base_m["median_ms"] - base["median_ms"]) / base["median_ms"],
+            })
+    return out

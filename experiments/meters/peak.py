@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from experiments.meters.cache import cache_dir, machine_key
-from experiments.meters.contention import CpuShare
-from experiments.meters.device import synchronizer
+from peftbench.experiments.meters.cache import cache_dir, machine_key
+from peftbench.experiments.meters.contention import CpuShare
+from peftbench.experiments.meters.device import synchronizer
 
 ROUNDS = 3          # separate measurements; the best is kept
 ROUND_S = 0.35      # each one takes the best single matmul over this long

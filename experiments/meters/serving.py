@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from experiments.fields import serving_depends_on_weights
-from experiments.meters.device import synchronizer
-from experiments.meters.latency import latency_summary, measure_latency_interleaved
-from methods.base import ConfigError, Method, ModelInfo
+from peftbench.experiments import metric_spec
+from peftbench.experiments.fields import serving_depends_on_weights
+from peftbench.experiments.meters.device import synchronizer
+from peftbench.experiments.meters.latency import latency_summary, measure_latency_interleaved
+from peftbench.methods.base import ConfigError, Method, ModelInfo
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False, "warmup": 1, "repeats": 6, "batch": 8, "adapters": [1, 2, 4, 8], "load_repeats": 3,
@@ -286,12 +287,6 @@ def merged_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return merged
 
 
-def primary_of(task_cfg: Mapping[str, Any]) -> tuple[str, str]:
-    specs = [dict(m) for m in task_cfg.get("metrics") or []]
-    p = next((m for m in specs if m.get("primary")), specs[0] if specs else {"name": "accuracy", "direction": "max"})
-    return str(p["name"]), str(p.get("direction", "max"))
-
-
 @torch.no_grad()
 def logits_of(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device, autocast) -> torch.Tensor:
     model.eval()
@@ -312,7 +307,8 @@ def merge_precision(ctx: ServingContext, task_cfg: Mapping[str, Any]) -> dict[st
     if any(is_4bit(layer.get_base_layer()) for _, layer in layers):
         builders["merged_requant_4bit"] = ctx.merged  # peft's own merge re-quantises to 4 bits
     batch = ctx.task.fixed_batch(int(ctx.s["batch"]), ctx.length)
-    name, direction = primary_of(task_cfg)
+    primary = metric_spec.primary(metric_spec.of_task(task_cfg))
+    name, direction = primary["name"], primary["direction"]
     score = bool(ctx.s["merge_eval"]) and ctx.score_merges and bool(ctx.task.size("test"))
     fig: dict[str, Any] = {}
     reference = None

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.meters.device import synchronizer
+from peftbench.experiments.meters.device import synchronizer
 
 
 def spread(xs: list[float]) -> dict[str, float]:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from methods.base import ConfigError
+from peftbench.methods.base import ConfigError
 
 
 def package_folder(package: str) -> Path:
@@ -39,7 +39,7 @@ def gguf_file(source: Mapping[str, Any]) -> Path:
 
 
 def cache_entry(source: Mapping[str, Any]) -> Path:
-    from experiments.models.tiny_llama import cache_root
+    from peftbench.experiments.models.tiny_llama import cache_root
 
     gguf = gguf_file(source)
     stat = gguf.stat()

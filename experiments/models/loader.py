@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from methods.base import ConfigError, ModelInfo
+from peftbench.methods.base import ConfigError, ModelInfo
 
 
 def source_of(model_cfg: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -41,11 +41,11 @@ def model_path(source: Mapping[str, Any]) -> str:
     if kind == "hub":
         return str(source["id"])
     if kind == "gguf_package":
-        from experiments.models.gguf_package import converted_path
+        from peftbench.experiments.models.gguf_package import converted_path
 
         return str(converted_path(source))
     if kind == "tiny_llama":
-        from experiments.models.tiny_llama import tiny_llama_path
+        from peftbench.experiments.models.tiny_llama import tiny_llama_path
 
         return str(tiny_llama_path(source))
     raise ConfigError(f"unknown model.source.kind {kind!r}; use package, gguf_package, local, hub or tiny_llama")
@@ -92,7 +92,7 @@ def model_config(model_cfg: Mapping[str, Any]):
     if arch and source.get("kind") == "hub" and _hub_offline():
         return AutoConfig.for_model(**dict(arch))
     if arch and source.get("kind") == "gguf_package":
-        from experiments.models.gguf_package import is_converted
+        from peftbench.experiments.models.gguf_package import is_converted
 
         if not is_converted(source):  # checking a config must not start the conversion
             return AutoConfig.for_model(**dict(arch))

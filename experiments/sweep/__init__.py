@@ -12,24 +12,28 @@
   progress line ([sweep] done/failed/remaining) counts against.
 * dry_run: `hydra.sweeper.dry_run=true` prints the jobs and their count and launches nothing.
 
-`python -m experiments.sweep NAME [OVERRIDES]` counts the runs of a preset without running it.
+`peftbench sweep-size NAME [OVERRIDES]` counts the runs of a preset without running it.
 
 Rooms: `sweeper` (the Hydra plugin), `arms` (job expansion and run ids), `locks` (the results-folder
 lock), `cleanup` (temp files of killed writes), `progress` (the progress line), `size` (counting a
-preset's runs); core counting is `experiments.cores`, shared with the run.
+preset's runs), `methods` (presets that list every method the others leave out); core counting is `experiments.cores`, shared with the run.
 """
 from __future__ import annotations
 
-from experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, usable_cores
-from experiments.sweep.arms import expand_jobs, job_run_id, task_container
-from experiments.sweep.cleanup import STALE_TMP_AGE_S, clean_stale_tmp
-from experiments.sweep.locks import LOCK_NAME, held_locks, results_lock
-from experiments.sweep.progress import MANIFEST_ENV, progress_line, sweep_counts
-from experiments.sweep.size import CONF_DIR, main, preset_jobs
-from experiments.sweep.sweeper import PeftbenchSweeper
+from peftbench.experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, usable_cores
+from peftbench.experiments.sweep.arms import expand_jobs, job_run_id, task_container
+from peftbench.experiments.sweep.cleanup import STALE_TMP_AGE_S, clean_stale_tmp
+from peftbench.experiments.sweep.locks import LOCK_NAME, held_locks, results_lock
+from peftbench.experiments.sweep.methods import methods_beyond, register as _register_resolver
+from peftbench.experiments.sweep.progress import MANIFEST_ENV, progress_line, sweep_counts
+from peftbench.experiments.sweep.size import CONF_DIR, main, preset_jobs
+from peftbench.experiments.sweep.sweeper import PeftbenchSweeper
+
+_register_resolver()  # before Hydra composes any preset that lists methods by what others leave out
 
 __all__ = [
     "CONF_DIR", "LOCK_NAME", "MANIFEST_ENV", "STALE_TMP_AGE_S", "PeftbenchSweeper", "check_parallelism",
-    "clean_stale_tmp", "expand_jobs", "held_locks", "is_local_submitit", "job_run_id", "main", "parallel_jobs",
+    "clean_stale_tmp", "expand_jobs", "held_locks", "is_local_submitit", "job_run_id", "main", "methods_beyond",
+    "parallel_jobs",
     "preset_jobs", "progress_line", "results_lock", "sweep_counts", "task_container", "usable_cores",
 ]

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.sweep.size import main
+from peftbench.experiments.sweep.size import main
 
 sys.exit(main())

@@ -58,7 +58,7 @@ def task_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def job_run_id(config: Mapping[str, Any]) -> str:
-    from experiments import record
+    from peftbench.experiments import record
 
     return record.run_id(config)
 
@@ -67,7 +67,7 @@ def already_done(config: Mapping[str, Any], rid: str, skip_done: bool) -> tuple[
     """(done, problem, path) of a job's result: done when skipping is on, the job is not forced
     and an ok record sits at its path; problem names what makes an existing file unusable. The
     sweeper's plan and `reproduce`'s estimate of the runs left share this one test."""
-    from experiments import record
+    from peftbench.experiments import record
 
     path = record.result_path(config["results_dir"], rid)
     status, problem = record.existing(path)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from experiments.sweep.cleanup import clean_stale_tmp
+from peftbench.experiments.sweep.cleanup import clean_stale_tmp
 
 LOCK_NAME = ".peftbench.lock"
 

@@ -12,7 +12,7 @@ MANIFEST_ENV = "PEFTBENCH_SWEEP_MANIFEST"
 def sweep_counts(manifest: Path) -> dict[str, Any]:
     """Counts of this sweep's runs from their result files: ok (done, now or before), failed (in
     this sweep invocation), remaining (not yet written, or a failure from an earlier attempt)."""
-    from experiments import record
+    from peftbench.experiments import record
 
     m = json.loads(Path(manifest).read_text())
     started = float(m["started_at"])

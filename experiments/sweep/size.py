@@ -1,16 +1,15 @@
-"""Counting a preset's runs without running it: `python -m experiments.sweep NAME [OVERRIDES]`."""
+"""Counting a preset's runs without running it: `peftbench sweep-size NAME [OVERRIDES]`."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from experiments.sweep.arms import expand_jobs, job_run_id, task_container
+from peftbench.experiments.sweep.arms import expand_jobs, job_run_id, task_container
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from peftbench.experiments.paths import CONF as CONF_DIR
 
 
 def preset_jobs(preset: str | Sequence[str], overrides: Sequence[str] = (), unique: bool = False) -> list[list[str]]:
@@ -43,14 +42,25 @@ def preset_jobs(preset: str | Sequence[str], overrides: Sequence[str] = (), uniq
 
 
 def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+USAGE = """usage: peftbench sweep-size PRESET[,PRESET...] [OVERRIDES...] [--list] [--unique]
+
+How many runs `peftbench run -m +sweep=PRESET OVERRIDES` makes, without running any.
+
+options:
+  PRESET     a sweep preset of conf/sweep/ (several, comma-separated, are crossed)
+  OVERRIDES  key=value, as for `peftbench run`
+  --list     print each job's overrides
+  --unique   merge jobs that compose to the same run id, as the sweeper does"""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
-        print("usage: python -m experiments.sweep PRESET[,PRESET...] [OVERRIDES...] [--list] [--unique]")
-        return 2
+        print(USAGE)
+        return 0 if set(argv) & {"-h", "--help"} else 2
     names = argv[0].split(",")
     rest = [a for a in argv[1:] if not a.startswith("--")]
     jobs = preset_jobs(names, rest, unique="--unique" in argv)

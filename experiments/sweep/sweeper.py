@@ -12,10 +12,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, runs_here, usable_cores
-from experiments.sweep.arms import already_done, expand_jobs, job_run_id, task_container
-from experiments.sweep.locks import held_locks
-from experiments.sweep.progress import MANIFEST_ENV, progress_line
+from peftbench.experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, runs_here, usable_cores
+from peftbench.experiments.sweep.arms import already_done, expand_jobs, job_run_id, task_container
+from peftbench.experiments.sweep.locks import held_locks
+from peftbench.experiments.sweep.progress import MANIFEST_ENV, progress_line
 
 
 # The sweep names its runs here before they launch, and `auto` resolves on the machine it runs on:
@@ -88,8 +88,8 @@ class PeftbenchSweeper(BasicSweeper):
             for e in entries:
                 print(("done  " if e["done"] else "run   ") + " ".join(e["overrides"]), flush=True)
             return []
-        from experiments import record
-        from methods.base import ConfigError
+        from peftbench.experiments import record
+        from peftbench.methods.base import ConfigError
 
         for d in sorted({e["results_dir"] for e in entries if e["results_dir"]} | {str(self.config.results_dir)}):
             unusable = record.check_results_dir(d)

@@ -1,21 +1,15 @@
-"""`peftbench run | report | bench | sweep-size | reproduce | compare`."""
+"""`peftbench run`: Hydra's command line behind one-line errors. Unknown group names and keys
+are caught before Hydra composes anything, with the name the user probably meant."""
 from __future__ import annotations
 
-import gc
 import os
 import re
 import sys
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from peftbench.experiments.paths import CONF
+
 GROUPS = ("method", "model", "task", "logger", "sweep", "launcher", "distributed")
-USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with -m (Hydra)
-       peftbench report [RESULTS...] [--out DIR]  tables, figures, index.html from result files
-       peftbench bench harness|trainer|measure|compile [OVERRIDES...]  side-by-side overhead benchmarks
-       peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running
-       peftbench reproduce NAME [OVERRIDES...] | --list  run a published comparison (conf/study/) and check its claims
-       peftbench compare MY_RESULTS --reference NAME  does a run of yours reproduce our reference records
-       peftbench --version"""
 
 
 def _choices(group: str) -> list[str]:
@@ -159,7 +153,33 @@ def hydra_error_line(error: Exception, overrides: list[str]) -> str:
     return first
 
 
+def run_help() -> str:
+    names = lambda group: ", ".join(_choices(group))  # noqa: E731
+    return f"""usage: peftbench run [-m] [--config-dir DIR] [KEY=VALUE ...]
+
+One run, or with -m a sweep (Hydra multirun: comma-separated values are crossed). Choose each part
+by its config group and override any key of the composed config (--cfg job prints it).
+
+groups:
+  method=NAME      {names("method")}
+  model=NAME       {names("model")}
+  task=NAME        {names("task")}
+  +sweep=PRESET    with -m: {names("sweep")}
+keys (a few):
+  steps=N  lr=X  seed=N  batch_size=N  precision=auto|fp32|bf16|fp16  device=auto|cpu|cuda
+  method.r=N  method.target_modules=PRESET  results_dir=DIR  measure=quick
+options:
+  -m, --multirun     sweep every combination of the comma-separated values
+  --config-dir DIR   your own config folder: its method/, model/, task/, sweep/ YAMLs beside the package's
+  --cfg job          print the composed config and run nothing
+  --hydra-help       Hydra's own help
+docs: docs/running.md (running), docs/sweeps.md (sweeps and launchers)"""
+
+
 def run(argv: list[str]) -> int:
+    if set(argv) & {"-h", "--help"}:
+        print(run_help())
+        return 0
     overrides = [a for a in argv if not a.startswith("-")]
     problem = check_group_choices(overrides, argv)
     if problem:
@@ -169,8 +189,8 @@ def run(argv: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from hydra.errors import HydraException
 
-    from experiments.app import main as hydra_main
-    from methods.base import ConfigError
+    from peftbench.experiments.app import main as hydra_main
+    from peftbench.methods.base import ConfigError
 
     sys.argv = ["peftbench run", *argv]
     try:
@@ -185,56 +205,3 @@ def run(argv: list[str]) -> int:
         print("peftbench: interrupted by SIGINT", file=sys.stderr)
         return 130
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help", "help"}:
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] in {"--version", "-V"}:
-        from importlib import metadata
-
-        print(f"peftbench {metadata.version('peftbench')}")
-        return 0
-    command, rest = argv[0], argv[1:]
-    from experiments.quiet import quiet
-
-    quiet()
-    try:
-        return dispatch(command, rest)
-    finally:
-        # the interpreter's last collections walk every object torch, transformers and peft
-        # created at import: 1.3 of the 2 s a run spends exiting (measured on a 2-core EPYC)
-        gc.freeze()
-
-
-def dispatch(command: str, rest: list[str]) -> int:
-    if command == "run":
-        return run(rest)
-    if command == "report":
-        from analysis.report import main as report_main
-
-        return report_main(rest)
-    if command == "sweep-size":
-        from experiments.sweep import main as sweep_main
-
-        return sweep_main(rest)
-    if command == "reproduce":
-        from experiments.study import main as study_main
-
-        return study_main(rest)
-    if command == "compare":
-        from analysis.compare import main as compare_main
-
-        return compare_main(rest)
-    if command == "bench":
-        from experiments.bench import main as bench_main
-
-        return bench_main(rest)
-    print(f"peftbench: error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Kinds of claim check that compare methods at their own tuned learning rate, along a config
 axis, or at matched target performance. Each is one function, registered in
-analysis.claims.CHECKS (this module is imported by analysis.claims).
+analysis.claims.core.CHECKS with @check.
 
 Every check picks learning rates on the validation split, never on test: a method's "tuned"
 configuration is the lr whose mean validation score over seeds is best (per seed for
@@ -17,7 +17,6 @@ Condition keys shared by these checks (besides check, method(s), baseline, toler
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,15 +24,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis import bootstrap, claims
-from analysis.claims import INF, Evidence, ConditionResult, _fmt, _methods, _result, _where, direction_of
-from analysis.load import GROUP_KEY, non_method, setting_value, short_hash
-from analysis.meta import sign
-from experiments.decide import beyond_edge
-from analysis.stats import one_per_source, t_ci95
+from peftbench.analysis import bootstrap
+from peftbench.analysis.claims.core import (INF, ConditionResult, Evidence, check, condition_result, direction_of, fmt,
+                                           methods_of, observed, same_value, where_text)
+from peftbench.analysis.load import GROUP_KEY, LINE_KEY, non_method, setting_value, short_hash
+from peftbench.analysis.meta import sign
+from peftbench.experiments.decide import beyond_edge
+from peftbench.analysis.stats import one_per_source, t_ci95
 
-# One "lr line": every run of a method configuration except the lr.
-LINE_KEY = GROUP_KEY + ["precision", "rank", "targets", "steps", "setting", "protocol"]
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -105,8 +103,8 @@ def edge_reason(line: pd.DataFrame, lr: float, who: str) -> str:
     if add is None:
         return ""
     low = add < lr
-    return (f"lr grid does not bracket the optimum: {who}'s validation pick lr {_fmt(lr)} is the {'lowest' if low else 'highest'} "
-            f"of {[float(_fmt(x)) for x in grid]}; add lr={add:.2g}")
+    return (f"lr grid does not bracket the optimum: {who}'s validation pick lr {fmt(lr)} is the {'lowest' if low else 'highest'} "
+            f"of {[float(fmt(x)) for x in grid]}; add lr={add:.2g}")
 
 
 def tie_note(line: pd.DataFrame, lr: float) -> str:
@@ -117,7 +115,7 @@ def tie_note(line: pd.DataFrame, lr: float) -> str:
     means = {float(k): s * float(g["val_primary"].astype(float).mean()) for k, g in line.groupby("lr")}
     best = means.get(lr, math.nan)
     tied = sorted(k for k, v in means.items() if abs(v - best) <= 1e-12)
-    return f"validation tie between lrs {[float(_fmt(x)) for x in tied]}: the declared rule takes the smaller" if len(tied) > 1 else ""
+    return f"validation tie between lrs {[float(fmt(x)) for x in tied]}: the declared rule takes the smaller" if len(tied) > 1 else ""
 
 
 def lines(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
@@ -125,7 +123,7 @@ def lines(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.
 
 
 def _matching(cfg: Mapping[str, Any], cands: list[tuple[dict[str, Any], pd.DataFrame]], keys: list[str]) -> list[pd.DataFrame]:
-    return [g for c, g in cands if all(claims._same(c[k], cfg[k]) for k in keys)]
+    return [g for c, g in cands if all(same_value(c[k], cfg[k]) for k in keys)]
 
 
 def paired_stats(a: Mapping[int, float], b: Mapping[int, float] | None = None, null: float = 0.0) -> dict[str, float]:
@@ -143,9 +141,9 @@ def paired_stats(a: Mapping[int, float], b: Mapping[int, float] | None = None, n
 
 
 def stats_text(st: Mapping[str, float], scale: Callable[[float], float] = lambda v: v, unit: str = "") -> str:
-    ci = "" if math.isnan(st["ci_low"]) else f", 95% CI [{_fmt(scale(st['ci_low']))}, {_fmt(scale(st['ci_high']))}]{unit}"
+    ci = "" if math.isnan(st["ci_low"]) else f", 95% CI [{fmt(scale(st['ci_low']))}, {fmt(scale(st['ci_high']))}]{unit}"
     p = "untested (1 seed or zero variance)" if math.isnan(st["p"]) else f"p={st['p']:.3g}"
-    return f"{_fmt(scale(st['estimate']))}{unit}{ci}; {p}; n={int(st['n'])} seeds"
+    return f"{fmt(scale(st['estimate']))}{unit}{ci}; {p}; n={int(st['n'])} seeds"
 
 
 def _seeds(st: Mapping[int, float]) -> tuple[int, ...]:
@@ -157,7 +155,7 @@ def _seeds(st: Mapping[int, float]) -> tuple[int, ...]:
 def _learned_seeds(line: pd.DataFrame, per_seed: Mapping[int, float]) -> dict[int, float]:
     """The seeds of a line that learned at one lr or more (analysis.guards), where the records
     say what learning means; all of them otherwise."""
-    from analysis.guards import learned
+    from peftbench.analysis.guards import learned
 
     if "val_floor" not in line.columns:
         return dict(per_seed)
@@ -198,6 +196,7 @@ def _best_lr_per_seed(line: pd.DataFrame) -> tuple[dict[int, float], list[float]
     return out, sorted(line["lr"].dropna().unique().tolist()), edges
 
 
+@check("best_lr_ratio", needs_baseline=True)
 def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """The method's best lr over the baseline's (each picked per seed on validation) is `expected`
     within `tolerance` decades: |log10(ratio) - log10(expected)| <= tolerance. Needs >= 3 lrs per
@@ -208,7 +207,7 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     runs = with_context(runs[runs["protocol"] != "lr_search"])
     base_lines = lines(side(runs, cond, cond["baseline"], "baseline"), LINE_KEY + ["context"])
     evidence = []
-    for method in _methods(cond):
+    for method in methods_of(cond):
         for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
             for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
                 mine, grid_m, edge_m = _best_lr_per_seed(line)
@@ -227,13 +226,13 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                 ok = abs(st["estimate"] - math.log10(expected)) <= tol
                 text = (f"best lr {method} [{cfg['rank']} {cfg['targets']}] / {cond['baseline']} [{base['rank'].iloc[0]} "
                         f"{base['targets'].iloc[0]}] = {stats_text(st, lambda v: 10 ** v, 'x')} (per seed: "
-                        + ", ".join(f"s{s}: {_fmt(mine[s])}/{_fmt(theirs[s])}" for s in sorted(logs))
+                        + ", ".join(f"s{s}: {fmt(mine[s])}/{fmt(theirs[s])}" for s in sorted(logs))
                         + f"; each the vertex of a quadratic in log lr around the seed's best validation point); needs "
-                        f"{_fmt(expected)}x within {_fmt(tol)} decades")
+                        f"{fmt(expected)}x within {fmt(tol)} decades")
                 region = (math.log10(expected) - tol, math.log10(expected) + tol)
-                evidence.append(Evidence(_where({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st, region,
+                evidence.append(Evidence(where_text({**cfg, "setting": cfg["setting"]}), text, ok, _seeds(logs), st, region,
                                          not_applicable="; ".join(edges), unit="decades"))
-    return _result(cond["check"], evidence, "" if evidence else "needs >= 3 learning rates of each side at one setting")
+    return condition_result(cond["check"], evidence, "" if evidence else "needs >= 3 learning rates of each side at one setting")
 
 
 # ---------------------------------------------------------------- tuned_compare
@@ -271,6 +270,7 @@ def item_bootstrap(mine: pd.DataFrame, theirs: pd.DataFrame, metric: str, region
     return bootstrap.compare(a, b, region, ratio=ratio, sign=s)
 
 
+@check("tuned_compare", needs_baseline=True)
 def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Method vs baseline, each at its own best lr (mean validation score over seeds), on the test
     metric, paired over seeds. `relation`: greater | less | within | ge (differences, oriented so
@@ -283,13 +283,13 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     runs = with_context(runs)
     base_lines = lines(side(runs, cond, cond["baseline"], "baseline"), LINE_KEY + ["context"])
     evidence = []
-    for method in _methods(cond):
+    for method in methods_of(cond):
         for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
             for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
                 lr_m, a, _ = tuned(line, metric)
                 lr_b, b, _ = tuned(base, metric)
-                label = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {_fmt(lr_m)}] vs {cond['baseline']} "
-                         f"[{base['rank'].iloc[0]} {base['targets'].iloc[0]}, lr {_fmt(lr_b)}]")
+                label = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {fmt(lr_m)}] vs {cond['baseline']} "
+                         f"[{base['rank'].iloc[0]} {base['targets'].iloc[0]}, lr {fmt(lr_b)}]")
                 ties = "; ".join(x for x in (tie_note(line, lr_m), tie_note(base, lr_b)) if x)
                 label += f" ({ties})" if ties else ""
                 edges = "; ".join(x for x in (edge_reason(line, lr_m, method), edge_reason(base, lr_b, cond["baseline"])) if x)
@@ -299,15 +299,15 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                     ok = not math.isnan(st["estimate"]) and _ratio_holds(st["estimate"], tol, cond)
                     region = (float(cond["range"][0]) - tol, float(cond["range"][1]) + tol)
                     lo_pct, hi_pct = 100 * float(cond["range"][0]), 100 * float(cond["range"][1])
-                    need = f">= {_fmt(lo_pct)}%" if math.isinf(hi_pct) else f"[{_fmt(lo_pct)}%, {_fmt(hi_pct)}%]"
-                    text = f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs {need} ± {_fmt(100 * tol)} points"
+                    need = f">= {fmt(lo_pct)}%" if math.isinf(hi_pct) else f"[{fmt(lo_pct)}%, {fmt(hi_pct)}%]"
+                    text = f"{label}: {metric} ratio {stats_text(st, lambda v: 100 * v, '%')}; needs {need} ± {fmt(100 * tol)} points"
                     seeds = _seeds(ratios)
                 else:
                     st = paired_stats({k: s * v for k, v in a.items()}, {k: s * v for k, v in b.items()})
                     holds, rel, where = RELATIONS[relation]
                     ok = not math.isnan(st["estimate"]) and holds(st["estimate"], tol, cond)
                     region = where(tol)
-                    text = f"{label}: {metric} diff (better = positive) {stats_text(st)}; needs {rel.format(tol=_fmt(tol))}"
+                    text = f"{label}: {metric} diff (better = positive) {stats_text(st)}; needs {rel.format(tol=fmt(tol))}"
                     seeds = tuple(sorted(set(a) & set(b)))
                 if not seeds:
                     continue
@@ -315,10 +315,10 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                 if boot is not None:  # seeds and test items both resampled: the interval that decides
                     st = boot
                     text += (f"; paired bootstrap over {int(boot['n'])} seeds x {int(boot['items'])} test items: "
-                             f"{_fmt(boot['estimate'])}, 95% CI [{_fmt(boot['ci_low'])}, {_fmt(boot['ci_high'])}]")
-                evidence.append(Evidence(_where(cfg), text, ok, seeds, st, region, not_applicable=edges,
+                             f"{fmt(boot['estimate'])}, 95% CI [{fmt(boot['ci_low'])}, {fmt(boot['ci_high'])}]")
+                evidence.append(Evidence(where_text(cfg), text, ok, seeds, st, region, not_applicable=edges,
                                          unit="(ratio)" if relation == "ratio_in" else ""))
-    return _result(cond["check"], evidence)
+    return condition_result(cond["check"], evidence)
 
 
 # ---------------------------------------------------------------- axis_slope_compare
@@ -338,7 +338,7 @@ def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) ->
         for value, g in line.groupby("axis_value"):
             lr, per_seed, _ = tuned(g, metric)
             curve[float(value)] = per_seed
-            edge = edge_reason(g, lr, f"{g['method'].iloc[0]} at {axis}={_fmt(float(value))}")
+            edge = edge_reason(g, lr, f"{g['method'].iloc[0]} at {axis}={fmt(float(value))}")
             edges += [edge] if edge else []
         if len(curve) >= 2:
             curves.append((curve, "; ".join(edges)))
@@ -360,6 +360,7 @@ def _axis_label(runs: pd.DataFrame, axis: str) -> str:
     return "|".join(used) or axis
 
 
+@check("axis_slope_compare", needs_baseline=True)
 def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Slope of the (tuned) metric per doubling of a config `axis` (batch_size, task.n_train, ...),
     method minus baseline, paired over seeds: greater (relation: greater) or smaller (less) by
@@ -374,7 +375,7 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
     group = GROUP_KEY + ["precision", "context"]
     for cfg, g in lines(runs, group):
         for base, base_edge in _axis_curves(side(g, cond, cond["baseline"], "baseline"), axis, metric, free):
-            for method in _methods(cond):
+            for method in methods_of(cond):
                 for mine, my_edge in _axis_curves(side(g, cond, method, "method"), axis, metric, free):
                     sm, sb = _slopes(mine), _slopes(base)
                     st = paired_stats({k: s * v for k, v in sm.items()}, {k: s * v for k, v in sb.items()})
@@ -385,10 +386,10 @@ def axis_slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condition
                     name = _axis_label(g, axis)
                     text = (f"slope of {metric} per doubling of {name} (better = positive), {method} minus {cond['baseline']}: "
                             f"{stats_text(st)} ({method} at {name}={sorted(mine)}, {cond['baseline']} at {sorted(base)}, each "
-                            f"at its best lr by validation); needs {rel.format(tol=_fmt(tol))}")
-                    evidence.append(Evidence(_where(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol),
+                            f"at its best lr by validation); needs {rel.format(tol=fmt(tol))}")
+                    evidence.append(Evidence(where_text(cfg), text, ok, tuple(sorted(set(sm) & set(sb))), st, where(tol),
                                              not_applicable="; ".join(x for x in (my_edge, base_edge) if x)))
-    return _result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis.replace('|', ' or ')} for both methods at one setting")
+    return condition_result(cond["check"], evidence, "" if evidence else f"needs >= 2 values of {axis.replace('|', ' or ')} for both methods at one setting")
 
 
 # ---------------------------------------------------------------- forgetting_at_matched
@@ -409,8 +410,8 @@ def _closest_pairs(perf: Mapping[int, float], forg: Mapping[int, float], pool: p
             continue
         partner = cands.loc[gap.idxmin()]
         mine[seed], theirs[seed] = forg[seed], float(partner[forgetting])
-        pairs.append(f"s{seed}: {_fmt(p)}/{_fmt(mine[seed])} vs {_fmt(float(partner[metric]))}/{_fmt(theirs[seed])} "
-                     f"(lr {_fmt(float(partner['chosen_lr']))}, {int(partner['steps'])} steps)")
+        pairs.append(f"s{seed}: {fmt(p)}/{fmt(mine[seed])} vs {fmt(float(partner[metric]))}/{fmt(theirs[seed])} "
+                     f"(lr {fmt(float(partner['chosen_lr']))}, {int(partner['steps'])} steps)")
     return mine, theirs, pairs
 
 
@@ -434,18 +435,19 @@ def _frontier_pairs(line: pd.DataFrame, pool: pd.DataFrame, metric: str, forgett
                 continue
             ok = cands[better * (cands[metric].astype(float) - p) >= -within]
             if ok.empty:  # said, not dropped quietly: it is the run most in the method's favour
-                pairs.append(f"s{seed} lr {_fmt(float(r['chosen_lr']))}: {_fmt(p)}/{_fmt(f)} vs none as good")
+                pairs.append(f"s{seed} lr {fmt(float(r['chosen_lr']))}: {fmt(p)}/{fmt(f)} vs none as good")
                 continue
             partner = ok.loc[ok[forgetting].astype(float).idxmin()]
             ms.append(f)
             ts.append(float(partner[forgetting]))
-            pairs.append(f"s{seed} lr {_fmt(float(r['chosen_lr']))}: {_fmt(p)}/{_fmt(f)} vs {_fmt(float(partner[metric]))}/"
-                         f"{_fmt(ts[-1])} (lr {_fmt(float(partner['chosen_lr']))})")
+            pairs.append(f"s{seed} lr {fmt(float(r['chosen_lr']))}: {fmt(p)}/{fmt(f)} vs {fmt(float(partner[metric]))}/"
+                         f"{fmt(ts[-1])} (lr {fmt(float(partner['chosen_lr']))})")
         if ms:
             mine[int(seed)], theirs[int(seed)] = float(np.mean(ms)), float(np.mean(ts))
     return mine, theirs, pairs
 
 
+@check("forgetting_at_matched", needs_baseline=True)
 def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """At matched target performance the method forgets less (relation less) than the baseline.
     `partner: closest` (default): per seed, the method's tuned configuration gives (performance,
@@ -467,7 +469,7 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
     runs = with_context(runs)
     evidence = []
     base_runs = side(runs, cond, cond["baseline"], "baseline")
-    for method in _methods(cond):
+    for method in methods_of(cond):
         for cfg, line in lines(side(runs, cond, method, "method"), LINE_KEY + ["context"]):
             lr, _, perf = tuned(line, metric)  # perf: validation scores, on which partners are matched
             edge = edge_reason(line, lr, method)
@@ -488,44 +490,34 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
             st = paired_stats(mine, theirs)
             ok = st["estimate"] < -tol if relation == "less" else st["estimate"] > tol
             against = (f"every lr] minus the least-forgetting {cond['baseline']} run of the seed with validation {metric} at least "
-                       f"as good (less {_fmt(within)}), mean over the seed's runs that have one" if frontier else
-                       f"lr {_fmt(lr)}] minus {cond['baseline']} at matched validation {metric} (within {_fmt(within)})")
+                       f"as good (less {fmt(within)}), mean over the seed's runs that have one" if frontier else
+                       f"lr {fmt(lr)}] minus {cond['baseline']} at matched validation {metric} (within {fmt(within)})")
             text = (f"{method} [{cfg['rank']} {cfg['targets']}, {against}: {forgetting} diff {stats_text(st)}; "
                     f"per {'run' if frontier else 'seed'} validation {metric}/{forgetting}: {'; '.join(pairs)}; "
-                    f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{_fmt(tol)}")
+                    f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{fmt(tol)}")
             region = (-INF, -tol) if relation == "less" else (tol, INF)
-            evidence.append(Evidence(_where(cfg), text, ok, _seeds(mine), st, region, not_applicable=edge if not frontier else ""))
-    floor = f" among runs that gained >= {_fmt(min_gain)} over the base model" if min_gain is not None else ""
-    near = f"at least as good as (less {_fmt(within)}) any" if frontier else f"within {_fmt(within)} of the tuned"
-    return _result(cond["check"], evidence, "" if evidence else f"no baseline run {near} run of the method's {metric}{floor}")
+            evidence.append(Evidence(where_text(cfg), text, ok, _seeds(mine), st, region, not_applicable=edge if not frontier else ""))
+    floor = f" among runs that gained >= {fmt(min_gain)} over the base model" if min_gain is not None else ""
+    near = f"at least as good as (less {fmt(within)}) any" if frontier else f"within {fmt(within)} of the tuned"
+    return condition_result(cond["check"], evidence, "" if evidence else f"no baseline run {near} run of the method's {metric}{floor}")
 
 
 # ---------------------------------------------------------------- metric_in_range
 
+@check("metric_in_range", needs_range=True)
 def metric_in_range(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """The metric's mean over seeds lies in `range` widened by the tolerance, per configuration."""
     metric, tol = cond["metric"], float(cond["tolerance"])
     lo, hi = (float(x) for x in cond["range"])
     evidence = []
-    for method in _methods(cond):
+    for method in methods_of(cond):
         for cfg, g in lines(side(with_context(runs), cond, method, "method"), LINE_KEY + ["lr"]):
-            g, reuse = claims.observed(g, metric)
+            g, reuse = observed(g, metric)
             per_seed = {int(k): float(v) for k, v in zip(g["seed"], g[metric]) if not math.isnan(float(v))}
             if not per_seed:
                 continue
             st = paired_stats(per_seed)
             ok = lo - tol <= st["estimate"] <= hi + tol
-            text = f"{method} {metric} = {stats_text(st)}; needs [{_fmt(lo)}, {_fmt(hi)}] ± {_fmt(tol)}{reuse}"
-            evidence.append(Evidence(_where(cfg), text, ok, _seeds(per_seed), st, (lo - tol, hi + tol)))
-    return _result(cond["check"], evidence)
-
-
-KINDS = {
-    "best_lr_ratio": best_lr_ratio,
-    "tuned_compare": tuned_compare,
-    "axis_slope_compare": axis_slope_compare,
-    "forgetting_at_matched": forgetting_at_matched,
-    "metric_in_range": metric_in_range,
-}
-claims.CHECKS.update(KINDS)
-claims.NEEDS_BASELINE |= {"best_lr_ratio", "tuned_compare", "axis_slope_compare", "forgetting_at_matched"}
+            text = f"{method} {metric} = {stats_text(st)}; needs [{fmt(lo)}, {fmt(hi)}] ± {fmt(tol)}{reuse}"
+            evidence.append(Evidence(where_text(cfg), text, ok, _seeds(per_seed), st, (lo - tol, hi + tol)))
+    return condition_result(cond["check"], evidence)

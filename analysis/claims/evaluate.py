@@ -1,0 +1,127 @@
+"""Evaluating a claim against the runs: filters, guards, each condition's check, the verdict."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from peftbench.analysis import guards
+from peftbench.analysis.load import contended_for, is_copied, is_timing, setting_labels
+
+from peftbench.analysis.verdicts import CANNOT_TELL, INVALID, decide
+from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimResult, ConditionResult, NO_DATA, methods_of
+from peftbench.analysis.claims.spec import known_settings, claim_files, claim_problems, column_problems, condition_spec, conditions_of, load_claims, setting_key_problems
+from peftbench.analysis.claims.render import add_data_hint, name_settings
+
+
+def _filter(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    for k, v in (where or {}).items():
+        if k in runs.columns:
+            runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
+    return runs
+
+
+METRIC_ROLES = ("metric", "than_metric", "noise_metric")
+
+
+def without_contended(runs: pd.DataFrame, cond: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """A condition on timings (latency, throughput, MFU, ...) judged without the runs whose timings
+    other work on the cores distorted (measurement.contended), and a note naming those left out
+    ('' when none were)."""
+    timings = [cond[r] for r in METRIC_ROLES if isinstance(cond.get(r), str) and is_timing(cond[r])]
+    if not timings or runs.empty:
+        return runs, ""
+    recs = runs.to_dict("records")
+    involved = set(methods_of(cond)) | {cond.get("baseline")}  # other methods' runs are no part of it
+    bad = [r["method"] in involved and any(contended_for(r, c) for c in timings) for r in recs]
+    if not any(bad):
+        return runs, ""
+    why = sorted({f"{r['run_id']} ({_reason(r, timings)})" for r, b in zip(recs, bad) if b})
+    note = f"left out {sum(bad)} run(s) whose timings were contended (other work competed for the cores): {'; '.join(why)}"
+    return runs[[not b for b in bad]], note
+
+
+def _reason(row: Mapping[str, Any], timings: list[str]) -> str:
+    """Why a run's timings in these columns were contended, as its record (or its source's) says."""
+    copied = any(contended_for(row, c) and is_copied(c) for c in timings)
+    reason = row.get("costs_contended_reason") if copied else row.get("measurement.contended_reason")
+    return str(reason or "contended")
+
+
+def resolve_names(claim: Any, columns: Iterable[str]) -> Any:
+    """A task metric may be named bare (`accuracy`, `exact_match`): it means the test split's,
+    `metrics.test.<name>`. Every other name is a run column as it is."""
+    if not isinstance(claim, dict):
+        return claim
+    known = set(columns)
+
+    def fix(cond: dict[str, Any]) -> dict[str, Any]:
+        out = dict(cond)
+        for role in METRIC_ROLES:
+            name = out.get(role)
+            if isinstance(name, str) and name not in known and f"metrics.test.{name}" in known:
+                out[role] = f"metrics.test.{name}"
+        return out
+
+    claim = fix(claim)
+    if isinstance(claim.get("conditions"), list):
+        claim["conditions"] = [fix(c) if isinstance(c, dict) else c for c in claim["conditions"]]
+    return claim
+
+
+def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
+    claim = resolve_names(claim, ok.columns)
+    problems = claim_problems(claim)
+    if not problems:
+        problems = column_problems(claim, ok.columns) + setting_key_problems(claim, known_settings(ok))
+    if problems:
+        cid = claim.get("id", "?") if isinstance(claim, dict) else "?"
+        return ClaimResult(str(cid), "", "", INVALID, [ConditionResult("-", INVALID, [], "; ".join(problems))], file)
+    runs, outside = guards.in_regime(_filter(ok, claim.get("where")), claim.get("regime"))
+    results = []
+    for cond in conditions_of(claim):
+        cond_runs, contended = without_contended(_filter(runs, cond.get("where")), cond)
+        cond_runs, not_learned = guards.learned_only(cond_runs, cond)
+        try:
+            result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
+        except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
+            result = ConditionResult(cond["check"], INVALID, [], f"{type(e).__name__}: {e}")
+        result.note = "; ".join(x for x in (result.note, outside, not_learned, contended) if x)
+        result.spec = condition_spec(cond)
+        results.append(result)
+    verdict = INVALID if any(r.verdict == INVALID for r in results) else CANNOT_TELL
+    out = ClaimResult(str(claim["id"]), _one_line(claim["statement"]), _one_line(claim["source"]), verdict, results,
+                      _shown_path(file), _one_line(claim.get("if_fails")), regime=_one_line(claim.get("regime_text")))
+    decide([out])  # alone; evaluate_all decides again over the whole report (Holm)
+    return out
+
+
+def _one_line(text: Any) -> str:
+    """A claim's prose as one line: YAML's folded blocks end in a newline, which a table cell or a
+    sentence around it must not carry."""
+    return " ".join(str(text or "").split())
+
+
+def _shown_path(file: str) -> str:
+    """A claim file as the report shows it: relative to the repository when inside it, so that a
+    committed report names no machine's folders."""
+    try:
+        return Path(file).resolve().relative_to(CLAIMS_DIR.parents[1]).as_posix()
+    except ValueError:
+        return file
+
+
+def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str] | None = None) -> list[ClaimResult]:
+    """Every claim in the folder (or those with the given ids); a claim without data names the
+    study that would supply it."""
+    wanted = None if ids is None else set(ids)
+    claims = [(f, c) for f, c in load_claims(claim_files(folder)) if wanted is None or (isinstance(c, dict) and c.get("id") in wanted)]
+    results = [evaluate_claim(c, ok, f) for f, c in claims] if not ok.empty or wanted is not None else []
+    decide(results)  # one family: the report's verdicts are corrected together
+    labels = setting_labels(ok) if not ok.empty else {}
+    for r in results:
+        add_data_hint(r)
+        for e in (e for c in r.conditions for e in c.evidence):
+            e.where = name_settings(e.where, labels)
+    return results

@@ -1,0 +1,339 @@
+"""How long a study takes on this machine, before it runs: `peftbench reproduce --list` and the
+estimate printed before a study's sweep. Step costs come from the reference records of the same
+model and method where there are some, else from FLOPs over the measured peak."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from peftbench.experiments.paths import CONF, REFERENCE as REFERENCE_DIR
+from peftbench.methods.roles import FULL_REFERENCE
+from peftbench.experiments.study import STUDY_DIR, parsed_yaml, Study, load_study, study_jobs, study_names
+
+PEAK_CACHE = "peak_flops.json"
+# Where no record measured a step, the analytic estimate divides FLOPs by the measured peak at
+# this fraction of it: the MFU the reference records reach on this CPU is 0.5-0.6.
+ASSUMED_MFU = 0.5
+# Outside the runs, per sweep: process start, imports, Hydra composing every job (README, "Launchers").
+SWEEP_OVERHEAD_S = 7.0
+
+def _yaml(path: Path) -> dict[str, Any]:
+    """A config file's contents; each file is parsed once per process (--list reads the same
+    few files for hundreds of jobs), and callers get their own copy."""
+    return copy.deepcopy(parsed_yaml(path))
+
+
+def _resolved_precision(requested: str, device: str, model_cfg: Mapping[str, Any]) -> str:
+    """What `precision` resolves to on this machine (auto: experiments.precision)."""
+    return requested if requested != "auto" else _auto_precision(device, str(model_cfg.get("dtype", "fp32")))
+
+
+@lru_cache(maxsize=16)
+def _auto_precision(device: str, weights: str) -> str:
+    from peftbench.experiments.precision import resolve
+
+    return resolve("auto", device, weights).precision
+
+
+def job_settings(job: Sequence[str]) -> dict[str, Any]:
+    """What a job's time depends on, from its overrides and the shipped YAML defaults (no Hydra
+    composition: --list must be fast)."""
+    ov = {}
+    for item in job:
+        k, _, v = item.partition("=")
+        ov[k.lstrip("+~")] = yaml.safe_load(v) if v else v
+    top = _yaml(CONF / "config.yaml")
+    defaults = {k: v for d in top.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+    model, method, task = (str(ov.get(g, defaults.get(g))) for g in ("model", "method", "task"))
+    mcfg, tcfg, meth = _yaml(CONF / "model" / f"{model}.yaml"), _yaml(CONF / "task" / f"{task}.yaml"), _yaml(CONF / "method" / f"{method}.yaml")
+    steps = ov.get("steps", mcfg.get("default_steps", 200))
+    measure = top.get("measure") or {}
+    task_cfg = dict(tcfg, data_files=dict(tcfg.get("data_files") or {}))
+    for k, v in ov.items():
+        if k.startswith("task.data_files."):
+            task_cfg["data_files"][k.rsplit(".", 1)[-1]] = v
+        elif k.startswith("task."):
+            task_cfg[k[len("task."):]] = v
+    n_eval = eval_examples(task_cfg)
+    return {"model": model, "method": method, "task": task, "steps": int(steps),
+            # the reference trains every weight: its step costs 3 forward passes, an adapter's 2
+            "trains_all": (meth.get("report") or {}).get("role") == FULL_REFERENCE,
+            "batch_size": int(ov.get("batch_size", top.get("batch_size", 16))),
+            "max_length": int(ov.get("max_length", top.get("max_length", 32))),
+            "precision": _resolved_precision(str(ov.get("precision", top.get("precision", "auto"))),
+                                             str(ov.get("device", top.get("device", "auto"))), mcfg),
+            "targets": str(ov.get("method.target_modules", meth.get("target_modules", "-"))),
+            "latency": bool(ov.get("measure.latency", measure.get("latency", True))),
+            "metrics_before": bool(ov.get("measure.metrics_before", measure.get("metrics_before", True))),
+            "serving": _serving_on(ov, measure),
+            "n_eval": n_eval}
+
+
+def _serving_on(ov: Mapping[str, Any], measure: Mapping[str, Any]) -> bool:
+    """Whether a job measures serving costs: `measure.serving.enabled` (the shipped config makes
+    it follow `measure.latency`), never without the base copy `latency_keep_base` keeps."""
+    from peftbench.experiments.meters.serving import DEFAULTS
+
+    latency = bool(ov.get("measure.latency", measure.get("latency", True)))
+    value = ov.get("measure.serving.enabled", (measure.get("serving") or {}).get("enabled", DEFAULTS["enabled"]))
+    on = latency if value == "${measure.latency}" else bool(value)
+    return on and bool(ov.get("measure.latency_keep_base", measure.get("latency_keep_base", True)))
+
+
+def _measures(measure: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+    """What a record's load-and-measurement time paid for; records from before the serving
+    meter have no serving block."""
+    return (bool(measure.get("latency", True)), bool(measure.get("metrics_before", True)),
+            bool((measure.get("serving") or {}).get("enabled", False)))
+
+
+def eval_examples(task: Mapping[str, Any]) -> int:
+    """Examples one evaluation pass scores, validation and test together: a generated task's
+    n_validation + n_test; for local files (GLUE's layout), the validation split carved from the
+    train file by validation_split_percentage plus the validation file as test, each capped by
+    max_eval_samples; otherwise (hub data, files absent) 2 x max_eval_samples, or 2 x 1000."""
+    n = int(task.get("n_validation") or 0) + int(task.get("n_test") or 0)
+    if n:
+        return n
+    raw = task.get("max_eval_samples")
+    cap = 32 if raw == "auto" else int(raw or 0)  # auto: 32 a split without CUDA, as on this machine
+    files = {k: _examples_in(str(v)) for k, v in (task.get("data_files") or {}).items() if v}
+    if files.get("train") and files.get("validation"):
+        parts = (files["train"] * float(task.get("validation_split_percentage") or 0) / 100, files["validation"])
+        return int(sum(min(x, cap) if cap else x for x in parts))
+    return 2 * (cap or 1000)
+
+
+@lru_cache(maxsize=None)
+def _examples_in(path: str) -> int:
+    """Lines after the header of a data file (0 when it is not there); relative paths are the
+    repository's, as a run from its root reads them."""
+    p = Path(path) if Path(path).is_absolute() else CONF.parent / path
+    try:
+        with p.open("rb") as f:
+            return max(sum(1 for _ in f) - 1, 0)
+    except OSError:
+        return 0
+
+
+@dataclass
+class Basis:
+    """Measured costs of one reference record, per unit, for estimating other runs."""
+
+    model: str
+    method: str
+    targets: str
+    precision: str
+    step_s_per_token: float
+    eval_s_per_example: float
+    other_s: float  # load + measurement, per run
+    file: str
+    measures: tuple[bool, ...] = (True, True, False)  # (latency, metrics_before, serving): what other_s paid for
+    batch_size: int = 0  # per-token step cost grows at small batches
+    reusable_s: float = 0.0  # latency, serving and merge time: paid once per cost configuration
+    trains_all: bool = False  # the method's role is the full reference (every weight trains)
+
+
+def reference_bases(folders: Iterable[Path]) -> list[Basis]:
+    """Per-unit costs of every ok record under the folders (recursively)."""
+    return list(_bases(tuple(Path(f) for f in folders)))
+
+
+@lru_cache(maxsize=8)
+def _bases(folders: tuple[Path, ...]) -> tuple[Basis, ...]:
+    out = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.json")) if Path(folder).is_dir() else []:
+            try:
+                r = json.loads(path.read_text())
+                if r.get("status") != "ok":
+                    continue
+                cfg, cost, timing = r["config"], r["cost"], r["timing"]
+                tokens = int(cfg["batch_size"]) * int(cfg["max_length"])
+                task = cfg.get("task") or {}
+                n_eval = eval_examples(task)
+                evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
+                mcfg = cfg.get("method") or {}
+                measure = cfg.get("measure") or {}
+                measures = _measures(measure)
+                out.append(Basis(str(r["model"]), str(r["method"]), str(mcfg.get("target_modules", "-")), str(r["precision"]),
+                                 float(cost["step_time_ms_median"]) / 1000.0 / tokens, float(timing["eval_s"]) / max(evals, 1),
+                                 float(timing["total_s"]) - float(timing["train_s"]) - float(timing["eval_s"]), str(path),
+                                 measures, int(cfg["batch_size"]),
+                                 # what a run that copies its costs from another does not pay again
+                                 0.0 if (r.get("measurement") or {}).get("costs_from") else float(timing.get("measure_s") or 0.0),
+                                 (mcfg.get("report") or {}).get("role") == FULL_REFERENCE))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return tuple(out)
+
+
+def _peak_flops(precision: str) -> float | None:
+    import os
+
+    cache = Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench")) / PEAK_CACHE
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    peaks = [float(v["peak_flops_per_s"]) for k, v in entries.items() if f"torch.{dtype}" in k and "|cpu|" in k]
+    return max(peaks) if peaks else None
+
+
+def _model_params(model: str) -> float | None:
+    """Parameter count of a model from its YAML's arch block (GPU models have one), else None."""
+    arch = _yaml(CONF / "model" / f"{model}.yaml").get("arch") or {}
+    h, layers, inter, vocab = (arch.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"))
+    if all(isinstance(x, int) for x in (h, layers, inter, vocab)):
+        return float(layers * (4 * h * h + 3 * h * inter) + vocab * h)
+    return None
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    basis: str
+    reusable_s: float = 0.0  # of `seconds`, what a later run of the same cost configuration copies  # "measured" (reference records of this model x method) | "measured, other method" | "analytic" | "unknown"
+
+
+def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
+    """Seconds for one run: measured step cost per token x tokens x steps, eval cost per example x
+    examples, plus load and measurement, from the closest reference record; else an analytic FLOPs
+    estimate over the measured peak in the peak cache."""
+    tokens = s["batch_size"] * s["max_length"]
+    same_model = [b for b in bases if b.model == s["model"] and b.precision == s["precision"]]
+    other_precision = ""
+    if not same_model:  # e.g. an AVX2 CPU (fp32) reading bf16 records: say so, never pass for measured here
+        same_model = [b for b in bases if b.model == s["model"]]
+        other_precision = f", at {'/'.join(sorted({b.precision for b in same_model}))} not {s['precision']}" if same_model else ""
+    exact = [b for b in same_model if b.method == s["method"]]
+    near = [b for b in exact if b.targets == s["targets"]] or exact
+    if near or same_model:
+        pool = near or same_model
+        step = statistics.median(b.step_s_per_token for b in [b for b in pool if b.batch_size == s["batch_size"]] or pool)
+        if not near:  # another method of this model: scale by training FLOPs (full FT 3x forward, adapters ~2x)
+            full = s["trains_all"]
+            others_full = all(b.trains_all for b in pool)
+            step *= (3 / 2) if full and not others_full else (2 / 3) if others_full and not full else 1
+        evals = s["n_eval"] * (2 if s["metrics_before"] else 1)
+        # load + measurement from references that measured what this job measures; else all of
+        # them (latency and base scores included: an upper bound for a run with them off)
+        want = (s["latency"], s["metrics_before"], s["serving"])
+        alike = ([b for b in pool if b.measures == want] or [b for b in pool if b.measures[2] == s["serving"]]
+                 or pool)
+        other = statistics.median(b.other_s for b in alike)
+        measured = [b.reusable_s for b in alike if b.reusable_s > 0]
+        reusable = min(other, statistics.median(measured)) if measured else 0.0
+        secs = s["steps"] * tokens * step + evals * statistics.median(b.eval_s_per_example for b in pool) + other
+        basis = "measured" if near else "measured, other method"
+        # records without the serving meter say nothing of its time, the largest part of a run's
+        # measurement on an LLM
+        unmeasured = s["serving"] and not any(b.measures[2] for b in same_model)
+        return Estimate(secs, basis + other_precision + (", serving costs not in it" if unmeasured else ""), reusable)
+    peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
+    if peak and n_params:
+        factor = 6 if s["trains_all"] else 4
+        return Estimate(s["steps"] * factor * n_params * tokens / (peak * ASSUMED_MFU), "analytic")
+    return Estimate(math.nan, "unknown")
+
+
+def cost_configuration(job: Sequence[str]) -> tuple[str, ...]:
+    """A job's overrides less its seed and lr: the runs that share one cost measurement."""
+    return tuple(sorted(o for o in job if o.lstrip("+~").split("=", 1)[0] not in ("seed", "lr", "method.lr")))
+
+
+def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | None = None,
+                   reference: Iterable[Path] = (REFERENCE_DIR,)) -> dict[str, Any]:
+    jobs = study_jobs(study, overrides, variant)
+    bases = reference_bases(reference)
+    per_job, seen = [], set()
+    for j in jobs:
+        est = estimate_job(job_settings(j), bases)
+        key = cost_configuration(j)
+        if key in seen:  # a later seed or lr of a configuration copies its costs (experiments/reuse.py)
+            est = Estimate(est.seconds - est.reusable_s, est.basis, 0.0)
+        seen.add(key)
+        per_job.append(est)
+    kinds = sorted({e.basis for e in per_job})
+    total = sum(e.seconds for e in per_job) + SWEEP_OVERHEAD_S
+    return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}
+
+
+def searchpath(roots: Path | Sequence[Path]) -> str:
+    """The Hydra override that adds config folders (the study's generated preset, the user's own)."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    return "hydra.searchpath=[" + ",".join(f"file://{Path(r).resolve()}" for r in roots) + "]"
+
+
+def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path | Sequence[Path], preset: str) -> list[bool] | None:
+    """Per job, whether the sweep will launch it, by the sweeper's own test: the first job of
+    its run id, without an ok record (or with `force`, or skip_done off). None when a job does
+    not compose: the sweep itself then says why."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peftbench.experiments.sweep.arms import already_done, job_run_id, task_container
+
+    head = [searchpath(conf_root), f"+sweep={preset}"]
+    seen: set[str] = set()
+    launch = []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            for job in jobs:
+                cfg = compose("config", overrides=[*head, *job], return_hydra_config=True)
+                config = task_container(cfg)
+                rid = job_run_id(config)
+                done, _, _ = already_done(config, rid, bool(cfg.hydra.sweeper.get("skip_done", True)))
+                launch.append(rid not in seen and not done)
+                seen.add(rid)
+    except Exception as e:  # noqa: BLE001 - an estimate is no reason to stop; the sweep names the problem
+        print(f"[study] cannot tell which runs are done ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", flush=True)
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    return launch
+
+
+def estimate_left(est: Mapping[str, Any], launch: Sequence[bool] | None) -> dict[str, Any]:
+    """The estimate for the runs the sweep will launch (all of them when that is unknown)."""
+    if launch is None:
+        return {"runs_left": None, "seconds_left": est["seconds"]}
+    secs = sum(e.seconds for e, go in zip(est["per_job"], launch) if go)
+    return {"runs_left": sum(launch), "seconds_left": secs + SWEEP_OVERHEAD_S}
+
+
+def fmt_duration(s: float) -> str:
+    if math.isnan(s):
+        return "unknown"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def list_studies(folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> list[str]:
+    lines = []
+    for name in study_names(folder):
+        study = load_study(name, folder, claims_dir)
+        est = estimate_study(study)
+        lines.append(f"{name}: {est['runs']} runs, est. {fmt_duration(est['seconds'])} CPU time on this machine "
+                     f"({'; '.join(est['bases'])} step costs); claims: {', '.join(study.claims)}")
+        for v in study.variants:
+            vest = estimate_study(study, variant=v)
+            lines.append(f"  --variant {v}: {vest['runs']} runs, est. {fmt_duration(vest['seconds'])} ({'; '.join(vest['bases'])})")
+    lines.append("Estimates: 'measured' = step time per token, eval time per example and load+measurement time of "
+                 "records under results/reference/ for the same model x method (x targets where there is one), x this "
+                 "study's steps, batch, length and eval examples; 'measured, other method' = another method's record of "
+                 "the same model scaled by training FLOPs (full FT 3 forward passes, adapters 2); 'analytic' = FLOPs "
+                 f"(6 or 4 x parameters x tokens per step) over the measured peak in the peak cache at {ASSUMED_MFU:.0%} MFU; "
+                 "', serving costs not in it' = runs that measure serving costs (measure.serving) where no record of "
+                 "the model did; "
+                 f"plus {SWEEP_OVERHEAD_S:.0f} s per sweep. One job at a time with all cores.")
+    return lines

@@ -1,0 +1,36 @@
+"""`${methods_beyond:PRESET,...}` in a sweep preset: every method YAML of conf/method/ that the
+named presets do not list, in the report's order. The zoo is written this way, so a new method's
+YAML joins it with no other file touched."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import yaml
+from omegaconf import OmegaConf
+
+from peftbench.experiments.paths import CONF
+
+RESOLVER = "methods_beyond"
+
+
+def preset_methods(preset: str) -> list[str]:
+    """The methods a preset lists by name (`hydra.sweeper.params.method`)."""
+    doc = yaml.safe_load((CONF / "sweep" / f"{preset}.yaml").read_text())
+    value = str(((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).get("method", ""))
+    return [m.strip() for m in value.split(",") if m.strip() and "${" not in m]
+
+
+@lru_cache(maxsize=None)
+def methods_beyond(*presets: str) -> str:
+    listed = {m for p in presets for m in preset_methods(p)}
+    order = {}
+    for path in (CONF / "method").glob("*.yaml"):
+        if path.stem not in listed:
+            report = (yaml.safe_load(path.read_text()) or {}).get("report") or {}
+            order[path.stem] = (int(report.get("order", 1000)), path.stem)
+    return ",".join(sorted(order, key=order.get))
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, methods_beyond)

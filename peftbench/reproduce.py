@@ -1,0 +1,257 @@
+"""`peftbench reproduce NAME | --list`: run a study's sweep (experiments/study.py turns the study
+into a preset), then its decide phases, report on exactly its runs and print each claim's verdict.
+It sits above experiments/ and analysis/: it runs the one and reads with the other."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from peftbench.analysis import claims as claims_mod
+from peftbench.analysis.claims import claim_reason, condition_line, evidence_line
+from peftbench.analysis.report import build
+from peftbench.experiments import decide as decide_phases
+from peftbench.experiments import record
+from peftbench.experiments.estimate import estimate_left, estimate_study, fmt_duration, jobs_to_launch, list_studies, searchpath
+from peftbench.experiments.study import STUDY_DIR, Study, StudyError, load_study, preset_text, study_jobs
+from peftbench.hydra_run import run as hydra_run
+
+def write_preset(study: Study, root: Path, variant: str | None) -> tuple[Path, str]:
+    """The generated preset in its own config folder (passed as a Hydra searchpath)."""
+    name = f"study_{study.name}" + (f"_{variant}" if variant else "")
+    path = root / "sweep" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(preset_text(study, variant))
+    return root, name
+
+
+def manifest_files(sweep_dir: Path) -> list[Path]:
+    """The result files of the runs of this sweep (from its manifest), those that exist."""
+    m = json.loads((sweep_dir / ".sweep.json").read_text())
+    paths = [record.result_path(e["results_dir"], e["run_id"]) for e in m["runs"] if e.get("run_id") and e.get("results_dir")]
+    return [p for p in paths if p.exists()]
+
+
+def keep_records(files: Sequence[Path], dest: Path) -> list[Path]:
+    """Copy a study's records into `dest` (each written atomically); records of runs no longer
+    in the study are removed, so the folder holds exactly this sweep's runs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for f in files:
+        target = dest / Path(f).name
+        record.write_atomic(target, json.loads(Path(f).read_text()))
+        kept.append(target)
+    for stale in set(dest.glob("*.json")) - set(kept):
+        stale.unlink()
+    return kept
+
+
+def write_study_note(dest: Path, study: Study, variant: str | None, overrides: Sequence[str], est: Mapping[str, Any],
+                     sweep_s: float, n_records: int) -> None:
+    """`dest/study.yaml`: per invocation, the command, the estimates printed before its sweep
+    started (all runs; the runs it was left to launch) and how long that sweep took (the records'
+    own start and finish times say how long each run took). Earlier invocations stay."""
+    path = dest / "study.yaml"
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        old = {}
+    runs = [i for i in old.get("invocations") or [] if isinstance(i, dict)]
+    runs.append({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides),
+                 "estimate_s": round(float(est["seconds"]), 1), "estimate_bases": list(est["bases"]),
+                 "runs_left": est.get("runs_left"), "estimate_left_s": round(float(est.get("seconds_left", est["seconds"])), 1),
+                 "sweep_s": round(sweep_s, 1), "records_after": n_records})
+    note = {"study": study.name, "variant": variant, "records": n_records, "invocations": runs}
+    tmp = dest / ".study.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(note, sort_keys=False))
+    tmp.replace(path)
+
+
+def verdict_lines(results: Sequence[Any]) -> list[str]:
+    """Each claim's verdict with its reason and, per condition, each configuration's estimate,
+    CI, corrected p, minimum detectable effect and seeds."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
+        lines.append(f"  why: {claim_reason(r)}")
+        if r.disagreement():
+            lines.append(f"  {r.disagreement()}")
+        for c in r.conditions:
+            lines.append(f"  {condition_line(c).replace('**', '')}")
+            lines += [f"    {evidence_line(e).replace('**', '')}" for e in c.evidence]
+    return lines
+
+
+def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None, folder: Path = STUDY_DIR,
+              claims_dir: Path | None = None, out: Path | None = None, keep: Path | None = None,
+              config_dir: Path | None = None) -> int:
+    """Run the study's sweep, report on exactly its runs, print each verdict. `keep`: also copy
+    the runs' records there and write the report to `keep/report` (how results/reference/studies/
+    is made)."""
+    study = load_study(name, folder, claims_dir)
+    if variant and variant not in study.variants:
+        raise StudyError(f"study {name} has no variant {variant!r}; available: {', '.join(study.variants) or '(none)'}")
+    results_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("results_dir=")), "results")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    tag = name + (f"_{variant}" if variant else "")
+    work = Path(results_dir) / ".studies" / tag
+    conf_root, preset = write_preset(study, work / "conf", variant)
+    sweep_dir = work / stamp
+    est = estimate_study(study, overrides, variant)
+    roots = [conf_root] + ([config_dir] if config_dir else [])  # the user's own methods, models and tasks too
+    est.update(estimate_left(est, jobs_to_launch(study_jobs(study, overrides, variant), roots, preset)))
+    left = ("if none is done yet" if est["runs_left"] is None else
+            f"for all; {est['runs_left']} to run, est. {fmt_duration(est['seconds_left'])}")
+    print(f"[study] {name}{f' ({variant})' if variant else ''}: {study.title} ({study.source}); {est['runs']} jobs, "
+          f"est. {fmt_duration(est['seconds'])} {left}", flush=True)
+    started = time.time()
+    rc = hydra_run(["-m", searchpath(roots), f"+sweep={preset}", f"hydra.sweep.dir={sweep_dir}", *overrides])
+    if rc != 0:
+        return rc
+    if not (sweep_dir / ".sweep.json").exists():
+        print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
+        return 0
+    files = manifest_files(sweep_dir)
+    if study.decide is not None:
+        files, rc = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep, config_dir)
+        if rc != 0:
+            return rc
+    if keep is not None:
+        files = keep_records(files, keep)
+        write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
+    out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
+    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
+    print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
+    for line in verdict_lines(made["claims"]):
+        print(line)
+    return 0
+
+
+def _phase(study: Study, work: Path, name: str, arms: list[dict[str, str]], overrides: Sequence[str],
+           config_dir: Path | None = None) -> tuple[int, Path]:
+    """One more sweep of the study: `arms` alone (each a whole job's overrides), as a preset of its own."""
+    root = work / "conf"
+    path = root / "sweep" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# @package _global_\n# {study.file}: {name}\n" + yaml.safe_dump(
+        {"hydra": {"sweeper": {"params": {}, "arms": arms}}}, sort_keys=False))
+    sweep_dir = work / name
+    hydra_only = [o for o in overrides if _key_of(o).lstrip("+").startswith("hydra")]
+    roots = [root] + ([config_dir] if config_dir else [])
+    rc = hydra_run(["-m", searchpath(roots), f"+sweep={name}", f"hydra.sweep.dir={sweep_dir}", *hydra_only])
+    return rc, sweep_dir
+
+
+def _key_of(item: str) -> str:
+    return item.split("=", 1)[0]
+
+
+def _entries_and_records(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    entries, records = [], {}
+    for d in sweep_dirs:
+        m = json.loads((d / ".sweep.json").read_text())
+        for e in m["runs"]:
+            path = record.result_path(e["results_dir"], e["run_id"]) if e.get("run_id") and e.get("results_dir") else None
+            if path is not None and path.exists():
+                entries.append(e)
+                records[e["run_id"]] = json.loads(path.read_text())
+    return entries, records
+
+
+def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str], work: Path, stamp: str,
+                      first: Path, keep: Path | None, config_dir: Path | None = None) -> tuple[list[Path], int]:
+    """After the grid: extend the lr grid of any line picked on its edge, write the analysis plan,
+    then run N seeds at each line's pick (experiments/decide.py). The result files of every phase."""
+    n_seeds, rounds = study.decide  # type: ignore[misc]
+    dirs = [first]
+    for r in range(rounds):
+        lines = decide_phases.lines_of(*_entries_and_records(dirs))
+        arms = decide_phases.extension_arms(lines)
+        if not arms:
+            break
+        print(f"[study] {len(arms)} line(s) picked on the edge of their lr grid: extending (round {r + 1} of {rounds})", flush=True)
+        rc, d = _phase(study, work, f"{stamp}_extend{r + 1}", arms, overrides, config_dir)
+        if rc != 0:
+            return [], rc
+        dirs.append(d)
+    lines = decide_phases.lines_of(*_entries_and_records(dirs))
+    content = decide_phases.plan(study.file, study.claims, lines, n_seeds, rounds)
+    for dest in [work / f"{stamp}_{decide_phases.PLAN_FILE}"] + ([keep / decide_phases.PLAN_FILE] if keep is not None else []):
+        decide_phases.write_plan(dest, content)
+    edges = sum(p["on_edge"] for p in content["picks"])
+    print(f"[study] analysis plan written before the seeds phase ({work / f'{stamp}_{decide_phases.PLAN_FILE}'}): "
+          f"{len(content['picks'])} line(s), {edges} still on a grid edge; {n_seeds} seeds at each pick", flush=True)
+    arms = decide_phases.seed_arms(lines, n_seeds)
+    if arms:
+        rc, d = _phase(study, work, f"{stamp}_seeds", arms, overrides, config_dir)
+        if rc != 0:
+            return [], rc
+        dirs.append(d)
+    files = sorted({p for d in dirs for p in manifest_files(d)})
+    return files, 0
+
+
+# ---------------------------------------------------------------- command line
+
+USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--keep DIR] [--config-dir DIR] [OVERRIDES...]
+       peftbench reproduce --list [--config-dir DIR]"""
+HELP = USAGE + """
+
+Run a published comparison (a study: conf/study/NAME.yaml) and check its claims: its grid, the
+phases its `decide:` block asks for, a report on exactly its runs, and each claim's verdict.
+
+options:
+  NAME              the study; --list names them all, with an estimate of each on this machine
+  --variant V       run the study on one of its variants (another task or model)
+  --out DIR         where the report goes (default: report/studies/NAME[_V])
+  --keep DIR        also copy the study's records into DIR and write the report to DIR/report
+  --config-dir DIR  your own config folder, as for `peftbench run`: studies in DIR/study/, claims in
+                    DIR/claims/, and its method/, model/ and task/ YAMLs found by every run
+  --list            every study, its runs and its estimated time here
+  OVERRIDES         key=value for every run, as for `peftbench run` (e.g. results_dir=DIR)"""
+
+
+def _option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    if flag in argv:
+        i = argv.index(flag)
+        if i + 1 >= len(argv):
+            raise StudyError(f"{flag} needs a value")
+        return argv[i + 1], argv[:i] + argv[i + 2:]
+    return None, argv
+
+
+def main(argv: list[str]) -> int:
+    if set(argv) & {"-h", "--help"}:
+        print(HELP)
+        return 0
+    try:
+        config_dir, argv = _option(list(argv), "--config-dir")
+        # the folders one by one: the spelling before --config-dir, still read
+        studies, argv = _option(argv, "--studies")
+        claims, argv = _option(argv, "--claims")
+        variant, argv = _option(argv, "--variant")
+        out, argv = _option(argv, "--out")
+        keep, argv = _option(argv, "--keep")
+        user = Path(config_dir).expanduser().resolve() if config_dir else None
+        if user is not None and not user.is_dir():
+            raise StudyError(f"--config-dir {config_dir} is not a folder; give the folder that holds your study/, claims/ "
+                             f"or method/ YAMLs")
+        folder = Path(studies) if studies else user / "study" if user and (user / "study").is_dir() else STUDY_DIR
+        claims_dir = Path(claims) if claims else user / "claims" if user and (user / "claims").is_dir() else None
+        if "--list" in argv:
+            print("\n".join(list_studies(folder, claims_dir)))
+            return 0
+        names = [a for a in argv if "=" not in a and not a.startswith("-")]
+        if len(names) != 1:
+            print(USAGE, file=sys.stderr)
+            return 2
+        overrides = [a for a in argv if a != names[0]]
+        return reproduce(names[0], overrides, variant=variant, folder=folder, claims_dir=claims_dir,
+                         out=Path(out) if out else None, keep=Path(keep) if keep else None, config_dir=user)
+    except StudyError as e:
+        print(f"peftbench: error: {e}", file=sys.stderr)
+        return 2
