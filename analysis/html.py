@@ -21,7 +21,7 @@ import pandas as pd
 from peftbench.analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
 from peftbench.analysis.figures import Figure
 from peftbench.analysis.load import Problem
-from peftbench.analysis.summary import label, summaries
+from peftbench.analysis.summary import labeller, summaries
 from peftbench.experiments.fields import FIELDS
 
 SCRIPT = (Path(__file__).parent / "report.js").read_text()
@@ -181,10 +181,10 @@ def pareto_html(agg: pd.DataFrame) -> str:
         cols = plot_columns(t)
         if len(cols) < 2:
             continue
-        names = [c[0] for c in cols]
+        names, name = [c[0] for c in cols], labeller(t)
         cost = next((i for i, c in enumerate(names) if c == "params.trainable"), 1)
         data = {"columns": [{"label": lab, "direction": d} for _, lab, d in cols], "x": cost, "y": 0,
-                "rows": [{"label": label(r), "color": str(r.get("color") or "#1f77b4"), "values": [_numeric(r[c]) for c in names]}
+                "rows": [{"label": name(r), "color": str(r.get("color") or "#1f77b4"), "values": [_numeric(r[c]) for c in names]}
                          for _, r in t.iterrows()]}
         blob = json.dumps(data).replace("</", "<\\/")
         parts.append(f"<div class='pareto'><h3>{escape(str(model))} / {escape(str(task))}</h3>"

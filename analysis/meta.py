@@ -74,7 +74,8 @@ class MetricSpec:
 
 def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
     """What the run scored by (experiments.metric_spec): its own `metric_spec`, else its config's
-    declaration; none when neither is usable (the record is then reported as a problem)."""
+    declaration; none when neither is usable (analysis.load then skips the record as a problem,
+    naming why)."""
     try:
         spec = metric_spec.of_record(record)
     except ConfigError:

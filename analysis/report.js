@@ -60,17 +60,24 @@
         heads.forEach(function (o) { delete o.dataset.sort; });
         h.dataset.sort = asc ? "asc" : "desc";
         var rows = rowsOf(t);
-        var numeric = rows.some(function (r) { return !isNaN(num(r.cells[i] ? r.cells[i].textContent : "")); }) && h.dataset.group !== "label";
+        var cellsOf = rows.map(function (r) { return r.cells[i] ? r.cells[i].textContent.trim() : ""; });
+        // a label column sorts as numbers only when every cell is one (LR 1e-03, steps); else in
+        // natural order, so r=4 comes before r=16; a figure column by the number it shows
+        var bare = cellsOf.filter(function (c) { return c && c !== "-" && c !== "–"; });
+        var label = h.dataset.group === "label";
+        var plain = bare.length > 0 && bare.every(function (c) { return /^[-+]?\d*\.?\d+(e[-+]?\d+)?$/i.test(c.replace(/,/g, "")); });
+        var numeric = label ? plain : rows.some(function (r) { return !isNaN(num(r.cells[i] ? r.cells[i].textContent : "")); });
         rows.sort(function (a, b) {
           var x = a.cells[i] ? a.cells[i].textContent : "", y = b.cells[i] ? b.cells[i].textContent : "";
           if (numeric) {
-            var p = num(x), q = num(y);
+            var p = label ? parseFloat(x.replace(/,/g, "")) : num(x), q = label ? parseFloat(y.replace(/,/g, "")) : num(y);
             if (isNaN(p) && isNaN(q)) return 0;
             if (isNaN(p)) return 1;  // no figure: last, either way
             if (isNaN(q)) return -1;
             return asc ? p - q : q - p;
           }
-          return asc ? x.localeCompare(y) : y.localeCompare(x);
+          var c = x.localeCompare(y, undefined, {numeric: true});
+          return asc ? c : -c;
         });
         rows.forEach(function (r) { t.tBodies[0].appendChild(r); });
       });

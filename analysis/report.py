@@ -21,7 +21,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="peftbench report", description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="*", default=["results"], help="result files or folders of *.json (default: results/)")
     p.add_argument("--out", default="report", help="output folder (default: report/)")
-    p.add_argument("--claims", default=str(claims_mod.CLAIMS_DIR), help="folder of claim YAML files (default: conf/claims/)")
+    p.add_argument("--claims", help="folder of claim YAML files (default: conf/claims/, or DIR/claims/ of --config-dir)")
     p.add_argument("--config-dir", help="your own config folder, as for `peftbench run` and `reproduce`: its claims/ replaces "
                                         "conf/claims/")
     p.add_argument("--study", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
@@ -88,20 +88,27 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
+    user = Path(args.config_dir).expanduser() if args.config_dir else None
+    if user is not None and not user.is_dir():
+        print(f"peftbench: error: --config-dir {args.config_dir} is not a folder; give the folder that holds your "
+              f"claims/ and study/ YAMLs", file=sys.stderr)
+        return 2
     claim_ids = None
     if args.study:
-        claim_ids = study_claims(args.study)
+        studies = user / "study" if user is not None and (user / "study").is_dir() else None
+        claim_ids = study_claims(args.study, studies) if studies else study_claims(args.study)
         if claim_ids is None:
-            print(f"peftbench: error: --study {args.study}: no such study in conf/study/ (see peftbench reproduce --list)", file=sys.stderr)
+            where = f"{studies}/" if studies else "conf/study/"
+            print(f"peftbench: error: --study {args.study}: no such study in {where} (see peftbench reproduce --list)", file=sys.stderr)
             return 2
     missing = [r for r in args.results if not Path(r).exists()]
     if missing:  # before anything is written: a report of nothing would overwrite the last one
         print(f"peftbench: error: no such file or folder: {', '.join(missing)}; name a results folder or record files "
               f"(e.g. peftbench report results/)", file=sys.stderr)
         return 2
-    claims_dir = Path(args.claims)
-    if args.config_dir and (Path(args.config_dir) / "claims").is_dir():
-        claims_dir = Path(args.config_dir) / "claims"
+    # an explicit --claims wins; else the user's claims/, else the package's
+    claims_dir = (Path(args.claims) if args.claims else user / "claims" if user is not None and (user / "claims").is_dir()
+                  else claims_mod.CLAIMS_DIR)
     made = build(args.results, out, claims_dir, claim_ids=claim_ids)
     n_figs = sum(1 for f in made["figures"] if f.files)
     print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "

@@ -521,7 +521,7 @@ def to_html(title: str, table: pd.DataFrame, details: bool | str = False) -> str
 
     columns, notes_ = columns_and_notes(table, details)
     # the legend rides along as a tooltip: the page has no separate legend section
-    # data-group: the page's toggles show or hide a group of columns together (html.TABLE_JS)
+    # data-group: the page's toggles show or hide a group of columns together (analysis/report.js)
     head = "".join(f"<th title='{escape(c.legend)}' data-group='{'label' if c.label else c.group}'>{escape(c.header)}</th>"
                    for c in columns)
     body = "".join("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>" for t, b in row) + "</tr>"

@@ -140,7 +140,7 @@ def search(config: dict[str, Any], run_one: Runner) -> dict[str, Any]:
                     "provenance": next((r.get("provenance") for r in records.values() if r.get("provenance")), {})})
     else:
         chosen = records[best["run_id"]]
-        rec.update({k: chosen[k] for k in ("status", "error", "params", "metrics", "metrics_before", "metrics_majority", "eval_items", "items", "forgetting", "lm_eval", "lm_eval_before",
+        rec.update({k: chosen[k] for k in ("status", "error", "params", "metrics", "metric_spec", "metrics_before", "metrics_majority", "eval_items", "items", "forgetting", "lm_eval", "lm_eval_before",
                                                   "loss_curve", "lr", "timing", "cost", "measurement",
                                                   "method_info", "provenance") if k in chosen})
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()

@@ -159,7 +159,7 @@ def test_paired_test_needs_two_shared_seeds():
 
 @pytest.mark.slow
 def test_analysis_never_imports_torch():
-    code = ("import sys; import analysis.report, analysis.load, experiments.record, experiments.fields; "
+    code = ("import sys; import peftbench.analysis.report, peftbench.analysis.load, peftbench.experiments.record, peftbench.experiments.fields; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 

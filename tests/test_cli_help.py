@@ -22,3 +22,23 @@ def test_run_help_lists_the_groups_and_the_config_folder_option(capsys):
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
     assert "method=NAME" in out and "lora" in out and "--config-dir DIR" in out and len(out.splitlines()) < 40
+
+
+def test_report_reads_claims_and_studies_from_the_users_config_folder(tmp_path, capsys):
+    """`report --config-dir DIR` takes DIR/claims and DIR/study, the same folder `run` and
+    `reproduce` take; a folder that is not there is one error line before anything is written."""
+    assert main(["report", str(tmp_path), "--config-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("peftbench: error: --config-dir") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    mine = tmp_path / "mine"
+    (mine / "study").mkdir(parents=True)
+    (mine / "claims").mkdir()
+    (mine / "study" / "my_study.yaml").write_text("name: my_study\nclaims: [my_claim]\n")
+    (mine / "claims" / "my_claim.yaml").write_text(
+        "id: my_claim\nstatement: s\nsource: t\ncheck: metric_in_range\nmethod: lora\nmetric: primary\nrange: [0, 1]\ntolerance: 0\n")
+    (tmp_path / "records").mkdir()
+    assert main(["report", str(tmp_path / "records"), "--config-dir", str(mine), "--study", "my_study",
+                 "--out", str(tmp_path / "r")]) == 0
+    claims = (tmp_path / "r" / "claims.md").read_text()
+    assert "my_claim" in claims and "guide_lora" not in claims

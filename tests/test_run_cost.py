@@ -236,7 +236,7 @@ def test_auto_on_a_cpu_held_to_avx2_kernels_is_fp32():
     env = {k: v for k, v in __import__("os").environ.items() if k != precision.STUB_ENV}
     env.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2",
                PEFTBENCH_CACHE=tempfile.mkdtemp())
-    code = "from experiments.precision import resolve; r = resolve('auto', 'cpu'); print(r.precision, r.bf16_speedup)"
+    code = "from peftbench.experiments.precision import resolve; r = resolve('auto', 'cpu'); print(r.precision, r.bf16_speedup)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     got, ratio = out.stdout.split()
     assert got == "fp32", out

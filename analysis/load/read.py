@@ -10,7 +10,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from peftbench.experiments import metric_spec
 from peftbench.experiments.record import SCHEMA_VERSION, schema_problems
+from peftbench.methods.errors import ConfigError
 from peftbench.analysis.load.identity import GROUP_KEY, ROW_KEY
 from peftbench.analysis.load.upgrade import upgrade_v1
 from peftbench.analysis.load.rows import flatten
@@ -90,6 +92,10 @@ def _analysis_problems(record: Mapping[str, Any]) -> list[str]:
         return ["metrics.test missing or empty"]
     if not isinstance(record.get("config", {}).get("method"), dict):
         return ["config.method missing"]
+    try:
+        metric_spec.of_record(record)
+    except ConfigError as e:  # nothing says which metric ranks this run
+        return [f"no usable metric declaration (metric_spec, or config.task.metrics): {e}"]
     return []
 
 
