@@ -154,7 +154,10 @@ def hydra_error_line(error: Exception, overrides: list[str]) -> str:
 
 
 def run_help() -> str:
-    names = lambda group: ", ".join(_choices(group))  # noqa: E731
+    import textwrap
+
+    def names(group: str) -> str:  # wrapped under the option's own column
+        return textwrap.fill(", ".join(_choices(group)), 99, initial_indent=" " * 19, subsequent_indent=" " * 19).lstrip()
     return f"""usage: peftbench run [-m] [--config-dir DIR] [KEY=VALUE ...]
 
 One run, or with -m a sweep (Hydra multirun: comma-separated values are crossed). Choose each part

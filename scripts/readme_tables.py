@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import re
 import sys
 from pathlib import Path
@@ -214,6 +215,14 @@ def study_results(source: str) -> tuple:
 
 
 VARIANTS = (("", "generated task, MiniLM"), ("_sst2", "SST-2, MiniLM"), ("_llm", "procedural, SmolLM2-135M"))
+# the column a study's own folder (no variant suffix) goes in, by what its records ran: a study
+# written for SST-2 from the start (sst2_headline) is an SST-2 column entry
+COLUMN_OF_RUN = {("synth", "minilm"): "", ("sst2", "minilm"): "_sst2", ("procedural", "smollm2-135m"): "_llm"}
+
+
+def column_of(folder: Path) -> str:
+    rec = json.loads(next(folder.glob("*.json")).read_text())
+    return COLUMN_OF_RUN.get((rec.get("task"), rec.get("model")), "")
 
 
 def verdicts_for(source: str) -> str:
@@ -225,7 +234,8 @@ def verdicts_for(source: str) -> str:
     lines = ["| study: claim | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
     counts: dict[str, int] = {}
     for study in studies:
-        got = {v: {r.id: r.verdict for r in study_results(f"{source}/{study}{v}")} for v, _ in VARIANTS if f"{study}{v}" in folders}
+        got = {v: {r.id: r.verdict for r in study_results(f"{source}/{study}{v}")} for v, _ in VARIANTS[1:] if f"{study}{v}" in folders}
+        got[column_of(root / study)] = {r.id: r.verdict for r in study_results(f"{source}/{study}")}
         for cid in study_claim_ids(f"{source}/{study}"):
             cells = []
             for v, _ in VARIANTS:
