@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from peftbench.experiments import metric_spec
+from peftbench.experiments.paths import ROOT
 
 
 class DecideError(ValueError):
@@ -145,7 +146,11 @@ def plan(study_file: str, claims: Sequence[str], lines: Mapping[tuple, Line], n_
         lr, beyond = pick(line)
         picks.append({"line": line.items, "grid": [x for x in line.lrs()], "pick_lr": lr, "on_edge": beyond is not None,
                       "seeds_have": sorted(s for (x, s) in line.runs if x == lr), "seeds_total": n_seeds})
-    return {"study_file": study_file, "study_sha256": hashlib.sha256(text).hexdigest(), "claims": list(claims),
+    try:  # a path inside the checkout is written relative to it: the plan is committed beside its records
+        shown = Path(study_file).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        shown = study_file
+    return {"study_file": shown, "study_sha256": hashlib.sha256(text).hexdigest(), "claims": list(claims),
             "rule": "pick: best mean validation score of the task's primary metric over seeds, ties to the smaller lr",
             "extension_rounds": rounds, "picks": picks}
 
