@@ -47,7 +47,7 @@ th.sortable{cursor:pointer}th[data-sort=asc]::after{content:" ▲"}th[data-sort=
 .tools .filter{width:22em}
 .pareto{display:inline-block;vertical-align:top;margin:.5em 1em .5em 0}.pareto svg{border:1px solid #eee;max-width:100%;height:auto}
 .pareto .tip{font-size:12px;white-space:pre-line;min-height:3.6em;color:#333}
-.summary td{white-space:normal;text-align:left;max-width:60em}
+.summary td,.summary th{white-space:normal;text-align:left;max-width:60em}
 """
 
 PROVENANCE_COLUMNS = {
@@ -153,7 +153,12 @@ def summary_html(agg: pd.DataFrame, claims: list[ClaimResult]) -> str:
              "<th>Cheapest close to full fine-tuning</th></tr></thead>" f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
     verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
                        f"({escape(claim_reason(r))})</li>" for r in claims)
-    return table + (f"<p>Claims (decided by their intervals; details below):</p><ul>{verdicts}</ul>" if verdicts else "")
+    counts: dict[str, int] = {}
+    for r in claims:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    tally = ", ".join(f"<span class='{css.get(v, '')}'>{n} {escape(v)}</span>" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return table + (f"<p>Claims, decided by their intervals: {tally}.</p><details><summary>each claim's verdict and why "
+                    f"(the claims section has the evidence)</summary><ul>{verdicts}</ul></details>" if verdicts else "")
 
 
 def _numeric(v: object) -> float | None:

@@ -129,7 +129,8 @@ def test_every_package_folder_is_installed():
     listed = set(config["packages"])
     folders = {f"{pkg}.{'.'.join(p.parent.relative_to(ROOT / folder).parts)}".rstrip(".")
                for pkg, (folder, _) in LAYERS.items() for p in (ROOT / folder).rglob("__init__.py")}
-    assert folders | {PLUGIN[0], "peftbench.conf"} == listed
+    conf = {"peftbench." + ".".join(p.relative_to(ROOT).parts) for p in [ROOT / "conf", *(ROOT / "conf").rglob("*")] if p.is_dir()}
+    assert folders | {PLUGIN[0]} | conf == listed
     assert {config["package-dir"][k] for k in config["package-dir"]} == {"methods", "experiments", "analysis", "conf"}
 
 
