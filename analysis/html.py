@@ -50,6 +50,9 @@ th.sortable{cursor:pointer}th[data-sort=asc]::after{content:" ▲"}th[data-sort=
 .summary td,.summary th{white-space:normal;text-align:left;max-width:60em}
 """
 
+# the stylesheet class each verdict is shown in
+VERDICT_CLASS = {"holds": "holds", "fails": "fails", "not applicable": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
+
 PROVENANCE_COLUMNS = {
     "prov_git": "git commit", "prov_device": "device", "prov_hardware": "hardware (GPU / CPU model)",
     "prov_cpu_count": "CPUs", "prov_torch_threads": "torch threads", "prov_cuda": "CUDA", "prov_versions": "versions",
@@ -112,18 +115,17 @@ def figures_html(figs: list[Figure], out: Path) -> str:
 def claims_html(results: list[ClaimResult]) -> str:
     if not results:
         return "<p>No claims declared in conf/claims/.</p>"
-    css = {"holds": "holds", "fails": "fails", "not applicable": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
     rows = []
     for r in results:
         details = "".join(
             f"<li><code>{escape(c.check)}</code>" + (f" ({escape(c.spec)})" if c.spec else "")
-            + f": <span class='{css.get(c.verdict, '')}'>{escape(c.verdict)}</span>" + (f" ({escape(c.note)})" if c.note else "")
+            + f": <span class='{VERDICT_CLASS.get(c.verdict, '')}'>{escape(c.verdict)}</span>" + (f" ({escape(c.note)})" if c.note else "")
             + _list(escape(evidence_line(e).replace("**", "")) for e in c.evidence) + "</li>"
             for c in r.conditions)
         note = f"<p><b>{escape(r.disagreement())}</b></p>" if r.disagreement() else ""
         regime = f"<p>Regime of the claim: {escape(r.regime)}</p>" if r.regime else ""
         rows.append(f"<tr><td style='text-align:left'><b>{escape(r.id)}</b><br>{escape(r.statement)}</td>"
-                    f"<td style='text-align:left'>{escape(r.source)}</td><td class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</td>"
+                    f"<td style='text-align:left'>{escape(r.source)}</td><td class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</td>"
                     f"<td style='text-align:left;white-space:normal'>{escape(claim_reason(r))}</td>"
                     f"<td style='text-align:left;white-space:normal'>{regime}{note}<ul>{details}</ul></td></tr>")
     return (f"<p>{escape(VERDICT_RULE.replace('**', ''))} Corrected over {family_size(results)} tested configurations.</p>"
@@ -146,17 +148,16 @@ def problems_html(problems: list[Problem]) -> str:
 def summary_html(agg: pd.DataFrame, claims: list[ClaimResult]) -> str:
     """What won and at what cost, first: each model x task's best configuration and those inside its
     interval, the cheapest near full FT, and every claim's verdict."""
-    css = {"holds": "holds", "fails": "fails", "not applicable": "nodata", "invalid claim": "invalid", "cannot tell": "nodata"}
     rows = "".join(f"<tr><td>{escape(m)} / {escape(t)}</td><td>{escape(s['best'])}{'; ' + escape(s['tied']) if s['tied'] else ''}</td>"
                    f"<td>{escape(s['cheapest'])}</td></tr>" for m, t, s in summaries(agg))
     table = ("<table class='summary'><thead><tr><th>Model / task</th><th>Best on the primary metric (test)</th>"
              "<th>Cheapest close to full fine-tuning</th></tr></thead>" f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
-    verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{css.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
+    verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
                        f"({escape(claim_reason(r))})</li>" for r in claims)
     counts: dict[str, int] = {}
     for r in claims:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    tally = ", ".join(f"<span class='{css.get(v, '')}'>{n} {escape(v)}</span>" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    tally = ", ".join(f"<span class='{VERDICT_CLASS.get(v, '')}'>{n} {escape(v)}</span>" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return table + (f"<p>Claims, decided by their intervals: {tally}.</p><details><summary>each claim's verdict and why "
                     f"(the claims section has the evidence)</summary><ul>{verdicts}</ul></details>" if verdicts else "")
 
