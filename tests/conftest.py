@@ -43,6 +43,17 @@ def compose(overrides: list[str], searchpath: list[str] | None = None) -> dict[s
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.fixture(scope="session")
+def forked_cli():
+    """`peftbench` command lines, each a fork of one process that imported everything once
+    (tests/forked_cli.py): a bad-input case costs a fraction of a second instead of three."""
+    from tests.forked_cli import ForkedCli
+
+    cli = ForkedCli({**os.environ, "HF_HUB_OFFLINE": "1"})
+    yield cli
+    cli.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet() -> None:
     from peftbench.experiments.quiet import quiet

@@ -35,16 +35,14 @@ CASES = [
 ]
 
 
-def _cli(args, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "peftbench", "run", *args, f"results_dir={tmp_path}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+def _cli(forked_cli, args, tmp_path):
+    return forked_cli.run(["run", *args, f"results_dir={tmp_path}"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", CASES)
-def test_cli_one_line_and_exit_code(args, message, tmp_path):
-    proc = _cli(args, tmp_path)
+def test_cli_one_line_and_exit_code(args, message, tmp_path, forked_cli):
+    proc = _cli(forked_cli, args, tmp_path)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
@@ -177,20 +175,19 @@ CLI_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", CLI_CASES)
-def test_hydra_errors_are_one_line(args, message, tmp_path):
-    proc = _cli(args, tmp_path)
+def test_hydra_errors_are_one_line(args, message, tmp_path, forked_cli):
+    proc = _cli(forked_cli, args, tmp_path)
     assert proc.returncode == 2
     assert message in _one_error_line(proc)
 
 
 @pytest.mark.slow
-def test_unusable_results_folder_is_one_line(tmp_path):
+def test_unusable_results_folder_is_one_line(tmp_path, forked_cli):
     a_file = tmp_path / "taken"
     a_file.write_text("not a folder")
     for where, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "cannot be used")):
         for mode in ([], ["-m"]):
-            proc = subprocess.run([sys.executable, "-m", "peftbench", "run", *mode, f"results_dir={where}"], cwd=ROOT,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+            proc = forked_cli.run(["run", *mode, f"results_dir={where}"])
             assert proc.returncode == 2, (mode, proc.stderr[-2000:])
             assert message in _one_error_line(proc)
     assert a_file.read_text() == "not a folder"
@@ -230,11 +227,11 @@ DATA_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", DATA_CASES, ids=[c[0][-1].split("=")[-1] for c in DATA_CASES])
-def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path):
+def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path, forked_cli):
     d = _files(tmp_path)
     args = [a.replace("_file=", f"_file={d}/") for a in args]
     base = ["task=csv", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
-    proc = _cli([*base, *args], tmp_path / "results")
+    proc = _cli(forked_cli, [*base, *args], tmp_path / "results")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message.format(d=d) in _one_error_line(proc)
 
@@ -264,9 +261,8 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     (["stpes=3"], "did you mean steps?"),
 ])
 @pytest.mark.slow
-def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint):
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", *args, f"results_dir={tmp_path}"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint, forked_cli):
+    out = forked_cli.run(["run", *args, f"results_dir={tmp_path}"])
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and lines[-1].startswith("peftbench: error: ") and hint in lines[-1], out.stderr[-1500:]
     assert "Traceback" not in out.stderr

@@ -3,7 +3,6 @@ meta-device skeleton with the real layer names, and LoRA / QLoRA / Houlsby targe
 CUDA-only measurement paths are tested where a CUDA device is visible."""
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 

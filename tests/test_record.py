@@ -1,7 +1,7 @@
 """Result files: schema, atomic writes, stable ids, skip-if-done, failure records."""
 import json
 import os
-from pathlib import Path
+
 
 import pytest
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -73,9 +71,9 @@ def test_ranks_bottleneck_sizes_match_lora_parameter_counts_on_minilm():
 
 
 @pytest.mark.slow
-def test_dry_run_prints_the_jobs_and_runs_nothing(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "-m", "+sweep=[methods,seeds]", "hydra.sweeper.dry_run=true",
-                          f"results_dir={tmp_path}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+def test_dry_run_prints_the_jobs_and_runs_nothing(tmp_path, forked_cli):
+    out = forked_cli.run(["run", "-m", "+sweep=[methods,seeds]", "hydra.sweeper.dry_run=true", f"results_dir={tmp_path}"],
+                         env=ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[sweep] 27 runs, 0 already done, 27 to launch" in out.stdout
     assert out.stdout.count("\nrun   ") == 27

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -198,27 +196,25 @@ def test_generation_task_needs_a_causal_lm():
 
 
 @pytest.mark.slow
-def test_cli_bad_task_file_is_one_line_exit_2(tmp_path):
+def test_cli_bad_task_file_is_one_line_exit_2(tmp_path, forked_cli):
     """Needs prepare() to call validate_task: no model is loaded, one error line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", "peftbench", "run", "model=tiny-llama", "task=csv",
-                        f"task.train_file={tmp_path}/missing.csv", "steps=2", f"results_dir={tmp_path}"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    p = forked_cli.run(["run", "model=tiny-llama", "task=csv", f"task.train_file={tmp_path}/missing.csv", "steps=2",
+                        f"results_dir={tmp_path}"], env=env)
     assert p.returncode == 2
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"peftbench: error: task.train_file: file {tmp_path}/missing.csv does not exist; check the path")
 
 
 @pytest.mark.slow
-def test_cli_label_found_only_when_reading_data_exits_2_with_one_line(tmp_path):
+def test_cli_label_found_only_when_reading_data_exits_2_with_one_line(tmp_path, forked_cli):
     """An unseen test label is found when the data is built (after prepare), still before any
     model is loaded: a single run says so in one line and exits 2; the failed record stays."""
     tr = write(tmp_path / "tr.csv", ["text,label"] + [f"t{i},{'ab'[i % 2]}" for i in range(10)])
     te = write(tmp_path / "te.csv", ["text,label", "u,a", "v,c"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    p = subprocess.run([sys.executable, "-m", "peftbench", "run", "model=tiny-llama", "task=csv", f"task.train_file={tr}",
-                        f"task.test_file={te}", "steps=2", "progress=false", f"results_dir={tmp_path / 'r'}"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    p = forked_cli.run(["run", "model=tiny-llama", "task=csv", f"task.train_file={tr}", f"task.test_file={te}", "steps=2",
+                        "progress=false", f"results_dir={tmp_path / 'r'}"], env=env)
     assert p.returncode == 2, p.stderr[-2000:]
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("peftbench: error: task.test_file") and "'c'" in lines[0], p.stderr

@@ -2,8 +2,6 @@
 refuses what it cannot do before loading, and the hooks (data pass, per-step) do their work."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import shutil
 from pathlib import Path
 
@@ -105,9 +103,8 @@ def test_bf16_weights_refuse_fp32_precision():
 
 
 @pytest.mark.slow
-def test_refusal_on_the_command_line_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=prefix_tuning", f"results_dir={tmp_path}"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+def test_refusal_on_the_command_line_is_one_line(tmp_path, forked_cli):
+    out = forked_cli.run(["run", "method=prefix_tuning", f"results_dir={tmp_path}"])
     assert out.returncode == 2
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("peftbench: error: method prefix_tuning cannot run on model minilm"), out.stderr

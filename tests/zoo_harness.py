@@ -2,7 +2,6 @@
 tests/test_zoo.py and the quick probe of every YAML)."""
 from __future__ import annotations
 
-import copy
 from contextlib import nullcontext
 from typing import Any
 

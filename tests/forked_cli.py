@@ -1,0 +1,94 @@
+"""`peftbench` command lines, each in a process of its own, without paying the interpreter's start
+and the imports of torch, transformers and Hydra for each (about 2 s of a bad-input case's 3 s).
+
+One driver process imports the command line and everything a run imports, then forks a child per
+command line. The child is a fresh process as far as the command can tell: its own Hydra state,
+environment, working folder, stdout/stderr files and exit status; an exception that escapes
+`peftbench.cli.main` prints its traceback to the child's stderr as the interpreter would, so a test
+that asserts "one line, no traceback" can fail exactly as it would on a real start. The driver has
+run no torch operation before it forks, so no OpenMP pool is copied into a child. Tests that are
+about the start itself (`--version`, entry points) still start real processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DRIVER = r"""
+import json, os, sys, traceback
+import peftbench.cli as cli
+import peftbench.experiments.app  # torch, transformers, Hydra: imported once, before any fork
+from peftbench.methods import registry
+registry.available()  # every method module, with peft and bitsandbytes
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(job["cwd"])
+            os.environ.clear()
+            os.environ.update(job["env"])
+            for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            sys.argv = ["peftbench", *job["args"]]
+            try:
+                code = cli.main(job["args"])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code if isinstance(code, int) else 1)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    sys.stdout.write(json.dumps({"rc": rc}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class ForkedCli:
+    """Run `peftbench ARGS` as forks of one warm driver; `run` returns a CompletedProcess."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(env or os.environ)
+        self.proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=ROOT, env=self.env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.tmp = Path(tempfile.mkdtemp(prefix="peftbench-forked-cli-"))
+        self.n = 0
+
+    def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        assert self.proc.poll() is None, "the forked-CLI driver has exited"
+        self.n += 1
+        out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
+        job = {"args": list(args), "cwd": str(cwd), "env": dict(env or self.env), "stdout": str(out), "stderr": str(err)}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError("the forked-CLI driver died")
+        rc = json.loads(reply)["rc"]
+        return subprocess.CompletedProcess(["peftbench", *args], rc, out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
