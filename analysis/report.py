@@ -15,6 +15,8 @@ from peftbench.analysis.html import render
 from peftbench.analysis.load import Loaded, load_results
 from peftbench.analysis.stats import aggregate, per_run, single_seed_only
 from peftbench.analysis.studies import study_claims
+from peftbench.analysis.verdicts import ALPHA
+from peftbench.experiments import decide
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,9 +62,13 @@ def report_problems(loaded: Loaded) -> None:
         print(f"peftbench report: {f['status']} run {f['run_id']} (not in any mean): {f['error']}", file=sys.stderr)
 
 
-def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] | None = None) -> dict:
+def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] | None = None,
+          level: tuple[float, str] | None = None) -> dict:
     """Everything the report writes; returns what it made, for tests and the summary line.
-    `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`."""
+    `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`.
+    `level`: (alpha, why) the verdicts are read at; None: a sequential study's per-look level where
+    a results folder holds its analysis plan (`verdict_level`), else 0.05."""
+    alpha, level_note = verdict_level(results) if level is None else level
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results)
     report_problems(loaded)
@@ -75,14 +81,41 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
         (out / "runs.csv").write_text(tables.runs_csv(runs))
         files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out) if not agg.empty else []
-    claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids)
-    (out / "claims.md").write_text(claims_mod.to_markdown(claim_results))
+    claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids, alpha)
+    (out / "claims.md").write_text(claims_mod.to_markdown(claim_results) + (f"\n{level_note}\n" if level_note else ""))
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
+    notes += [level_note] if level_note else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
                   problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out,
                   agg=agg)
     (out / "index.html").write_text(page)
     return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files}
+
+
+def verdict_level(results: list[str]) -> tuple[float, str]:
+    """(alpha, a note saying why) from the analysis plan of a sequential study among the results
+    folders: its verdicts are read at the per-look level it declared before its seeds phase."""
+    plans = [(Path(r), decide.read_plan(Path(r))) for r in results if Path(r).is_dir()]
+    seq = [(folder, p) for folder, p in plans if p and p.get("sequential")]
+    if not seq:
+        return ALPHA, ""
+    levels = {decide.alpha_of(p) for _, p in seq}
+    if len(levels) > 1:
+        raise decide.DecideError(f"the results folders hold sequential studies at different levels ({sorted(levels)}); "
+                                 f"report each study on its own")
+    folder, p = seq[0]
+    return plan_level(p, folder / decide.PLAN_FILE)
+
+
+def plan_level(plan: dict, where: Path | str) -> tuple[float, str]:
+    """(alpha, the sentence that says why) for an analysis plan with a sequential design."""
+    s = plan.get("sequential")
+    if not s:
+        return ALPHA, ""
+    return decide.alpha_of(plan), (f"Verdicts are read at level {decide.alpha_of(plan):.3g}, not 0.05: {where} "
+                                   f"declares a sequential design of at most {s['looks_max']} looks at "
+                                   f"{', '.join(map(str, s['seeds_per_look']))} seeds per pick, each at 0.05 / "
+                                   f"{s['looks_max']} (Bonferroni over the looks).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     # an explicit --claims wins; else the user's claims/, else the package's
     claims_dir = (Path(args.claims) if args.claims else user / "claims" if user is not None and (user / "claims").is_dir()
                   else claims_mod.CLAIMS_DIR)
-    made = build(args.results, out, claims_dir, claim_ids=claim_ids)
+    try:
+        made = build(args.results, out, claims_dir, claim_ids=claim_ids)
+    except decide.DecideError as e:
+        print(f"peftbench: error: {e}", file=sys.stderr)
+        return 2
     n_figs = sum(1 for f in made["figures"] if f.files)
     print(f"peftbench report: {len(made['loaded'].ok)} runs, {len(made['agg'])} table rows, {n_figs} figures, "
           f"{len(made['claims'])} claims -> {out / 'index.html'}")

@@ -20,6 +20,12 @@ piece of evidence in the report (`decide`), and each verdict prints its correcte
 detectable effect of its design (80% power) and, for a "cannot tell", how many seeds would decide
 it at the observed spread. Intervals that are not t intervals (a measurement's own noise bound)
 are read at 95% and marked uncorrected.
+
+A study that adds seeds until its claims decide (`peftbench reproduce --until-decided`) looks at
+its data more than once. Each look then decides at the level its plan declared, alpha / L for at
+most L looks fixed before the first (Bonferroni over the looks), so that the chance of any false
+verdict over all looks stays below alpha; `decide(results, alpha)` reads every p at that level and
+each reason names it.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class Decision:
     mde: float = math.nan  # in the estimate's units: the smallest distance from a bound 80% power finds
     seeds_needed: int | None = None  # for a "cannot tell": seeds that would decide at this spread
     corrected: bool = True
+    alpha: float = ALPHA  # the level this verdict was read at (below 0.05 in a sequential study)
 
 
 def _t_parts(st: Mapping[str, float]) -> tuple[float, float] | None:
@@ -94,16 +101,16 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def mde(st: Mapping[str, float]) -> float:
+def mde(st: Mapping[str, float], alpha: float = ALPHA) -> float:
     """Minimum detectable effect: how far from a bound the true value must be for this design
-    (n seeds at this spread) to decide with 80% power at the 5% level."""
+    (n seeds at this spread) to decide with 80% power at level `alpha`."""
     if st.get("interval") == "bootstrap":
-        return float((sps.norm.ppf(1 - ALPHA / 2) + sps.norm.ppf(POWER)) * st["se"])
+        return float((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(POWER)) * st["se"])
     parts = _t_parts(st)
     if parts is None:
         return math.nan
     se, df = parts
-    return float((sps.t.ppf(1 - ALPHA / 2, df) + sps.t.ppf(POWER, df)) * se)
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(POWER, df)) * se)
 
 
 def seeds_to_decide(st: Mapping[str, float], region: tuple[float, float], alpha: float = ALPHA) -> int | None:
@@ -145,7 +152,7 @@ def _region(region: tuple[float, float]) -> str:
     return f"[{_g(lo)}, {_g(hi)}]"
 
 
-def raw_decision(evidence: Any) -> tuple[Decision, float]:
+def raw_decision(evidence: Any, alpha: float = ALPHA) -> tuple[Decision, float]:
     """The evidence's verdict before correction, and the p-value the correction adjusts (NaN when
     none: no interval, or an interval that is not a t interval)."""
     if getattr(evidence, "not_applicable", ""):
@@ -169,14 +176,14 @@ def raw_decision(evidence: Any) -> tuple[Decision, float]:
     p_holds, p_fails = decision_p(st, region)
     if st.get("interval") == "bootstrap":
         p = min(p_holds, p_fails)
-        return Decision(HOLDS if p_holds <= p_fails else FAILS, "", p_raw=p, mde=mde(st)), p
+        return Decision(HOLDS if p_holds <= p_fails else FAILS, "", p_raw=p, mde=mde(st, alpha), alpha=alpha), p
     if math.isnan(p_holds):  # an interval of another kind (a measurement's noise bound): read as it is
         inside = region[0] <= lo and hi <= region[1]
         outside = hi < region[0] or lo > region[1]
         verdict = HOLDS if inside else FAILS if outside else CANNOT_TELL
         return Decision(verdict, "", corrected=False), math.nan
     p = min(p_holds, p_fails)
-    return Decision(HOLDS if p_holds <= p_fails else FAILS, "", p_raw=p, mde=mde(st)), p
+    return Decision(HOLDS if p_holds <= p_fails else FAILS, "", p_raw=p, mde=mde(st, alpha), alpha=alpha), p
 
 
 def _reason(d: Decision, evidence: Any) -> str:
@@ -184,7 +191,8 @@ def _reason(d: Decision, evidence: Any) -> str:
     unit = f" {evidence.unit}" if getattr(evidence, "unit", "") else ""
     ci = f"95% CI {_interval(st)}{unit}"
     where = f"where the claim holds, {_region(region)}{unit}"
-    corr = f"Holm-corrected p={d.p_holm:.3g}" if d.corrected else "a measurement's noise bound, uncorrected"
+    level = "" if d.alpha == ALPHA else f" against a level of {d.alpha:.3g} (sequential design)"
+    corr = f"Holm-corrected p={d.p_holm:.3g}{level}" if d.corrected else "a measurement's noise bound, uncorrected"
     design = f"n={int(st['n'])}" + (f" seeds x {int(st['items'])} test items, paired bootstrap" if st.get("interval") == "bootstrap" else "")
     power = f"; minimum detectable effect {d.mde:.3g}{unit} at {design}" if not math.isnan(d.mde) else ""
     if d.verdict == HOLDS:
@@ -200,19 +208,21 @@ def _reason(d: Decision, evidence: Any) -> str:
     return f"{ci} reaches across {where} ({corr}{power}{more})"
 
 
-def decide(results: Iterable[Any]) -> None:
+def decide(results: Iterable[Any], alpha: float = ALPHA) -> None:
     """Give every evidence, condition and claim of a report its verdict, Holm-correcting over all
-    the report's evidence. Idempotent: called on one claim, then on the whole report."""
+    the report's evidence at level `alpha`. Idempotent: called on one claim, then on the whole report."""
+    if not 0 < alpha <= ALPHA:
+        raise ValueError(f"alpha must be in (0, {ALPHA}], got {alpha}")
     results = list(results)
     evidence = [e for r in results for c in r.conditions for e in c.evidence]
-    raw = [raw_decision(e) for e in evidence]
+    raw = [raw_decision(e, alpha) for e in evidence]
     ps = [p for _, p in raw]
     adjusted = holm(ps)
-    levels = holm_levels(ps)
+    levels = holm_levels(ps, alpha)
     for e, (d, _), p_adj, level in zip(evidence, raw, adjusted, levels):
         if not math.isnan(p_adj):
             d.p_holm = p_adj
-            decided = p_adj < ALPHA
+            decided = p_adj < alpha
             if not decided:
                 d.verdict = CANNOT_TELL
                 d.seeds_needed = seeds_to_decide(e.stats, e.holds_if, level)
@@ -227,12 +237,12 @@ def decide(results: Iterable[Any]) -> None:
             r.verdict = combine_conditions([c.verdict for c in r.conditions])
 
 
-def holm_levels(ps: list[float]) -> list[float]:
+def holm_levels(ps: list[float], alpha: float = ALPHA) -> list[float]:
     """The level each p-value faces in Holm's step-down order (alpha / (m - rank)); NaN: none."""
     idx = sorted((i for i, p in enumerate(ps) if not math.isnan(p)), key=lambda i: ps[i])
     out = [math.nan] * len(ps)
     for rank, i in enumerate(idx):
-        out[i] = ALPHA / (len(idx) - rank)
+        out[i] = alpha / (len(idx) - rank)
     return out
 
 

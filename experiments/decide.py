@@ -12,8 +12,15 @@ A study with `decide: {seeds: N, extend: K}` runs in phases, each a sweep:
 4. N seeds in all at each line's pick.
 
 N is fixed in the study before anything runs: each claim is then tested once, on all N seeds, and
-its error control is that of one test (Holm-corrected over the report, analysis.verdicts). There
-is no sequential stopping: adding seeds until a claim decides would test it again at every look.
+its error control is that of one test (Holm-corrected over the report, analysis.verdicts).
+
+`peftbench reproduce --until-decided --budget T` goes on past N, in a group-sequential design that
+the plan fixes before the seeds phase (`sequential_design`): at most L looks, at N, 2N, ... L*N
+seeds per pick, each look reading its verdicts at alpha / L (Bonferroni over the looks: the chance
+of any false verdict at any look stays below alpha, whatever the looks show). After each look it
+stops when no claim is left that cannot tell, when the schedule's last look is done, or when the
+next look's runs, timed by the runs so far, would not fit the time left of T. The price of looking
+again is a stricter level at every look, the first included; a study that wants one test keeps N.
 """
 from __future__ import annotations
 
@@ -138,7 +145,8 @@ def seed_arms(lines: Mapping[tuple, Line], n_seeds: int) -> list[dict[str, str]]
     return out
 
 
-def plan(study_file: str, claims: Sequence[str], lines: Mapping[tuple, Line], n_seeds: int, rounds: int) -> dict[str, Any]:
+def plan(study_file: str, claims: Sequence[str], lines: Mapping[tuple, Line], n_seeds: int, rounds: int,
+         sequential: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the second phase will run and why, fixed before it runs."""
     text = Path(study_file).read_bytes() if Path(study_file).exists() else b""
     picks = []
@@ -152,10 +160,59 @@ def plan(study_file: str, claims: Sequence[str], lines: Mapping[tuple, Line], n_
         shown = study_file
     return {"study_file": shown, "study_sha256": hashlib.sha256(text).hexdigest(), "claims": list(claims),
             "rule": "pick: best mean validation score of the task's primary metric over seeds, ties to the smaller lr",
-            "extension_rounds": rounds, "picks": picks}
+            "extension_rounds": rounds, "picks": picks, **({"sequential": dict(sequential)} if sequential else {})}
 
 
 PLAN_FILE = "analysis_plan.yaml"  # YAML beside the records: report loaders read only *.json
+
+
+def sequential_design(n_seeds: int, looks: int, budget_s: float, alpha: float = 0.05) -> dict[str, Any]:
+    """The group-sequential part of a plan: the seeds per pick at each look and the level of each."""
+    if not isinstance(looks, int) or looks < 2:
+        raise DecideError(f"--looks must be a whole number >= 2 (the first look is at the study's {n_seeds} seeds), got {looks!r}")
+    return {"looks_max": looks, "seeds_per_look": [n_seeds * (k + 1) for k in range(looks)], "alpha": alpha,
+            "alpha_per_look": alpha / looks, "budget_s": round(float(budget_s), 1),
+            "rule": "Bonferroni over the looks: each look reads its verdicts (Holm-corrected over the report) at "
+                    "alpha / looks_max; stop when no claim cannot tell, after the last look, or when the next look "
+                    "would not fit the budget"}
+
+
+def read_plan(folder: Path) -> dict[str, Any] | None:
+    """The analysis plan a study wrote beside its records, or None where there is none."""
+    import yaml
+
+    path = Path(folder) / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DecideError(f"{path}: not a readable analysis plan ({type(e).__name__}); restore it from the study's results") from None
+    return plan if isinstance(plan, dict) else None
+
+
+def alpha_of(plan: Mapping[str, Any] | None, default: float = 0.05) -> float:
+    """The level a plan's verdicts are read at: its sequential design's per-look level, else `default`."""
+    seq = (plan or {}).get("sequential")
+    if not seq:
+        return default
+    alpha = seq.get("alpha_per_look")
+    if not isinstance(alpha, (int, float)) or not 0 < alpha <= default:
+        raise DecideError(f"analysis plan: sequential.alpha_per_look must be a number in (0, {default}], got {alpha!r}")
+    return float(alpha)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '2h', '90m', '45s', '1.5h' or a bare number of seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise DecideError(f"--budget {text!r} is not a duration; write e.g. 2h, 90m or 3600s")
+    return value
 
 
 def write_plan(path: Path, content: Mapping[str, Any]) -> Path:

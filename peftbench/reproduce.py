@@ -13,7 +13,9 @@ import yaml
 
 from peftbench.analysis import claims as claims_mod
 from peftbench.analysis.claims import claim_reason, condition_line, evidence_line
-from peftbench.analysis.report import build
+from peftbench.analysis.load import load_results
+from peftbench.analysis.report import build, plan_level
+from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL
 from peftbench.experiments import decide as decide_phases
 from peftbench.experiments import record
 from peftbench.experiments.estimate import estimate_left, estimate_study, fmt_duration, jobs_to_launch, list_studies, searchpath
@@ -88,13 +90,20 @@ def verdict_lines(results: Sequence[Any]) -> list[str]:
 
 def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None, folder: Path = STUDY_DIR,
               claims_dir: Path | None = None, out: Path | None = None, keep: Path | None = None,
-              config_dir: Path | None = None) -> int:
+              config_dir: Path | None = None, until: tuple[float, int] | None = None) -> int:
     """Run the study's sweep, report on exactly its runs, print each verdict. `keep`: also copy
     the runs' records there and write the report to `keep/report` (how results/reference/studies/
-    is made)."""
+    is made). `until`: (budget in seconds, most looks): add seeds until the claims decide, in the
+    sequential design experiments/decide.py describes."""
     study = load_study(name, folder, claims_dir)
     if variant and variant not in study.variants:
         raise StudyError(f"study {name} has no variant {variant!r}; available: {', '.join(study.variants) or '(none)'}")
+    sequential = None
+    if until is not None:
+        if study.decide is None:
+            raise StudyError(f"study {name} has no decide: block; --until-decided adds seeds after the seeds it declares: "
+                             f"add e.g. decide: {{seeds: 5}} to {study.file}")
+        sequential = decide_phases.sequential_design(study.decide[0], until[1], until[0], ALPHA)
     results_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("results_dir=")), "results")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     tag = name + (f"_{variant}" if variant else "")
@@ -116,15 +125,21 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
         print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
         return 0
     files = manifest_files(sweep_dir)
+    level = (ALPHA, "")
     if study.decide is not None:
-        files, rc = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep, config_dir)
+        files, rc = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep, config_dir, sequential,
+                                      Path(claims_dir or claims_mod.CLAIMS_DIR))
         if rc != 0:
             return rc
+        if sequential:
+            level = plan_level({"sequential": sequential}, f"the analysis plan ({decide_phases.PLAN_FILE})")
     if keep is not None:
         files = keep_records(files, keep)
         write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
     out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
-    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims)
+    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims, level=level)
+    if sequential:
+        print(f"[study] {level[1]}")
     print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
     for line in verdict_lines(made["claims"]):
         print(line)
@@ -163,9 +178,11 @@ def _entries_and_records(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any
 
 
 def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str], work: Path, stamp: str,
-                      first: Path, keep: Path | None, config_dir: Path | None = None) -> tuple[list[Path], int]:
+                      first: Path, keep: Path | None, config_dir: Path | None = None,
+                      sequential: Mapping[str, Any] | None = None, claims_dir: Path | None = None) -> tuple[list[Path], int]:
     """After the grid: extend the lr grid of any line picked on its edge, write the analysis plan,
-    then run N seeds at each line's pick (experiments/decide.py). The result files of every phase."""
+    then run N seeds at each line's pick (experiments/decide.py); with a sequential design, more
+    looks after that. The result files of every phase."""
     n_seeds, rounds = study.decide  # type: ignore[misc]
     dirs = [first]
     for r in range(rounds):
@@ -179,25 +196,93 @@ def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str
             return [], rc
         dirs.append(d)
     lines = decide_phases.lines_of(*_entries_and_records(dirs))
-    content = decide_phases.plan(study.file, study.claims, lines, n_seeds, rounds)
+    content = decide_phases.plan(study.file, study.claims, lines, n_seeds, rounds, sequential)
     for dest in [work / f"{stamp}_{decide_phases.PLAN_FILE}"] + ([keep / decide_phases.PLAN_FILE] if keep is not None else []):
         decide_phases.write_plan(dest, content)
     edges = sum(p["on_edge"] for p in content["picks"])
     print(f"[study] analysis plan written before the seeds phase ({work / f'{stamp}_{decide_phases.PLAN_FILE}'}): "
           f"{len(content['picks'])} line(s), {edges} still on a grid edge; {n_seeds} seeds at each pick", flush=True)
     arms = decide_phases.seed_arms(lines, n_seeds)
+    per_run = None
     if arms:
+        t0 = time.time()
         rc, d = _phase(study, work, f"{stamp}_seeds", arms, overrides, config_dir)
         if rc != 0:
             return [], rc
         dirs.append(d)
+        per_run = (time.time() - t0) / max(1, _n_runs(arms))
+    if sequential:
+        rc = more_looks(study, sequential, dirs, work, stamp, overrides, config_dir, keep,
+                        Path(claims_dir or claims_mod.CLAIMS_DIR), per_run)
+        if rc != 0:
+            return [], rc
     files = sorted({p for d in dirs for p in manifest_files(d)})
     return files, 0
 
 
+def _n_runs(arms: Sequence[Mapping[str, str]]) -> int:
+    return sum(len(str(a.get("seed", "0")).split(",")) for a in arms)
+
+
+def undecided(files: Sequence[Path], claims_dir: Path, ids: Sequence[str], alpha: float) -> list[str]:
+    """The study's claims that cannot tell on these records, read at `alpha`."""
+    ok = load_results([str(f) for f in files]).ok
+    return [r.id for r in claims_mod.evaluate_all(ok, claims_dir, ids, alpha) if r.verdict == CANNOT_TELL]
+
+
+def _seconds_per_run(records: Mapping[str, Mapping[str, Any]]) -> float | None:
+    walls = [float((r.get("timing") or {}).get("total_s") or 0) for r in records.values()]
+    walls = [w for w in walls if w > 0]
+    return sum(walls) / len(walls) if walls else None
+
+
+def more_looks(study: Study, seq: Mapping[str, Any], dirs: list[Path], work: Path, stamp: str, overrides: Sequence[str],
+               config_dir: Path | None, keep: Path | None, claims_dir: Path, per_run: float | None) -> int:
+    """Look at the claims after each step of the plan's seed schedule; stop when none cannot tell,
+    after the last look, or when the next look would not fit what is left of the budget. Appends
+    each look's sweep folder to `dirs` and writes what each look saw to `sequential_looks.yaml`."""
+    alpha, schedule, budget = float(seq["alpha_per_look"]), list(seq["seeds_per_look"]), float(seq["budget_s"])
+    started, looks = time.time(), []
+    for k, n in enumerate(schedule):
+        files = sorted({p for d in dirs for p in manifest_files(d)})
+        open_claims = undecided(files, claims_dir, study.claims, alpha)
+        look = {"look": k + 1, "seeds_per_pick": n, "records": len(files), "cannot_tell": open_claims}
+        looks.append(look)
+        print(f"[study] look {k + 1} of {len(schedule)} ({n} seeds per pick, level {alpha:.3g}): "
+              f"{len(open_claims)} claim(s) cannot tell{': ' + ', '.join(open_claims) if open_claims else ''}", flush=True)
+        if not open_claims:
+            look["stop"] = "every claim decided"
+            break
+        if k + 1 == len(schedule):
+            look["stop"] = f"the plan's last look ({len(schedule)}) is done"
+            break
+        lines = decide_phases.lines_of(*_entries_and_records(dirs))
+        arms = decide_phases.seed_arms(lines, schedule[k + 1])
+        runs = _n_runs(arms)
+        each = per_run or _seconds_per_run(_entries_and_records(dirs)[1]) or 0.0
+        left = budget - (time.time() - started)
+        if runs * each > left:
+            look["stop"] = (f"the next look ({runs} runs, about {fmt_duration(runs * each)}) does not fit the "
+                            f"{fmt_duration(max(left, 0))} left of the {fmt_duration(budget)} budget")
+            break
+        t0 = time.time()
+        rc, d = _phase(study, work, f"{stamp}_look{k + 2}", arms, overrides, config_dir)
+        if rc != 0:
+            return rc
+        dirs.append(d)
+        per_run = (time.time() - t0) / max(1, runs)
+    print(f"[study] stopped adding seeds: {looks[-1].get('stop')}", flush=True)
+    content = {"alpha_per_look": alpha, "seeds_per_look": schedule, "budget_s": budget,
+               "spent_s": round(time.time() - started, 1), "looks": looks}
+    for dest in [work / f"{stamp}_sequential_looks.yaml"] + ([keep / "sequential_looks.yaml"] if keep is not None else []):
+        decide_phases.write_plan(dest, content)
+    return 0
+
+
 # ---------------------------------------------------------------- command line
 
-USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--keep DIR] [--config-dir DIR] [OVERRIDES...]
+USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--keep DIR] [--config-dir DIR]
+                           [--until-decided --budget T [--looks L]] [OVERRIDES...]
        peftbench reproduce --list [--config-dir DIR]"""
 HELP = USAGE + """
 
@@ -211,6 +296,11 @@ options:
   --keep DIR        also copy the study's records into DIR and write the report to DIR/report
   --config-dir DIR  your own config folder, as for `peftbench run`: studies in DIR/study/, claims in
                     DIR/claims/, and its method/, model/ and task/ YAMLs found by every run
+  --until-decided   after the seeds its decide: block declares, add as many again at each look until
+                    no claim cannot tell (a sequential design: at most L looks, each decided at
+                    0.05 / L, fixed in the analysis plan before the seeds phase)
+  --budget T        with --until-decided: the time the added looks may take (2h, 90m, 3600s)
+  --looks L         with --until-decided: the most looks, the first included (default 3)
   --list            every study, its runs and its estimated time here
   OVERRIDES         key=value for every run, as for `peftbench run` (e.g. results_dir=DIR)"""
 
@@ -236,6 +326,18 @@ def main(argv: list[str]) -> int:
         variant, argv = _option(argv, "--variant")
         out, argv = _option(argv, "--out")
         keep, argv = _option(argv, "--keep")
+        budget, argv = _option(argv, "--budget")
+        looks, argv = _option(argv, "--looks")
+        until = None
+        if "--until-decided" in argv:
+            argv = [a for a in argv if a != "--until-decided"]
+            if budget is None:
+                raise StudyError("--until-decided needs --budget T, the time the added looks may take (e.g. --budget 2h)")
+            if looks is not None and not looks.isdigit():
+                raise StudyError(f"--looks {looks!r} is not a whole number; write e.g. --looks 3")
+            until = (decide_phases.parse_duration(budget), int(looks) if looks is not None else 3)
+        elif budget is not None or looks is not None:
+            raise StudyError("--budget and --looks go with --until-decided; add it, or leave them out")
         user = Path(config_dir).expanduser().resolve() if config_dir else None
         if user is not None and not user.is_dir():
             raise StudyError(f"--config-dir {config_dir} is not a folder; give the folder that holds your study/, claims/ "
@@ -251,7 +353,7 @@ def main(argv: list[str]) -> int:
             return 2
         overrides = [a for a in argv if a != names[0]]
         return reproduce(names[0], overrides, variant=variant, folder=folder, claims_dir=claims_dir,
-                         out=Path(out) if out else None, keep=Path(keep) if keep else None, config_dir=user)
-    except StudyError as e:
+                         out=Path(out) if out else None, keep=Path(keep) if keep else None, config_dir=user, until=until)
+    except (StudyError, decide_phases.DecideError) as e:
         print(f"peftbench: error: {e}", file=sys.stderr)
         return 2

@@ -235,14 +235,16 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
 def test_reproduce_help_names_every_option():
     out = cli("reproduce", "--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: peftbench reproduce")
-    for option in ("--variant", "--out", "--keep", "--config-dir", "--list"):
+    for option in ("--variant", "--out", "--keep", "--config-dir", "--until-decided", "--budget", "--looks", "--list"):
         assert f"  {option}" in out.stdout, option
 
 
 @pytest.mark.slow
 def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_the_picks(tmp_path):
     """decide: {seeds: 3, extend: 1}: the grid (2 seeds x 2 lrs), one round extending a pick on
-    the grid's edge, the analysis plan written before the seeds phase, then seed 2 at each pick."""
+    the grid's edge, the analysis plan written before the seeds phase, then seed 2 at each pick;
+    with --until-decided, the plan carries the sequential design and the first look, where the
+    claim decides, is the last."""
     import json
 
     data = {**TINY, "arms": [{"method": "lora", "lr": "1e-3,3e-3"}], "decide": {"seeds": 3, "extend": 1}}
@@ -252,13 +254,18 @@ def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_
     (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
     results = tmp_path / "results"
     out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
-              "--keep", str(tmp_path / "kept"), f"results_dir={results}")
+              "--keep", str(tmp_path / "kept"), "--until-decided", "--budget", "1h", "--looks", "2", f"results_dir={results}")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "look 1 of 2 (3 seeds per pick, level 0.025): 0 claim(s) cannot tell" in out.stdout
+    assert "stopped adding seeds: every claim decided" in out.stdout and "Verdicts are read at level 0.025" in out.stdout
+    looks = yaml.safe_load((tmp_path / "kept" / "sequential_looks.yaml").read_text())
+    assert [lk["look"] for lk in looks["looks"]] == [1] and looks["alpha_per_look"] == 0.025
     assert "picked on the edge of their lr grid: extending (round 1 of 1)" in out.stdout  # 2 lrs: every pick is an edge
     assert "analysis plan written before the seeds phase" in out.stdout
     plan = yaml.safe_load((tmp_path / "kept" / "analysis_plan.yaml").read_text())
     [line] = plan["picks"]
     assert len(plan["study_sha256"]) == 64 and plan["claims"] == ["tiny_range"] and len(line["grid"]) == 3
+    assert plan["sequential"]["seeds_per_look"] == [3, 6] and plan["sequential"]["budget_s"] == 3600
     pick = line["pick_lr"]
     recs = [json.loads(p.read_text()) for p in results.glob("*.json")]
     at_pick = sorted(r["seed"] for r in recs if abs(r["lr"] - pick) < 1e-12)

@@ -9,7 +9,7 @@ import pandas as pd
 from peftbench.analysis import guards
 from peftbench.analysis.load import contended_for, is_copied, is_timing, setting_labels
 
-from peftbench.analysis.verdicts import CANNOT_TELL, INVALID, decide
+from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL, INVALID, decide
 from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimResult, ConditionResult, NO_DATA, methods_of
 from peftbench.analysis.claims.spec import known_settings, claim_files, claim_problems, column_problems, condition_spec, conditions_of, load_claims, setting_key_problems
 from peftbench.analysis.claims.render import add_data_hint, name_settings
@@ -112,13 +112,15 @@ def _shown_path(file: str) -> str:
         return file
 
 
-def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str] | None = None) -> list[ClaimResult]:
+def evaluate_all(ok: pd.DataFrame, folder: Path = CLAIMS_DIR, ids: Iterable[str] | None = None,
+                 alpha: float = ALPHA) -> list[ClaimResult]:
     """Every claim in the folder (or those with the given ids); a claim without data names the
-    study that would supply it."""
+    study that would supply it. `alpha`: the level the verdicts are read at (a sequential study's
+    per-look level, analysis.verdicts)."""
     wanted = None if ids is None else set(ids)
     claims = [(f, c) for f, c in load_claims(claim_files(folder)) if wanted is None or (isinstance(c, dict) and c.get("id") in wanted)]
     results = [evaluate_claim(c, ok, f) for f, c in claims] if not ok.empty or wanted is not None else []
-    decide(results)  # one family: the report's verdicts are corrected together
+    decide(results, alpha)  # one family: the report's verdicts are corrected together
     labels = setting_labels(ok) if not ok.empty else {}
     for r in results:
         add_data_hint(r)
