@@ -1,5 +1,6 @@
-"""The README's per-GPU memory estimate for the 8B configs: `python scripts/estimate_table.py`
-prints it, `--write` puts it into README.md between its markers.
+"""The per-GPU memory estimate for the 8B configs: `python scripts/estimate_table.py` prints it,
+`--write` puts it into docs/sweeps.md between its markers. Its models and rows are
+conf/report/memory_estimate.yaml's.
 
 Each model is built from its conf/model YAML on the meta device (no weights: the `arch:` block
 offline), wrapped by each method as a run would wrap it, and measured by the same analytic
@@ -15,19 +16,20 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODELS = ("llama-3.1-8b", "qwen2.5-7b", "qwen3-8b")
-# (row label, overrides): each method as its YAML ships, and full FT with fp32 master weights too
-METHODS = (("full_ft", ["method=full_ft"]), ("full_ft, fp32 weights", ["method=full_ft", "model.dtype=fp32"]),
-           ("lora", ["method=lora"]), ("dora", ["method=dora"]), ("houlsby", ["method=houlsby"]))
-WORLD_SIZES = (2, 4, 8)
-GLOBAL_BATCH, SEQ = 16, 512
-GPU_BYTES = 80 * 2**30
+SPEC = yaml.safe_load((ROOT / "conf" / "report" / "memory_estimate.yaml").read_text())
+MODELS = tuple(SPEC["models"])
+METHODS = tuple((row["label"], list(row["overrides"])) for row in SPEC["rows"])
+WORLD_SIZES = tuple(SPEC["world_sizes"])
+GLOBAL_BATCH, SEQ = int(SPEC["global_batch"]), int(SPEC["seq_len"])
+GPU_BYTES = int(SPEC["gpu_gib"]) * 2**30
 FITS = 0.95 * GPU_BYTES  # room for the CUDA context and allocator fragmentation
 MARK = "estimate-table"
+DOC = ROOT / "docs" / "sweeps.md"
 
 
 def wrapped_on_meta(model_name: str, overrides: list[str]) -> torch.nn.Module:
@@ -94,14 +96,14 @@ def write(readme: Path, text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write", action="store_true", help=f"write the table into {DOC.relative_to(ROOT)}")
     args = parser.parse_args()
     from peftbench.experiments.quiet import quiet
 
     quiet()
     text = table()
     if args.write:
-        write(ROOT / "README.md", text)
+        write(DOC, text)
     print(text, end="")
 
 

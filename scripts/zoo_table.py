@@ -33,8 +33,8 @@ def records(results: Path) -> dict[str, dict]:
 def row(name: str, rec: dict | None) -> str:
     cfg = yaml.safe_load((ROOT / "conf" / "method" / f"{name}.yaml").read_text())
     meta = cfg.get("report") or {}
-    cls = cfg.get("peft_class") or {"qlora": "LoraConfig + bnb 4-bit", "lora_int8": "LoraConfig + bnb 8-bit",
-                                     "lora_bf16w": "LoraConfig (bf16 base)", "bitfit": "(own code)"}.get(cfg.get("impl") or name, "LoraConfig")
+    # a method built from a peft config names it; one built otherwise says so in its report block
+    cls = cfg.get("peft_class") or meta.get("built_on") or "? (add report.built_on to its YAML)"
     merges = {True: "yes", False: "no", None: "n/a"}[((rec or {}).get("cost") or {}).get("can_merge")]
     if rec is None:
         outcome = "not run | | |"

@@ -150,3 +150,20 @@ def test_forgetting_grid_block_shows_each_configurations_forgetting_not_its_scor
     assert full_ft.split(" | ")[5].strip("* ").startswith(f"{mean:.3f} ± ")  # the lr 1e-05 cell
     score = rt.render(f"<!-- grid: {folder} -->\n<!-- /grid -->\n")
     assert "exact_match on the test split" in score and "ce_increase_nats" not in score
+
+
+@pytest.mark.slow
+def test_the_memory_estimate_table_in_the_docs_is_the_scripts():
+    """docs/sweeps.md's 8B per-GPU estimate is what scripts/estimate_table.py draws from
+    conf/report/memory_estimate.yaml (models built on the meta device: no weights, seconds)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("estimate_table", ROOT / "scripts" / "estimate_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = (ROOT / "docs" / "sweeps.md").read_text()
+    block = re.search(r"<!-- estimate-table -->\n(.*?)<!-- /estimate-table -->", page, re.S)
+    assert block, "docs/sweeps.md lost its estimate-table markers"
+    table = mod.table()
+    assert block.group(1) == table, "regenerate with: python scripts/estimate_table.py --write"
+    assert table.count("\n") == 2 + len(mod.MODELS) * len(mod.METHODS)

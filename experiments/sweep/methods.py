@@ -17,7 +17,9 @@ def preset_methods(preset: str) -> list[str]:
     """The methods a preset lists by name (`hydra.sweeper.params.method`)."""
     doc = yaml.safe_load((CONF / "sweep" / f"{preset}.yaml").read_text())
     value = str(((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).get("method", ""))
-    return [m.strip() for m in value.split(",") if m.strip() and "${" not in m]
+    if "${" in value:  # a resolver (the zoo: every method the others leave out) names none itself
+        return []
+    return [m.strip() for m in value.split(",") if m.strip()]
 
 
 @lru_cache(maxsize=None)
