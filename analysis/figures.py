@@ -183,8 +183,8 @@ def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     for (method, targets, *_), g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0])):
         g = g.sort_values("rank_value")
         colour, marker = style_of(g.iloc[0])
-        yerr = (g["primary_ci95"] * yscale).where(g["n"] > 1)
-        ax.errorbar(g["rank_value"], g["primary_mean"] * yscale, yerr=yerr.fillna(0), color=colour, marker=marker,
+        yerr = _yerr(g, yscale)
+        ax.errorbar(g["rank_value"], g["primary_mean"] * yscale, yerr=yerr, color=colour, marker=marker,
                     capsize=3, label=f"{method} ({targets})")
     _full_ft_line(ax, t)
     ax.set_xscale("log", base=2)
@@ -192,6 +192,15 @@ def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     ax.grid(alpha=0.3)
     _legend_once(ax)
     return Figure(name, title, _save(fig, out, name))
+
+
+def _yerr(g: pd.DataFrame, yscale: float) -> np.ndarray:
+    """Error bars of the primary metric's 95% interval, below and above the mean, kept inside the
+    metric's range (analysis.stats.interval_in_range); none with one seed."""
+    one = g["n"] <= 1
+    below = ((g["primary_mean"] - g["primary_ci_low"]) * yscale).mask(one).fillna(0)
+    above = ((g["primary_ci_high"] - g["primary_mean"]) * yscale).mask(one).fillna(0)
+    return np.vstack([below.to_numpy(dtype=float), above.to_numpy(dtype=float)])
 
 
 def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
@@ -214,9 +223,9 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         nth = per_method[row["method"]] = per_method.get(row["method"], -1) + 1
         marker = marker if nth == 0 else "sDv^<>p*"[nth % 8]  # a method's configurations stay apart
         colour = shade(colour, nth)
-        yerr = (g["primary_ci95"] * yscale).where(g["n"] > 1)
+        yerr = _yerr(g, yscale)
         label = f"{_label(row, differs.get(row['setting'], ''))}, {row['steps']} steps"
-        ax.errorbar(g["lr"].astype(float), g["primary_mean"] * yscale, yerr=yerr.fillna(0), color=colour, marker=marker,
+        ax.errorbar(g["lr"].astype(float), g["primary_mean"] * yscale, yerr=yerr, color=colour, marker=marker,
                     capsize=3, label=label, ls="-" if len(settings) == 1 or row["ref_setting"] == min(settings) else ":")
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (log)", ylabel=ylabel, title=title + "\n(error bars: 95% CI over seeds)")

@@ -70,6 +70,7 @@ class MetricSpec:
     name: str
     direction: str  # "max" | "min"
     primary: bool
+    range: tuple[float, float] | None = None  # the values the metric can take; None: unbounded or unknown
 
 
 def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
@@ -80,7 +81,8 @@ def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
         spec = metric_spec.of_record(record)
     except ConfigError:
         return ()
-    return tuple(MetricSpec(str(m["name"]), str(m["direction"]), bool(m["primary"])) for m in spec)
+    return tuple(MetricSpec(str(m["name"]), str(m["direction"]), bool(m["primary"]),
+                            tuple(map(float, m["range"])) if m.get("range") else None) for m in spec)
 
 
 def primary_of(specs: tuple[MetricSpec, ...]) -> MetricSpec | None:

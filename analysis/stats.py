@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,15 @@ def t_ci95(values: np.ndarray | list[float]) -> float:
     return float(sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def interval_in_range(mean: float, half: float, value_range: Any) -> tuple[float, float]:
+    """The t interval mean ± half, cut to the values the metric can take (an accuracy's [0, 1]):
+    the t interval assumes an unbounded normal mean, and past a bound it only says "near it"."""
+    lo, hi = mean - half, mean + half
+    if value_range is not None and not (isinstance(value_range, float) and math.isnan(value_range)):
+        lo, hi = max(lo, float(value_range[0])), min(hi, float(value_range[1]))
+    return lo, hi
+
+
 def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
     """Paired t-test of a - b over the seeds both have."""
     seeds = tuple(sorted(s for s in set(a) & set(b) if not (math.isnan(a[s]) or math.isnan(b[s]))))
@@ -116,6 +125,9 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
             row[f"{metric}_mean"] = float(vals.mean())
             row[f"{metric}_std"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan
             row[f"{metric}_ci95"] = t_ci95(list(vals))
+        if "primary" in scores:
+            row["primary_ci_low"], row["primary_ci_high"] = interval_in_range(
+                row["primary_mean"], row["primary_ci95"], runs.iloc[0].get("primary_range"))
         for col in COST_COLUMNS:
             row[col] = float(runs[col].astype(float).mean())
         first = runs.iloc[0]  # constant within a row: setting is in the key

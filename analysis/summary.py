@@ -65,7 +65,7 @@ def group_summary(t: pd.DataFrame) -> dict[str, Any]:
                        f"nothing here can be said to tie with it or trail it")
         out["tied"] = ""
     else:
-        lo, hi = best["primary_mean"] - ci, best["primary_mean"] + ci
+        lo, hi = float(best["primary_ci_low"]), float(best["primary_ci_high"])  # inside the metric's range
         inside = t[(t.index != best.name) & (t["primary_mean"] >= lo) & (t["primary_mean"] <= hi)]
         out["best"] = f"{name(best)}: {metric} {_fmt(best['primary_mean'])}, 95% interval [{_fmt(lo)}, {_fmt(hi)}] over {int(best['n'])} seeds"
         out["tied"] = (f"means inside that interval: {', '.join(name(r) for _, r in inside.iterrows())}" if not inside.empty

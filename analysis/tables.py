@@ -110,11 +110,11 @@ def _ci_column(table: pd.DataFrame) -> Column:
     def text(r: pd.Series, fmt: str) -> str:
         if r["n"] < 2:
             return "–"
-        lo, hi = r["primary_mean"] - r["primary_ci95"], r["primary_mean"] + r["primary_ci95"]
-        return f"[{_f(lo, 1, scale)}, {_f(hi, 1, scale)}]"
+        return f"[{_f(r['primary_ci_low'], 1, scale)}, {_f(r['primary_ci_high'], 1, scale)}]"
 
     return Column(f"{_primary_name(table)} 95% CI{_unit(scale)}", _nan_col, text, None,
-                  "95% t-interval of the mean of the primary metric over seeds (n ≥ 2).")
+                  "95% t-interval of the mean of the primary metric over seeds (n ≥ 2), cut to the values "
+                  "the metric can take (an accuracy's 0-100%).")
 
 
 def _pct_ft_text(r: pd.Series, fmt: str) -> str:

@@ -1,6 +1,12 @@
 """A task's metric declaration, the one parser of it: the task YAML's `metrics:` as
-[{name, direction, primary}]. A run writes the result into its record (`metric_spec`), so the
-report reads what the run scored by, not what today's YAML says. No torch here: the report uses it.
+[{name, direction, primary, range}]. A run writes the result into its record (`metric_spec`), so
+the report reads what the run scored by, not what today's YAML says. No torch here: the report
+uses it.
+
+`range` is the interval a metric's value can take ([0, 1] for a fraction of items, [-1, 1] for a
+correlation); the report keeps every interval it draws inside it. A task YAML may declare it for a
+metric of its own (`range: [lo, hi]`); the metrics the built-in tasks compute have theirs below,
+and a record written before runs kept the range gets it from there by name.
 """
 from __future__ import annotations
 
@@ -9,6 +15,12 @@ from typing import Any, Mapping, Sequence
 from peftbench.methods.errors import ConfigError
 
 DIRECTIONS = ("max", "min")
+# The value ranges of the metrics experiments/data computes (tests/test_tasks_classification.py
+# checks that each metric a task builder can compute has one here).
+KNOWN_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
+    "exact_match": (0.0, 1.0), "exact_match_flexible": (0.0, 1.0), "rouge_l": (0.0, 1.0),
+}
 
 
 def normalise(given: Any, where: str = "task metrics") -> list[dict[str, Any]]:
@@ -29,7 +41,30 @@ def parse(given: Any, where: str = "task metrics") -> list[dict[str, Any]]:
             raise ConfigError(f"{where}: each entry needs a name, e.g. {{name: accuracy, direction: max}}; got {m!r}")
         if m.get("direction", "max") not in DIRECTIONS:
             raise ConfigError(f"{where}: {m['name']} has direction {m.get('direction')!r}; use max or min")
-        out.append({"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))})
+        entry = {"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))}
+        if m.get("range") is not None:
+            entry["range"] = _range(m["range"], f"{where}: {m['name']}")
+        out.append(entry)
+    return out
+
+
+def _range(given: Any, where: str) -> list[float]:
+    ok = (isinstance(given, (list, tuple)) and len(given) == 2
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in given) and given[0] < given[1])
+    if not ok:
+        raise ConfigError(f"{where} has range {given!r}; write [low, high] with low < high, e.g. range: [0, 1]")
+    return [float(given[0]), float(given[1])]
+
+
+def with_ranges(spec: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each entry with its value range: declared, else the known range of a metric of that name,
+    else None (an unbounded metric, or one this code does not know)."""
+    out = []
+    for m in spec:
+        entry = dict(m)
+        known = KNOWN_RANGES.get(str(m["name"]))
+        entry["range"] = list(m["range"]) if m.get("range") is not None else (list(known) if known else None)
+        out.append(entry)
     return out
 
 
@@ -62,5 +97,5 @@ def of_record(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What a run scored by: its own `metric_spec`, or for records written before runs kept it,
     the declaration in its config."""
     if record.get("metric_spec"):
-        return [dict(m) for m in record["metric_spec"]]
-    return of_task((record.get("config") or {}).get("task") or {})
+        return with_ranges(record["metric_spec"])
+    return with_ranges(of_task((record.get("config") or {}).get("task") or {}))

@@ -487,7 +487,7 @@ def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any]
         "distributed": distributed.summary(plan.world, plan.config),
         "params": trained.params,
         "metrics": evaluated["metrics"],
-        "metric_spec": metric_spec.of_task(plan.config["task"]),  # what the report scores this run by
+        "metric_spec": metric_spec.with_ranges(metric_spec.of_task(plan.config["task"])),  # what the report scores this run by
         "metrics_before": base.metrics_before,
         "metrics_majority": evaluated["metrics_majority"],
         "eval_items": evaluated["eval_items"],

@@ -178,6 +178,9 @@ def grid_for(source: str, score: str = "primary") -> str:
             r = row.iloc[0]
             digits = 1 if score == "primary" else 3
             ci = "" if int(r["n"]) < 2 else f" ± {scale * float(r[f'{score}_ci95']):.{digits}f}"
+            lo, hi, half = (float(r[k]) for k in ("primary_ci_low", "primary_ci_high", "primary_ci95"))
+            if score == "primary" and int(r["n"]) >= 2 and min(hi - r["primary_mean"], r["primary_mean"] - lo) < half - 1e-12:
+                ci = f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"  # the interval cut at the metric's range
             text = f"{scale * float(r[f'{score}_mean']):.{digits}f}{ci}" + ("" if int(r["n"]) == 3 else f" (n={int(r['n'])})")
             cells.append(f"**{text}**" if float(lr) == best else text)
         lines.append(f"| {method} | {rank} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
@@ -189,7 +192,8 @@ def grid_for(source: str, score: str = "primary") -> str:
                 f"{', '.join(models)}), mean ± 95% CI over seeds (n=3 unless marked); bold: the lr with the best validation "
                 f"{metric} in that row.\n")
     return ("\n".join(lines) + f"\n\n{metric} on the test split ({unit}{', '.join(models)}), mean ± 95% CI over seeds (n=3 unless "
-            "marked); bold: the lr with the best validation mean in that row.\n")
+            "marked; an interval that would pass the metric's range is cut there and shown as [low, high]); bold: the lr "
+            "with the best validation mean in that row.\n")
 
 
 def study_claim_ids(source: str) -> list[str]:

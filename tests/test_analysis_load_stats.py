@@ -198,3 +198,40 @@ def test_the_report_scores_a_run_by_the_metric_spec_it_recorded(tmp_path):
     rows = {r["method"]: r for _, r in ok.iterrows()}
     assert rows["lora"]["primary_metric"] == "macro_f1" and rows["lora"]["primary"] == by_spec["metrics"]["test"]["macro_f1"]
     assert rows["full_ft"]["primary_metric"] == "accuracy"
+
+
+def test_an_interval_near_a_bound_stays_inside_the_metrics_range(tmp_path):
+    """Three seeds at 98%, 100% and 100% accuracy: the t interval of the mean passes 100%; the
+    report's interval stops there, in the aggregate, the CI column and the error bars, and a
+    record written before runs kept the range takes the metric's known one."""
+    from peftbench.analysis import tables
+    from peftbench.analysis.figures import _yerr
+
+    recs = [fx.record("lora", seed=s, acc=a) for s, a in ((0, 0.98), (1, 1.0), (2, 1.0))]
+    for rec in recs:
+        rec.pop("metric_spec", None)  # as written before: the range comes from the metric's name
+    ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
+    assert tuple(ok["primary_range"].iloc[0]) == (0.0, 1.0)
+    [r] = [x for _, x in aggregate(ok).iterrows()]
+    assert r["primary_mean"] + r["primary_ci95"] > 1.0  # the t interval alone passes 100%
+    assert r["primary_ci_high"] == 1.0 and r["primary_ci_low"] == pytest.approx(r["primary_mean"] - r["primary_ci95"])
+    ci = next(c for c in tables.metric_columns(aggregate(ok)) if "95% CI" in c.header)
+    assert ci.text(r, "md").endswith(", 100.0]")
+    below, above = _yerr(aggregate(ok), 100.0)
+    assert above[0] == pytest.approx(100 * (1.0 - r["primary_mean"])) and below[0] == pytest.approx(100 * r["primary_ci95"])
+
+
+def test_a_metric_range_is_declared_or_known_and_checked():
+    from peftbench.experiments import metric_spec
+    from peftbench.experiments.data.base import _METRICS, task_builders
+    from peftbench.methods.errors import ConfigError
+
+    task_builders()  # every builder registered, with the metrics it can compute
+    computable = {m for names in _METRICS.values() for m in names}
+    assert computable and computable <= set(metric_spec.KNOWN_RANGES), computable - set(metric_spec.KNOWN_RANGES)
+    spec = metric_spec.with_ranges(metric_spec.normalise([{"name": "bleu", "primary": True, "range": [0, 100]}, {"name": "accuracy"}]))
+    assert [m["range"] for m in spec] == [[0.0, 100.0], [0.0, 1.0]]
+    assert metric_spec.with_ranges(metric_spec.normalise([{"name": "loss", "direction": "min", "primary": True}]))[0]["range"] is None
+    for bad in ([1, 0], [0], "0-1", [0, True]):
+        with pytest.raises(ConfigError, match="range"):
+            metric_spec.normalise([{"name": "bleu", "primary": True, "range": bad}])

@@ -72,6 +72,7 @@ def metric_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...]) -> 
     name = p.name if p else "-"
     out["primary_metric"] = name
     out["primary_direction"] = p.direction if p else "max"
+    out["primary_range"] = p.range if p else None
     out["primary"] = out.get(f"metrics.test.{name}", math.nan)
     out["val_primary"] = out.get(f"metrics.validation.{name}", math.nan)
     out["primary_before"] = out.get(f"metrics_before.test.{name}", math.nan)
