@@ -453,6 +453,30 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
     return Figure(name, title, _save(fig, out, name))
 
 
+def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
+    """Runs trained by reward (objective=grpo): each configuration's mean reward per step, mean
+    over seeds, with the band of the completions' spread around it (the group signal GRPO uses)."""
+    styles = _style_map(ok)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
+        pairs = [(np.asarray(m, float), np.asarray(s, float)) for m, s in zip(runs["reward_curve"], runs["reward_std_curve"])
+                 if len(m) > 1 and len(s) == len(m)]
+        if not pairs:
+            continue
+        n = min(len(m) for m, _ in pairs)
+        mean = np.mean([m[:n] for m, _ in pairs], axis=0)
+        spread = np.mean([s[:n] for _, s in pairs], axis=0)
+        colour, _ = styles[key[0]]
+        steps = np.arange(1, n + 1)
+        ax.plot(steps, smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
+                label=f"{_label(pd.Series(dict(zip(['method', 'rank', 'targets'], key[:3]))))} (n={len(pairs)})")
+        ax.fill_between(steps, mean - spread, mean + spread, color=colour, alpha=0.12, lw=0)
+    ax.set(xlabel="step", ylabel="mean reward of the step's completions", title=title + "\n(band: their spread, mean over seeds)")
+    ax.grid(alpha=0.3)
+    _legend_once(ax)
+    return Figure(name, title, _save(fig, out, name))
+
+
 def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
     """All figures for every model x task x precision x device type: precisions and devices are
     never pooled (CPU RSS and CUDA allocator bytes, or CPU and GPU tokens/s, share no axis)."""
@@ -474,4 +498,6 @@ def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
             serving_costs(t, f"{title}: serving costs", out, f"{stem}__serving"),
             loss_curves(runs, t, f"{title}: training loss", out, f"{stem}__loss"),
         ]
+        if "reward_curve" in runs and any(len(c) > 1 for c in runs["reward_curve"]):  # drawn only for runs trained by reward
+            figs.append(reward_curves(runs, f"{title}: reward during training", out, f"{stem}__reward"))
     return figs

@@ -57,6 +57,8 @@ def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
         out["method"] = {k: v for k, v in out["method"].items() if k != "report"}
     if out.get("compile") is False:  # eager, as every run was before the switch: ids stay
         del out["compile"]
+    if isinstance(out.get("objective"), Mapping) and out["objective"].get("name") == "sft":
+        del out["objective"]  # supervised, as every run was before objectives: ids stay
     dist = out.get("distributed")
     if isinstance(dist, Mapping):
         # one process is what every run had before runs could span several (their ids stay);

@@ -22,14 +22,14 @@ from torch import nn
 from peftbench.experiments import (config_check, distributed, fields, forgetting, meters, metric_spec, outcomes, precision,
                                    provenance, record, reuse)
 from peftbench.experiments.data import build_task, validate_task
-from peftbench.experiments.meters import MemoryMeter, StepTimer, serving
+from peftbench.experiments.meters import MemoryMeter, serving
 from peftbench.experiments.meters.contention import CpuShare, Share, loadavg_1m
 from peftbench.experiments.meters.latency import LatencyBench, latency_figures
 from peftbench.experiments.models import build_model_info, load_model, load_tokenizer
 from peftbench.experiments.progress import Progress
 from peftbench.experiments.signals import Interrupted, signals_interrupt
 from peftbench.experiments.cores import core_slots, usable_cores
-from peftbench.experiments.train import Diverged, train
+from peftbench.experiments.train import Diverged, Trained, train
 from peftbench.methods import available, get
 from peftbench.methods.base import ConfigError, Method, ModelInfo, positive_int
 
@@ -107,6 +107,12 @@ def prepare(config: dict[str, Any]) -> Plan:
     device = resolve_device(str(config["device"]))
     world = distributed.world_for(config, device)
     distributed.validate(config, method, info, world)
+    if config["objective"]["name"] not in OBJECTIVES:
+        raise ConfigError(f"objective {config['objective']['name']!r} is not one of {', '.join(OBJECTIVES)}")
+    if config["objective"]["name"] == "grpo":
+        from peftbench.experiments import grpo
+
+        grpo.check(config, task_kind, info.kind, world.size)
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -182,15 +188,6 @@ class Base:
     serving_base: nn.Module | None = None  # the untouched base the serving step loads adapters onto
     copied_costs: dict[str, Any] | None = None  # seed/lr-independent costs another run measured (reuse.py)
     from_cache: bool = False  # the base's scores and probe pass came from the cache
-
-
-@dataclass
-class Trained:
-    losses: list[float]
-    timer: StepTimer
-    memory: dict[str, Any]  # each rank's peak and their max (distributed.memory_figures)
-    params: dict[str, Any]
-    model: nn.Module | None  # whole, on rank 0; None on the other ranks
 
 
 def run_plan(plan: Plan) -> dict[str, Any]:
@@ -349,6 +346,11 @@ def adapt(plan: Plan, model: nn.Module, task: Any) -> nn.Module:
 
 
 def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
+    """Train by the run's objective (conf/objective/): supervised by default, or GRPO."""
+    return OBJECTIVES[plan.config["objective"]["name"]](plan, model, task, autocast)
+
+
+def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
     """The one training loop, timed per step, with the training phase's memory measured around it."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -370,6 +372,21 @@ def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
                        lambda _, step: plan.method.on_step(model, step))
     memory_figures = distributed.memory_figures(distributed.gather(memory.result, world))
     return Trained(losses, timer, memory_figures, params, distributed.whole_model(model, shell, world, plan.device))
+
+
+def train_grpo(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
+    """GRPO through trl (experiments/grpo.py), timed and measured as the supervised loop is."""
+    from peftbench.experiments import grpo
+
+    progress = Progress(f"{plan.config['method']['name']} s{plan.config['seed']}", int(plan.config["steps"]),
+                        enabled=bool(plan.config.get("progress", True)))
+    trained = grpo.train(plan.config, plan.method, model, task, plan.device, plan.lr, count_params(model), progress)
+    trained.memory = distributed.memory_figures(distributed.gather(trained.memory, plan.world))
+    return trained
+
+
+# conf/objective/NAME.yaml's `name` -> how it trains
+OBJECTIVES: dict[str, Callable[..., Trained]] = {"sft": train_supervised, "grpo": train_grpo}
 
 
 def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base: Base, autocast) -> dict[str, Any]:
@@ -403,12 +420,17 @@ def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) ->
     measured = cost.get("peak_train_mem_growth_bytes")
     cost["mem_measured_over_estimated_ratio"] = (measured / cost["est_train_mem_growth_bytes"]) if measured and cost["est_train_mem_growth_bytes"] else None
     cost.update(timer.summary(int(m["warmup_steps"])))
-    # generation batches are trimmed to their longest example: FLOPs use the mean real width
-    flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
-    cost.update(flops)
-    # the whole job's tokens and FLOPs (timer counts every rank's), over the peak of all its devices
-    achieved = flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3)
-    cost.update(mfu_figures(plan, base, achieved))
+    if trained.flops_known:
+        # generation batches are trimmed to their longest example: FLOPs use the mean real width
+        flops = meters.train_flops_per_step(model, bs, timer.mean_tokens() / bs)
+        cost.update(flops)
+        # the whole job's tokens and FLOPs (timer counts every rank's), over the peak of all its devices
+        achieved = flops["flops_per_step"] / (cost["step_time_ms_median"] / 1e3)
+        cost.update(mfu_figures(plan, base, achieved))
+    else:
+        cost.update({"flops_per_step": None, "mfu_frac": None,
+                     "mfu_unknown_reason": f"objective {cfg['objective']['name']}: a step samples completions as well as "
+                                           f"training on them, and no FLOP model here covers the sampling"})
     cost["train_tokens_per_s_per_device_median"] = cost["train_tokens_per_s_median"] / world.size
     if base.copied_costs is None:
         cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
@@ -496,6 +518,7 @@ def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any]
         "lm_eval": evaluated["lm_eval"],
         "lm_eval_before": base.lm_eval_before,
         "loss_curve": trained.losses,
+        **({"objective": trained.objective} if trained.objective is not None else {}),
         "lr": plan.lr,
         "timing": {
             "load_s": marks["loaded"] - marks["start"],

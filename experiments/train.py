@@ -2,13 +2,27 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from peftbench.experiments.distributed import mean_over_ranks
 from peftbench.experiments.meters import StepTimer
+
+
+@dataclass
+class Trained:
+    losses: list[float]
+    timer: StepTimer
+    memory: dict[str, Any]  # each rank's peak and their max (distributed.memory_figures)
+    params: dict[str, Any]
+    model: nn.Module | None  # whole, on rank 0; None on the other ranks
+    # what an objective other than the supervised loss records per step (objective=grpo: rewards,
+    # KL to the reference, generation time); None under supervised training
+    objective: dict[str, Any] | None = None
+    flops_known: bool = True  # False where no FLOP model covers a step (GRPO's generation)
 
 
 class Diverged(Exception):

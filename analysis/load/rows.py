@@ -164,6 +164,9 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         # None for records from before can_merge existed: unknown, not 'cannot merge'
         "method_info.can_merge": can_merge if isinstance(can_merge, bool) else None,
         "loss_curve": [float(x) for x in record.get("loss_curve", []) if isinstance(x, (int, float))],
+        # objective=grpo: each step's mean reward and its spread over the step's completions
+        "reward_curve": [float(x) for x in (record.get("objective") or {}).get("reward_mean", []) if isinstance(x, (int, float))],
+        "reward_std_curve": [float(x) for x in (record.get("objective") or {}).get("reward_std", []) if isinstance(x, (int, float))],
         "finished_at": str(record.get("finished_at") or ""),
         **provenance_columns(prov),
     }

@@ -204,7 +204,8 @@ class GenerationTask:
                 mask[i, width - len(s) :] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    def _cut(self, text: str) -> str:
+    def cut(self, text: str) -> str:
+        """A generation up to its first stop string."""
         for s in self.stop:
             i = text.find(s)
             if i >= 0:
@@ -230,7 +231,7 @@ class GenerationTask:
                 ids = row.tolist()
                 if tok.eos_token_id in ids:
                     ids = ids[: ids.index(tok.eos_token_id)]
-                out.append(self._cut(tok.decode(ids, skip_special_tokens=True)))
+                out.append(self.cut(tok.decode(ids, skip_special_tokens=True)))
         model.train(was_training)
         return out
 

@@ -1,0 +1,154 @@
+"""objective=grpo: reinforcement learning with verifiable rewards, through trl's GRPOTrainer.
+
+The model the method wrapped is trl's policy, so every method that applies to a causal LM trains
+under GRPO by its YAML alone. The task supplies the prompts of its training split and scores each
+completion by its own first declared metric (exact answer correctness on the procedural task and
+GSM8K): that score is the reward, plus `format_reward` for a completion that ended on its own.
+The reference for the KL term is the model before training: a PEFT model's disabled adapters
+(trl's own way), or for every other model (full fine-tuning, our bottleneck adapters) a frozen
+copy taken here before the first step; trl would otherwise reload it from a hub id, which an
+offline or converted model does not have.
+
+What a step records (`objective` in the record): the group's mean reward and its spread, the share
+of groups whose rewards did not vary (no signal), the KL to the reference, the completions' mean
+length, and the time spent generating and scoring. The step timer brackets trl's whole step
+(generation included) with the tokens trl counts (prompts and completions); no FLOP model covers
+generation, so such a run's MFU is unknown and says why.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from peftbench.experiments.meters import MemoryMeter, StepTimer
+from peftbench.experiments.train import Diverged, Trained
+from peftbench.methods.base import ConfigError
+
+# trl's per-step log names -> the record's (`objective.<name>` lists, one value per step)
+LOGGED = {"reward": "reward_mean", "reward_std": "reward_std", "frac_reward_zero_std": "groups_without_signal_frac",
+          "kl": "kl_to_reference", "completions/mean_length": "completion_tokens_mean"}
+
+
+def check(config: Mapping[str, Any], task_kind: str, model_kind: str, world_size: int) -> None:
+    """What GRPO needs, said before anything loads."""
+    o = config["objective"]
+    if model_kind != "causal_lm" or task_kind != "generation":
+        raise ConfigError(f"objective=grpo samples completions and rewards them: it needs a generation task on a causal LM "
+                          f"(e.g. model=smollm2-135m task=procedural); got task {config['task']['name']} on model "
+                          f"{config['model']['name']}")
+    if world_size > 1:
+        raise ConfigError("objective=grpo runs in one process here; leave distributed at none")
+    for key in ("num_generations", "max_completion_length"):
+        if not isinstance(o.get(key), int) or isinstance(o.get(key), bool) or o[key] < (2 if key == "num_generations" else 1):
+            raise ConfigError(f"objective.{key} must be a whole number >= {2 if key == 'num_generations' else 1} "
+                              f"(a group needs 2 completions to compare), got {o.get(key)!r}")
+    for key in ("temperature", "beta", "format_reward"):
+        if not isinstance(o.get(key), (int, float)) or isinstance(o.get(key), bool) or o[key] < 0:
+            raise ConfigError(f"objective.{key} must be a number >= 0, got {o.get(key)!r}")
+    if o["temperature"] == 0:
+        raise ConfigError("objective.temperature must be above 0: a group of greedy completions is one completion")
+
+
+def reward_function(task: Any, format_reward: float, eos: str | None) -> Callable[..., list[float]]:
+    """trl's reward signature: the task's own score of each completion against its reference."""
+    example_type = type(task.examples["train"][0])
+
+    def reward(prompts: list[str], completions: list[str], reference: list[str], **_: Any) -> list[float]:
+        out = []
+        for text, ref in zip(completions, reference):
+            ended = bool(eos) and eos in text
+            answer = task.cut(text.split(eos)[0] if eos else text)
+            score = task.score([answer], [example_type("", "", ref)])[task.outcome_metric]
+            out.append(float(score) + (format_reward if ended else 0.0))
+        return out
+
+    reward.__name__ = f"{task.raw.name}_{task.outcome_metric}"
+    return reward
+
+
+def prompts_of(task: Any):
+    from datasets import Dataset
+
+    examples = task.examples["train"]
+    return Dataset.from_dict({"prompt": [e.prompt for e in examples], "reference": [e.reference for e in examples]})
+
+
+def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, device: torch.device, lr: float,
+          params: dict[str, Any], progress: Any) -> Trained:
+    from transformers import TrainerCallback, get_linear_schedule_with_warmup
+    from trl import GRPOConfig, GRPOTrainer
+
+    o, steps, prompts_per_step = config["objective"], int(config["steps"]), int(config["batch_size"])
+    timer, generation_s = StepTimer(device), []
+
+    class Timed(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):  # trl's sampling and rewarding of one step
+            t0 = time.perf_counter()
+            out = super()._generate_and_score_completions(inputs)
+            generation_s.append(time.perf_counter() - t0)
+            return out
+
+    class StepClock(TrainerCallback):
+        seen = 0
+
+        def on_step_begin(self, args, state, control, **kw):
+            timer.start()
+
+        def on_step_end(self, args, state, control, **kw):
+            tokens = int(state.num_input_tokens_seen) - self.seen
+            self.seen = int(state.num_input_tokens_seen)
+            timer.stop(tokens=tokens, samples=prompts_per_step * int(o["num_generations"]))
+
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="peftbench-grpo-"), max_steps=steps, learning_rate=lr, seed=int(config["seed"]),
+        per_device_train_batch_size=prompts_per_step * int(o["num_generations"]), num_generations=int(o["num_generations"]),
+        max_completion_length=int(o["max_completion_length"]), temperature=float(o["temperature"]),
+        beta=0.0,  # set below, once the reference is in place (trl would load it from a hub id)
+        max_grad_norm=float(config["grad_clip"]) if float(config["grad_clip"]) > 0 else 1e9,
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
+        use_cpu=device.type == "cpu", bf16=config["precision"] == "bf16", fp16=config["precision"] == "fp16",
+        weight_decay=float(config["weight_decay"]), remove_unused_columns=False, dataloader_num_workers=0,
+        # as the supervised loop: checkpointing changes speed and memory, so every objective takes the run's setting
+        gradient_checkpointing=bool(config.get("gradient_checkpointing", False)))
+    optimizer = method.optimizer(model, lr, float(config["weight_decay"]))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config["warmup_ratio"] * steps), steps)
+    tok = task.tokenizer
+    trainer = Timed(model=model, reward_funcs=reward_function(task, float(o["format_reward"]), tok.eos_token),
+                    args=args, train_dataset=prompts_of(task), processing_class=tok, callbacks=[StepClock()],
+                    optimizers=(optimizer, scheduler))
+    trainer.beta = float(o["beta"])
+    if trainer.beta and not _is_peft(model):
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        trainer.ref_model = reference
+    with MemoryMeter(device) as memory:
+        trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
+    losses = [float(h["loss"]) for h in logs]
+    bad = next((i for i, v in enumerate(losses) if not torch.isfinite(torch.tensor(v))), None)
+    if bad is not None:
+        raise Diverged(bad, losses[bad], losses[:bad])
+    for i, h in enumerate(logs):
+        progress(i, losses[i], timer.times[i] if i < len(timer.times) else 0.0)
+    figures = {name: [float(h[key]) for h in logs if key in h] for key, name in LOGGED.items()}
+    figures.update({"generation_s": [round(t, 4) for t in generation_s], "generation_s_total": round(sum(generation_s), 3),
+                    "num_generations": int(o["num_generations"]), "prompts_per_step": prompts_per_step,
+                    "reference": "disabled adapters" if _is_peft(model) else ("frozen copy" if trainer.beta else "none (beta=0)"),
+                    "trl_version": _version("trl")})
+    return Trained(losses, timer, dict(memory.result), params, model, objective=figures, flops_known=False)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _version(name: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(name)

@@ -1,0 +1,65 @@
+"""objective=grpo: GRPO with verifiable rewards through trl, recorded like every other run."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import compose
+
+TINY_RL = ["model=tiny-llama", "task=procedural", "objective=grpo", "steps=3", "batch_size=2", "task.n_train=32",
+           "task.n_validation=8", "task.n_test=8", "measure.latency=false", "measure.serving.enabled=false",
+           "progress=false", "precision=fp32"]
+
+
+def test_supervised_ids_stay_and_grpo_is_its_own_setting():
+    from peftbench.experiments import record
+
+    sft = compose(["method=lora"])
+    assert sft["objective"] == {"name": "sft"}
+    without = {k: v for k, v in sft.items() if k != "objective"}  # a config from before objectives
+    assert record.run_id(sft) == record.run_id(without)
+    rl = compose(["method=lora", "objective=grpo"])
+    assert record.run_id(rl) != record.run_id(sft) and record.semantic_config(rl)["objective"]["name"] == "grpo"
+
+
+def test_the_reward_is_the_tasks_own_score_of_the_completion():
+    from types import SimpleNamespace
+
+    from peftbench.experiments.data.generation import Example, GenerationTask
+    from peftbench.experiments.grpo import reward_function
+
+    task = GenerationTask.__new__(GenerationTask)
+    task.raw = SimpleNamespace(name="procedural", metrics=["exact_match"])
+    task.scorer, task.stop, task.outcome_metric = "procedural", ["\n"], "exact_match"
+    task.examples = {"train": [Example("Q", " Friday", "Friday")]}
+    reward = reward_function(task, 0.25, "</s>")
+    got = reward(["Q"] * 4, [" Friday</s>", " Friday\nmore", " Monday</s>", " Monday"], ["Friday"] * 4)
+    assert got == [1.25, 1.0, 0.25, 0.0]  # correct, correct then cut at the stop, wrong but ended, wrong
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full_ft"])
+def test_a_grpo_run_records_rewards_kl_and_generation_time(run_small, method):
+    rec = run_small(*TINY_RL, f"method={method}", fast=False)
+    assert rec["status"] == "ok", rec.get("error")
+    o = rec["objective"]
+    for key in ("reward_mean", "reward_std", "groups_without_signal_frac", "kl_to_reference", "completion_tokens_mean", "generation_s"):
+        assert len(o[key]) == 3, key
+    assert len(rec["loss_curve"]) == 3 and o["num_generations"] == 8 and o["prompts_per_step"] == 2
+    assert all(0 <= r <= 1 for r in o["reward_mean"]) and o["generation_s_total"] > 0
+    # the reference: a PEFT model's disabled adapters, a frozen copy for full fine-tuning
+    assert o["reference"] == ("disabled adapters" if method == "lora" else "frozen copy")
+    assert rec["cost"]["mfu_frac"] is None and "no FLOP model" in rec["measurement"]["mfu_unknown_reason"]
+    assert rec["cost"]["train_tokens_per_s_median"] > 0 and rec["config"]["objective"]["name"] == "grpo"
+    assert rec["metrics"]["test"]["n"] == 8 and rec["forgetting"] is not None  # evaluated and probed like a supervised run
+
+
+@pytest.mark.parametrize("args,message", [
+    (["objective=grpo"], "objective=grpo samples completions and rewards them: it needs a generation task on a causal LM"),
+    (["model=tiny-llama", "task=procedural", "objective=grpo", "objective.num_generations=1"],
+     "objective.num_generations must be a whole number >= 2"),
+    (["model=tiny-llama", "task=procedural", "objective=grpo", "objective.temperature=0"], "objective.temperature must be above 0"),
+])
+def test_grpo_bad_input_is_one_line(args, message, forked_cli, tmp_path):
+    proc = forked_cli.run(["run", *args, f"results_dir={tmp_path}"])
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
