@@ -113,7 +113,7 @@ def _within_ci(label: str, mine: pd.DataFrame, ref: pd.DataFrame, where: str, no
 def _label(key: tuple, runs: pd.DataFrame) -> str:
     d = dict(zip(KEY, key))
     setting = ",".join(sorted(set(runs["setting"])))
-    return f"{d['model']}/{d['task']} {d['method']} {d['rank']} {d['targets']} {d['precision']} lr={d['lr']:.3g} steps={d['steps']} setting={setting}"
+    return f"{d['model']}/{d['task']} {d['method']} {d['capacity']} {d['targets']} {d['precision']} lr={d['lr']:.3g} steps={d['steps']} setting={setting}"
 
 
 def with_trained_setting(frame: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
 
 
 # the row label's own columns that a configuration can differ in, besides its setting's keys
-LABEL_KEYS = ("rank", "targets", "precision", "lr", "steps")
+LABEL_KEYS = ("capacity", "targets", "precision", "lr", "steps")
 
 
 def _items(row: Mapping) -> dict[str, str]:

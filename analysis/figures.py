@@ -78,8 +78,8 @@ def _label(r: pd.Series, differs: str = "") -> str:
     """A configuration in words: method, capacity, targets and, where rows differ by setting, what
     differs (`batch_size=16`), never the setting's hash."""
     parts = [r["method"]]
-    if r["rank"] != "-":  # the table's rank already names its capacity key ("r=8")
-        parts.append(str(r["rank"]) if "=" in str(r["rank"]) else f"r={r['rank']}")
+    if r["capacity"] != "-":  # the table's capacity already names its key ("r=8")
+        parts.append(str(r["capacity"]) if "=" in str(r["capacity"]) else f"r={r['capacity']}")
     if r["targets"] != "-":
         parts.append(r["targets"])
     if differs:
@@ -173,18 +173,18 @@ def _series(t: pd.DataFrame, keys: list[str], along: str) -> list[tuple[tuple, p
 
 
 def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    lines = [(k, g) for k, g in _series(t[t["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
-             if g["rank_value"].nunique() >= 2]
+    lines = [(k, g) for k, g in _series(t[t["capacity_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "capacity_value")
+             if g["capacity_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
     fig, ax = plt.subplots(figsize=(6, 4))
     yscale, ylabel = _metric_axis(t)
-    keys = sorted({str(k) for k in t.loc[t["rank_value"].notna(), "capacity_key"] if k})
+    keys = sorted({str(k) for k in t.loc[t["capacity_value"].notna(), "capacity_key"] if k})
     for (method, targets, *_), g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0])):
-        g = g.sort_values("rank_value")
+        g = g.sort_values("capacity_value")
         colour, marker = style_of(g.iloc[0])
         yerr = _yerr(g, yscale)
-        ax.errorbar(g["rank_value"], g["primary_mean"] * yscale, yerr=yerr, color=colour, marker=marker,
+        ax.errorbar(g["capacity_value"], g["primary_mean"] * yscale, yerr=yerr, color=colour, marker=marker,
                     capsize=3, label=f"{method} ({targets})")
     _full_ft_line(ax, t)
     ax.set_xscale("log", base=2)
@@ -207,7 +207,7 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     """Each configuration's test metric along its learning-rate grid (LoRA Without Regret's
     figure): one line per method x capacity x targets x steps x non-method setting, full FT
     included, so where each curve peaks shows the ratio of best learning rates."""
-    lines = [(k, g) for k, g in _series(t[t["lr"].notna()], ["method", "rank", "targets", "protocol", "steps"], "lr")
+    lines = [(k, g) for k, g in _series(t[t["lr"].notna()], ["method", "capacity", "targets", "protocol", "steps"], "lr")
              if g["lr"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no configuration was run at two or more learning rates")
@@ -235,7 +235,7 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
 
 
 def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
-    groups = [(k, g) for k, g in _series(t[t["targets"] != "-"], ["method", "rank", "lr", "protocol", "steps"], "targets")
+    groups = [(k, g) for k, g in _series(t[t["targets"] != "-"], ["method", "capacity", "lr", "protocol", "steps"], "targets")
               if g["targets"].nunique() >= 2]
     if not groups:
         return Figure(name, title, [], "no method was run with two or more target-module sets at one rank")
@@ -245,7 +245,7 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
     yscale, ylabel = _metric_axis(t)
     groups = sorted(groups, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0]))
-    for gi, ((method, rank, *_), g) in enumerate(groups):
+    for gi, ((method, capacity, *_), g) in enumerate(groups):
         colour, _ = style_of(g.iloc[0])
         for ti, tg in enumerate(all_targets):
             row = g[g["targets"] == tg]
@@ -394,7 +394,7 @@ def forgetting_point_label(r: pd.Series, pts: pd.DataFrame) -> str:
     several (or that the lr was searched)."""
     mine = pts[pts["method"] == r["method"]]
     parts = []
-    if len(mine[["rank", "targets", "setting"]].drop_duplicates()) > 1:
+    if len(mine[["capacity", "targets", "setting"]].drop_duplicates()) > 1:
         parts.append(_label(r).removeprefix(r["method"]).strip())
     if mine["steps"].nunique() > 1:
         parts.append(f"{r['steps']} steps")
@@ -438,7 +438,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
         return Figure(name, title, [], "no loss curves in the records")
     styles = _style_map(ok)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
+    for key, runs in ok.groupby(["method", "capacity", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
         curves = [np.asarray(c, float) for c in runs["loss_curve"] if len(c) > 1]
         if not curves:
             continue
@@ -446,7 +446,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
         mean = np.mean([c[:n] for c in curves], axis=0)
         colour, _ = styles[key[0]]
         ax.plot(np.arange(1, n + 1), smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
-                label=f"{_label(pd.Series(dict(zip(['method', 'rank', 'targets'], key[:3]))))} (n={len(curves)})")
+                label=f"{_label(pd.Series(dict(zip(['method', 'capacity', 'targets'], key[:3]))))} (n={len(curves)})")
     ax.set(xlabel="step", ylabel="training loss (moving avg, mean over seeds)", title=title)
     ax.grid(alpha=0.3)
     _legend_once(ax)
@@ -458,7 +458,7 @@ def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     over seeds, with the band of the completions' spread around it (the group signal GRPO uses)."""
     styles = _style_map(ok)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "rank", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
+    for key, runs in ok.groupby(["method", "capacity", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
         pairs = [(np.asarray(m, float), np.asarray(s, float)) for m, s in zip(runs["reward_curve"], runs["reward_std_curve"])
                  if len(m) > 1 and len(s) == len(m)]
         if not pairs:
@@ -469,7 +469,7 @@ def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         colour, _ = styles[key[0]]
         steps = np.arange(1, n + 1)
         ax.plot(steps, smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
-                label=f"{_label(pd.Series(dict(zip(['method', 'rank', 'targets'], key[:3]))))} (n={len(pairs)})")
+                label=f"{_label(pd.Series(dict(zip(['method', 'capacity', 'targets'], key[:3]))))} (n={len(pairs)})")
         ax.fill_between(steps, mean - spread, mean + spread, color=colour, alpha=0.12, lw=0)
     ax.set(xlabel="step", ylabel="mean reward of the step's completions", title=title + "\n(band: their spread, mean over seeds)")
     ax.grid(alpha=0.3)
@@ -482,7 +482,7 @@ def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
     never pooled (CPU RSS and CUDA allocator bytes, or CPU and GPU tokens/s, share no axis)."""
     figs: list[Figure] = []
     for (model, task, prec, dev), t in agg.groupby(["model", "task", "precision", "device"], sort=True):
-        t = t.sort_values(["order", "method", "rank_value", "targets"])
+        t = t.sort_values(["order", "method", "capacity_value", "targets"])
         runs = ok[(ok["model"] == model) & (ok["task"] == task) & (ok["precision"] == prec) & (ok["device"] == dev)]
         stem, title = f"figures/{model}__{task}__{prec}__{dev}", f"{model} / {task} / {prec} / {dev}"
         figs += [

@@ -120,7 +120,7 @@ def reads_scores(cond: Mapping[str, Any]) -> bool:
     return any(not is_cost(n) for n in names)
 
 
-CONFIG = ["method", "model", "task", "precision", "rank", "targets", "steps", "setting", "protocol", "chosen_lr"]
+CONFIG = ["method", "model", "task", "precision", "capacity", "targets", "steps", "setting", "protocol", "chosen_lr"]
 
 
 def learned_only(runs: pd.DataFrame, cond: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:

@@ -76,7 +76,7 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
     html_tables, files = write_tables(agg, out)
     if not agg.empty:
         runs = per_run(loaded.ok, agg)
-        runs = runs.sort_values(["model", "task", "order", "method", "rank", "targets", "lr", "steps", "setting", "seed"])
+        runs = runs.sort_values(["model", "task", "order", "method", "capacity", "targets", "lr", "steps", "setting", "seed"])
         (out / "runs.md").write_text(tables.runs_markdown(runs, loaded.failed))
         (out / "runs.csv").write_text(tables.runs_csv(runs))
         files += ["runs.md", "runs.csv"]

@@ -25,7 +25,7 @@ PAIRED_TEST_NAME = "paired t-test over seeds (two-sided)"
 # Measured fields, averaged over seeds as they are (costs vary little between seeds).
 COST_COLUMNS = [f.path for f in FIELDS]
 # Constant within a configuration (method metadata, the task's metric declaration): first run's.
-FIRST_COLUMNS = ["rank_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
+FIRST_COLUMNS = ["capacity_value", "ref_setting", "setting_items", "device", "family", "order", "color", "marker",
                  "capacity_key", "role", "primary_metric", "primary_direction", "task_metrics", "forgetting_key",
                  "serving_skipped"]
 SCORE_PREFIXES = ("metrics.", "metrics_before.", "lm_eval.", "forgetting.")
@@ -251,7 +251,7 @@ def add_baseline_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     cols: dict[str, list] = {"vs_baseline_diff": [], "vs_baseline_p": [], "vs_baseline_n": [], "vs_baseline_note": [],
                              "vs_baseline_method": []}
     for _, row in agg.iterrows():
-        ref = None if row["role"] == BASELINE else pick_reference(agg, row, ["rank", "targets", "steps"], role=BASELINE)
+        ref = None if row["role"] == BASELINE else pick_reference(agg, row, ["capacity", "targets", "steps"], role=BASELINE)
         if ref is None:
             res = Paired(0, math.nan, math.nan, ())
         else:
@@ -309,7 +309,7 @@ def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
         ft = by_seed(runs_of(ok, ref)) if ref is not None else {}
         for _, run in runs_of(ok, row).sort_values("seed").iterrows():
             base = ft.get(int(run["seed"]))
-            rows.append({**{k: run[k] for k in ("model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lr",
+            rows.append({**{k: run[k] for k in ("model", "task", "method", "capacity", "targets", "precision", "lr", "chosen_lr",
                                                  "protocol", "steps", "setting", "device", "seed", "run_id")},
                          **{k: run.get(k, math.nan) for k in extra},
                          "pct_of_full_ft_same_seed_percent": _ratio(run["primary"], base, run["primary_direction"]) if base else math.nan})

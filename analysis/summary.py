@@ -23,7 +23,7 @@ def label(row: pd.Series, differs: str = "", steps: bool = False) -> str:
     """A configuration in words: method, capacity, targets, precision, lr and, where the rows
     differ there, steps and the setting keys that differ (`batch_size=16`); never a hash."""
     parts = [str(row["method"])]
-    for key in ("rank", "targets", "precision"):
+    for key in ("capacity", "targets", "precision"):
         if str(row.get(key, "-")) not in ("-", "", "nan", "None"):
             parts.append(str(row[key]))
     lr = row.get("lr")

@@ -190,7 +190,7 @@ LABEL_COLUMNS: list[Column] = [
     Column("Method", _nan_col, _txt("method"), None, "Method (its YAML's report.role says which is the full reference and which the baseline).", label=True),
     Column("Family", _nan_col, _txt("family"), None,
            "The method's family (report.family in its YAML); rows are grouped by family, then ordered by report.order.", label=True),
-    Column("Capacity", _nan_col, _txt("rank"), None,
+    Column("Capacity", _nan_col, _txt("capacity"), None,
            "The method's capacity (report.capacity_key in its YAML: r for the LoRA family, bottleneck size for adapters); '-' when n/a.", label=True),
     Column("Targets", _nan_col, _txt("targets"), None, "Target-module preset or list; '-' when n/a.", label=True),
     Column("Precision", _nan_col, _txt("precision"), None, "Training precision of the run.", label=True),
@@ -326,7 +326,7 @@ def _best_of(vals: list[tuple[int, float]], better: str) -> set[int]:
     return {i for i, v in vals if not _nan(v) and math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12)}
 
 
-SORT_KEY = ["order", "method", "precision", "rank_value", "rank", "targets", "lr", "protocol", "steps", "setting"]
+SORT_KEY = ["order", "method", "precision", "capacity_value", "capacity", "targets", "lr", "protocol", "steps", "setting"]
 
 
 def table_groups(agg: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
@@ -533,7 +533,7 @@ def to_html(title: str, table: pd.DataFrame, details: bool | str = False) -> str
 
 # ---------------------------------------------------------------- CSV
 
-LABEL_CSV = ["model", "task", "method", "rank", "targets", "precision", "lr", "chosen_lrs", "protocol", "steps", "setting", "device",
+LABEL_CSV = ["model", "task", "method", "capacity", "targets", "precision", "lr", "chosen_lrs", "protocol", "steps", "setting", "device",
              "n", "seeds", "primary_metric", "primary_direction"]
 COMPARISON_CSV = ["pct_of_full_ft_percent", "pct_of_full_ft_paired", "vs_baseline_method", "vs_baseline_diff", "vs_baseline_p",
                   "vs_baseline_n", "vs_baseline_note", "forgetting_key"]
@@ -568,7 +568,7 @@ def _others(r: pd.Series) -> str:
 
 RUN_COLUMNS: list[tuple[str, Callable[[pd.Series], str]]] = [
     *[(h, (lambda c: lambda r: str(r[c]))(c)) for h, c in (("Model", "model"), ("Task", "task"), ("Method", "method"),
-                                                            ("Capacity", "rank"), ("Targets", "targets"), ("Precision", "precision"))],
+                                                            ("Capacity", "capacity"), ("Targets", "targets"), ("Precision", "precision"))],
     ("LR", lambda r: f"{r['chosen_lr']:.0e}"), ("Steps", lambda r: str(r["steps"])), ("Setting", lambda r: str(r["setting"])),
     ("Seed", lambda r: str(r["seed"])),
     ("Trainable params (count)", lambda r: "–" if _nan(r["params.trainable"]) else f"{int(r['params.trainable']):,}"),
@@ -623,7 +623,7 @@ def runs_markdown(runs: pd.DataFrame, not_averaged: pd.DataFrame | None = None) 
     return "\n".join(lines) + "\n"
 
 
-RUN_CSV = ["model", "task", "method", "rank", "targets", "precision", "chosen_lr", "protocol", "steps", "setting", "device", "seed",
+RUN_CSV = ["model", "task", "method", "capacity", "targets", "precision", "chosen_lr", "protocol", "steps", "setting", "device", "seed",
            "run_id", "params.trainable", "params.trainable_pct", "primary_metric", "primary", "primary_before", "gain_over_base",
            "forgetting_key", "forgetting", "pct_of_full_ft_same_seed_percent"]
 

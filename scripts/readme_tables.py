@@ -94,7 +94,7 @@ def headline_for(source: str) -> str:
         for _, row in t.sort_values("primary_mean", ascending=False).iterrows():
             cells = ["–" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c])) else fmt(float(row[c]))
                      for c, _, fmt in HEADLINE]
-            out.append(f"| {row['method']} | {row['rank']} | {row['targets']} | " + " | ".join(cells) + " |")
+            out.append(f"| {row['method']} | {row['capacity']} | {row['targets']} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
@@ -164,9 +164,9 @@ def grid_for(source: str, score: str = "primary") -> str:
     scale = percent_scale(agg, "primary_mean") if score == "primary" else 1.0
     lines = ["| method | capacity | targets | steps | setting | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " |",
              "|---" * (5 + len(lrs)) + "|"]
-    keys = ["model", "task", "order", "method", "rank", "targets", "steps", "setting"]
+    keys = ["model", "task", "order", "method", "capacity", "targets", "steps", "setting"]
     groups = sorted(agg.groupby(keys, sort=True, dropna=False), key=lambda kv: (kv[0][:-1], _natural(label.get(kv[0][-1], "-"))))
-    for (model, task, _, method, rank, targets, steps, setting), g in groups:
+    for (model, task, _, method, capacity, targets, steps, setting), g in groups:
         sign = 1.0 if str(g["primary_direction"].iloc[0]) in ("max", "higher") else -1.0
         best = float(g.loc[(g["val_primary_mean"].astype(float) * sign).idxmax(), "lr"])
         cells = []
@@ -183,7 +183,7 @@ def grid_for(source: str, score: str = "primary") -> str:
                 ci = f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"  # the interval cut at the metric's range
             text = f"{scale * float(r[f'{score}_mean']):.{digits}f}{ci}" + ("" if int(r["n"]) == 3 else f" (n={int(r['n'])})")
             cells.append(f"**{text}**" if float(lr) == best else text)
-        lines.append(f"| {method} | {rank} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {capacity} | {targets} | {steps} | {label.get(setting, '-')} | " + " | ".join(cells) + " |")
     models = sorted(set(agg["model"])) + sorted(set(agg["task"]))
     unit = "%, " if scale == 100 else ""
     if score == "forgetting":

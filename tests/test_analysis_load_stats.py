@@ -48,10 +48,10 @@ def test_failed_runs_are_kept_apart(loaded):
 
 def test_rank_and_targets_come_from_the_method_config(loaded):
     ok = loaded.ok
-    assert set(ok[ok.method == "lora"]["rank"]) == {"r=4", "r=8", "r=16"}
+    assert set(ok[ok.method == "lora"]["capacity"]) == {"r=4", "r=8", "r=16"}
     # houlsby's capacity key (its YAML's report block) is bottleneck_size, unset here: no capacity
-    assert set(ok[ok.method == "houlsby"]["rank"]) == {"-"}
-    assert math.isnan(ok[ok.method == "houlsby"]["rank_value"].iloc[0])
+    assert set(ok[ok.method == "houlsby"]["capacity"]) == {"-"}
+    assert math.isnan(ok[ok.method == "houlsby"]["capacity_value"].iloc[0])
     assert set(ok[ok.method == "full_ft"]["targets"]) == {"-"}
     assert set(ok[ok.method == "lora"]["targets"]) == {"attn_qv", "all_linear"}
 
@@ -78,7 +78,7 @@ def test_models_are_never_pooled(agg):
 
 
 def test_mean_std_ci_over_seeds(agg):
-    r = row(agg, model="minilm", method="lora", rank="r=8", targets="attn_qv")
+    r = row(agg, model="minilm", method="lora", capacity="r=8", targets="attn_qv")
     accs = [0.82 + fx.SEED_OFFSET[s] for s in fx.SEEDS]
     assert r["n"] == 3 and r["seeds"] == (0, 1, 2)
     assert r["primary_mean"] == pytest.approx(sum(accs) / 3)
@@ -91,7 +91,7 @@ def test_t_ci95_known_value_and_single_value():
 
 
 def test_pct_of_full_ft_is_paired_per_seed(agg):
-    r = row(agg, model="minilm", method="lora", rank="r=8", targets="attn_qv")
+    r = row(agg, model="minilm", method="lora", capacity="r=8", targets="attn_qv")
     expected = sum(100 * (0.82 + fx.SEED_OFFSET[s]) / (0.90 + fx.SEED_OFFSET[s]) for s in fx.SEEDS) / 3
     assert r["pct_of_full_ft_paired"] and r["pct_of_full_ft_percent"] == pytest.approx(expected)
     assert row(agg, model="tiny-llama", method="lora")["pct_of_full_ft_percent"] == pytest.approx(100 * 0.6 / 0.7)

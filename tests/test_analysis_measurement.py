@@ -270,7 +270,7 @@ def test_tables_say_which_runs_copied_their_costs(contended_tables):
     note = next(l for l in md.splitlines() if "copied from an earlier run" in l)
     assert f"{lora[1]['run_id']}, {lora[2]['run_id']} from {lora[0]['run_id']}" in note
     # the means are what the runs carry: copies change nothing there
-    row = table[(table["method"] == "lora") & (table["rank"] == "r=8") & (table["targets"] == "attn_qv")].iloc[0]
+    row = table[(table["method"] == "lora") & (table["capacity"] == "r=8") & (table["targets"] == "attn_qv")].iloc[0]
     assert row["cost.latency_overhead_unmerged_frac"] == pytest.approx(0.10)
     runs = per_run(ok, agg)
     listing = tables.runs_markdown(runs)

@@ -235,17 +235,17 @@ def test_rank_lines_survive_alpha_scaled_with_rank_and_peft_kwargs_ranks(tmp_pat
         loha["run_id"] += f"_r{r}"
         recs += [lora, loha]
     agg = aggregate(load_results([fx.write_all(tmp_path / "a", recs, broken=False)]).ok)
-    lines = figures._series(agg[agg["rank_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
+    lines = figures._series(agg[agg["capacity_value"].notna()], ["method", "targets", "lr", "protocol", "steps"], "capacity_value")
     assert sorted((k[0], len(g)) for k, g in lines) == [("loha", 3), ("lora", 3)]
-    fig = figures.metric_vs_rank(agg, "t", tmp_path / "out", "rank")
+    fig = figures.metric_vs_rank(agg, "t", tmp_path / "out", "capacity")
     assert fig.files, fig
     extra = fx.record("lora", r=8, acc=0.9)
     extra["config"]["method"]["alpha"] = 8  # a second alpha at r=8
     extra["run_id"] += "_alpha8"
     agg = aggregate(load_results([fx.write_all(tmp_path / "b", recs + [extra], broken=False)]).ok)
-    lines = figures._series(agg[(agg["method"] == "lora")], ["method", "targets", "lr", "protocol", "steps"], "rank_value")
+    lines = figures._series(agg[(agg["method"] == "lora")], ["method", "targets", "lr", "protocol", "steps"], "capacity_value")
     # split by full setting: no line passes through r=8 twice (here alpha=8 at r4 and r8 is one line)
-    assert sum(len(g) for _, g in lines) == 4 and not any(g["rank_value"].duplicated().any() for _, g in lines)
+    assert sum(len(g) for _, g in lines) == 4 and not any(g["capacity_value"].duplicated().any() for _, g in lines)
     assert sorted(len(g) for _, g in lines) == [1, 1, 2]
 
 
@@ -266,7 +266,7 @@ def test_lr_lines_peak_where_each_configuration_is_best(tmp_path):
                 rec["run_id"] += f"_lr{lr}"
             recs += [ft, lora]
     agg = aggregate(load_results([fx.write_all(tmp_path / "a", recs, broken=False)]).ok)
-    lines = figures._series(agg[agg["lr"].notna()], ["method", "rank", "targets", "protocol", "steps"], "lr")
+    lines = figures._series(agg[agg["lr"].notna()], ["method", "capacity", "targets", "protocol", "steps"], "lr")
     peaks = {k[0]: float(g.loc[g["primary_mean"].idxmax(), "lr"]) for k, g in lines}
     assert peaks == {"full_ft": 1e-4, "lora": 1e-3}
     fig = figures.metric_vs_lr(agg, "t", tmp_path / "out", "lr")
@@ -282,7 +282,7 @@ def test_learning_vs_forgetting_labels_say_lr_and_configuration():
 
     rows = [("full_ft", "-", "-", "s1", "fixed_lr", 100, 3e-5), ("full_ft", "-", "-", "s1", "fixed_lr", 100, 1e-4),
             ("lora", "r=16", "all_linear", "s1", "fixed_lr", 100, 1e-3), ("lora", "r=2", "all_linear", "s1", "fixed_lr", 100, 1e-3)]
-    cols = ["method", "rank", "targets", "setting", "protocol", "steps", "lr"]
+    cols = ["method", "capacity", "targets", "setting", "protocol", "steps", "lr"]
     pts = pd.DataFrame(rows, columns=cols)
     labels = [figures.forgetting_point_label(r, pts) for _, r in pts.iterrows()]
     # full FT has one configuration at two lrs; LoRA two configurations at one lr each

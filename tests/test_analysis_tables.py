@@ -57,7 +57,7 @@ def test_one_table_per_model_and_task(groups):
 
 
 def test_one_row_per_method_rank_targets(minilm):
-    keys = list(zip(minilm["method"], minilm["rank"], minilm["targets"]))
+    keys = list(zip(minilm["method"], minilm["capacity"], minilm["targets"]))
     assert len(keys) == len(set(keys)) == 12
     assert keys[0] == ("full_ft", "-", "-")  # reference first
 

@@ -94,7 +94,7 @@ def test_generation_task_reaches_figures_stats_and_claims(made):
     verdicts = {r.id: r for r in made["claims"]}
     assert verdicts["dora_ge_lora"].verdict == claims.HOLDS  # the claim reads exact match: the task's primary metric
     assert "primary=0.3" in verdicts["dora_ge_lora"].conditions[0].evidence[0].text
-    row = agg[(agg["method"] == "lora") & (agg["rank"] == "r=8")].iloc[0]
+    row = agg[(agg["method"] == "lora") & (agg["capacity"] == "r=8")].iloc[0]
     assert row["primary_metric"] == "exact_match" and row["primary_ci95"] > 0
 
 
@@ -104,7 +104,7 @@ def test_generation_task_in_csv_and_runs_md(tmp_path):
     build([str(res)], tmp_path / "out", tmp_path / "no_claims")
     [table] = (tmp_path / "out" / "tables").glob("*.csv")
     rows = list(csv.DictReader(table.open()))
-    lora = next(r for r in rows if r["method"] == "lora" and r["rank"] == "r=8")
+    lora = next(r for r in rows if r["method"] == "lora" and r["capacity"] == "r=8")
     assert float(lora["metrics.test.exact_match_mean"]) == pytest.approx(0.30 + sum(fx.SEED_OFFSET.values()) / 3)
     assert float(lora["forgetting_mean"]) == pytest.approx(0.05) and lora["forgetting_key"] == "ce_increase_nats"
     assert float(lora["forgetting.kl_base_tuned_nats_mean"]) == pytest.approx(0.025)
@@ -203,8 +203,8 @@ def test_a_new_method_needs_nothing_in_analysis(tmp_path):
     [(_, t)] = tables.table_groups(agg)
     assert list(t["method"]) == ["full_ft", "my_vera", "lora", "mystery"]  # report.order; no block: last
     v = t[t["method"] == "my_vera"].iloc[0]
-    assert (v["rank"], v["rank_value"], v["color"], v["marker"]) == ("r=64", 64.0, "#123456", "8")
-    assert t[t["method"] == "mystery"].iloc[0]["role"] == "-" and t[t["method"] == "mystery"].iloc[0]["rank"] == "-"
+    assert (v["capacity"], v["capacity_value"], v["color"], v["marker"]) == ("r=64", 64.0, "#123456", "8")
+    assert t[t["method"] == "mystery"].iloc[0]["role"] == "-" and t[t["method"] == "mystery"].iloc[0]["capacity"] == "-"
 
 
 @pytest.mark.slow

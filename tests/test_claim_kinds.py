@@ -84,7 +84,7 @@ def test_best_lr_ratio(tmp_path):
 
 def tuned(relation: str, tolerance: float, **extra: Any) -> dict[str, Any]:
     return {**BASE, "check": "tuned_compare", "method": "dora", "baseline": "lora", "metric": "primary",
-            "relation": relation, "tolerance": tolerance, "match": ["rank", "targets", "steps"], **extra}
+            "relation": relation, "tolerance": tolerance, "match": ["capacity", "targets", "steps"], **extra}
 
 
 @pytest.mark.slow

@@ -58,4 +58,4 @@ def test_a_method_yaml_outside_the_package_runs_end_to_end(tmp_path):
 
     made = build([str(res)], tmp_path / "report", tmp_path / "no_claims")
     row = made["agg"].iloc[0]
-    assert (row["method"], row["rank"], row["color"]) == ("my_lora", "r=4", "#00aa00")
+    assert (row["method"], row["capacity"], row["color"]) == ("my_lora", "r=4", "#00aa00")

@@ -100,14 +100,14 @@ def _slope(g: pd.DataFrame, metric: str) -> tuple[dict[int, float], list[str]]:
     """Per seed, the least-squares slope of the metric per doubling of rank over the seed's ranks
     (seeds with fewer than 2 ranks have none), and which seeds each rank has."""
     g = one_per_source(g, [metric])  # a line is one lr: ranks never share a measurement
-    if g["rank_value"].nunique() < 2:
+    if g["capacity_value"].nunique() < 2:
         return {}, []
     per_seed = {}
     for seed, s in g.groupby("seed"):
         s = s.dropna(subset=[metric])
-        if s["rank_value"].nunique() >= 2:
-            per_seed[int(seed)] = float(np.polyfit(np.log2(s["rank_value"].to_numpy(float)), s[metric].to_numpy(float), 1)[0])
-    seeds = [f"r{int(r)}: seeds {','.join(map(str, sorted(g[g['rank_value'] == r]['seed'])))}" for r in sorted(g["rank_value"].unique())]
+        if s["capacity_value"].nunique() >= 2:
+            per_seed[int(seed)] = float(np.polyfit(np.log2(s["capacity_value"].to_numpy(float)), s[metric].to_numpy(float), 1)[0])
+    seeds = [f"r{int(r)}: seeds {','.join(map(str, sorted(g[g['capacity_value'] == r]['seed'])))}" for r in sorted(g["capacity_value"].unique())]
     return per_seed, seeds
 
 
@@ -124,13 +124,13 @@ def slope_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     several lr lines, the same lr is preferred, else the best by validation."""
     metric, tol = cond.get("metric", "primary"), float(cond["tolerance"])
     lo, hi = float(cond.get("min_rank", 0)), float(cond.get("max_rank", math.inf))
-    sel = runs[runs["rank_value"].between(lo, hi)]
+    sel = runs[runs["capacity_value"].between(lo, hi)]
     # ref_setting: never fit one slope through runs of different batch size, task size or device
     match = GROUP_KEY + ["precision", "ref_setting"] + list(cond.get("match", ["targets", "steps"]))
     evidence = []
     for key, g in sel.groupby(match, sort=True, dropna=False):
         cfg = dict(zip(match, key))
-        base_lines = [ln for ln in _lr_lines(g[g["method"] == cond["baseline"]]) if ln["rank_value"].nunique() >= 2]
+        base_lines = [ln for ln in _lr_lines(g[g["method"] == cond["baseline"]]) if ln["capacity_value"].nunique() >= 2]
         for method in methods_of(cond):
             for line in _lr_lines(g[g["method"] == method]):
                 per_m, seeds_m = _slope(line, metric)

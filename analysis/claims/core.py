@@ -19,7 +19,7 @@ from peftbench.experiments.paths import CONF
 
 NO_DATA = NOT_APPLICABLE  # no runs of the claim's kind here: not applicable, and the note says which study supplies them
 INF = math.inf
-DEFAULT_MATCH = ["rank", "targets", "steps"]
+DEFAULT_MATCH = ["capacity", "targets", "steps"]
 CLAIMS_DIR = CONF / "claims"
 DERIVED_METRICS = {"loss_auc"}  # computed from a run's curve, not a column of the records
 
@@ -79,7 +79,7 @@ def fmt(v: float) -> str:
 
 def where_text(cfg: Mapping[str, Any]) -> str:
     parts = [str(cfg.get(k)) for k in ("model", "task", "precision")]
-    for k in ("rank", "targets", "steps", "setting"):
+    for k in ("capacity", "targets", "steps", "setting"):
         if k in cfg:
             parts.append(f"{k}={cfg[k]}")
     return " ".join(parts)

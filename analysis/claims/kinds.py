@@ -9,7 +9,7 @@ configuration is the lr whose mean validation score over seeds is best (per seed
 
 Condition keys shared by these checks (besides check, method(s), baseline, tolerance, metric):
   where_method / where_baseline: equality filters on run columns for one side only, e.g.
-      {targets: all_linear, rank: r=2} vs {targets: attn_qv, rank: r=9};
+      {targets: all_linear, capacity: r=2} vs {targets: attn_qv, capacity: r=9};
   setting_where: filters on config keys that are not table columns ({task.n_train: [250, 500]});
       `a|b` in a key or an axis is one quantity that tasks set by different keys;
   match: run columns both sides share (default [steps]); model, task, precision and the
@@ -27,6 +27,7 @@ from scipy import stats as sps
 from peftbench.analysis import bootstrap
 from peftbench.analysis.claims.core import (INF, ConditionResult, Evidence, check, condition_result, direction_of, fmt,
                                            methods_of, observed, same_value, where_text)
+from peftbench.analysis.claims.spec import renamed_hint
 from peftbench.analysis.load import GROUP_KEY, LINE_KEY, non_method, setting_value, short_hash
 from peftbench.analysis.meta import sign
 from peftbench.experiments.decide import beyond_edge
@@ -39,7 +40,7 @@ from peftbench.analysis.stats import one_per_source, t_ci95
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
         if k not in runs.columns:  # a typo must not read as "not enough data": the claim is invalid
-            raise KeyError(f"where filter: {k!r} is not a run column")
+            raise KeyError(f"where filter: {k!r} is not a run column{renamed_hint(k)}")
         runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
     return runs
 
@@ -224,7 +225,7 @@ def best_lr_ratio(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
                          for x in dict.fromkeys(edge_reason(ln, lr, f"{name} (seed {seed})") for seed, lr in sorted(edge.items())
                                                 if seed in logs) if x]
                 ok = abs(st["estimate"] - math.log10(expected)) <= tol
-                text = (f"best lr {method} [{cfg['rank']} {cfg['targets']}] / {cond['baseline']} [{base['rank'].iloc[0]} "
+                text = (f"best lr {method} [{cfg['capacity']} {cfg['targets']}] / {cond['baseline']} [{base['capacity'].iloc[0]} "
                         f"{base['targets'].iloc[0]}] = {stats_text(st, lambda v: 10 ** v, 'x')} (per seed: "
                         + ", ".join(f"s{s}: {fmt(mine[s])}/{fmt(theirs[s])}" for s in sorted(logs))
                         + f"; each the vertex of a quadratic in log lr around the seed's best validation point); needs "
@@ -288,8 +289,8 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
             for base in _matching(cfg, base_lines, GROUP_KEY + ["precision", "context"] + match):
                 lr_m, a, _ = tuned(line, metric)
                 lr_b, b, _ = tuned(base, metric)
-                label = (f"{method} [{cfg['rank']} {cfg['targets']}, lr {fmt(lr_m)}] vs {cond['baseline']} "
-                         f"[{base['rank'].iloc[0]} {base['targets'].iloc[0]}, lr {fmt(lr_b)}]")
+                label = (f"{method} [{cfg['capacity']} {cfg['targets']}, lr {fmt(lr_m)}] vs {cond['baseline']} "
+                         f"[{base['capacity'].iloc[0]} {base['targets'].iloc[0]}, lr {fmt(lr_b)}]")
                 ties = "; ".join(x for x in (tie_note(line, lr_m), tie_note(base, lr_b)) if x)
                 label += f" ({ties})" if ties else ""
                 edges = "; ".join(x for x in (edge_reason(line, lr_m, method), edge_reason(base, lr_b, cond["baseline"])) if x)
@@ -324,13 +325,13 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
 # ---------------------------------------------------------------- axis_slope_compare
 
 def _axis_curves(runs: pd.DataFrame, axis: str, metric: str, free: list[str]) -> list[tuple[dict[float, dict[int, float]], str]]:
-    """One curve per method line (rank, targets, steps unless `free`): ({axis value: {seed: metric
+    """One curve per method line (capacity, targets, steps unless `free`): ({axis value: {seed: metric
     at the lr that is best on validation at that value}}, why a pick along it is on a grid edge)."""
     if runs.empty:
         return []
     runs = runs.assign(axis_value=list(runs[axis]) if axis in runs.columns else
                        [setting_value(i, axis) for i in runs["setting_items"]])
-    keys = [k for k in ["rank", "targets", "steps"] if k not in free] + ["protocol"]
+    keys = [k for k in ["capacity", "targets", "steps"] if k not in free] + ["protocol"]
     curves = []
     for _, line in runs.groupby(keys, dropna=False):
         curve: dict[float, dict[int, float]] = {}
@@ -492,7 +493,7 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
             against = (f"every lr] minus the least-forgetting {cond['baseline']} run of the seed with validation {metric} at least "
                        f"as good (less {fmt(within)}), mean over the seed's runs that have one" if frontier else
                        f"lr {fmt(lr)}] minus {cond['baseline']} at matched validation {metric} (within {fmt(within)})")
-            text = (f"{method} [{cfg['rank']} {cfg['targets']}, {against}: {forgetting} diff {stats_text(st)}; "
+            text = (f"{method} [{cfg['capacity']} {cfg['targets']}, {against}: {forgetting} diff {stats_text(st)}; "
                     f"per {'run' if frontier else 'seed'} validation {metric}/{forgetting}: {'; '.join(pairs)}; "
                     f"needs diff {'<' if relation == 'less' else '>'} {'-' if relation == 'less' else ''}{fmt(tol)}")
             region = (-INF, -tol) if relation == "less" else (tol, INF)

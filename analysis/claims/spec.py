@@ -82,7 +82,7 @@ def config_keys(conf: Path = CONF_DIR) -> frozenset[str]:
 def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None = None) -> list[str]:
     """Keys a claim's conditions name as settings (`axis`, `setting_where`, `free`; each side of
     an `a|b` key) that are not in `known`: by default the shipped configs' keys. evaluate_claim adds
-    the run columns (`free: [rank]`) and every key the runs set, so a user's own config files
+    the run columns (`free: [capacity]`) and every key the runs set, so a user's own config files
     and `+key=` overrides pass."""
     known = config_keys() if known is None else set(known)
     problems = []
@@ -105,11 +105,20 @@ def known_settings(ok: pd.DataFrame) -> set[str]:
     return set(config_keys()) | set(ok.columns) | run_keys
 
 
+# run columns that had another name in claim files written before
+RENAMED_COLUMNS = {"rank": "capacity"}
+
+
+def renamed_hint(key: str) -> str:
+    new = RENAMED_COLUMNS.get(key)
+    return f" (it is called {new!r} now, e.g. {new}: r=16)" if new else ""
+
+
 def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[str]:
     """Names in a claim that are no run column: a typo would otherwise crash the report, or (in
     `where`) silently filter nothing and let the claim run on every run."""
     known = set(columns) | DERIVED_METRICS
-    problems = [f"where: unknown column {k!r}" for k in (claim.get("where") or {}) if k not in known]
+    problems = [f"where: unknown column {k!r}{renamed_hint(k)}" for k in (claim.get("where") or {}) if k not in known]
     for i, cond in enumerate(conditions_of(claim)):
         names = {"metric": cond.get("metric", "primary" if cond.get("check") == "slope_compare" else None),
                  "than_metric": cond.get("than_metric"), "noise_metric": cond.get("noise_metric")}
@@ -120,8 +129,8 @@ def column_problems(claim: Mapping[str, Any], columns: Iterable[str]) -> list[st
                 problems.append(f"condition {i}: metric is required")
             elif name is not None and name not in known:
                 problems.append(f"condition {i}: {role} {name!r} is not a run column")
-        problems += [f"condition {i}: match key {k!r} is not a run column" for k in cond.get("match", []) if k not in known]
-        problems += [f"condition {i}: where: unknown column {k!r}" for k in (cond.get("where") or {}) if k not in known]
+        problems += [f"condition {i}: match key {k!r} is not a run column{renamed_hint(k)}" for k in cond.get("match", []) if k not in known]
+        problems += [f"condition {i}: where: unknown column {k!r}{renamed_hint(k)}" for k in (cond.get("where") or {}) if k not in known]
     return problems
 
 

@@ -15,7 +15,7 @@ from peftbench.experiments.record import semantic_config
 # Row identity in every table: what distinguishes two configurations within one model x task.
 # `setting` is a hash of everything else in the config (batch size, alpha, task size, dtype,
 # device type, ...), so runs that differ only there are separate rows, never merged as seeds.
-ROW_KEY = ["method", "rank", "targets", "precision", "lr", "protocol", "steps", "setting"]
+ROW_KEY = ["method", "capacity", "targets", "precision", "lr", "protocol", "steps", "setting"]
 GROUP_KEY = ["model", "task"]
 # One "lr line": a configuration less its lr (the axis an lr search or a tuned pick moves along).
 LINE_KEY = GROUP_KEY + [k for k in ROW_KEY if k not in ("method", "lr")]  # within one method

@@ -121,7 +121,7 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
     cfg = record.get("config", {})
     mcfg = cfg.get("method", {}) or {}
     rep = method_report(str(record["method"]), mcfg)
-    rank, rank_value = capacity_of(mcfg, rep["capacity_key"])
+    capacity, capacity_value = capacity_of(mcfg, rep["capacity_key"])
     task_cfg = cfg.get("task") if isinstance(cfg.get("task"), Mapping) else None
     specs = task_metrics(record)
     prov = record.get("provenance", {}) or {}
@@ -143,8 +143,8 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         "chosen_lr": lr_of(record),
         "protocol": protocol,
         "steps": int(cfg["steps"]) if isinstance(cfg.get("steps"), int) else -1,
-        "rank": rank,
-        "rank_value": rank_value,
+        "capacity": capacity,
+        "capacity_value": capacity_value,
         "targets": targets_of(mcfg),
         "setting": short_hash(items),
         "ref_setting": short_hash(non_method(items)),
