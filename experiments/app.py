@@ -8,12 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-ROOT = Path(__file__).resolve().parents[1]
-# in a checkout, hydra_plugins/peftbench_sweeper (see there) must be importable for Hydra's scan
-if (ROOT / "hydra_plugins").is_dir() and str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
-
-import hydra  # noqa: E402
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
