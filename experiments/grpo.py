@@ -80,7 +80,7 @@ def prompts_of(task: Any):
 
 def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, device: torch.device, lr: float,
           params: dict[str, Any], progress: Any) -> Trained:
-    from transformers import TrainerCallback, get_linear_schedule_with_warmup
+    from transformers import PrinterCallback, TrainerCallback, get_linear_schedule_with_warmup
     from trl import GRPOConfig, GRPOTrainer
 
     o, steps, prompts_per_step = config["objective"], int(config["steps"]), int(config["batch_size"])
@@ -104,6 +104,10 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
             self.seen = int(state.num_input_tokens_seen)
             timer.stop(tokens=tokens, samples=prompts_per_step * int(o["num_generations"]))
 
+        def on_log(self, args, state, control, logs=None, **kw):  # our progress line, not trl's log dicts
+            if logs and "loss" in logs and timer.times:
+                progress(len(timer.times) - 1, float(logs["loss"]), timer.times[-1])
+
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="peftbench-grpo-"), max_steps=steps, learning_rate=lr, seed=int(config["seed"]),
         per_device_train_batch_size=prompts_per_step * int(o["num_generations"]), num_generations=int(o["num_generations"]),
@@ -121,6 +125,7 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     trainer = Timed(model=model, reward_funcs=reward_function(task, float(o["format_reward"]), tok.eos_token),
                     args=args, train_dataset=prompts_of(task), processing_class=tok, callbacks=[StepClock()],
                     optimizers=(optimizer, scheduler))
+    trainer.remove_callback(PrinterCallback)
     trainer.beta = float(o["beta"])
     if trainer.beta and not _is_peft(model):
         reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -132,8 +137,6 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     bad = next((i for i, v in enumerate(losses) if not torch.isfinite(torch.tensor(v))), None)
     if bad is not None:
         raise Diverged(bad, losses[bad], losses[:bad])
-    for i, h in enumerate(logs):
-        progress(i, losses[i], timer.times[i] if i < len(timer.times) else 0.0)
     figures = {name: [float(h[key]) for h in logs if key in h] for key, name in LOGGED.items()}
     figures.update({"generation_s": [round(t, 4) for t in generation_s], "generation_s_total": round(sum(generation_s), 3),
                     "num_generations": int(o["num_generations"]), "prompts_per_step": prompts_per_step,

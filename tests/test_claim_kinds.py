@@ -472,3 +472,20 @@ def test_zero_spread_is_read_as_it_is_and_left_out_of_the_correction(tmp_path):
     ev = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path, recs)).conditions[0].evidence[0]
     assert ev.verdict == HOLDS and "zero spread over 3 seeds" in ev.decision.reason
     assert math.isnan(ev.decision.p_raw) and not ev.decision.corrected
+
+
+def test_a_claim_that_still_says_rank_is_told_the_new_name():
+    """The method's capacity is one column, `capacity`; a claim file written when it was `rank`
+    is refused with the new name, never silently filtering nothing."""
+    import pandas as pd
+
+    from peftbench.analysis.claims.kinds import _filter_columns
+    from peftbench.analysis.claims.spec import column_problems
+
+    claim = {"id": "old", "check": "metric_ge_with_tolerance", "method": "dora", "baseline": "lora", "metric": "primary",
+             "match": ["rank", "targets"], "where": {"rank": "r=8"}}
+    problems = column_problems(claim, ["capacity", "targets", "primary"])
+    assert any("match key 'rank' is not a run column (it is called 'capacity' now" in p for p in problems), problems
+    assert any("where: unknown column 'rank' (it is called 'capacity' now" in p for p in problems), problems
+    with pytest.raises(KeyError, match="it is called 'capacity' now"):
+        _filter_columns(pd.DataFrame({"capacity": ["r=8"]}), {"rank": "r=8"})
