@@ -55,7 +55,9 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
     model, method, task = (str(ov.get(g, defaults.get(g))) for g in ("model", "method", "task"))
     mcfg, tcfg, meth = _yaml(CONF / "model" / f"{model}.yaml"), _yaml(CONF / "task" / f"{task}.yaml"), _yaml(CONF / "method" / f"{method}.yaml")
     steps = ov.get("steps", mcfg.get("default_steps", 200))
-    measure = top.get("measure") or {}
+    measure = dict(top.get("measure") or {})
+    preset = str(ov.get("measure", defaults.get("measure", "full")))  # measure=quick: a preset's blocks over the top config's
+    measure.update((_yaml(CONF / "measure" / f"{preset}.yaml").get("measure") or {}))
     task_cfg = dict(tcfg, data_files=dict(tcfg.get("data_files") or {}))
     for k, v in ov.items():
         if k.startswith("task.data_files."):
@@ -63,10 +65,16 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
         elif k.startswith("task."):
             task_cfg[k[len("task."):]] = v
     n_eval = eval_examples(task_cfg)
-    return {"model": model, "method": method, "task": task, "steps": int(steps),
+    objective = str(ov.get("objective", defaults.get("objective", "sft")))
+    ocfg = _yaml(CONF / "objective" / f"{objective}.yaml")
+    batch = int(ov.get("batch_size", top.get("batch_size", 16)))
+    return {"model": model, "method": method, "task": task, "steps": int(steps), "objective": objective,
+            # a GRPO step's cost follows the completion tokens it samples (experiments/grpo.py)
+            "completion_tokens": batch * int(ov.get("objective.num_generations", ocfg.get("num_generations", 0)) or 0)
+                                 * int(ov.get("objective.max_completion_length", ocfg.get("max_completion_length", 0)) or 0),
             # the reference trains every weight: its step costs 3 forward passes, an adapter's 2
             "trains_all": (meth.get("report") or {}).get("role") == FULL_REFERENCE,
-            "batch_size": int(ov.get("batch_size", top.get("batch_size", 16))),
+            "batch_size": batch,
             "max_length": int(ov.get("max_length", top.get("max_length", 32))),
             "precision": _resolved_precision(str(ov.get("precision", top.get("precision", "auto"))),
                                              str(ov.get("device", top.get("device", "auto"))), mcfg),
@@ -140,6 +148,7 @@ class Basis:
     batch_size: int = 0  # per-token step cost grows at small batches
     reusable_s: float = 0.0  # latency, serving and merge time: paid once per cost configuration
     trains_all: bool = False  # the method's role is the full reference (every weight trains)
+    objective: str = "sft"  # grpo: step_s_per_token is per completion token sampled
 
 
 def reference_bases(folders: Iterable[Path]) -> list[Basis]:
@@ -157,7 +166,9 @@ def _bases(folders: tuple[Path, ...]) -> tuple[Basis, ...]:
                 if r.get("status") != "ok":
                     continue
                 cfg, cost, timing = r["config"], r["cost"], r["timing"]
-                tokens = int(cfg["batch_size"]) * int(cfg["max_length"])
+                objective = str((cfg.get("objective") or {}).get("name", "sft"))
+                tokens = (int(cfg["batch_size"]) * int(cfg["max_length"]) if objective == "sft" else
+                          int(cfg["batch_size"]) * int(cfg["objective"]["num_generations"]) * int(cfg["objective"]["max_completion_length"]))
                 task = cfg.get("task") or {}
                 n_eval = eval_examples(task)
                 evals = n_eval * (2 if (cfg.get("measure") or {}).get("metrics_before") else 1)
@@ -170,7 +181,7 @@ def _bases(folders: tuple[Path, ...]) -> tuple[Basis, ...]:
                                  measures, int(cfg["batch_size"]),
                                  # what a run that copies its costs from another does not pay again
                                  0.0 if (r.get("measurement") or {}).get("costs_from") else float(timing.get("measure_s") or 0.0),
-                                 (mcfg.get("report") or {}).get("role") == FULL_REFERENCE))
+                                 (mcfg.get("report") or {}).get("role") == FULL_REFERENCE, objective))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     return tuple(out)
@@ -209,7 +220,11 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
     """Seconds for one run: measured step cost per token x tokens x steps, eval cost per example x
     examples, plus load and measurement, from the closest reference record; else an analytic FLOPs
     estimate over the measured peak in the peak cache."""
-    tokens = s["batch_size"] * s["max_length"]
+    objective = s.get("objective", "sft")
+    tokens = s["completion_tokens"] if objective != "sft" else s["batch_size"] * s["max_length"]
+    bases = [b for b in bases if b.objective == objective]  # a GRPO step is timed by GRPO runs only
+    if not bases and objective != "sft":
+        return Estimate(math.nan, f"unknown: no {objective} run among the reference records to time one by")
     same_model = [b for b in bases if b.model == s["model"] and b.precision == s["precision"]]
     other_precision = ""
     if not same_model:  # e.g. an AVX2 CPU (fp32) reading bf16 records: say so, never pass for measured here
@@ -239,6 +254,8 @@ def estimate_job(s: Mapping[str, Any], bases: Sequence[Basis]) -> Estimate:
         # measurement on an LLM
         unmeasured = s["serving"] and not any(b.measures[2] for b in same_model)
         return Estimate(secs, basis + other_precision + (", serving costs not in it" if unmeasured else ""), reusable)
+    if objective != "sft":  # no FLOP model covers sampling: no analytic estimate
+        return Estimate(math.nan, f"unknown: no {objective} run of model {s['model']} among the reference records")
     peak, n_params = _peak_flops(s["precision"]), _model_params(s["model"])
     if peak and n_params:
         factor = 6 if s["trains_all"] else 4

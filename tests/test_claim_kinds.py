@@ -489,3 +489,16 @@ def test_a_claim_that_still_says_rank_is_told_the_new_name():
     assert any("where: unknown column 'rank' (it is called 'capacity' now" in p for p in problems), problems
     with pytest.raises(KeyError, match="it is called 'capacity' now"):
         _filter_columns(pd.DataFrame({"capacity": ["r=8"]}), {"rank": "r=8"})
+
+
+def test_a_setting_filter_that_leaves_no_run_is_no_data_not_a_crash():
+    """When the guards leave one side of a comparison no run, `setting_where` filters an empty
+    frame: the claim is not applicable for want of runs, never invalid with a KeyError."""
+    import pandas as pd
+
+    from peftbench.analysis.claims.kinds import _filter_setting
+
+    empty = pd.DataFrame({"method": pd.Series([], dtype=object), "model": pd.Series([], dtype=object),
+                          "setting_items": pd.Series([], dtype=object)})
+    out = _filter_setting(empty, {"objective.name": ["grpo"]})
+    assert list(out.columns) == list(empty.columns) and out.empty

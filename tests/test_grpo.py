@@ -1,6 +1,8 @@
 """objective=grpo: GRPO with verifiable rewards through trl, recorded like every other run."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.conftest import compose
@@ -63,3 +65,24 @@ def test_grpo_bad_input_is_one_line(args, message, forked_cli, tmp_path):
     proc = forked_cli.run(["run", *args, f"results_dir={tmp_path}"])
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_grpo_job_is_estimated_from_grpo_runs_only(tmp_path):
+    """A GRPO step's cost follows the completion tokens it samples, not the supervised step's
+    tokens: with no GRPO record to time it by the estimate says unknown (never a supervised
+    run's figure), and a measure preset (measure=quick) is read as the run reads it."""
+    from peftbench.experiments.estimate import estimate_job, job_settings, reference_bases
+
+    job = ["model=smollm2-135m", "task=procedural", "method=lora", "objective=grpo", "objective.max_completion_length=8",
+           "batch_size=2", "steps=20", "measure=quick"]
+    s = job_settings(job)
+    assert s["objective"] == "grpo" and s["completion_tokens"] == 2 * 8 * 8
+    assert (s["latency"], s["serving"], s["metrics_before"]) == (False, False, False)
+    est = estimate_job(s, reference_bases([tmp_path]))  # an empty reference folder
+    assert math.isnan(est.seconds) and est.basis.startswith("unknown: no grpo run")
+    from peftbench.experiments.paths import REFERENCE
+
+    pilot = REFERENCE / "studies" / "rl_peft_pilot"
+    if pilot.is_dir():  # the committed pilot times GRPO steps: a measured estimate, near the pilot's own time
+        est = estimate_job(s, reference_bases([pilot]))
+        assert est.basis.startswith("measured") and 60 < est.seconds < 600

@@ -48,7 +48,8 @@ def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.D
 def _filter_setting(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
         wanted = v if isinstance(v, list) else [v]
-        runs = runs[[setting_value(items, k) in wanted for items in runs["setting_items"]]]
+        # a boolean Series, not a list: an empty list would select no columns of an empty frame
+        runs = runs[pd.Series([setting_value(items, k) in wanted for items in runs["setting_items"]], index=runs.index, dtype=bool)]
     return runs
 
 
