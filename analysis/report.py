@@ -94,8 +94,10 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
 
 def verdict_level(results: list[str]) -> tuple[float, str]:
     """(alpha, a note saying why) from the analysis plan of a sequential study among the results
-    folders: its verdicts are read at the per-look level it declared before its seeds phase."""
-    plans = [(Path(r), decide.read_plan(Path(r))) for r in results if Path(r).is_dir()]
+    folders, or their subfolders as the records are read: its verdicts are read at the per-look
+    level it declared before its seeds phase."""
+    folders = sorted({plan.parent for r in results if Path(r).is_dir() for plan in Path(r).rglob(decide.PLAN_FILE)})
+    plans = [(folder, decide.read_plan(folder)) for folder in folders]
     seq = [(folder, p) for folder, p in plans if p and p.get("sequential")]
     if not seq:
         return ALPHA, ""

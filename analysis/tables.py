@@ -114,7 +114,7 @@ def _ci_column(table: pd.DataFrame) -> Column:
 
     return Column(f"{_primary_name(table)} 95% CI{_unit(scale)}", _nan_col, text, None,
                   "95% t-interval of the mean of the primary metric over seeds (n ≥ 2), cut to the values "
-                  "the metric can take (an accuracy's 0-100%).")
+                  "the metric can take (its declared range, e.g. 0-100% for a fraction of items).")
 
 
 def _pct_ft_text(r: pd.Series, fmt: str) -> str:

@@ -17,9 +17,10 @@ its error control is that of one test (Holm-corrected over the report, analysis.
 `peftbench reproduce --until-decided --budget T` goes on past N, in a group-sequential design that
 the plan fixes before the seeds phase (`sequential_design`): at most L looks, at N, 2N, ... L*N
 seeds per pick, each look reading its verdicts at alpha / L (Bonferroni over the looks: the chance
-of any false verdict at any look stays below alpha, whatever the looks show). After each look it
-stops when no claim is left that cannot tell, when the schedule's last look is done, or when the
-next look's runs, timed by the runs so far, would not fit the time left of T. The price of looking
+of any false verdict read from a p-value, at any look, stays below alpha, whatever the looks show;
+evidence read as it is, a noise bound or a zero spread, is outside that control). After each look
+it stops when no claim is left that more seeds can decide, when the schedule's last look is done,
+or when the next look's runs, timed by the records so far, would not fit the time left of T. The price of looking
 again is a stricter level at every look, the first included; a study that wants one test keeps N.
 """
 from __future__ import annotations

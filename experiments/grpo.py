@@ -4,10 +4,13 @@ The model the method wrapped is trl's policy, so every method that applies to a 
 under GRPO by its YAML alone. The task supplies the prompts of its training split and scores each
 completion by its own first declared metric (exact answer correctness on the procedural task and
 GSM8K): that score is the reward, plus `format_reward` for a completion that ended on its own.
-The reference for the KL term is the model before training: a PEFT model's disabled adapters
-(trl's own way), or for every other model (full fine-tuning, our bottleneck adapters) a frozen
-copy taken here before the first step; trl would otherwise reload it from a hub id, which an
-offline or converted model does not have.
+The reference for the KL term is the model before training. For a PEFT model whose adapters
+start as the identity (LoRA, DoRA, ...) that is the model with its adapters disabled (trl's own
+way, no second copy); where disabling them does not give the model before training (PiSSA,
+OLoRA, CorDA and LoftQ change the base weights at initialisation, which a probe of the logits
+finds) and for every other model (full fine-tuning, our bottleneck adapters) it is a frozen copy
+taken here before the first step; trl would otherwise reload it from a hub id, which an offline
+or converted model does not have.
 
 What a step records (`objective` in the record): the group's mean reward and its spread, the share
 of groups whose rewards did not vary (no signal), the KL to the reference, the completions' mean
@@ -54,15 +57,18 @@ def check(config: Mapping[str, Any], task_kind: str, model_kind: str, world_size
         raise ConfigError("objective.temperature must be above 0: a group of greedy completions is one completion")
 
 
-def reward_function(task: Any, format_reward: float, eos: str | None) -> Callable[..., list[float]]:
-    """trl's reward signature: the task's own score of each completion against its reference."""
+def reward_function(task: Any, format_reward: float, eos_id: int | None) -> Callable[..., list[float]]:
+    """trl's reward signature: the task's own score of each completion against its reference.
+    trl decodes completions without special tokens, so whether one ended on its own is read from
+    its token ids (`completion_ids`, which trl passes), not from its text."""
     example_type = type(task.examples["train"][0])
 
-    def reward(prompts: list[str], completions: list[str], reference: list[str], **_: Any) -> list[float]:
+    def reward(prompts: list[str], completions: list[str], reference: list[str], completion_ids: list[list[int]] | None = None,
+               **_: Any) -> list[float]:
         out = []
-        for text, ref in zip(completions, reference):
-            ended = bool(eos) and eos in text
-            answer = task.cut(text.split(eos)[0] if eos else text)
+        for i, (text, ref) in enumerate(zip(completions, reference)):
+            ended = eos_id is not None and completion_ids is not None and eos_id in list(completion_ids[i])
+            answer = task.cut(text)
             score = task.score([answer], [example_type("", "", ref)])[task.outcome_metric]
             out.append(float(score) + (format_reward if ended else 0.0))
         return out
@@ -122,14 +128,18 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     optimizer = method.optimizer(model, lr, float(config["weight_decay"]))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config["warmup_ratio"] * steps), steps)
     tok = task.tokenizer
-    trainer = Timed(model=model, reward_funcs=reward_function(task, float(o["format_reward"]), tok.eos_token),
+    trainer = Timed(model=model, reward_funcs=reward_function(task, float(o["format_reward"]), tok.eos_token_id),
                     args=args, train_dataset=prompts_of(task), processing_class=tok, callbacks=[StepClock()],
                     optimizers=(optimizer, scheduler))
     trainer.remove_callback(PrinterCallback)
     trainer.beta = float(o["beta"])
-    if trainer.beta and not _is_peft(model):
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-        trainer.ref_model = reference
+    reference_kind = "none (beta=0)"
+    if trainer.beta:
+        if _is_peft(model) and _disabled_adapters_are_the_start(model, tok, device):
+            reference_kind = "disabled adapters"
+        else:
+            trainer.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            reference_kind = "frozen copy"
     with MemoryMeter(device) as memory:
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
@@ -140,9 +150,24 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     figures = {name: [float(h[key]) for h in logs if key in h] for key, name in LOGGED.items()}
     figures.update({"generation_s": [round(t, 4) for t in generation_s], "generation_s_total": round(sum(generation_s), 3),
                     "num_generations": int(o["num_generations"]), "prompts_per_step": prompts_per_step,
-                    "reference": "disabled adapters" if _is_peft(model) else ("frozen copy" if trainer.beta else "none (beta=0)"),
+                    "reference": reference_kind,
                     "trl_version": _version("trl")})
     return Trained(losses, timer, dict(memory.result), params, model, objective=figures, flops_known=False)
+
+
+@torch.no_grad()
+def _disabled_adapters_are_the_start(model: nn.Module, tokenizer: Any, device: torch.device) -> bool:
+    """Whether the model with its adapters disabled is the model as it starts training: true for
+    adapters that start as the identity, false for methods that rewrite the base weights at
+    initialisation (the residual of PiSSA, OLoRA, CorDA, LoftQ's quantised base)."""
+    batch = {k: v.to(device) for k, v in tokenizer("Question: What day is it?", return_tensors="pt").items()}
+    was_training = model.training
+    model.eval()
+    on = model(**batch).logits.float()
+    with model.disable_adapter():
+        off = model(**batch).logits.float()
+    model.train(was_training)
+    return bool(torch.allclose(on, off, rtol=0.0, atol=1e-4 * max(1.0, float(on.abs().max()))))
 
 
 def _is_peft(model: nn.Module) -> bool:

@@ -203,17 +203,14 @@ def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str
     print(f"[study] analysis plan written before the seeds phase ({work / f'{stamp}_{decide_phases.PLAN_FILE}'}): "
           f"{len(content['picks'])} line(s), {edges} still on a grid edge; {n_seeds} seeds at each pick", flush=True)
     arms = decide_phases.seed_arms(lines, n_seeds)
-    per_run = None
     if arms:
-        t0 = time.time()
         rc, d = _phase(study, work, f"{stamp}_seeds", arms, overrides, config_dir)
         if rc != 0:
             return [], rc
         dirs.append(d)
-        per_run = (time.time() - t0) / max(1, _n_runs(arms))
     if sequential:
         rc = more_looks(study, sequential, dirs, work, stamp, overrides, config_dir, keep,
-                        Path(claims_dir or claims_mod.CLAIMS_DIR), per_run)
+                        Path(claims_dir or claims_mod.CLAIMS_DIR))
         if rc != 0:
             return [], rc
     files = sorted({p for d in dirs for p in manifest_files(d)})
@@ -225,9 +222,14 @@ def _n_runs(arms: Sequence[Mapping[str, str]]) -> int:
 
 
 def undecided(files: Sequence[Path], claims_dir: Path, ids: Sequence[str], alpha: float) -> list[str]:
-    """The study's claims that cannot tell on these records, read at `alpha`."""
+    """The study's claims that cannot tell on these records, read at `alpha`, and that more seeds
+    can move: some evidence of theirs cannot tell and has a spread over seeds to shrink (a t or
+    bootstrap interval). One whose estimate sits on a bound, or that reads a measurement's own
+    noise bound, stays open at every look and is not waited for."""
     ok = load_results([str(f) for f in files]).ok
-    return [r.id for r in claims_mod.evaluate_all(ok, claims_dir, ids, alpha) if r.verdict == CANNOT_TELL]
+    return [r.id for r in claims_mod.evaluate_all(ok, claims_dir, ids, alpha) if r.verdict == CANNOT_TELL and any(
+        e.decision is not None and e.decision.verdict == CANNOT_TELL and (e.decision.seeds_needed is not None or (e.stats or {}).get("interval") == "bootstrap")
+        for c in r.conditions for e in c.evidence)]
 
 
 def _seconds_per_run(records: Mapping[str, Mapping[str, Any]]) -> float | None:
@@ -237,7 +239,7 @@ def _seconds_per_run(records: Mapping[str, Mapping[str, Any]]) -> float | None:
 
 
 def more_looks(study: Study, seq: Mapping[str, Any], dirs: list[Path], work: Path, stamp: str, overrides: Sequence[str],
-               config_dir: Path | None, keep: Path | None, claims_dir: Path, per_run: float | None) -> int:
+               config_dir: Path | None, keep: Path | None, claims_dir: Path) -> int:
     """Look at the claims after each step of the plan's seed schedule; stop when none cannot tell,
     after the last look, or when the next look would not fit what is left of the budget. Appends
     each look's sweep folder to `dirs` and writes what each look saw to `sequential_looks.yaml`."""
@@ -256,21 +258,23 @@ def more_looks(study: Study, seq: Mapping[str, Any], dirs: list[Path], work: Pat
         if k + 1 == len(schedule):
             look["stop"] = f"the plan's last look ({len(schedule)}) is done"
             break
-        lines = decide_phases.lines_of(*_entries_and_records(dirs))
-        arms = decide_phases.seed_arms(lines, schedule[k + 1])
+        entries, records = _entries_and_records(dirs)
+        arms = decide_phases.seed_arms(decide_phases.lines_of(entries, records), schedule[k + 1])
+        if not arms:  # the next look's seeds are there already (an earlier invocation ran them)
+            continue
         runs = _n_runs(arms)
-        each = per_run or _seconds_per_run(_entries_and_records(dirs)[1]) or 0.0
+        # the runs' own measured times (a resumed phase that skipped its runs took no wall time);
+        # one job at a time, so an upper bound under a parallel launcher
+        each = _seconds_per_run(records) or 0.0
         left = budget - (time.time() - started)
         if runs * each > left:
             look["stop"] = (f"the next look ({runs} runs, about {fmt_duration(runs * each)}) does not fit the "
                             f"{fmt_duration(max(left, 0))} left of the {fmt_duration(budget)} budget")
             break
-        t0 = time.time()
         rc, d = _phase(study, work, f"{stamp}_look{k + 2}", arms, overrides, config_dir)
         if rc != 0:
             return rc
         dirs.append(d)
-        per_run = (time.time() - t0) / max(1, runs)
     print(f"[study] stopped adding seeds: {looks[-1].get('stop')}", flush=True)
     content = {"alpha_per_look": alpha, "seeds_per_look": schedule, "budget_s": budget,
                "spent_s": round(time.time() - started, 1), "looks": looks}

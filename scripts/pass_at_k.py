@@ -4,7 +4,8 @@ right carries none): `python scripts/pass_at_k.py [OVERRIDES...]`, e.g. model=sm
 task=procedural. Samples objective.num_generations completions of each validation prompt at
 objective.temperature, rewards each by the task's own score (experiments/grpo.py), and prints
 pass@1 (mean reward), pass@k (a prompt with at least one correct completion) and the share of
-groups with a spread, per question kind where the task has kinds.
+groups with a spread: for the procedural task, weekday questions and the rest apart (its answers
+say which), then all together.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def main(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from peftbench.experiments.data.procedural import DAYS
     from peftbench.experiments.grpo import reward_function
     from peftbench.experiments.quiet import quiet
     from peftbench.experiments.run import load_for, prepare, seed_everything
@@ -32,7 +34,7 @@ def main(overrides: list[str]) -> None:
     tok, task, model = load_for(plan)
     model.eval()
     o = cfg["objective"]
-    k, reward = int(o["num_generations"]), reward_function(task, 0.0, tok.eos_token)
+    k, reward = int(o["num_generations"]), reward_function(task, 0.0, tok.eos_token_id)
     rows = []
     for ex in task.examples["validation"]:
         ids = tok(ex.prompt, return_tensors="pt")
@@ -40,9 +42,9 @@ def main(overrides: list[str]) -> None:
             out = model.generate(**ids, do_sample=True, temperature=float(o["temperature"]), top_p=1.0, top_k=0,
                                  max_new_tokens=int(o["max_completion_length"]), num_return_sequences=k,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        texts = tok.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=False)
-        r = reward([ex.prompt] * k, texts, [ex.reference] * k)
-        kind = "weekday" if ex.reference in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday") else "other"
+        texts = tok.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        r = reward([ex.prompt] * k, texts, [ex.reference] * k)  # trl's decoding: no special tokens
+        kind = "weekday" if ex.reference in DAYS else "other"
         rows.append((kind, sum(r) / k, max(r) > 0, min(r) != max(r)))
     print(f"{cfg['model']['name']} on {cfg['task']['name']}: {len(rows)} validation prompts x {k} completions, "
           f"temperature {o['temperature']}, {o['max_completion_length']} tokens")

@@ -44,6 +44,7 @@ from peftbench.analysis import claims, tables  # noqa: E402
 from peftbench.analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
 from peftbench.analysis.stats import aggregate  # noqa: E402
 from peftbench.analysis.tables import percent_scale  # noqa: E402
+from peftbench.analysis.report import verdict_level  # noqa: E402
 from peftbench.analysis.studies import study_claims  # noqa: E402
 from peftbench.experiments.fields import TIMING_FIELDS  # noqa: E402
 
@@ -215,7 +216,8 @@ def study_results(source: str) -> tuple:
     loaded = load_results([str(ROOT / source)])
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
-    return tuple(claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source)))
+    alpha, _ = verdict_level([str(ROOT / source)])  # a sequential study's per-look level, as its report reads it
+    return tuple(claims.evaluate_all(loaded.ok, claims.CLAIMS_DIR, study_claim_ids(source), alpha))
 
 
 VARIANTS = (("", "generated task, MiniLM"), ("_sst2", "SST-2, MiniLM"), ("_llm", "procedural, SmolLM2-135M"))

@@ -2,17 +2,21 @@
 and the imports of torch, transformers and Hydra for each (about 2 s of a bad-input case's 3 s).
 
 One driver process imports the command line and everything a run imports, then forks a child per
-command line. The child is a fresh process as far as the command can tell: its own Hydra state,
-environment, working folder, stdout/stderr files and exit status; an exception that escapes
-`peftbench.cli.main` prints its traceback to the child's stderr as the interpreter would, so a test
-that asserts "one line, no traceback" can fail exactly as it would on a real start. The driver has
-run no torch operation before it forks, so no OpenMP pool is copied into a child. Tests that are
-about the start itself (`--version`, entry points) still start real processes.
+command line. The child has its own Hydra state, working folder, stdout/stderr files and exit
+status; an exception that escapes `peftbench.cli.main` prints its traceback to the child's stderr
+as the interpreter would (a SystemExit with a message prints the message), so a test that asserts
+"one line, no traceback" can fail exactly as it would on a real start. What differs from a real
+start: the modules were imported under the driver's environment, so a variable read at import
+time (HF_HUB_OFFLINE, PYTHONWARNINGS) is the driver's; a call's `env` reaches what the command
+reads while it runs. The driver has run no torch operation before it forks, so no OpenMP pool is
+copied into a child. A command that runs past `timeout` kills the driver and fails the test.
+Tests that are about the start itself (`--version`, the installed script) start real processes.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -44,6 +48,8 @@ for line in sys.stdin:
             try:
                 code = cli.main(job["args"])
             except SystemExit as e:
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except BaseException:
                 traceback.print_exc()
@@ -71,7 +77,8 @@ class ForkedCli:
         self.tmp = Path(tempfile.mkdtemp(prefix="peftbench-forked-cli-"))
         self.n = 0
 
-    def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
         assert self.proc.poll() is None, "the forked-CLI driver has exited"
         self.n += 1
         out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
@@ -79,6 +86,10 @@ class ForkedCli:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            raise TimeoutError(f"peftbench {' '.join(args)} ran past {timeout} s in the forked-CLI driver")
         reply = self.proc.stdout.readline()
         if not reply:
             raise RuntimeError("the forked-CLI driver died")

@@ -33,14 +33,18 @@ def test_the_reward_is_the_tasks_own_score_of_the_completion():
     task.raw = SimpleNamespace(name="procedural", metrics=["exact_match"])
     task.scorer, task.stop, task.outcome_metric = "procedural", ["\n"], "exact_match"
     task.examples = {"train": [Example("Q", " Friday", "Friday")]}
-    reward = reward_function(task, 0.25, "</s>")
-    got = reward(["Q"] * 4, [" Friday</s>", " Friday\nmore", " Monday</s>", " Monday"], ["Friday"] * 4)
-    assert got == [1.25, 1.0, 0.25, 0.0]  # correct, correct then cut at the stop, wrong but ended, wrong
+    eos = 2  # trl decodes without special tokens: whether a completion ended is in its ids
+    reward = reward_function(task, 0.25, eos)
+    texts = [" Friday", " Friday\nmore", " Monday", " Monday"]
+    ids = [[5, 6, eos], [5, 6, 7, 8], [9, eos], [9, 9, 9]]
+    got = reward(["Q"] * 4, texts, ["Friday"] * 4, completion_ids=ids)
+    assert got == [1.25, 1.0, 0.25, 0.0]  # correct and ended, correct then cut at the stop, wrong but ended, wrong
+    assert reward(["Q"], [" Friday"], ["Friday"]) == [1.0]  # no ids given: no format reward
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "full_ft"])
-def test_a_grpo_run_records_rewards_kl_and_generation_time(run_small, method):
+@pytest.mark.parametrize("method,reference", [("lora", "disabled adapters"), ("full_ft", "frozen copy"), ("pissa", "frozen copy")])
+def test_a_grpo_run_records_rewards_kl_and_generation_time(run_small, method, reference):
     rec = run_small(*TINY_RL, f"method={method}", fast=False)
     assert rec["status"] == "ok", rec.get("error")
     o = rec["objective"]
@@ -48,8 +52,10 @@ def test_a_grpo_run_records_rewards_kl_and_generation_time(run_small, method):
         assert len(o[key]) == 3, key
     assert len(rec["loss_curve"]) == 3 and o["num_generations"] == 8 and o["prompts_per_step"] == 2
     assert all(0 <= r <= 1 for r in o["reward_mean"]) and o["generation_s_total"] > 0
-    # the reference: a PEFT model's disabled adapters, a frozen copy for full fine-tuning
-    assert o["reference"] == ("disabled adapters" if method == "lora" else "frozen copy")
+    # the reference is the model before training: LoRA's disabled adapters; a frozen copy for full
+    # fine-tuning and for PiSSA, whose initialisation rewrote the base weights (disabling its
+    # adapters would leave the residual)
+    assert o["reference"] == reference
     assert rec["cost"]["mfu_frac"] is None and "no FLOP model" in rec["measurement"]["mfu_unknown_reason"]
     assert rec["cost"]["train_tokens_per_s_median"] > 0 and rec["config"]["objective"]["name"] == "grpo"
     assert rec["metrics"]["test"]["n"] == 8 and rec["forgetting"] is not None  # evaluated and probed like a supervised run

@@ -73,6 +73,7 @@ def _run_looks(monkeypatch, tmp_path, verdicts_per_look, *, per_run=10.0, budget
     monkeypatch.setattr(rp, "undecided", fake_undecided)
     monkeypatch.setattr(rp, "manifest_files", lambda d: [])
     monkeypatch.setattr(rp, "_entries_and_records", lambda dirs: ([], {}))
+    monkeypatch.setattr(rp, "_seconds_per_run", lambda records: per_run)  # the runs' own measured times
     monkeypatch.setattr(dp, "lines_of", lambda entries, records: {})
     monkeypatch.setattr(dp, "seed_arms", lambda lines, n: [{"method": "lora", "lr": "1e-3", "seed": ",".join(map(str, range(n - 5, n)))}])
 
@@ -80,7 +81,7 @@ def _run_looks(monkeypatch, tmp_path, verdicts_per_look, *, per_run=10.0, budget
         claims = ["c"]
 
     seq = dp.sequential_design(5, looks, budget)
-    rc = rp.more_looks(S(), seq, [tmp_path], tmp_path, "t", [], None, tmp_path, tmp_path, per_run)
+    rc = rp.more_looks(S(), seq, [tmp_path], tmp_path, "t", [], None, tmp_path, tmp_path)
     assert rc == 0 and all(a == pytest.approx(0.05 / looks) for a in seen)
     return ran, yaml.safe_load((tmp_path / "sequential_looks.yaml").read_text())
 
@@ -102,6 +103,28 @@ def test_looks_stop_when_the_next_would_not_fit_the_budget(monkeypatch, tmp_path
     assert ran == [] and "does not fit the" in log["looks"][-1]["stop"] and "budget" in log["looks"][-1]["stop"]
 
 
+def test_a_look_whose_seeds_are_there_already_runs_nothing(monkeypatch, tmp_path):
+    """A resumed study whose next look's seeds an earlier invocation ran: no empty phase is
+    launched (an empty arm list would be one job of the default config); the look after it reads
+    the records there are."""
+    from peftbench.experiments import decide as dpm
+
+    ran, _ = [], None
+    monkeypatch.setattr(dpm, "seed_arms", lambda lines, n: [])
+    monkeypatch.setattr(rp, "_phase", lambda *a, **k: ran.append(a) or (0, tmp_path))
+    monkeypatch.setattr(rp, "undecided", lambda files, claims_dir, ids, alpha: ["c"])
+    monkeypatch.setattr(rp, "manifest_files", lambda d: [])
+    monkeypatch.setattr(rp, "_entries_and_records", lambda dirs: ([], {}))
+    monkeypatch.setattr(dpm, "lines_of", lambda entries, records: {})
+
+    class S:
+        claims = ["c"]
+
+    assert rp.more_looks(S(), dp.sequential_design(5, 3, 60), [tmp_path], tmp_path, "t", [], None, tmp_path, tmp_path) == 0
+    log = yaml.safe_load((tmp_path / "sequential_looks.yaml").read_text())
+    assert ran == [] and [lk["look"] for lk in log["looks"]] == [1, 2, 3] and "last look" in log["looks"][-1]["stop"]
+
+
 def test_a_report_reads_the_level_from_the_plan_beside_the_records(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d, looks in ((a, 3), (b, 4)):
@@ -110,6 +133,10 @@ def test_a_report_reads_the_level_from_the_plan_beside_the_records(tmp_path):
     alpha, note = report.verdict_level([str(a)])
     assert alpha == pytest.approx(0.05 / 3) and "at most 3 looks at 5, 10, 15 seeds per pick" in note
     assert report.verdict_level([str(tmp_path / "none")]) == (0.05, "")
+    nested = tmp_path / "results" / "study_a"
+    nested.mkdir(parents=True)
+    dp.write_plan(nested / dp.PLAN_FILE, {"picks": [], "sequential": dp.sequential_design(5, 3, 60)})
+    assert report.verdict_level([str(tmp_path / "results")])[0] == pytest.approx(0.05 / 3)  # found below, as records are
     with pytest.raises(dp.DecideError, match="different levels"):
         report.verdict_level([str(a), str(b)])
 

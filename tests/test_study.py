@@ -63,7 +63,7 @@ def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
     for name in st.study_names():
         study = st.load_study(name)
         line = next(x for x in out.splitlines() if x.startswith(f"{name}: "))
-        assert f"{len(st.study_jobs(study))} runs, est. " in line and " min" in line
+        assert f"{len(st.study_jobs(study))} runs, est. " in line and (" min" in line or " h " in line)
     # minilm full FT and LoRA have records under results/reference/demo: measured, not guessed
     lwr = next(x for x in out.splitlines() if x.startswith("lora_without_regret: "))
     assert "(measured step costs)" in lwr

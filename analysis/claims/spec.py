@@ -96,7 +96,7 @@ def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None =
             for part in str(key).split("|") if key is not None else []:
                 if part not in known:
                     problems.append(f"condition {i}: {role} key {part!r} is no config key and no run sets it; "
-                                    f"fix its spelling")
+                                    f"fix its spelling{renamed_hint(part)}")
     return problems
 
 
