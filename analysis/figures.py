@@ -433,20 +433,29 @@ def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) ->
     return Figure(name, title, _save(fig, out, name))
 
 
+def _per_step_means(ok: pd.DataFrame, columns: list[str]):
+    """Per configuration (every seed of one lr and setting): (colour, legend label, the mean over
+    seeds of each per-step column, cut to the shortest run). Runs whose curves are missing or
+    of unequal lengths across the columns are left out."""
+    styles = _style_map(ok)
+    for key, runs in ok.groupby(["method", "capacity", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
+        per_run = [[np.asarray(c, float) for c in cs] for cs in zip(*(runs[col] for col in columns))
+                   if len(cs[0]) > 1 and all(len(c) == len(cs[0]) for c in cs)]
+        if not per_run:
+            continue
+        n = min(len(cs[0]) for cs in per_run)
+        means = [np.mean([cs[i][:n] for cs in per_run], axis=0) for i in range(len(columns))]
+        label = f"{_label(pd.Series(dict(zip(['method', 'capacity', 'targets'], key[:3]))))} (n={len(per_run)})"
+        yield styles[key[0]][0], label, means
+
+
 def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     if ok.empty or not any(len(c) > 1 for c in ok["loss_curve"]):
         return Figure(name, title, [], "no loss curves in the records")
-    styles = _style_map(ok)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "capacity", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
-        curves = [np.asarray(c, float) for c in runs["loss_curve"] if len(c) > 1]
-        if not curves:
-            continue
-        n = min(map(len, curves))
-        mean = np.mean([c[:n] for c in curves], axis=0)
-        colour, _ = styles[key[0]]
-        ax.plot(np.arange(1, n + 1), smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
-                label=f"{_label(pd.Series(dict(zip(['method', 'capacity', 'targets'], key[:3]))))} (n={len(curves)})")
+    for colour, label, (mean,) in _per_step_means(ok, ["loss_curve"]):
+        n = len(mean)
+        ax.plot(np.arange(1, n + 1), smooth(mean, max(1, n // 20)), color=colour, lw=1.2, label=label)
     ax.set(xlabel="step", ylabel="training loss (moving avg, mean over seeds)", title=title)
     ax.grid(alpha=0.3)
     _legend_once(ax)
@@ -456,20 +465,11 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
 def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     """Runs trained by reward (objective=grpo): each configuration's mean reward per step, mean
     over seeds, with the band of the completions' spread around it (the group signal GRPO uses)."""
-    styles = _style_map(ok)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in ok.groupby(["method", "capacity", "targets", "lr", "protocol", "steps", "setting"], sort=False, dropna=False):
-        pairs = [(np.asarray(m, float), np.asarray(s, float)) for m, s in zip(runs["reward_curve"], runs["reward_std_curve"])
-                 if len(m) > 1 and len(s) == len(m)]
-        if not pairs:
-            continue
-        n = min(len(m) for m, _ in pairs)
-        mean = np.mean([m[:n] for m, _ in pairs], axis=0)
-        spread = np.mean([s[:n] for _, s in pairs], axis=0)
-        colour, _ = styles[key[0]]
+    for colour, label, (mean, spread) in _per_step_means(ok, ["reward_curve", "reward_std_curve"]):
+        n = len(mean)
         steps = np.arange(1, n + 1)
-        ax.plot(steps, smooth(mean, max(1, n // 20)), color=colour, lw=1.2,
-                label=f"{_label(pd.Series(dict(zip(['method', 'capacity', 'targets'], key[:3]))))} (n={len(pairs)})")
+        ax.plot(steps, smooth(mean, max(1, n // 20)), color=colour, lw=1.2, label=label)
         ax.fill_between(steps, mean - spread, mean + spread, color=colour, alpha=0.12, lw=0)
     ax.set(xlabel="step", ylabel="mean reward of the step's completions", title=title + "\n(band: their spread, mean over seeds)")
     ax.grid(alpha=0.3)

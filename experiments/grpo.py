@@ -21,6 +21,7 @@ generation, so such a run's MFU is unknown and says why.
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 import time
 from typing import Any, Callable, Mapping
@@ -144,7 +145,7 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
         trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
     losses = [float(h["loss"]) for h in logs]
-    bad = next((i for i, v in enumerate(losses) if not torch.isfinite(torch.tensor(v))), None)
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
         raise Diverged(bad, losses[bad], losses[:bad])
     figures = {name: [float(h[key]) for h in logs if key in h] for key, name in LOGGED.items()}

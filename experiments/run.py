@@ -107,12 +107,10 @@ def prepare(config: dict[str, Any]) -> Plan:
     device = resolve_device(str(config["device"]))
     world = distributed.world_for(config, device)
     distributed.validate(config, method, info, world)
-    if config["objective"]["name"] not in OBJECTIVES:
+    objective = OBJECTIVES.get(config["objective"]["name"])
+    if objective is None:
         raise ConfigError(f"objective {config['objective']['name']!r} is not one of {', '.join(OBJECTIVES)}")
-    if config["objective"]["name"] == "grpo":
-        from peftbench.experiments import grpo
-
-        grpo.check(config, task_kind, info.kind, world.size)
+    objective.check(config, task_kind, info.kind, world.size)
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -347,7 +345,7 @@ def adapt(plan: Plan, model: nn.Module, task: Any) -> nn.Module:
 
 def train_model(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
     """Train by the run's objective (conf/objective/): supervised by default, or GRPO."""
-    return OBJECTIVES[plan.config["objective"]["name"]](plan, model, task, autocast)
+    return OBJECTIVES[plan.config["objective"]["name"]].train(plan, model, task, autocast)
 
 
 def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
@@ -385,8 +383,22 @@ def train_grpo(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
     return trained
 
 
-# conf/objective/NAME.yaml's `name` -> how it trains
-OBJECTIVES: dict[str, Callable[..., Trained]] = {"sft": train_supervised, "grpo": train_grpo}
+def check_grpo(config: Mapping[str, Any], task_kind: str, model_kind: str, world_size: int) -> None:
+    from peftbench.experiments import grpo
+
+    grpo.check(config, task_kind, model_kind, world_size)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """How a run trains (conf/objective/NAME.yaml's `name`), and what it needs of the config,
+    checked before anything loads."""
+
+    train: Callable[..., Trained]
+    check: Callable[[Mapping[str, Any], str, str, int], None] = lambda config, task_kind, model_kind, world_size: None
+
+
+OBJECTIVES: dict[str, Objective] = {"sft": Objective(train_supervised), "grpo": Objective(train_grpo, check_grpo)}
 
 
 def evaluate_tuned(plan: Plan, model: nn.Module, tokenizer: Any, task: Any, base: Base, autocast) -> dict[str, Any]:

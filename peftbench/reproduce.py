@@ -227,9 +227,14 @@ def undecided(files: Sequence[Path], claims_dir: Path, ids: Sequence[str], alpha
     bootstrap interval). One whose estimate sits on a bound, or that reads a measurement's own
     noise bound, stays open at every look and is not waited for."""
     ok = load_results([str(f) for f in files]).ok
-    return [r.id for r in claims_mod.evaluate_all(ok, claims_dir, ids, alpha) if r.verdict == CANNOT_TELL and any(
-        e.decision is not None and e.decision.verdict == CANNOT_TELL and (e.decision.seeds_needed is not None or (e.stats or {}).get("interval") == "bootstrap")
-        for c in r.conditions for e in c.evidence)]
+    return [r.id for r in claims_mod.evaluate_all(ok, claims_dir, ids, alpha)
+            if r.verdict == CANNOT_TELL and any(_seeds_can_move(e) for c in r.conditions for e in c.evidence)]
+
+
+def _seeds_can_move(evidence: Any) -> bool:
+    d = evidence.decision
+    return (d is not None and d.verdict == CANNOT_TELL
+            and (d.seeds_needed is not None or (evidence.stats or {}).get("interval") == "bootstrap"))
 
 
 def _seconds_per_run(records: Mapping[str, Mapping[str, Any]]) -> float | None:
