@@ -32,7 +32,8 @@ from peftbench.experiments.meters import StepTimer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _compose(overrides: list[str]) -> dict[str, Any]:
+def compose_config(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config a `peftbench run OVERRIDES` would see (for benchmarks and scripts)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -85,7 +86,7 @@ def bench_harness(overrides: list[str], rounds: int = 10, steps_per_round: int =
     from peftbench.experiments.progress import Progress
     from peftbench.experiments.train import train
 
-    config = _compose(overrides)
+    config = compose_config(overrides)
     plan, task, model, opt, sched, autocast = _setup(config)
     clip, bs, dev = float(config["grad_clip"]), int(config["batch_size"]), plan.device
     sync = synchronizer(dev)
@@ -135,7 +136,7 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 def bench_trainer(overrides: list[str]) -> float:
     from peftbench.experiments.precision import resolve_config
 
-    config = _compose(overrides)
+    config = compose_config(overrides)
     resolve_config(config)  # both sides compute in what `auto` resolves to here
     with tempfile.TemporaryDirectory() as tmp:
         suite_cmd = [sys.executable, "-m", "peftbench", "run", *overrides, f"results_dir={tmp}", "force=true",

@@ -10,25 +10,18 @@ say which), then all together.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    from peftbench.experiments.bench import compose_config
     from peftbench.experiments.data.procedural import DAYS
     from peftbench.experiments.grpo import reward_function
     from peftbench.experiments.quiet import quiet
     from peftbench.experiments.run import load_for, prepare, seed_everything
 
     quiet()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="config", overrides=["objective=grpo", "precision=fp32", *overrides]), resolve=True)
+    cfg = compose_config(["objective=grpo", "precision=fp32", *overrides])
     plan = prepare(cfg)
     seed_everything(int(cfg["seed"]))
     tok, task, model = load_for(plan)
