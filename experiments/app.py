@@ -67,8 +67,7 @@ def thread_cap(launcher: dict[str, Any] | None, multirun: bool) -> tuple[int | N
     jobs = sweep.parallel_jobs(launcher)
     if jobs > 1:
         return max(1, sweep.usable_cores() // jobs), jobs
-    cpus = (launcher or {}).get("cpus_per_task") or os.environ.get("SLURM_CPUS_PER_TASK")
-    return (int(cpus), 1) if cpus else (None, 1)
+    return sweep.job_cpus(launcher), 1
 
 
 def run_one(config: dict[str, Any], multirun: bool, cap: int | None = None, group: str | None = None) -> dict[str, Any] | None:

@@ -68,7 +68,7 @@ RULES: dict[str, Rule] = {
     "max_length": _eg(POS_INT, "128"),
     "lr": _optional(POS_NUM), "weight_decay": NONNEG_NUM, "warmup_ratio": FRACTION, "grad_clip": NONNEG_NUM,
     "seed": NONNEG_INT, "precision": _one_of("auto", "fp32", "bf16"), "precision_requested": _one_of("auto", "fp32", "bf16"), "device": STR, "torch_threads": THREADS,
-    "gradient_checkpointing": BOOL, "compile": BOOL, "results_dir": STR, "force": BOOL, "progress": BOOL, "reuse_measurements": BOOL,
+    "gradient_checkpointing": BOOL, "compile": BOOL, "checkpoint_every_steps": NONNEG_INT, "results_dir": STR, "force": BOOL, "progress": BOOL, "reuse_measurements": BOOL,
     "method": MAPPING, "model": MAPPING, "task": MAPPING, "measure": MAPPING, "lm_eval": MAPPING,
     # model.*
     "model.name": STR, "model.kind": _one_of("classifier", "causal_lm"), "model.source": SOURCE, "model.sources": _optional(MAPPING),

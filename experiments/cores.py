@@ -31,6 +31,20 @@ def parallel_jobs(launcher_cfg: Mapping[str, Any] | None, n_runs: int | None = N
     return 1
 
 
+def job_cpus(launcher_cfg: Mapping[str, Any] | None) -> int | None:
+    """CPUs the scheduler gives each job of this launcher, which is also its torch thread count:
+    submitit's cpus_per_task, a Ray task's num_cpus (Ray gives a task 1 unless told), and inside a
+    SLURM job its SLURM_CPUS_PER_TASK; None where a job has the machine's cores."""
+    cfg = launcher_cfg or {}
+    if cfg.get("cpus_per_task"):
+        return int(cfg["cpus_per_task"])
+    ray = cfg.get("ray")
+    if isinstance(ray, Mapping):
+        return int((ray.get("remote") or {}).get("num_cpus") or 1)
+    env = os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(env) if env else None
+
+
 def runs_here(launcher_cfg: Mapping[str, Any] | None) -> bool:
     """Whether this launcher runs the jobs on this machine (sequential, joblib, submitit_local)."""
     target = str((launcher_cfg or {}).get("_target_", ""))

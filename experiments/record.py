@@ -19,7 +19,8 @@ from typing import Any, Iterator, Mapping
 SCHEMA_VERSION = 2
 
 # Keys that do not change what a run computes, so they stay out of its id.
-NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger", "reuse_measurements", "precision_requested"}
+NON_SEMANTIC_KEYS = {"results_dir", "force", "progress", "logger", "reuse_measurements", "precision_requested",
+                     "checkpoint_every_steps"}  # a resumed run ends with the same numbers (tests/test_checkpoint.py)
 
 REQUIRED = {
     "schema_version": int,

@@ -3,9 +3,11 @@ measure -> record."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import random
 import re
+import sys
 import tempfile
 import time
 import traceback
@@ -19,7 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from peftbench.experiments import (config_check, distributed, fields, forgetting, meters, metric_spec, outcomes, precision,
+from peftbench.experiments import (checkpoint, config_check, distributed, fields, forgetting, meters, metric_spec, outcomes, precision,
                                    provenance, record, reuse)
 from peftbench.experiments.data import build_task, validate_task
 from peftbench.experiments.meters import MemoryMeter, serving
@@ -111,6 +113,9 @@ def prepare(config: dict[str, Any]) -> Plan:
     if objective is None:
         raise ConfigError(f"objective {config['objective']['name']!r} is not one of {', '.join(OBJECTIVES)}")
     objective.check(config, task_kind, info.kind, world.size)
+    if int(config.get("checkpoint_every_steps", 0)) and (config["objective"]["name"] != "sft" or world.size > 1):
+        raise ConfigError("checkpoint_every_steps resumes the supervised loop of a one-process run; "
+                          "set checkpoint_every_steps=0 for objective=grpo or distributed runs")
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -362,14 +367,40 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
     timer = distributed.step_timer(plan.device, world)
     progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)) and world.is_main)
     batches = distributed.shard_batches(task.train_batches(steps, bs, seed=int(cfg["seed"])), world)
+    saved_at = checkpoint.path_for(cfg["results_dir"], plan.run_id)
+    resume = checkpoint.load(saved_at, plan.run_id, steps) if int(cfg.get("checkpoint_every_steps", 0)) and not cfg.get("force") else None
+    unfit = checkpoint.fits(resume, model, optimizer) if resume is not None else None
+    if unfit:
+        # said whether or not progress is shown: work thought saved is being redone
+        print(f"[{cfg['method']['name']} s{cfg['seed']}] starting at step 0: the checkpoint {saved_at} does not fit this run ({unfit})",
+              file=sys.stderr, flush=True)
+        resume = None
+    start, before_s = 0, 0.0
+    if resume is not None:
+        checkpoint.restore(resume, model, optimizer, scheduler)
+        plan.method.load_step_state(model, resume["method"])
+        start, before_s = int(resume["step"]), float(resume.get("train_s", 0.0))
+        batches = itertools.islice(batches, start, None)  # a seeded stream: the same batches from there on
+        progress.note(f"resumed at step {start} from {saved_at}")
+    began = time.perf_counter()
+
+    def save(steps_done: int, losses: list[float]) -> None:
+        if steps_done < steps:  # after the last step the record follows, not a checkpoint
+            checkpoint.save(saved_at, run_id=plan.run_id, step=steps_done, losses=losses, model=model, optimizer=optimizer,
+                            scheduler=scheduler, method_state=plan.method.step_state(model),
+                            train_s=before_s + time.perf_counter() - began)
+
     if cfg.get("compile"):
         # dynamic shapes: generation batches are trimmed to their longest example
         engine = torch.compile(engine, dynamic=True)
     with MemoryMeter(plan.device) as memory:
         losses = train(engine, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
-                       lambda _, step: plan.method.on_step(model, step))
+                       lambda _, step: plan.method.on_step(model, step), start=start,
+                       losses=resume["losses"] if resume is not None else None,
+                       save_every=int(cfg.get("checkpoint_every_steps", 0)), save=save)
     memory_figures = distributed.memory_figures(distributed.gather(memory.result, world))
-    return Trained(losses, timer, memory_figures, params, distributed.whole_model(model, shell, world, plan.device))
+    return Trained(losses, timer, memory_figures, params, distributed.whole_model(model, shell, world, plan.device),
+                   resumed_from_step=start, train_s_before_resume=before_s)
 
 
 def train_grpo(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
@@ -531,6 +562,10 @@ def assemble(plan: Plan, base: Base, trained: Trained, evaluated: dict[str, Any]
         "lm_eval_before": base.lm_eval_before,
         "loss_curve": trained.losses,
         **({"objective": trained.objective} if trained.objective is not None else {}),
+        # a run stopped and resumed (experiments/checkpoint.py): its timing covers the steps after resuming
+        **({"checkpoint": {"every_steps": int(plan.config["checkpoint_every_steps"]), "resumed_from_step": trained.resumed_from_step,
+                           "train_s_before_resume": trained.train_s_before_resume}}
+           if int(plan.config.get("checkpoint_every_steps", 0)) else {}),
         "lr": plan.lr,
         "timing": {
             "load_s": marks["loaded"] - marks["start"],
@@ -583,6 +618,8 @@ def execute(plan: Plan) -> dict[str, Any]:
         if distributed.agree(status == "ok" and not plan.config.get("force"), plan.world):
             if main:
                 print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
+                # left by a process killed between writing the record and removing it
+                checkpoint.remove(checkpoint.path_for(plan.config["results_dir"], plan.run_id))
             return record.read(plan.path)
         return _execute(plan)
 
@@ -594,15 +631,15 @@ def _execute(plan: Plan) -> dict[str, Any]:
     try:
         with signals_interrupt(), slots_for(plan):
             rec.update({"status": "ok", "error": None, **run_plan(plan)})  # run_plan may say diverged
-    except (Interrupted, KeyboardInterrupt) as exc:
-        name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+    except (Interrupted, KeyboardInterrupt, SystemExit) as exc:
+        name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT" if isinstance(exc, KeyboardInterrupt) else exit_reason(exc)
         peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id) if plan.world.size > 1 else []
         # torchrun stops the other ranks with SIGTERM when one fails: that run failed
         rec.update({"status": "failed", "error": "; ".join(peers)} if peers else {"status": "interrupted", "error": f"interrupted by {name}"})
         _finish(plan, rec, started)
         raise
     except Exception as exc:  # one failed run is recorded and the sweep goes on
-        error = f"{type(exc).__name__}: {exc}"
+        error = failure_reason(exc, plan.config)
         if not plan.world.is_main:
             distributed.note_error(plan.config["results_dir"], plan.run_id, plan.world, error)
         peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id) if plan.world.size > 1 else []
@@ -632,7 +669,28 @@ def _finish(plan: Plan, rec: dict[str, Any], started: str) -> None:
     distributed.clear_errors(plan.config["results_dir"], plan.run_id)
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(plan.path, rec)
+    if rec["status"] in ("ok", "diverged"):  # final: a stopped or failed run keeps its checkpoint for its next start
+        checkpoint.remove(checkpoint.path_for(plan.config["results_dir"], plan.run_id))
     share_costs(plan, rec)
+
+
+def exit_reason(exc: SystemExit) -> str:
+    """Inside a SLURM job, SystemExit during a run is submitit requeuing the job (preempted, or at
+    its time limit with requeues left); anywhere else, whatever exited."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return "the scheduler: submitit requeued the job"
+    return f"SystemExit({exc.code!r})"
+
+
+def failure_reason(exc: Exception, config: Mapping[str, Any]) -> str:
+    """The record's words for a failed run. submitit raises UncompletedJobError in the job when
+    SLURM's time limit comes and the job is not requeued: say that, and how to finish the run."""
+    if type(exc).__name__ == "UncompletedJobError":
+        resume = ("its next start resumes from its last checkpoint" if int(config.get("checkpoint_every_steps", 0))
+                  else "set checkpoint_every_steps=N so that its next start resumes instead of starting over")
+        return (f"stopped at the scheduler's time limit before it finished ({exc}); raise hydra.launcher.timeout_min "
+                f"or set hydra.launcher.max_num_timeout to requeue it, and start the sweep again: {resume}")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def share_costs(plan: Plan, rec: Mapping[str, Any]) -> None:

@@ -23,6 +23,8 @@ class Trained:
     # KL to the reference, generation time); None under supervised training
     objective: dict[str, Any] | None = None
     flops_known: bool = True  # False where no FLOP model covers a step (GRPO's generation)
+    resumed_from_step: int = 0  # > 0: the run went on from a checkpoint (experiments/checkpoint.py)
+    train_s_before_resume: float = 0.0  # training time before that checkpoint, in earlier starts
 
 
 class Diverged(Exception):
@@ -45,14 +47,19 @@ def train(
     timer: StepTimer,
     on_step: Callable[[int, float, float], None],
     after_update: Callable[[nn.Module, int], None] = lambda model, step: None,
+    start: int = 0,
+    losses: list[float] | None = None,
+    save_every: int = 0,
+    save: Callable[[int, list[float]], None] = lambda steps_done, losses: None,
 ) -> list[float]:
     """Run the steps; return the loss of every step. Raises Diverged at a NaN/inf loss.
     `after_update` is the method's per-step hook (Method.on_step), called while the step's
-    gradients still exist."""
+    gradients still exist. A resumed run passes the step it resumes at (`batches` then begins
+    there) and the losses before it; `save` is called after every `save_every`-th step."""
     params = [p for p in model.parameters() if p.requires_grad]
-    losses: list[float] = []
+    losses = list(losses or [])
     model.train()
-    for step, batch in enumerate(batches):
+    for step, batch in enumerate(batches, start=start):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         timer.start()
         with autocast():
@@ -70,4 +77,6 @@ def train(
             raise Diverged(step, value, losses)
         losses.append(value)
         on_step(step, losses[-1], dt)
+        if save_every and (step + 1) % save_every == 0:
+            save(step + 1, losses)
     return losses

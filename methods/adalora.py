@@ -36,3 +36,16 @@ class AdaLoRA(PeftConfigMethod):
 
     def on_step(self, model: nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    def step_state(self, model: nn.Module) -> dict:
+        """The rank allocator's running importance scores and the rank pattern chosen so far."""
+        allocator, config = model.base_model.rankallocator, model.base_model.peft_config[model.base_model.trainable_adapter_name]
+        return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt), "exp_avg_unc": dict(allocator.exp_avg_unc),
+                "rank_pattern": config.rank_pattern}
+
+    def load_step_state(self, model: nn.Module, state: dict) -> None:
+        allocator, config = model.base_model.rankallocator, model.base_model.peft_config[model.base_model.trainable_adapter_name]
+        device = next(model.parameters()).device
+        allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (
+            {n: t.to(device) for n, t in state[k].items()} for k in ("ipt", "exp_avg_ipt", "exp_avg_unc"))
+        config.rank_pattern = state["rank_pattern"]

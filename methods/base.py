@@ -189,3 +189,11 @@ class Method:
 
     def on_step(self, model: nn.Module, step: int) -> None:
         """After each optimizer step, before the gradients are cleared (AdaLoRA's rank budget)."""
+
+    def step_state(self, model: nn.Module) -> dict[str, Any]:
+        """What `on_step` keeps between steps outside the weights and the optimizer, for a training
+        checkpoint (AdaLoRA's importance scores); a method whose on_step keeps nothing returns {}."""
+        return {}
+
+    def load_step_state(self, model: nn.Module, state: Mapping[str, Any]) -> None:
+        """Put back what `step_state` returned, when a run resumes from a checkpoint."""

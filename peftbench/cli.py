@@ -10,7 +10,7 @@ from peftbench.hydra_run import run
 
 USAGE = """usage: peftbench run [-m] [OVERRIDES...]     one run, or a sweep with -m (Hydra)
        peftbench report [RESULTS...] [--out DIR]  tables, figures, index.html from result files
-       peftbench bench harness|trainer|measure|compile [OVERRIDES...]  side-by-side overhead benchmarks
+       peftbench bench harness|trainer|measure|compile|launchers [OVERRIDES...]  side-by-side overhead benchmarks
        peftbench sweep-size NAME[,NAME] [--list]  how many runs a sweep preset makes, without running
        peftbench reproduce NAME [OVERRIDES...] | --list  run a published comparison (conf/study/) and check its claims
        peftbench compare MY_RESULTS --reference NAME  does a run of yours reproduce our reference records

@@ -136,6 +136,10 @@ def _group_key_hint(key: str, overrides: list[str]) -> str:
 
 def hydra_error_line(error: Exception, overrides: list[str]) -> str:
     """Hydra's composition errors as one line: the key, and what the chosen group accepts."""
+    from peftbench.methods.base import ConfigError
+
+    if isinstance(error.__cause__, ConfigError):  # raised by our own plugin as Hydra built it
+        return str(error.__cause__)
     text = str(error)
     m = re.search(r"Could not override '([^']+)'", text)
     if m:

@@ -101,3 +101,27 @@ def test_submitit_local_counts_every_run_as_running_at_once(monkeypatch):
     monkeypatch.setenv("PEFTBENCH_PARALLEL_JOBS", "2")
     assert parallel_jobs(local) == 2  # inside a job: the sweeper's count, passed down
     assert "submitit_local starts all" in check_parallelism(usable_cores() + 1, "auto", local_submitit=True)
+
+
+def test_each_scheduled_job_gets_the_cpus_it_asked_for_as_threads(monkeypatch):
+    from peftbench.experiments.sweep import job_cpus
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert job_cpus({"cpus_per_task": 4}) == 4  # submitit (SLURM)
+    assert job_cpus({"ray": {"remote": {"num_cpus": 3}}}) == 3
+    assert job_cpus({"ray": {"init": {"address": "auto"}}}) == 1  # Ray gives a task one CPU unless told
+    assert job_cpus({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}) is None
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")  # inside a SLURM job
+    assert job_cpus(None) == 2
+
+
+def test_a_launcher_that_cannot_start_says_why_in_one_line():
+    from hydra.errors import InstantiationException
+
+    from peftbench.hydra_run import hydra_error_line
+    from peftbench.methods.base import ConfigError
+
+    try:
+        raise InstantiationException("Error in call to target 'x':\nConfigError('...')") from ConfigError("needs Ray: make setup-ray")
+    except InstantiationException as e:
+        assert hydra_error_line(e, []) == "needs Ray: make setup-ray"

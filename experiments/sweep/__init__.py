@@ -20,7 +20,7 @@ preset's runs), `methods` (presets that list every method the others leave out);
 """
 from __future__ import annotations
 
-from peftbench.experiments.cores import check_parallelism, is_local_submitit, parallel_jobs, usable_cores
+from peftbench.experiments.cores import check_parallelism, is_local_submitit, job_cpus, parallel_jobs, usable_cores
 from peftbench.experiments.sweep.arms import expand_jobs, job_run_id, task_container
 from peftbench.experiments.sweep.cleanup import STALE_TMP_AGE_S, clean_stale_tmp
 from peftbench.experiments.sweep.locks import LOCK_NAME, held_locks, results_lock
@@ -33,7 +33,7 @@ _register_resolver()  # before Hydra composes any preset that lists methods by w
 
 __all__ = [
     "CONF_DIR", "LOCK_NAME", "MANIFEST_ENV", "STALE_TMP_AGE_S", "PeftbenchSweeper", "check_parallelism",
-    "clean_stale_tmp", "expand_jobs", "held_locks", "is_local_submitit", "job_run_id", "main", "methods_beyond",
+    "clean_stale_tmp", "expand_jobs", "held_locks", "is_local_submitit", "job_cpus", "job_run_id", "main", "methods_beyond",
     "parallel_jobs",
     "preset_jobs", "progress_line", "results_lock", "sweep_counts", "task_container", "usable_cores",
 ]
