@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from contextlib import contextmanager
@@ -58,6 +59,21 @@ def exit_failed(rec: dict[str, Any]) -> None:
 
 
 CONF_DIR = str(CONF)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain data; a `???` the command line left empty (model=hf's name)
+    is one line and exit 2, here in the job, where Hydra would otherwise print its own report."""
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
+        m = re.search(r"Missing mandatory value: (\S+)", str(e))
+        key = m.group(1) if m else str(getattr(e, "full_key", "a key"))
+        hint = " (model=hf: model.name=ORG/NAME or a model folder)" if key == "model.name" else ""
+        print(f"peftbench: error: {key} has no value; set {key}=VALUE on the command line{hint}", file=sys.stderr)
+        sys.exit(2)
 
 
 def thread_cap(launcher: dict[str, Any] | None, multirun: bool) -> tuple[int | None, int]:
@@ -133,7 +149,7 @@ def stopped_cleanly() -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved(cfg)
     precision.resolve_config(config)  # auto -> what this machine computes fast, before any id or search
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN

@@ -72,7 +72,7 @@ RULES: dict[str, Rule] = {
     "method": MAPPING, "model": MAPPING, "task": MAPPING, "measure": MAPPING, "lm_eval": MAPPING,
     # model.*
     "model.name": STR, "model.kind": _one_of("classifier", "causal_lm"), "model.source": SOURCE, "model.sources": _optional(MAPPING),
-    "model.dtype": _one_of("fp32", "bf16", "fp16"), "model.head_modules": STR_LIST,
+    "model.dtype": _one_of("fp32", "bf16", "fp16"), "model.head_modules": STR_LIST, "model.derive_from_checkpoint": BOOL,
     "model.target_presets": MAPPING, "model.adapter_sites": MAPPING, "model.default_steps": _optional(POS_INT),
     # measure.*
     "measure.warmup_steps": NONNEG_INT, "measure.latency": BOOL, "measure.latency_batch": POS_INT,

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import re
 import os
 import tempfile
 from contextlib import contextmanager
@@ -80,7 +81,10 @@ def run_id(config: Mapping[str, Any]) -> str:
         resolve_config(config)
     digest = hashlib.sha256(json.dumps(semantic_config(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
     method = config["method"]
-    parts = [config["model"]["name"], config["task"]["name"], method["name"]]
+    # a hub id (ORG/NAME) or a folder as the model's name (model=hf): its last two parts, without
+    # path separators, name the file; the hash holds the whole name
+    model = re.sub(r"[^A-Za-z0-9._+-]+", "--", "/".join(str(config["model"]["name"]).strip("/").split("/")[-2:]))
+    parts = [model, config["task"]["name"], method["name"]]
     if method.get("r") is not None:
         parts.append(f"r{method['r']}")
     elif method.get("bottleneck_size") is not None:

@@ -208,6 +208,7 @@ def run(argv: list[str]) -> int:
     except ConfigError as e:  # raised before any run started (paths, parallelism)
         print(f"peftbench: error: {e}", file=sys.stderr)
         return 2
+
     except KeyboardInterrupt:
         print("peftbench: interrupted by SIGINT", file=sys.stderr)
         return 130

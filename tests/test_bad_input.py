@@ -170,6 +170,7 @@ CLI_CASES = [
     (["+method.r=8"], "method.r: already exists; override it without the +"),
     (["hydra/launcher=nosuch"], "hydra/launcher: no option 'nosuch'; available: basic"),
     (["steps=["], "cannot parse the overrides"),
+    (["model=hf"], "model.name has no value; set model.name=VALUE on the command line (model=hf: model.name=ORG/NAME"),
 ]
 
 

@@ -17,7 +17,7 @@ from peftbench.experiments.run import prepare
 from peftbench.methods.base import ConfigError, resolve_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"minilm", "tiny-llama", "smollm2-135m"})
+GPU_MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"minilm", "tiny-llama", "smollm2-135m", "hf"})  # hf: tests/test_hf_model.py
 LLMS = [m for m in GPU_MODELS if not m.startswith("roberta")]
 
 

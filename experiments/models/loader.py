@@ -115,14 +115,24 @@ def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: i
     with torch.device("meta"):
         skeleton = _auto_class(task_kind).from_config(config)
     classify = task_kind == "classification"
+    linear = _linear_names(skeleton)
+    heads = list(model_cfg.get("head_modules") or ())
+    presets = {k: list(v) for k, v in (model_cfg.get("target_presets") or {}).items()}
+    if model_cfg.get("derive_from_checkpoint"):  # model=hf: what a YAML would say, from the model itself
+        from peftbench.experiments.models import derive
+
+        derive.check_kind(str(model_cfg["name"]), str(model_cfg["kind"]), derive.kind_of(config))
+        if classify and not heads:
+            heads = derive.head_modules(skeleton)
+        presets = {**derive.target_presets(linear, str(getattr(config, "model_type", "")), heads), **presets}
     return ModelInfo(
         name=str(model_cfg["name"]),
         kind=str(model_cfg["kind"]),
         task_type="SEQ_CLS" if classify else "CAUSAL_LM",
-        linear_names=_linear_names(skeleton),
+        linear_names=linear,
         hidden_size=int(config.hidden_size),
-        head_modules=tuple(model_cfg.get("head_modules") or ()) if classify else (),
-        target_presets={k: list(v) for k, v in (model_cfg.get("target_presets") or {}).items()},
+        head_modules=tuple(heads) if classify else (),
+        target_presets=presets,
         adapter_sites=dict(model_cfg.get("adapter_sites") or {}),
         model_type=str(getattr(config, "model_type", "")),
     )
