@@ -1,7 +1,10 @@
 """Figures, one set per model x task x precision, each saved as PNG and PDF.
 
 Every method keeps one colour and marker in every figure (`style_of`); full fine-tuning is a
-horizontal reference line, never a point among the PEFT methods.
+horizontal reference line, never a point among the PEFT methods. Figures are drawn at a paper's
+column width (`WIDTHS_IN`: `peftbench report --figure-width single|double`) with fonts to match,
+their PDFs embed TrueType fonts, and point labels are moved apart (adjustText) so that none
+overlaps another.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: the report runs headless
 import matplotlib.pyplot as plt  # noqa: E402
+from adjustText import adjust_text  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -21,6 +25,83 @@ from peftbench.analysis.meta import FULL_REFERENCE, sign  # noqa: E402
 from peftbench.analysis.stats import full_ft_reference, typical_row  # noqa: E402
 from peftbench.analysis.tables import MIB, percent_scale  # noqa: E402
 from peftbench.experiments.fields import SERVING_KS  # noqa: E402
+
+
+# A two-column paper's column and page widths, in inches (ACL, NeurIPS and ICML are within 0.1 in).
+WIDTHS_IN = {"single": 3.4, "double": 7.0}
+# Type 42 (TrueType) instead of matplotlib's default Type 3 in PDFs: the fonts are embedded whole,
+# text stays selectable, and publishers' PDF checks, which reject Type 3 fonts, pass.
+PAPER_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
+
+
+def paper_style(width: str) -> dict:
+    """rc settings for figures `width` wide (a key of WIDTHS_IN): size and fonts to match."""
+    w = WIDTHS_IN[width]
+    fonts = 7 if width == "single" else 8
+    return {**PAPER_RC, "figure.figsize": (w, w * (0.72 if width == "single" else 0.55)), "font.size": fonts,
+            "axes.titlesize": fonts, "axes.labelsize": fonts, "xtick.labelsize": fonts - 1, "ytick.labelsize": fonts - 1,
+            "legend.fontsize": fonts - 1}
+
+
+def _size(height: float = 1.0) -> tuple[float, float]:
+    """The style's width, and `height` x its height."""
+    w, h = plt.rcParams["figure.figsize"]
+    return w, h * height
+
+
+MAX_POINT_LABELS = 6
+
+
+def _point_label(text: str) -> str:
+    """A label beside a point, wrapped to a few words a line: a long setting (what differs) would
+    not fit beside a point in a paper column."""
+    import textwrap
+
+    return textwrap.fill(text, 24 if plt.rcParams["figure.figsize"][0] < 5 else 36, break_long_words=False)
+
+
+def _unclutter(ax: plt.Axes, texts: list) -> None:
+    """Move point labels apart until none overlaps another or a point."""
+    if len(texts) > 1:
+        adjust_text(texts, ax=ax, expand=(1.3, 1.6), force_text=(0.3, 0.6), iter_lim=2000,
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"})
+
+
+def _name_bars(ax: plt.Axes, labels: list[str]) -> None:
+    """One label a bar, at 45 degrees, in a font small enough that neighbours do not touch at the
+    figure's width (7 pt at most): a paper column holds fewer bars than a screen."""
+    across_pt = ax.get_position().width * ax.figure.get_figwidth() * 72 / max(len(labels), 1) * math.sin(math.pi / 4)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor",
+                  fontsize=max(3.5, min(7.0, across_pt / 1.05)))
+
+
+def _thin_numeric_ticks(fig: plt.Figure) -> None:
+    """A log axis labels its minor ticks when it spans little more than a decade; at a column's
+    width those labels run into each other. Keep the 2x and 5x ones, or none, until none overlap.
+    (Category labels are never dropped: _name_bars sizes them.)"""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def some(formatter):
+        def label(x, pos):
+            mantissa = round(x / 10 ** math.floor(math.log10(x)), 6) if x > 0 else 0
+            return formatter(x, pos) if mantissa in (2.0, 5.0) else ""
+        return FuncFormatter(label)
+
+    renderer = None
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            for thinner in (some, lambda f: NullFormatter()):
+                fig.canvas.draw()
+                renderer = renderer or fig.canvas.get_renderer()
+                lo, hi = sorted(axis.get_view_interval())
+                labels = sorted(((t.get_loc(), t.label1) for t in axis.get_major_ticks() + axis.get_minor_ticks()
+                                 if t.label1.get_text() and lo <= t.get_loc() <= hi), key=lambda p: p[0])
+                boxes = [lab.get_window_extent(renderer) for _, lab in labels]
+                if not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])):
+                    break
+                axis.set_minor_formatter(thinner(axis.get_minor_formatter()))
 
 
 def style_of(r: pd.Series) -> tuple[str, str]:
@@ -93,6 +174,7 @@ def _labels(t: pd.DataFrame) -> list[str]:
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
+    _thin_numeric_ticks(fig)
     files = []
     for ext in ("png", "pdf"):
         path = out / f"{name}.{ext}"
@@ -138,17 +220,27 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
     pts = t[(t["role"] != FULL_REFERENCE) & t[xcol].notna() & t["primary_mean"].notna()]
     if len(pts) < 2 or pts[xcol].nunique() < 2:
         return Figure(name, title, [], f"needs at least two PEFT configurations with different {xcol}")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=_size())
     yscale, ylabel = _metric_axis(t)
     x, y = pts[xcol].to_numpy(float) * scale, pts["primary_mean"].to_numpy(float) * yscale
-    for (_, r), xi, yi in zip(pts.iterrows(), x, y):
+    texts = []
+    labels = _labels(pts)
+    # rows that differ only by their lr (an lr grid) name it, or their labels would be the same
+    labels = [f"{lab}, lr {r['lr']:g}" if labels.count(lab) > 1 and not math.isnan(r["lr"]) else lab
+              for lab, (_, r) in zip(labels, pts.iterrows())]
+    front = pareto_front(x, y * sign(str(pts["primary_direction"].iloc[0])))
+    # a method's points are told apart by labels; past MAX_POINT_LABELS they would not fit a paper
+    # column, and only the Pareto front's points keep theirs (the tables name every point)
+    named = [i for i, (_, r) in enumerate(pts.iterrows()) if (pts["method"] == r["method"]).sum() > 1]
+    if len(named) > MAX_POINT_LABELS:
+        named = [i for i in named if i in front]
+        title += " (labels: Pareto front)"
+    for i, ((_, r), xi, yi, label) in enumerate(zip(pts.iterrows(), x, y, labels)):
         colour, marker = style_of(r)
         err = r["primary_std"] * yscale if r["n"] > 1 else None
-        ax.errorbar(xi, yi, yerr=err, fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
-        if (pts["method"] == r["method"]).sum() > 1:  # tell a method's points (ranks, targets) apart
-            ax.annotate(_label(r).removeprefix(r["method"]).strip(), (xi, yi), textcoords="offset points",
-                        xytext=(4, 3), fontsize=6, color=colour)
-    front = pareto_front(x, y * sign(str(pts["primary_direction"].iloc[0])))
+        ax.errorbar(xi, yi, yerr=err, fmt=marker, color=colour, ms=5, capsize=2, label=r["method"])
+        if i in named:
+            texts.append(ax.text(xi, yi, _point_label(label.removeprefix(r["method"]).strip()), fontsize=5.5, color=colour))
     ax.step(x[front], y[front], where="post", color="0.4", lw=1, alpha=0.8, label="Pareto front")
     _full_ft_line(ax, t)
     if logx:
@@ -156,6 +248,7 @@ def scatter_with_pareto(t: pd.DataFrame, xcol: str, xlabel: str, scale: float, l
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     _legend_once(ax)
+    _unclutter(ax, texts)
     return Figure(name, title, _save(fig, out, name))
 
 
@@ -177,7 +270,7 @@ def metric_vs_rank(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
              if g["capacity_value"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no method was run at two or more ranks")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=_size())
     yscale, ylabel = _metric_axis(t)
     keys = sorted({str(k) for k in t.loc[t["capacity_value"].notna(), "capacity_key"] if k})
     for (method, targets, *_), g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], kg[0][0])):
@@ -211,7 +304,7 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
              if g["lr"].nunique() >= 2]
     if not lines:
         return Figure(name, title, [], "no configuration was run at two or more learning rates")
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=_size(1.05))
     yscale, ylabel = _metric_axis(t)
     settings = {str(g["ref_setting"].iloc[0]) for _, g in lines}
     differs = setting_labels(t) if len(settings) > 1 and "setting_items" in t else {}
@@ -240,7 +333,7 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     if not groups:
         return Figure(name, title, [], "no method was run with two or more target-module sets at one rank")
     all_targets = sorted({tg for _, g in groups for tg in g["targets"]})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(all_targets) / 2), 4))
+    fig, ax = plt.subplots(figsize=_size())
     width = 0.8 / len(all_targets)
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
     yscale, ylabel = _metric_axis(t)
@@ -269,10 +362,10 @@ def throughput_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure
     pts = t[t["cost.train_tokens_per_s_median"].notna()]
     if len(pts) < 2:
         return Figure(name, title, [], "needs throughput of at least two configurations")
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(pts)), 4))
+    fig, ax = plt.subplots(figsize=_size())
     for i, (_, r) in enumerate(pts.iterrows()):
         ax.bar(i, r["cost.train_tokens_per_s_median"], color=style_of(r)[0])
-    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    _name_bars(ax, _labels(pts))
     ax.set(ylabel="train tokens/s (median)", title=title)
     ax.grid(alpha=0.3, axis="y")
     return Figure(name, title, _save(fig, out, name))
@@ -282,7 +375,7 @@ def latency_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     pts = t[t["cost.latency_overhead_unmerged_frac"].notna() & (t["role"] != FULL_REFERENCE)]
     if pts.empty:
         return Figure(name, title, [], "no latency measurements")
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(pts)), 4))
+    fig, ax = plt.subplots(figsize=_size())
     for i, (_, r) in enumerate(pts.iterrows()):
         colour = style_of(r)[0]
         noise = r["cost.latency_noise_frac"] * 100 if not math.isnan(r["cost.latency_noise_frac"]) else None
@@ -292,7 +385,7 @@ def latency_bars(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         else:
             ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    _name_bars(ax, _labels(pts))
     ax.set(ylabel="latency overhead vs base (%)", title=title + "\n(solid: unmerged, hatched: merged; bars: noise)")
     ax.grid(alpha=0.3, axis="y")
     return Figure(name, title, _save(fig, out, name))
@@ -312,9 +405,9 @@ def _b1_overhead_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
         else:
             ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=6, clip_on=True)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    _name_bars(ax, _labels(pts))
     ax.set(ylabel="batch-1 latency overhead vs base (%)")
-    ax.set_title("batch 1\n(solid: unmerged, hatched: merged; bars: noise)", fontsize=8)
+    ax.set_title("batch 1 (solid: unmerged, hatched: merged; bars: noise)")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -331,9 +424,9 @@ def _adapters_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
             ax.axhline(r["serving.merged_ms_mixed_batch"], color=colour, ls=":", lw=1)
     ax.set_xscale("log", base=2)
     ax.set(xlabel="adapters in the batch (K)", ylabel="batch latency (ms, median)")
-    ax.set_title("K adapters on one base\n(solid: mixed batch, dashed: adapter by adapter, dotted: merged)", fontsize=8)
+    ax.set_title("K adapters on one base\n(solid: mixed batch, dashed: one by one, dotted: merged)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=5, ncols=2)
 
 
 def _load_swap_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
@@ -343,9 +436,9 @@ def _load_swap_panel(ax: plt.Axes, pts: pd.DataFrame) -> None:
             if not math.isnan(r[col]):
                 ax.bar(i + (j - 1) * 0.27, r[col], 0.27, color=style_of(r)[0], alpha=(1.0, 0.65, 0.35)[j])
     ax.set_yscale("log")
-    ax.set_xticks(range(len(pts)), _labels(pts), rotation=45, ha="right", fontsize=7)
+    _name_bars(ax, _labels(pts))
     ax.set(ylabel="ms (median, log)")
-    ax.set_title("adapter load / add another / hot-swap\n(left to right, fading)", fontsize=8)
+    ax.set_title("adapter load / add another / hot-swap (left to right, fading)")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -357,10 +450,12 @@ def serving_costs(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     panels = [(p, d) for p, d in ((_b1_overhead_panel, b1), (_adapters_panel, mixed), (_load_swap_panel, loads)) if not d.empty]
     if not panels:
         return Figure(name, title, [], "no serving measurements")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for ax, (panel, data) in zip(axes[0], panels):
+    # one panel a row, each the column's width: side by side they would not fit a paper column
+    w, h = plt.rcParams["figure.figsize"]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(w, 0.95 * h * len(panels)), squeeze=False, layout="constrained")
+    for ax, (panel, data) in zip(axes[:, 0], panels):
         panel(ax, data)
-    fig.suptitle(title, fontsize=9, y=1.02)
+    fig.suptitle(title)
     return Figure(name, title, _save(fig, out, name))
 
 
@@ -415,7 +510,8 @@ def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) ->
         return Figure(name, title, [], "needs forgetting measured for at least two configurations")
     yscale, ylabel = _metric_axis(t)
     key = next((k for k in pts["forgetting_key"] if k != "-"), "forgetting")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=_size())
+    texts = []
     for g in lr_paths(pts):
         ax.plot(g["forgetting_mean"], g["primary_mean"] * yscale, "-", lw=0.8, alpha=0.5, color=style_of(g.iloc[0])[0])
     for _, r in pts.iterrows():
@@ -425,11 +521,11 @@ def learning_vs_forgetting(t: pd.DataFrame, title: str, out: Path, name: str) ->
                     fmt=marker, color=colour, ms=7, capsize=3, label=r["method"])
         text = forgetting_point_label(r, pts)
         if text:
-            ax.annotate(text, (r["forgetting_mean"], r["primary_mean"] * yscale),
-                        textcoords="offset points", xytext=(4, 3), fontsize=6, color=colour)
+            texts.append(ax.text(r["forgetting_mean"], r["primary_mean"] * yscale, _point_label(text), fontsize=5.5, color=colour))
     ax.set(xlabel=f"forgetting: {key} (lower is better)", ylabel=ylabel, title=title + "\n(error bars: std over seeds)")
     ax.grid(alpha=0.3)
     _legend_once(ax)
+    _unclutter(ax, texts)
     return Figure(name, title, _save(fig, out, name))
 
 
@@ -452,7 +548,7 @@ def _per_step_means(ok: pd.DataFrame, columns: list[str]):
 def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     if ok.empty or not any(len(c) > 1 for c in ok["loss_curve"]):
         return Figure(name, title, [], "no loss curves in the records")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=_size())
     for colour, label, (mean,) in _per_step_means(ok, ["loss_curve"]):
         n = len(mean)
         ax.plot(np.arange(1, n + 1), smooth(mean, max(1, n // 20)), color=colour, lw=1.2, label=label)
@@ -465,7 +561,7 @@ def loss_curves(ok: pd.DataFrame, t: pd.DataFrame, title: str, out: Path, name: 
 def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     """Runs trained by reward (objective=grpo): each configuration's mean reward per step, mean
     over seeds, with the band of the completions' spread around it (the group signal GRPO uses)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=_size())
     for colour, label, (mean, spread) in _per_step_means(ok, ["reward_curve", "reward_std_curve"]):
         n = len(mean)
         steps = np.arange(1, n + 1)
@@ -477,9 +573,15 @@ def reward_curves(ok: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     return Figure(name, title, _save(fig, out, name))
 
 
-def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
-    """All figures for every model x task x precision x device type: precisions and devices are
-    never pooled (CPU RSS and CUDA allocator bytes, or CPU and GPU tokens/s, share no axis)."""
+def figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path, width: str = "double") -> list[Figure]:
+    """All figures for every model x task x precision x device type, `width` wide (a key of
+    WIDTHS_IN): precisions and devices are never pooled (CPU RSS and CUDA allocator bytes, or CPU
+    and GPU tokens/s, share no axis)."""
+    with plt.rc_context(paper_style(width)):
+        return _figures_for(ok, agg, out)
+
+
+def _figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]:
     figs: list[Figure] = []
     for (model, task, prec, dev), t in agg.groupby(["model", "task", "precision", "device"], sort=True):
         t = t.sort_values(["order", "method", "capacity_value", "targets"])

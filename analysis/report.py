@@ -10,7 +10,7 @@ from pathlib import Path
 
 from peftbench.analysis import claims as claims_mod
 from peftbench.analysis import tables
-from peftbench.analysis.figures import figures_for
+from peftbench.analysis.figures import WIDTHS_IN, figures_for
 from peftbench.analysis.html import render
 from peftbench.analysis.load import Loaded, load_results
 from peftbench.analysis.stats import aggregate, per_run, single_seed_only
@@ -26,6 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--claims", help="folder of claim YAML files (default: conf/claims/, or DIR/claims/ of --config-dir)")
     p.add_argument("--config-dir", help="your own config folder, as for `peftbench run` and `reproduce`: its claims/ replaces "
                                         "conf/claims/")
+    p.add_argument("--figure-width", choices=sorted(WIDTHS_IN), default="double",
+                   help="draw the figures one column (3.4 in) or a page (7 in) wide, fonts to match (default: double)")
     p.add_argument("--study", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
     return p.parse_args(argv)
 
@@ -63,7 +65,7 @@ def report_problems(loaded: Loaded) -> None:
 
 
 def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] | None = None,
-          level: tuple[float, str] | None = None) -> dict:
+          level: tuple[float, str] | None = None, figure_width: str = "double") -> dict:
     """Everything the report writes; returns what it made, for tests and the summary line.
     `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`.
     `level`: (alpha, why) the verdicts are read at; None: a sequential study's per-look level where
@@ -80,7 +82,7 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
         (out / "runs.md").write_text(tables.runs_markdown(runs, loaded.failed))
         (out / "runs.csv").write_text(tables.runs_csv(runs))
         files += ["runs.md", "runs.csv"]
-    figs = figures_for(loaded.ok, agg, out) if not agg.empty else []
+    figs = figures_for(loaded.ok, agg, out, figure_width) if not agg.empty else []
     claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids, alpha)
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results) + (f"\n{level_note}\n" if level_note else ""))
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     claims_dir = (Path(args.claims) if args.claims else user / "claims" if user is not None and (user / "claims").is_dir()
                   else claims_mod.CLAIMS_DIR)
     try:
-        made = build(args.results, out, claims_dir, claim_ids=claim_ids)
+        made = build(args.results, out, claims_dir, claim_ids=claim_ids, figure_width=args.figure_width)
     except decide.DecideError as e:
         print(f"peftbench: error: {e}", file=sys.stderr)
         return 2
