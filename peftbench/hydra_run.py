@@ -58,6 +58,11 @@ def check_group_choices(overrides: list[str], argv: list[str] | None = None) -> 
         known = visible_choices(group, argv)
         for name in names:
             if name not in known:
+                if group == "model":  # any hub id or folder runs as it is, without a YAML (conf/model/hf.yaml)
+                    near = did_you_mean(name, known, "model=").removeprefix("; did you mean ").removesuffix("?")
+                    return (f"unknown model {name!r}; use model=hf model.name={name} (any causal LM; add model.kind=classifier "
+                            f"for an encoder){f', or {near}' if near else ''}; or add {name.rsplit('/', 1)[-1]}.yaml under "
+                            f"conf/model/ or model/ of your --config-dir DIR; available: {', '.join(known)}")
                 return (f"unknown {group} {name!r}{did_you_mean(name, known, f'{group}=')}; available: {', '.join(known)} "
                         f"(add {name}.yaml under conf/{group}/ or under {group}/ in your own config folder, passed with --config-dir DIR)")
     return None

@@ -256,7 +256,7 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
 
 @pytest.mark.parametrize("args, hint", [
     (["method=LoRA"], "did you mean method=lora?"),  # case
-    (["model=Qwen/Qwen2.5-0.5B"], "did you mean model=qwen2.5-0.5b?"),  # a hub id for a shipped model
+    (["model=Qwen/Qwen2.5-0.5B"], "use model=hf model.name=Qwen/Qwen2.5-0.5B (any causal LM; add model.kind=classifier for an encoder), or model=qwen2.5-0.5b;"),  # a hub id: run it as is, or the shipped YAML
     (["method=lorra"], "did you mean method=lora"),  # a typo
     (["method=lora", "r=16"], "did you mean method.r (a key of method lora)?"),  # a group's key at the top
     (["stpes=3"], "did you mean steps?"),
