@@ -214,6 +214,32 @@ def test_forgetting_at_matched_on_the_frontier(tmp_path):
     assert bad.verdict == INVALID and "partner must be closest or frontier" in bad.conditions[0].note
 
 
+@pytest.mark.slow
+def test_one_method_under_rl_against_itself_under_sft(tmp_path):
+    """RL's Razor: LoRA trained by GRPO against LoRA trained by SFT at matched accuracy. The sides
+    are one method told apart by their objective (a supervised record carries none), and `across`
+    lets them differ in the objective's own keys and the batch size."""
+    recs = []
+    for s in (0, 1, 2):
+        recs += [run("lora", s, lr, acc, forgetting=0.02, before=0.40,
+                     config={"objective.name": "grpo", "objective.num_generations": 8, "batch_size": 2})
+                 for lr, acc in ((1e-4, 0.78), (3e-4, 0.85), (1e-3, 0.80))]
+        recs += [run("lora", s, lr, acc, forgetting=0.10, before=0.40, config={"batch_size": 16})
+                 for lr, acc in ((3e-4, 0.80), (1e-3, 0.85), (3e-3, 0.82))]
+    claim = {**BASE, "check": "forgetting_at_matched", "method": "lora", "baseline": "lora", "metric": "primary",
+             "setting_where_method": {"objective.name": ["grpo"]}, "setting_where_baseline": {"objective.name": ["sft", None]},
+             "across": ["objective", "batch_size"], "forgetting": "forgetting", "match_within": 0.02, "relation": "less",
+             "tolerance": 0.0}
+    result = evaluate_claim(claim, ok_frame(tmp_path / "a", recs))
+    assert result.verdict == HOLDS, result.conditions[0].note
+    assert result.conditions[0].evidence[0].stats["estimate"] == pytest.approx(-0.08, abs=1e-6)
+    # without `across` the two objectives share no setting: no pair, no verdict
+    assert verdict({k: v for k, v in claim.items() if k != "across"}, tmp_path / "b", copy.deepcopy(recs)) == NO_DATA
+    # without the sides' own filters, GRPO runs would be their own partners
+    both = {k: v for k, v in claim.items() if not k.startswith("setting_where_")}
+    assert evaluate_claim(both, ok_frame(tmp_path / "c", copy.deepcopy(recs))).conditions[0].evidence[0].stats["estimate"] != pytest.approx(-0.08, abs=1e-6)
+
+
 def test_metric_in_range(tmp_path):
     recs = [record("houlsby", seed=s, r=None, targets=None, reduction_factor=16, lat_unmerged=0.17 + OFFSET[s], can_merge=False)
             for s in (0, 1, 2)]

@@ -12,6 +12,11 @@ Condition keys shared by these checks (besides check, method(s), baseline, toler
       {targets: all_linear, capacity: r=2} vs {targets: attn_qv, capacity: r=9};
   setting_where: filters on config keys that are not table columns ({task.n_train: [250, 500]});
       `a|b` in a key or an axis is one quantity that tasks set by different keys;
+  setting_where_method / setting_where_baseline: the same for one side only, e.g. one method under
+      {objective.name: [grpo]} against itself under {objective.name: [sft, null]} (a supervised
+      run's record carries no objective: null);
+  across: config groups the two sides may differ in (their keys leave the setting the sides must
+      share), e.g. [objective] for RL against supervised training;
   match: run columns both sides share (default [steps]); model, task, precision and the
       non-method setting (batch size, task size, device ...) always match.
 """
@@ -56,13 +61,16 @@ def _filter_setting(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.D
 def side(runs: pd.DataFrame, cond: Mapping[str, Any], method: str, role: str) -> pd.DataFrame:
     """Runs of one side of a comparison: the method, its own filters, the shared setting filter."""
     sel = _filter_setting(runs[runs["method"] == method], cond.get("setting_where"))
+    sel = _filter_setting(sel, cond.get(f"setting_where_{role}"))
     return _filter_columns(sel, cond.get(f"where_{role}"))
 
 
 def _rest_setting(items: Mapping[str, str], drop: Iterable[str]) -> str:
-    """The non-method setting without the given keys: what two sides must share."""
+    """The non-method setting without the given keys, or the keys of the given groups: what two
+    sides must share."""
     gone = set(drop)
-    return short_hash({k: v for k, v in non_method(items).items() if k not in gone})
+    return short_hash({k: v for k, v in non_method(items).items()
+                       if k not in gone and not any(k.startswith(g + ".") for g in gone)})
 
 
 def with_context(runs: pd.DataFrame, drop: Iterable[str] = ()) -> pd.DataFrame:
@@ -468,7 +476,7 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
         raise ValueError(f"partner must be closest or frontier, got {partner!r}")
     frontier = partner == "frontier"
     min_gain = float(cond["min_gain"]) if cond.get("min_gain") is not None else None
-    runs = with_context(runs)
+    runs = with_context(runs, drop=cond.get("across") or [])
     evidence = []
     base_runs = side(runs, cond, cond["baseline"], "baseline")
     for method in methods_of(cond):

@@ -88,7 +88,8 @@ def setting_key_problems(claim: Mapping[str, Any], known: Iterable[str] | None =
     problems = []
     for i, cond in enumerate(conditions_of(claim)):
         free = cond.get("free") or []
-        named = [("axis", cond.get("axis"))] + [("setting_where", k) for k in (cond.get("setting_where") or {})]
+        named = [("axis", cond.get("axis"))] + [(where, k) for where in ("setting_where", "setting_where_method", "setting_where_baseline")
+                                                for k in (cond.get(where) or {})]
         named += [("free", k) for k in ([free] if isinstance(free, str) else free)]
         if i == 0 and isinstance(claim.get("regime"), Mapping):
             named += [("regime", k) for k in claim["regime"]]
