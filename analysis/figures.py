@@ -25,10 +25,12 @@ from peftbench.analysis.meta import FULL_REFERENCE, sign  # noqa: E402
 from peftbench.analysis.stats import full_ft_reference, typical_row  # noqa: E402
 from peftbench.analysis.tables import MIB, percent_scale  # noqa: E402
 from peftbench.experiments.fields import SERVING_KS  # noqa: E402
+from peftbench.experiments.record import file_safe  # noqa: E402
 
 
 # A two-column paper's column and page widths, in inches (ACL, NeurIPS and ICML are within 0.1 in).
 WIDTHS_IN = {"single": 3.4, "double": 7.0}
+DPI = 130
 # Type 42 (TrueType) instead of matplotlib's default Type 3 in PDFs: the fonts are embedded whole,
 # text stays selectable, and publishers' PDF checks, which reject Type 3 fonts, pass.
 PAPER_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
@@ -70,9 +72,19 @@ def _unclutter(ax: plt.Axes, texts: list) -> None:
 def _name_bars(ax: plt.Axes, labels: list[str]) -> None:
     """One label a bar, at 45 degrees, in a font small enough that neighbours do not touch at the
     figure's width (7 pt at most): a paper column holds fewer bars than a screen."""
+    import textwrap
+
     across_pt = ax.get_position().width * ax.figure.get_figwidth() * 72 / max(len(labels), 1) * math.sin(math.pi / 4)
+    # with room between bars, a long setting (what differs) goes on short lines: one long line would
+    # reach past the column; without room, one line in a smaller font
+    wrapped = [textwrap.fill(lab, 16 if ax.figure.get_figwidth() < 5 else 26, break_long_words=False) for lab in labels]
+    lines = max(lab.count("\n") + 1 for lab in wrapped)
+    if across_pt / (1.05 * lines) >= 5:
+        labels = wrapped
+    else:
+        lines = 1
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor",
-                  fontsize=max(3.5, min(7.0, across_pt / 1.05)))
+                  fontsize=max(3.5, min(7.0, across_pt / (1.05 * lines))))
 
 
 def _thin_numeric_ticks(fig: plt.Figure) -> None:
@@ -173,13 +185,26 @@ def _labels(t: pd.DataFrame) -> list[str]:
     return [_label(r, differs.get(r["setting"], "")) for _, r in t.iterrows()]
 
 
+def _wrap_titles(fig: plt.Figure) -> None:
+    """Titles broken into lines that fit the figure's width (a column holds about 60 characters)."""
+    import textwrap
+
+    for ax in fig.axes:
+        title = ax.get_title()
+        if title:
+            chars = int(ax.figure.get_figwidth() * 72 / (0.55 * ax.title.get_fontsize()))
+            ax.set_title("\n".join(textwrap.fill(line, chars, break_long_words=False) for line in title.split("\n")))
+
+
 def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
+    _wrap_titles(fig)
     _thin_numeric_ticks(fig)
     files = []
     for ext in ("png", "pdf"):
         path = out / f"{name}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else None)
+        # a tight box keeps rotated labels and outside legends whole; the test holds the result to the column
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else None)
         files.append(path.relative_to(out).as_posix())
     plt.close(fig)
     return files
@@ -350,7 +375,7 @@ def target_sets(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
                    capsize=2)
     for ti, tg in enumerate(all_targets):  # legend keys in a neutral colour: the hatch is the target set
         ax.bar(0, 0, 0, color="0.8", hatch=hatches[ti % len(hatches)], edgecolor="0.3", label=tg)
-    ax.set_xticks(range(len(groups)), [f"{m}\n{rk}" for (m, rk, *_), _ in groups])
+    _name_bars(ax, [f"{m} {rk}" for (m, rk, *_), _ in groups])
     _full_ft_line(ax, t)
     ax.set(ylabel=ylabel, title=title + "\n(hatch = target set; error bars: std over seeds)")
     ax.grid(alpha=0.3, axis="y")
@@ -452,7 +477,8 @@ def serving_costs(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
         return Figure(name, title, [], "no serving measurements")
     # one panel a row, each the column's width: side by side they would not fit a paper column
     w, h = plt.rcParams["figure.figsize"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(w, 0.95 * h * len(panels)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(w, min(0.8 * h * len(panels), 8.5)), squeeze=False,
+                             layout="constrained")  # within a page's text height
     for ax, (panel, data) in zip(axes[:, 0], panels):
         panel(ax, data)
     fig.suptitle(title)
@@ -586,7 +612,7 @@ def _figures_for(ok: pd.DataFrame, agg: pd.DataFrame, out: Path) -> list[Figure]
     for (model, task, prec, dev), t in agg.groupby(["model", "task", "precision", "device"], sort=True):
         t = t.sort_values(["order", "method", "capacity_value", "targets"])
         runs = ok[(ok["model"] == model) & (ok["task"] == task) & (ok["precision"] == prec) & (ok["device"] == dev)]
-        stem, title = f"figures/{model}__{task}__{prec}__{dev}", f"{model} / {task} / {prec} / {dev}"
+        stem, title = f"figures/{file_safe(model)}__{task}__{prec}__{dev}", f"{model} / {task} / {prec} / {dev}"
         figs += [
             scatter_with_pareto(t, "params.trainable", "trainable parameters (log)", 1.0, True, f"{title}: metric vs trainable params", out, f"{stem}__metric_vs_params"),
             scatter_with_pareto(t, "cost.peak_train_mem_growth_bytes", "peak train memory growth (MiB)", 1 / MIB, False,

@@ -17,6 +17,7 @@ from peftbench.analysis.stats import aggregate, per_run, single_seed_only
 from peftbench.analysis.studies import study_claims
 from peftbench.analysis.verdicts import ALPHA
 from peftbench.experiments import decide
+from peftbench.experiments.record import file_safe
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def write_tables(agg, out: Path) -> tuple[list[str], list[str]]:
             md.append(tables.to_markdown(serving, t, details="serving"))
             tex.append(tables.to_latex(serving, t, details="serving"))
             html.append(tables.to_html(serving, t, details="serving"))
-        csv = out / "tables" / f"{model}__{task}.csv"
+        csv = out / "tables" / f"{file_safe(model)}__{task}.csv"  # a hub id or a folder as the model (model=hf)
         csv.parent.mkdir(parents=True, exist_ok=True)
         csv.write_text(tables.to_csv(t))
         files.append(csv.relative_to(out).as_posix())

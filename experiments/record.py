@@ -8,7 +8,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import re
 import os
 import tempfile
 from contextlib import contextmanager
@@ -71,6 +70,16 @@ def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def file_safe(name: Any) -> str:
+    """A model's name as part of a file name: a hub id (ORG/NAME) or a folder (model=hf) by its
+    last two parts joined by `--` (`Qwen--Qwen2.5-0.5B`); a name without `/` as it is, so that
+    every existing id stays. The run id's hash holds the whole name."""
+    name = str(name)
+    if "/" not in name:
+        return name
+    return "--".join([p for p in name.split("/") if p not in ("", ".", "..")][-2:])
+
+
 def run_id(config: Mapping[str, Any]) -> str:
     """Readable prefix + hash of the resolved config minus non-semantic keys. `precision: auto`
     is hashed as what it resolves to on this machine: the id names what ran."""
@@ -81,10 +90,7 @@ def run_id(config: Mapping[str, Any]) -> str:
         resolve_config(config)
     digest = hashlib.sha256(json.dumps(semantic_config(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
     method = config["method"]
-    # a hub id (ORG/NAME) or a folder as the model's name (model=hf): its last two parts, without
-    # path separators, name the file; the hash holds the whole name
-    model = re.sub(r"[^A-Za-z0-9._+-]+", "--", "/".join(str(config["model"]["name"]).strip("/").split("/")[-2:]))
-    parts = [model, config["task"]["name"], method["name"]]
+    parts = [file_safe(config["model"]["name"]), config["task"]["name"], method["name"]]
     if method.get("r") is not None:
         parts.append(f"r{method['r']}")
     elif method.get("bottleneck_size") is not None:

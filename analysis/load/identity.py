@@ -107,4 +107,17 @@ def setting_labels(ok: pd.DataFrame) -> dict[str, str]:
     items = {s: non_method(it) for s, it in zip(ok["setting"], ok["setting_items"])}
     keys = sorted({k for it in items.values() for k in it})
     vary = [k for k in keys if len({it.get(k) for it in items.values()}) > 1]
-    return {s: ", ".join(f"{k}={it.get(k, '-')}" for k in vary) for s, it in items.items()}
+    # a config group chosen differently (objective: grpo or sft) is named by its choice; the
+    # group's own keys that come with it would only repeat that
+    chosen = {k.rsplit(".", 1)[0] for k in vary if k.endswith(".name")}
+    vary = [k for k in vary if k.rsplit(".", 1)[0] not in chosen or k.endswith(".name")]
+
+    def shown(k: str, it: Mapping[str, Any]) -> str:
+        group = k.rsplit(".", 1)[0]
+        if k.endswith(".name") and group in chosen:
+            value = it.get(k)
+            if isinstance(value, str) and value.startswith('"'):
+                value = json.loads(value)
+            return f"{group}={value or 'default'}"  # absent: the config's default choice (objective: sft)
+        return f"{k}={it.get(k, '-')}"
+    return {s: ", ".join(shown(k, it) for k in vary) for s, it in items.items()}

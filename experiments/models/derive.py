@@ -21,14 +21,20 @@ from peftbench.methods.base import ConfigError
 
 
 def kind_of(config: Any) -> str:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    """causal_lm where the checkpoint's architectures are a causal LM's (`...ForCausalLM`, GPT-2's
+    `GPT2LMHeadModel`, any class transformers maps as one); without architectures, where its model
+    type has a causal LM class and no masked-LM one (BERT has both: an encoder)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    archs = getattr(config, "architectures", None) or []
-    if any(str(a).endswith("ForCausalLM") for a in archs):
+    causal_classes = {c for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for c in ([v] if isinstance(v, str) else v)}
+    archs = [str(a) for a in getattr(config, "architectures", None) or []]
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) or a in causal_classes for a in archs):
         return "causal_lm"
     if archs:
         return "classifier"
-    return "causal_lm" if getattr(config, "model_type", "") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else "classifier"
+    model_type = getattr(config, "model_type", "")
+    causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return "causal_lm" if causal else "classifier"
 
 
 def head_modules(seq_cls: nn.Module) -> list[str]:
@@ -51,11 +57,17 @@ def target_presets(linear_names: tuple[str, ...], model_type: str, heads: list[s
     body = [n for n in linear_names if n.split(".")[0] not in skip and re.search(r"\.\d+\.", n)]
     if not body:
         raise ConfigError(f"model type {model_type!r} has no linear layers to adapt outside its head; write a conf/model YAML for it")
-    presets = {"all_linear": [_alternation([n.rsplit(".", 1)[-1] for n in body], in_blocks=True)]}
-    qv = PEFT_DEFAULTS.get(model_type)
+    leaves = {n.rsplit(".", 1)[-1] for n in body}
+    presets = {"all_linear": [_alternation(sorted(leaves), in_blocks=True)]}
+    # peft's default targets for the type, else the query and value projections by their usual
+    # names (DistilBERT's q_lin/v_lin, ...): a model type peft does not list still gets attn_qv
+    qv = PEFT_DEFAULTS.get(model_type) or next((list(pair) for pair in QV_NAMES if set(pair) <= leaves), None)
     if qv:
         presets["attn_qv"] = [_alternation(list(qv))]
     return presets
+
+
+QV_NAMES = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"), ("q", "v"), ("Wq", "Wv"))
 
 
 def check_kind(name: str, configured: str, derived: str) -> None:

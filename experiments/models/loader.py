@@ -101,6 +101,10 @@ def model_config(model_cfg: Mapping[str, Any]):
     except (OSError, ValueError) as e:
         if arch:
             return AutoConfig.for_model(**dict(arch))
+        if model_cfg.get("derive_from_checkpoint"):
+            raise ConfigError(f"cannot read the config of {model_cfg.get('name')}: {type(e).__name__}; with the hub offline "
+                              f"(HF_HUB_OFFLINE=1) a hub id must be in the local hub cache: download it once "
+                              f"(huggingface-cli download {model_cfg.get('name')}), or give model.name a saved model folder") from None
         raise ConfigError(
             f"cannot read the config of model {model_cfg.get('name')} ({model_path(source)}): {type(e).__name__}; "
             "go online once, or add an arch: block (model_type, hidden_size, ...) to its conf/model YAML"
