@@ -187,6 +187,9 @@ stop() {
   # live controller: a client waits 18 s for one that is down.
   if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/null; then
     scancel --full -p local >/dev/null 2>&1 || true
+    # and let the controller hear of their end: a job still completing keeps a slurmd child
+    # retrying its completion message for ever once the controller is gone
+    for _ in $(seq 30); do [ -z "$(squeue -h 2>/dev/null || true)" ] && break; sleep 0.5; done
   fi
   local pids=()
   for f in slurmd slurmctld slurmdbd db; do
@@ -199,6 +202,7 @@ stop() {
     [ "$alive" -eq 0 ] && break
     sleep 0.5
   done
+  pkill -f "/usr/sbin/slurmd -f $CONF" 2>/dev/null || true  # slurmd's own children, which have no pid file
   say "stopped"
 }
 
