@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.experiments import distributed, lrsearch, precision, provenance, record, sweep
-from peftbench.experiments.run import base_record, execute, prepare, resolve_device
+from peftbench.experiments.run import base_record, execute, prepare, record_failure
 from peftbench.experiments.signals import Interrupted
 from peftbench.experiments.tracking import Tracker
 from peftbench.methods.base import ConfigError
@@ -24,12 +24,7 @@ from peftbench.experiments.paths import CONF
 
 def _record_invalid(config: dict[str, Any], error: ConfigError) -> None:
     """Inside a sweep a bad combination is recorded as failed, and the sweep goes on."""
-    rid = record.run_id(config)
-    rec = base_record(config, rid)
-    rec.update({"status": "failed", "error": f"ConfigError: {error}", "provenance": provenance.collect(resolve_device("cpu"))})
-    path = record.result_path(config["results_dir"], rid)
-    record.write_atomic(path, rec)
-    print(f"FAILED (ConfigError: {error}): {path}", flush=True)
+    record_failure(config, f"ConfigError: {error}")
 
 
 def track_search_result(config: dict[str, Any], rec: dict[str, Any], group: str | None) -> None:

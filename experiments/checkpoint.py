@@ -16,34 +16,19 @@ it: `checkpoint.train_s_before_resume`).
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
+
+from peftbench.experiments.meters.rng import random_state, set_random_state
 
 FOLDER = ".checkpoints"
 
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / FOLDER / f"{run_id}.pt"
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.Module,
@@ -60,7 +45,7 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "method": dict(method_state),
-        "rng": _rng_state(),
+        "rng": random_state(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     for torn in path.parent.glob(f"{path.name}.*.tmp"):  # a write of this run that was killed (one process runs a run)
@@ -106,7 +91,7 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    set_random_state(state["rng"])
 
 
 def remove(path: Path) -> None:

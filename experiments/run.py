@@ -367,8 +367,9 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
     timer = distributed.step_timer(plan.device, world)
     progress = Progress(f"{cfg['method']['name']} s{cfg['seed']}", steps, timer, enabled=bool(cfg.get("progress", True)) and world.is_main)
     batches = distributed.shard_batches(task.train_batches(steps, bs, seed=int(cfg["seed"])), world)
+    every = int(cfg.get("checkpoint_every_steps", 0))
     saved_at = checkpoint.path_for(cfg["results_dir"], plan.run_id)
-    resume = checkpoint.load(saved_at, plan.run_id, steps) if int(cfg.get("checkpoint_every_steps", 0)) and not cfg.get("force") else None
+    resume = checkpoint.load(saved_at, plan.run_id, steps) if every and not cfg.get("force") else None
     unfit = checkpoint.fits(resume, model, optimizer) if resume is not None else None
     if unfit:
         # said whether or not progress is shown: work thought saved is being redone
@@ -397,7 +398,7 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
         losses = train(engine, optimizer, scheduler, batches, plan.device, autocast, float(cfg["grad_clip"]), timer, progress,
                        lambda _, step: plan.method.on_step(model, step), start=start,
                        losses=resume["losses"] if resume is not None else None,
-                       save_every=int(cfg.get("checkpoint_every_steps", 0)), save=save)
+                       save_every=every, save=save)
     memory_figures = distributed.memory_figures(distributed.gather(memory.result, world))
     return Trained(losses, timer, memory_figures, params, distributed.whole_model(model, shell, world, plan.device),
                    resumed_from_step=start, train_s_before_resume=before_s)
@@ -602,6 +603,20 @@ def base_record(plan_or_config: Plan | dict[str, Any], rid: str | None = None) -
         "precision": str(cfg["precision"]),
         "config": cfg,
     }
+
+
+def record_failure(config: dict[str, Any], error: str, rid: str | None = None) -> Path:
+    """A failed record written for a run by someone other than the run (a config it could not
+    start with, a worker that died before it recorded itself), so that a sweep goes on and the
+    next start runs it again."""
+    rid = rid or record.run_id(config)
+    rec = base_record(config, rid)
+    rec.update({"status": "failed", "error": error, "provenance": provenance.collect(resolve_device("cpu")),
+                "finished_at": datetime.now(timezone.utc).isoformat()})
+    path = record.result_path(config["results_dir"], rid)
+    record.write_atomic(path, rec)
+    print(f"FAILED ({error}): {path}", flush=True)
+    return path
 
 
 def execute(plan: Plan) -> dict[str, Any]:

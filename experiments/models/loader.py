@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from peftbench.experiments.models.derive import check_kind, head_modules, kind_of, target_presets
 from peftbench.methods.base import ConfigError, ModelInfo
 
 
@@ -123,12 +124,10 @@ def build_model_info(model_cfg: Mapping[str, Any], task_kind: str, num_labels: i
     heads = list(model_cfg.get("head_modules") or ())
     presets = {k: list(v) for k, v in (model_cfg.get("target_presets") or {}).items()}
     if model_cfg.get("derive_from_checkpoint"):  # model=hf: what a YAML would say, from the model itself
-        from peftbench.experiments.models import derive
-
-        derive.check_kind(str(model_cfg["name"]), str(model_cfg["kind"]), derive.kind_of(config))
+        check_kind(str(model_cfg["name"]), str(model_cfg["kind"]), kind_of(config))
         if classify and not heads:
-            heads = derive.head_modules(skeleton)
-        presets = {**derive.target_presets(linear, str(getattr(config, "model_type", "")), heads), **presets}
+            heads = head_modules(skeleton)
+        presets = {**target_presets(linear, str(getattr(config, "model_type", "")), heads), **presets}
     return ModelInfo(
         name=str(model_cfg["name"]),
         kind=str(model_cfg["kind"]),

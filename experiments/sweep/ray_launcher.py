@@ -11,7 +11,6 @@ peftbench sweep needs on top of it (conf/hydra/launcher/ray_cluster.yaml):
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -94,14 +93,10 @@ def file_state(path: Path) -> tuple[int, int] | None:
 def record_dead_worker(config: dict[str, Any], path: Path, error: BaseException) -> None:
     """Record the run of a job whose Ray worker died, before the run could record itself, as
     failed with the reason; an ok record it had from before stands."""
-    from peftbench.experiments.run import base_record
+    from peftbench.experiments.run import record_failure
 
     if record.existing(path)[0] == "ok":
         return
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    rec = base_record(config, path.stem)
-    rec.update({"status": "failed", "finished_at": datetime.now(timezone.utc).isoformat(),
-                "error": f"the Ray worker running it died before it recorded the run ({type(error).__name__}: {first}); "
-                         f"start the sweep again to run it"})
-    record.write_atomic(path, rec)
-    print(f"FAILED ({rec['error']}): {path}", flush=True)
+    record_failure(config, f"the Ray worker running it died before it recorded the run ({type(error).__name__}: {first}); "
+                           f"start the sweep again to run it", rid=path.stem)
