@@ -11,6 +11,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # and the suite runs the same on an AVX2-only and an AVX512-BF16 machine; tests of bf16 and of the
 # probe itself set what they need (tests/test_run_cost.py).
 os.environ.setdefault("PEFTBENCH_BF16_PROBE", "slow")
+
+
+def _pin_to_own_cores() -> None:
+    """Under pytest-xdist (`make test` runs `-n 2` on two cores), each worker gets a disjoint share
+    of the cores, as a SLURM job gets its cpuset: its runs then size their torch threads to that
+    share, and the other worker's work is on cores outside it, so no timing or contention figure
+    counts it. Must run before torch is imported."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    # a process the worker started inherits both its cores and this variable
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity") or os.environ.get("PEFTBENCH_TEST_CPUS"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > len(cpus):
+        raise RuntimeError(f"pytest -n {workers} on {len(cpus)} cores: workers would share cores; use -n {len(cpus)} or fewer")
+    per = len(cpus) // workers
+    index = int(worker[2:])
+    mine = cpus[index * per:(index + 1) * per]
+    os.sched_setaffinity(0, mine)
+    os.environ["PEFTBENCH_TEST_CPUS"] = ",".join(map(str, mine))
+
+
+_pin_to_own_cores()
 # Peak-FLOPs measurements taken under a busy test run must not land in the user's cache.
 if "PEFTBENCH_CACHE" not in os.environ:
     import tempfile
@@ -71,3 +94,15 @@ def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         return execute(prepare(config))
 
     return _run
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `whole_machine` need every core of the machine (two processes on two cores, a
+    scheduler's daemons): inside an xdist worker, which holds only its share, they skip and say
+    where they run (`make test` runs them in a second pass without -n)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    skip = pytest.mark.skip(reason="needs every core: runs in make test's second pass, without -n")
+    for item in items:
+        if "whole_machine" in item.keywords:
+            item.add_marker(skip)

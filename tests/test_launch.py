@@ -63,6 +63,7 @@ def test_submitit_local_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores")
 def test_joblib_two_jobs_split_the_cores(tmp_path):
     out = peftbench("-m", "method=lora,linear_probe", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",

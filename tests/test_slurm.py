@@ -24,7 +24,7 @@ TINY = ["model=tiny-llama", "measure.latency=false", "progress=false", "task.n_t
 # one CPU and a little memory per job
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.gpus_per_node=0"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]
 
 
 @pytest.fixture(scope="module")
