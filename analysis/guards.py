@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from scipy import stats as sps
 
-from peftbench.analysis.load import is_timing, setting_value
+from peftbench.analysis.load import is_timing, setting_labels, setting_value
 
 Z_ONE_SIDED_95 = float(sps.norm.ppf(0.95))
 
@@ -123,24 +123,64 @@ def reads_scores(cond: Mapping[str, Any]) -> bool:
 CONFIG = ["method", "model", "task", "precision", "capacity", "targets", "steps", "setting", "protocol", "chosen_lr"]
 
 
-def learned_only(runs: pd.DataFrame, cond: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
-    """The runs less the configurations none of whose seeds learned, and a note naming what was
-    left out and which kept seeds did not learn ('' when every run learned)."""
+def config_words(row: Mapping[str, Any], setting_label: str = "") -> str:
+    """A configuration as a reader names it: `lora r=2 all_linear lr 1e-03, 100 steps, batch_size=16`."""
+    parts = [str(row["method"])]
+    parts += [str(row[k]) for k in ("capacity", "targets") if str(row.get(k, "-")) not in ("-", "", "nan", "None")]
+    lr = row.get("chosen_lr")
+    if isinstance(lr, (int, float)) and not _nan(lr):
+        parts.append(f"lr {float(lr):.0e}")
+    tail = [f"{int(row['steps'])} steps"] if isinstance(row.get("steps"), (int, float)) and not _nan(row["steps"]) else []
+    return ", ".join([" ".join(parts), *tail, *([setting_label] if setting_label else [])])
+
+
+def _seeds(rows: list[Mapping[str, Any]]) -> str:
+    seeds = sorted(int(r["seed"]) for r in rows if isinstance(r.get("seed"), (int, float)) and not _nan(r["seed"]))
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}" if seeds else f"{len(rows)} run(s)"
+
+
+SHOWN_CONFIGS = 4
+
+
+def learned_only(runs: pd.DataFrame, cond: Mapping[str, Any], named: pd.Series | None = None) -> tuple[pd.DataFrame, str]:
+    """The runs less the configurations none of whose seeds learned, and a note naming, in words,
+    the configurations left out (with the test that left them out) and the kept seeds that did not
+    learn ('' when none of them did). `named`: the runs the claim's sides read (default: all); only
+    those are named, since a baseline's collapsed lr says nothing to a claim about two LoRA ranks.
+    Run ids are in the report's run table, not in the note."""
     if runs.empty or not reads_scores(cond) or "val_floor" not in runs.columns:
         return runs, ""
-    flags = [learned(r) for r in runs.to_dict("records")]
+    rows = runs.to_dict("records")
+    flags = [learned(r) for r in rows]
     ok = pd.Series([f for f, _ in flags], index=runs.index)
-    why = dict(zip(runs["run_id"], (w for _, w in flags)))
     keys = [k for k in CONFIG if k in runs.columns]
     any_learned = ok.groupby([runs[k].astype(str) for k in keys]).transform("any")
-    dropped = runs[~any_learned]
-    kept_collapsed = runs[any_learned & ~ok]
+    labels = setting_labels(runs) if {"setting", "setting_items"} <= set(runs.columns) else {}
+
+    def by_config(mask: pd.Series) -> list[tuple[str, list[tuple[dict, str]]]]:
+        groups: dict[tuple, list[tuple[dict, str]]] = {}
+        for r, (_, why), m in zip(rows, flags, mask):
+            if m:
+                groups.setdefault(tuple(str(r[k]) for k in keys), []).append((r, why))
+        return [(config_words(g[0][0], labels.get(g[0][0].get("setting"), "")), g) for g in groups.values()]
+
     notes = []
-    if len(dropped):
-        shown = "; ".join(f"{r} ({why[r]})" for r in list(dropped["run_id"])[:4]) + (f"; and {len(dropped) - 4} more" if len(dropped) > 4 else "")
-        n_cfg = dropped.groupby([dropped[k].astype(str) for k in keys]).ngroups
-        notes.append(f"left out {n_cfg} configuration(s) none of whose {len(dropped)} run(s) learned: {shown}")
-    if len(kept_collapsed):
-        notes.append(f"kept {len(kept_collapsed)} run(s) that did not learn beside seeds of the same configuration that did "
-                     f"(dropping them would keep only the good seeds): {', '.join(kept_collapsed['run_id'])}")
+    named = pd.Series(True, index=runs.index) if named is None else named
+    dropped = by_config(~any_learned & named)
+    if dropped:
+        shown = []
+        for words, group in dropped[:SHOWN_CONFIGS]:
+            # the seed that came closest to learning says how far the configuration was from it
+            closest = max(group, key=lambda rw: float(rw[0].get("val_primary", math.nan)) if not _nan(rw[0].get("val_primary", math.nan)) else -math.inf)
+            shown.append(f"{words} ({_seeds([r for r, _ in group])}; best: {closest[1]})")
+        more = f"; and {len(dropped) - SHOWN_CONFIGS} more configuration(s)" if len(dropped) > SHOWN_CONFIGS else ""
+        n_runs = sum(len(g) for _, g in dropped)
+        notes.append(f"left out {len(dropped)} configuration(s) none of whose {n_runs} run(s) learned: {'; '.join(shown)}{more}")
+    kept = by_config(any_learned & ~ok & named)
+    if kept:
+        n_runs = sum(len(g) for _, g in kept)
+        shown = "; ".join(f"{words} ({_seeds([r for r, _ in group])})" for words, group in kept[:SHOWN_CONFIGS])
+        more = f"; and {len(kept) - SHOWN_CONFIGS} more configuration(s)" if len(kept) > SHOWN_CONFIGS else ""
+        notes.append(f"kept {n_runs} run(s) that did not learn beside seeds of the same configuration that did "
+                     f"(dropping them would keep only the good seeds): {shown}{more}")
     return runs[any_learned], "; ".join(notes)

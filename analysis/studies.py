@@ -22,11 +22,20 @@ def studies_for_claim(claim_id: str, folder: Path = STUDY_DIR) -> list[str]:
     return names
 
 
-def study_claims(folder_name: str, folder: Path = STUDY_DIR) -> list[str] | None:
-    """The claims of the study a records folder is named after: `NAME`, or `NAME_VARIANT` for a
-    variant (the longest study name that fits wins); None when no study fits."""
+def study_of_folder(folder_name: str, folder: Path = STUDY_DIR) -> Path | None:
+    """The study file a records folder is named after: `NAME`, or `NAME_VARIANT` for a variant
+    (the longest study name that fits wins); None when no study fits."""
     for path in sorted(Path(folder).glob("*.yaml"), key=lambda p: -len(p.stem)):
         if folder_name == path.stem or folder_name.startswith(path.stem + "_"):
-            data = yaml.safe_load(path.read_text()) or {}
-            return [str(c) for c in data.get("claims") or []]
+            return path
     return None
+
+
+def study_claims(folder_name: str, folder: Path = STUDY_DIR) -> list[str] | None:
+    """The claims of the study a records folder is named after (study_of_folder); None when no
+    study fits."""
+    path = study_of_folder(folder_name, folder)
+    if path is None:
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return [str(c) for c in data.get("claims") or []]

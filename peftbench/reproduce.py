@@ -79,11 +79,12 @@ def verdict_lines(results: Sequence[Any]) -> list[str]:
     lines = []
     for r in results:
         lines.append(f"{r.id}: {r.verdict.upper()}  ({r.source})")
-        lines.append(f"  why: {claim_reason(r)}")
+        why = claim_reason(r)
+        lines.append(f"  why: {why}")
         if r.disagreement():
             lines.append(f"  {r.disagreement()}")
         for c in r.conditions:
-            lines.append(f"  {condition_line(c).replace('**', '')}")
+            lines.append(f"  {condition_line(c, why).replace('**', '')}")
             lines += [f"    {evidence_line(e).replace('**', '')}" for e in c.evidence]
     return lines
 

@@ -20,7 +20,9 @@ where a verdict disagrees with the literature, the claim's stated likely reason.
 
 A block `<!-- headline: results/reference/demo -->` ... `<!-- /headline -->` gets a narrow table of
 what each method scores and costs; `<!-- verdicts: results/reference/studies -->` ...
-`<!-- /verdicts -->` gets every committed study's verdicts, a column per task.
+`<!-- /verdicts -->` gets every committed study's verdicts, a column per task, each study linked to
+its page docs/studies/NAME.md (a README block); `<!-- verdicts: results/reference/studies NAME -->`
+gets study NAME's alone, for the top of its page.
 
 `python scripts/readme_tables.py` rewrites every such block in README.md and in every page of the
 docs site (docs/*.md) from its records (the same tables `peftbench report` writes to
@@ -45,14 +47,14 @@ from peftbench.analysis.load import find_json_files, load_results, read_record, 
 from peftbench.analysis.stats import aggregate  # noqa: E402
 from peftbench.analysis.tables import percent_scale  # noqa: E402
 from peftbench.analysis.report import verdict_level  # noqa: E402
-from peftbench.analysis.studies import study_claims  # noqa: E402
+from peftbench.analysis.studies import study_claims, study_of_folder  # noqa: E402
 from peftbench.experiments.fields import TIMING_FIELDS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
 GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
 HEADLINES = re.compile(r"(<!-- headline: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.S)
-VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
+VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+)(?: (?P<study>[a-z0-9_]+))? -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them (the whole run's total is the table's sum)
 PHASES = [(f.key, f.legend) for f in TIMING_FIELDS if f.key != "total_s"]
@@ -231,13 +233,19 @@ def column_of(folder: Path) -> str:
     return COLUMN_OF_RUN.get((rec.get("task"), rec.get("model")), "")
 
 
-def verdicts_for(source: str) -> str:
-    """Every committed study's claims, one row per study and claim, a column per task: the
-    verdict each folder's records give (its study page has the reasons and numbers)."""
+def verdicts_for(source: str, only: str | None = None) -> str:
+    """Every committed study's claims (or study `only`'s, on its own page), one row per study and
+    claim, a column per task: the verdict each folder's records give. In the README each study
+    links to its docs page, which has the reasons and numbers."""
     root = ROOT / source
     folders = {p.name for p in root.iterdir() if p.is_dir() and list(p.glob("*.json"))}
     studies = sorted({n for n in folders if study_claims(n) is not None and not any(n.endswith(v) for v, _ in VARIANTS[1:])})
-    lines = ["| study: claim | " + " | ".join(label for _, label in VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    if only is not None:
+        if only not in studies:
+            raise SystemExit(f"readme_tables: no reference records of study {only} under {source}")
+        studies = [only]
+    lines = [("| claim | " if only else "| study: claim | ") + " | ".join(label for _, label in VARIANTS) + " |",
+             "|---|" + "---|" * len(VARIANTS)]
     counts: dict[str, int] = {}
     for study in studies:
         got = {v: {r.id: r.verdict for r in study_results(f"{source}/{study}{v}")} for v, _ in VARIANTS[1:] if f"{study}{v}" in folders}
@@ -249,7 +257,8 @@ def verdicts_for(source: str) -> str:
                 cells.append(verdict or "–")
                 if verdict:
                     counts[verdict] = counts.get(verdict, 0) + 1
-            lines.append(f"| `{study}`: {cid} | " + " | ".join(cells) + " |")
+            lines.append(f"| {cid} | " + " | ".join(cells) + " |" if only else
+                         f"| [`{study}`](docs/studies/{study_of_folder(study).stem}.md): {cid} | " + " | ".join(cells) + " |")
     total = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return "\n".join(lines) + f"\n\n{sum(counts.values())} verdicts: {total}. –: no reference records for that task.\n"
 
@@ -260,9 +269,10 @@ def claims_for(source: str) -> str:
     results = study_results(source)
     lines = ["| claim | verdict | why | evidence (per condition: the data, estimate, 95% CI, corrected p, verdict) |", "|---|---|---|---|"]
     for r in results:
-        evidence = "<br>".join(claims.condition_line(c) + "".join(f"<br>· {claims.evidence_line(e)}" for e in c.evidence)
+        why = claims.claim_reason(r)
+        evidence = "<br>".join(claims.condition_line(c, why) + "".join(f"<br>· {claims.evidence_line(e)}" for e in c.evidence)
                                for c in r.conditions)
-        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {_cell(claims.claim_reason(r))} | {_cell(evidence)} |")
+        lines.append(f"| **{r.id}**: {_cell(r.statement)} | **{r.verdict}** | {_cell(why)} | {_cell(evidence)} |")
     disagree = [f"- **{r.id}**: {r.disagreement()}" for r in results if r.disagreement()]
     return "\n".join(lines + ([""] + disagree if disagree else [])) + "\n"
 
@@ -292,7 +302,7 @@ def render(readme: str) -> str:
     readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src"), m.group("score") or "primary") + m.group(5), readme)
     readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
     readme = HEADLINES.sub(lambda m: m.group(1) + headline_for(m.group("src")) + m.group(4), readme)
-    readme = VERDICTS.sub(lambda m: m.group(1) + verdicts_for(m.group("src")) + m.group(4), readme)
+    readme = VERDICTS.sub(lambda m: m.group(1) + verdicts_for(m.group("src"), m.group("study")) + m.group(5), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 
 

@@ -368,6 +368,9 @@ def test_runs_that_did_not_learn_are_left_out(tmp_path):
     [cond] = result.conditions
     # one collapsed seed beside two that learned: kept (dropping it would keep only the good seeds), and named
     assert "kept 4 run(s) that did not learn beside seeds of the same configuration" in cond.note
+    # named as a reader names a configuration, not by run id
+    assert "lora r=16 all_linear lr 3e-04, 100 steps (seed 2)" in cond.note
+    assert not any(r["run_id"] in cond.note for r in recs)
     assert cond.evidence[0].seeds == (0, 1, 2)
     for r in recs:
         if r["method"] == "lora":
@@ -528,3 +531,19 @@ def test_a_setting_filter_that_leaves_no_run_is_no_data_not_a_crash():
                           "setting_items": pd.Series([], dtype=object)})
     out = _filter_setting(empty, {"objective.name": ["grpo"]})
     assert list(out.columns) == list(empty.columns) and out.empty
+
+
+@pytest.mark.slow
+def test_only_the_configurations_a_claim_reads_are_named_as_not_learned(tmp_path):
+    """A full FT lr that collapsed says nothing to a claim about DoRA against LoRA: it is not named
+    in that claim's reason, while a collapsed DoRA lr is, with the closest seed's test."""
+    recs = lr_grid_runs()
+    recs += [run("dora", s, lr, peaked(3e-3, 0.87, lr)) for s in (0, 1, 2) for lr in LORA_GRID]
+    for r in recs:
+        r["metrics_majority"] = {"validation": {"accuracy": 0.5}}
+        r["eval_items"] = {"validation": 400, "test": 1000}
+        if (r["method"] == "full_ft" and r["config"]["method"]["lr"] == 3e-5) or (r["method"] == "dora" and r["config"]["method"]["lr"] == 1e-2):
+            r["metrics"]["validation"]["accuracy"] = 0.5
+    note = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path, recs)).conditions[0].note
+    assert "left out 1 configuration(s) none of whose 3 run(s) learned: dora r=16 all_linear lr 1e-02, 100 steps (seeds 0, 1, 2; best: validation 0.5 not above the majority class 0.5" in note
+    assert "full_ft" not in note

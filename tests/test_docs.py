@@ -44,10 +44,25 @@ def test_the_readme_is_one_page_and_its_links_land():
     assert links and all((ROOT / link).exists() for link in links), [l for l in links if not (ROOT / l).exists()]
     assert "../" not in readme  # no path outside the repository
     nav = (ROOT / "mkdocs.yml").read_text()
-    assert all(p.name in nav for p in (ROOT / "docs").glob("*.md")), "every docs page is in the nav"
+    assert all(p.relative_to(ROOT / "docs").as_posix() in nav for p in (ROOT / "docs").rglob("*.md")), "every docs page is in the nav"
 
 
-@pytest.mark.parametrize("page", ["docs/studies.md", "docs/default-benchmark.md"])
+@pytest.mark.parametrize("page", ["docs/default-benchmark.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "studies").glob("*.md"))])
 def test_generated_pages_hold_their_blocks(page):
     text = (ROOT / page).read_text()
     assert "<!-- /claims -->" in text or "<!-- /tables -->" in text
+
+
+def test_every_study_with_reference_records_has_its_page_and_a_link_to_it():
+    """One docs page per study (docs/studies/NAME.md), listed on the studies page and linked from
+    the README's verdicts."""
+    folders = [p.name for p in (ROOT / "results" / "reference" / "studies").iterdir() if p.is_dir() and list(p.glob("*.json"))]
+    # a folder named after a study (not one of its variants, NAME_VARIANT) is in the README's verdicts
+    named = {n for n in folders if (ROOT / "conf" / "study" / f"{n}.yaml").exists()}
+    assert len(named) >= 6
+    index = (ROOT / "docs" / "studies.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in named:
+        assert (ROOT / "docs" / "studies" / f"{name}.md").exists(), name
+        assert f"(studies/{name}.md)" in index, name
+        assert f"(docs/studies/{name}.md)" in readme, name

@@ -12,6 +12,7 @@ from peftbench.analysis.load import contended_for, is_copied, is_timing, setting
 from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL, INVALID, decide
 from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimResult, ConditionResult, NO_DATA, methods_of
 from peftbench.analysis.claims.spec import known_settings, claim_files, claim_problems, column_problems, condition_spec, conditions_of, load_claims, setting_key_problems
+from peftbench.analysis.claims.kinds import side
 from peftbench.analysis.claims.render import add_data_hint, name_settings
 
 
@@ -82,7 +83,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
     results = []
     for cond in conditions_of(claim):
         cond_runs, contended = without_contended(_filter(runs, cond.get("where")), cond)
-        cond_runs, not_learned = guards.learned_only(cond_runs, cond)
+        cond_runs, not_learned = guards.learned_only(cond_runs, cond, _read_by(cond, cond_runs))
         try:
             result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
         except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
@@ -95,6 +96,19 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
                       _shown_path(file), _one_line(claim.get("if_fails")), regime=_one_line(claim.get("regime_text")))
     decide([out])  # alone; evaluate_all decides again over the whole report (Holm)
     return out
+
+
+def _read_by(cond: Mapping[str, Any], runs: pd.DataFrame) -> pd.Series | None:
+    """Which runs the condition's sides read (its methods and baseline, with their filters): the
+    runs whose exclusion is worth naming. None where the condition names no side."""
+    roles = [(m, "method") for m in methods_of(cond)] + ([(cond["baseline"], "baseline")] if isinstance(cond.get("baseline"), str) else [])
+    if not roles or runs.empty:
+        return None
+    try:
+        read = set().union(*(side(runs, cond, m, role).index for m, role in roles))
+    except (KeyError, ValueError, TypeError):  # a filter the check itself will report
+        return None
+    return pd.Series(runs.index.isin(list(read)), index=runs.index)
 
 
 def _one_line(text: Any) -> str:

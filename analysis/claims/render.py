@@ -48,8 +48,10 @@ def evidence_line(e: Evidence) -> str:
     return f"{e.where}: {e.text}{stats_suffix(e)} → **{e.verdict}**: {why}" + ("" if e.not_applicable else f" ({point_text(e)})")
 
 
-def condition_line(c: ConditionResult) -> str:
-    return f"`{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + (f" ({c.note})" if c.note else "")
+def condition_line(c: ConditionResult, said: str = "") -> str:
+    """One condition in a line; a note already `said` in the claim's reason is not repeated."""
+    note = f" ({c.note})" if c.note and c.note not in said else " (the reason above)" if c.note else ""
+    return f"`{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + note
 
 
 def claim_reason(r: ClaimResult) -> str:
