@@ -15,7 +15,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from peftbench.analysis.cost_score import add_cost_score
-from peftbench.analysis.load import GROUP_KEY, ROW_KEY, is_copied, is_timing, measurement_source, short_hash, timings_contended
+from peftbench.analysis.load import (GROUP_KEY, RESUME_PARTIAL, ROW_KEY, is_copied, is_timing, measurement_source, resumed_note,
+                                     short_hash, timings_contended)
 from peftbench.analysis.meta import BASELINE, FULL_REFERENCE, sign
 from peftbench.experiments.fields import FIELDS
 
@@ -158,7 +159,13 @@ def measurement_facts(runs: pd.DataFrame) -> dict[str, tuple]:
             "contended_runs": contended(False, "measurement.contended_reason"),
             "contended_costs": contended(True, "costs_contended_reason"),
             "mfu_unknown": tuple((r["run_id"], r["measurement.mfu_unknown_reason"]) for r in recs
-                                 if r.get("measurement.mfu_unknown_reason"))}
+                                 if r.get("measurement.mfu_unknown_reason")),
+            "resumed_runs": tuple((r["run_id"], resumed_note(r)) for r in recs if resumed_note(r))}
+
+
+def resumed_cell(row: Mapping, column: str) -> bool:
+    """Whether an aggregated row's figure in `column` covers only part of a resumed run's training."""
+    return column in RESUME_PARTIAL and bool(row.get("resumed_runs"))
 
 
 def contended_cell(row: Mapping, column: str) -> bool:
@@ -294,6 +301,7 @@ def typical_row(t: pd.DataFrame) -> Mapping | None:
 
 # How each run's figures were taken (analysis.load.measurement_columns): the runs listing says it.
 MEASUREMENT_COLUMNS = ["measurement.costs_from", "measurement.contended", "measurement.contended_reason", "costs_contended",
+                       "checkpoint.resumed_from_step", "checkpoint.train_s_before_resume",
                        "costs_contended_reason", "measurement.mfu_unknown_reason"]
 
 

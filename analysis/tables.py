@@ -16,15 +16,16 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from peftbench.analysis.load import measurement_source, timings_contended
+from peftbench.analysis.load import measurement_source, resumed_note, timings_contended
 from peftbench.analysis.meta import BASELINE, FULL_REFERENCE, REFERENCE_ROLES
-from peftbench.analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, contended_cell, single_seed_only
+from peftbench.analysis.stats import ALPHA, PAIRED_TEST_NAME, ZERO_VARIANCE_NOTE, contended_cell, resumed_cell, single_seed_only
 from peftbench.experiments.fields import FIELDS, Field
 
 MIB = 2**20
 DAGGER = "†"
 # Marks a timing taken while other work competed for the cores (the dagger is significance's).
 CONTENDED = "‡"
+RESUMED = "§"  # a figure that covers only the training after a resumed run's last start
 # A figure the run measured but could not trust (cost.mfu_frac above 100%): unknown, not missing.
 UNKNOWN = {"cost.mfu_frac": "mfu_unknown"}
 SINGLE_SEED_NOTE = "single seed: differences untested"
@@ -64,6 +65,10 @@ def _dagger(fmt: str) -> str:
 
 def _contended(fmt: str) -> str:
     return r"$^\ddagger$" if fmt == "tex" else CONTENDED
+
+
+def _resumed(fmt: str) -> str:
+    return r"$^\S$" if fmt == "tex" else RESUMED
 
 
 def _better(direction: str | None) -> str | None:
@@ -169,7 +174,8 @@ def field_column(f: Field) -> Column:
 
     def text(r: pd.Series, fmt: str) -> str:
         marked = not _nan(r[f.path]) and contended_cell(r, f.path)
-        return plain(r, fmt) + (_contended(fmt) if marked else "")
+        partial = not _nan(r[f.path]) and resumed_cell(r, f.path)
+        return plain(r, fmt) + (_contended(fmt) if marked else "") + (_resumed(fmt) if partial else "")
 
     skip = frozenset(REFERENCE_ROLES) if f.adapters_only else frozenset()
     return Column(f.label, value, text, _better(f.direction) if f.table in BOLDED_TABLES else None, f"{f.legend} ({f.path})", skip,
@@ -377,6 +383,10 @@ def measurement_notes(table: pd.DataFrame) -> list[str]:
         out.append(f"{CONTENDED} timing figures (throughput, step time, latency, MFU, serving times) of rows with runs timed while "
                    f"other work competed for the cores (measurement.contended): "
                    + "; ".join(f"{run}: {why or 'no reason recorded'}" for run, why in contended) + ".")
+    resumed = _pairs(table, "resumed_runs")
+    if resumed:
+        out.append(f"{RESUMED} training and total time of rows with runs resumed from a checkpoint (checkpoint.resumed_from_step): "
+                   + "; ".join(f"{run}: {why}" for run, why in resumed) + ".")
     unknown = _pairs(table, "mfu_unknown")
     if unknown:
         out.append("MFU 'unknown' (or a mean over fewer runs): " + "; ".join(f"{run}: {why}" for run, why in unknown) + ".")
@@ -592,6 +602,8 @@ def _measured(r: pd.Series) -> str:
     why = r.get("measurement.mfu_unknown_reason")
     if isinstance(why, str) and why:
         parts.append(f"MFU unknown: {why}")
+    if resumed_note(r):
+        parts.append(f"{resumed_note(r)}{RESUMED}")
     return "; ".join(parts) or "–"
 
 
@@ -629,7 +641,7 @@ RUN_CSV = ["model", "task", "method", "capacity", "targets", "precision", "chose
 
 
 RUN_MEASUREMENT_CSV = ["measurement.costs_from", "measurement.contended", "measurement.contended_reason",
-                       "measurement.mfu_unknown_reason"]
+                       "measurement.mfu_unknown_reason", "checkpoint.resumed_from_step", "checkpoint.train_s_before_resume"]
 
 
 def runs_csv(runs: pd.DataFrame) -> str:

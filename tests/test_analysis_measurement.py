@@ -367,3 +367,29 @@ def test_figures_draw_with_unknown_mfu(tmp_path):
     ok = runs_of(tmp_path / "results", recs)
     figs = figures_for(ok, aggregate(ok), tmp_path / "out")
     assert any(f.files for f in figs) and all(f.files or f.skipped for f in figs)
+
+
+def test_a_resumed_run_is_marked_where_its_timings_cover_only_the_steps_after_resuming(tmp_path):
+    """A run resumed from a checkpoint timed its training from that start only: the training-time
+    cell of its row is marked, the note and the runs listing say from which step and what came
+    before, and its per-step figures (throughput) are not marked."""
+    recs = fx.main_records()
+    houlsby = [r for r in recs if r["method"] == "houlsby"]
+    houlsby[1]["checkpoint"] = {"every_steps": 10, "resumed_from_step": 30, "train_s_before_resume": 12.0}
+    ok = load_results([fx.write_all(tmp_path, recs, broken=False)]).ok
+    agg = aggregate(ok)
+    table = dict(tables.table_groups(agg))[("minilm", "synth")]
+    details = tables.to_markdown("t", table, details=True)
+    rows = md_rows(details)
+    assert rows["houlsby - -"]["Train time (s)"].endswith(tables.RESUMED)
+    assert tables.RESUMED not in rows["lora r=8 attn_qv"]["Train time (s)"]
+    note = next(l for l in details.splitlines() if l.startswith(f"- {tables.RESUMED}"))
+    assert houlsby[1]["run_id"] in note and "step 30" in note and "12 s of training in earlier starts" in note
+    assert houlsby[0]["run_id"] not in note
+    main = md_rows(tables.to_markdown("t", table))["houlsby - -"]
+    assert tables.RESUMED not in main["Train tok/s (tokens/s)"]
+    runs = per_run(ok, agg)
+    line = next(l for l in tables.runs_markdown(runs).splitlines() if "resumed from a checkpoint at step 30" in l)
+    assert "| houlsby |" in line
+    rows_csv = list(csv.DictReader(io.StringIO(tables.runs_csv(runs))))
+    assert {r["checkpoint.resumed_from_step"] for r in rows_csv if r["run_id"] == houlsby[1]["run_id"]} == {"30"}

@@ -232,7 +232,25 @@ def measurement_columns(record: Mapping[str, Any]) -> dict[str, Any]:
         "costs_contended": contended,
         "costs_contended_reason": reason,
         "measurement.mfu_unknown_reason": str(mfu_why) if mfu_why and get_path(record, "cost.mfu_frac") is None else "",
+        # a run resumed from a checkpoint timed its training from there on only (experiments/checkpoint.py)
+        "checkpoint.resumed_from_step": int(get_path(record, "checkpoint.resumed_from_step") or 0),
+        "checkpoint.train_s_before_resume": float(get_path(record, "checkpoint.train_s_before_resume") or 0.0),
     }
+
+
+# Timings of the whole training (or run) that a resumed run took from its last start only; its
+# per-step figures (throughput, step time, MFU) are medians over the steps it timed, and stand.
+RESUME_PARTIAL = ("timing.train_s", "timing.total_s")
+
+
+def resumed_note(row: Mapping[str, Any]) -> str:
+    """'' for a run trained in one go; else from which step it resumed and what its timings cover."""
+    step = row.get("checkpoint.resumed_from_step")
+    if not isinstance(step, (int, float)) or pd.isna(step) or step <= 0:
+        return ""
+    before = row.get("checkpoint.train_s_before_resume")
+    earlier = f" ({float(before):.0f} s of training in earlier starts)" if isinstance(before, (int, float)) and before > 0 else ""
+    return f"resumed from a checkpoint at step {int(step)}: its training and total time cover the steps after it only{earlier}"
 
 
 def serving_skipped(record: Mapping[str, Any]) -> str:
