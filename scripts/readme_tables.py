@@ -18,6 +18,10 @@ of each claim that study NAME (`conf/study/NAME.yaml`; a folder `NAME_VARIANT` i
 variant) tests, checked against those records, with the estimates, CIs and seeds behind it and,
 where a verdict disagrees with the literature, the claim's stated likely reason.
 
+A block `<!-- zoo: results/reference/zoo -->` ... `<!-- /zoo -->` (or `ladder:` ... `/ladder`) gets
+the method zoo's (the quantisation ladder's) table from that quick sweep's records
+(scripts/zoo_table.py).
+
 A block `<!-- headline: results/reference/demo -->` ... `<!-- /headline -->` gets a narrow table of
 what each method scores and costs; `<!-- verdicts: results/reference/studies -->` ...
 `<!-- /verdicts -->` gets every committed study's verdicts, a column per task, each study linked to
@@ -55,6 +59,7 @@ GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)
 CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /claims -->)", re.S)
 HEADLINES = re.compile(r"(<!-- headline: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.S)
 VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+)(?: (?P<study>[a-z0-9_]+))? -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
+ZOO = re.compile(r"(<!-- (?P<kind>zoo|ladder): (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them (the whole run's total is the table's sum)
 PHASES = [(f.key, f.legend) for f in TIMING_FIELDS if f.key != "total_s"]
@@ -303,7 +308,19 @@ def render(readme: str) -> str:
     readme = CLAIMS.sub(lambda m: m.group(1) + claims_for(m.group("src")) + m.group(4), readme)
     readme = HEADLINES.sub(lambda m: m.group(1) + headline_for(m.group("src")) + m.group(4), readme)
     readme = VERDICTS.sub(lambda m: m.group(1) + verdicts_for(m.group("src"), m.group("study")) + m.group(5), readme)
+    readme = ZOO.sub(lambda m: m.group(1) + zoo_for(m.group("kind"), m.group("src")) + m.group(5), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
+
+
+def zoo_for(kind: str, source: str) -> str:
+    """The zoo's (or the quantisation ladder's) table from the records under `source`
+    (scripts/zoo_table.py)."""
+    from zoo_table import ladder_markdown, zoo_markdown
+
+    folder = ROOT / source
+    if not list(folder.glob("*.json")):
+        raise SystemExit(f"readme_tables: no records under {source}")
+    return ladder_markdown(folder) if kind == "ladder" else zoo_markdown(folder)
 
 
 def pages(readme: Path) -> list[Path]:
@@ -329,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(new)
         print(f"readme_tables: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {len(BLOCK.findall(old))} table, "
               f"{len(CLAIMS.findall(old))} claims, {len(VERDICTS.findall(old))} verdicts, {len(GRID.findall(old))} grid and "
-              f"{len(TIMING.findall(old))} timing block(s)")
+              f"{len(TIMING.findall(old))} timing and {len(ZOO.findall(old))} zoo block(s)")
     if stale:
         for path in stale:
             print(f"readme_tables: {path} differs from its records; run python scripts/readme_tables.py", file=sys.stderr)

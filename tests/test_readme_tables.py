@@ -14,7 +14,7 @@ SCRIPT = ROOT / "scripts" / "readme_tables.py"
 
 
 def _blocks(text: str) -> list[str]:
-    return re.findall(r"<!-- (?:tables|headline|verdicts|claims|grid|timing): ([^ ]+?)(?: [a-z0-9_]+)? -->", text)
+    return re.findall(r"<!-- (?:tables|headline|verdicts|claims|grid|timing|zoo|ladder): ([^ ]+?)(?: [a-z0-9_]+)? -->", text)
 
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
