@@ -86,21 +86,34 @@ def in_regime(runs: pd.DataFrame, regime: Mapping[str, Any] | None) -> tuple[pd.
 
 # ---------------------------------------------------------------- runs that did not learn
 
+def floor_se(spread: str, floor: float, n: float) -> float:
+    """The standard error of a metric at its floor over n items (experiments.metric_spec.SPREADS)."""
+    if spread == "correlation":
+        f = min(abs(floor), 1 - 1.0 / n)
+        return (1 - f * f) / math.sqrt(n)
+    f = min(max(floor, 1.0 / n), 1 - 1.0 / n)  # a floor of 0 or 1 would claim no noise at all
+    return math.sqrt(f * (1 - f) / n)
+
+
 def learned(row: Mapping[str, Any]) -> tuple[bool, str]:
-    """(learned, why not) for one run, from its validation score, the floor (the better of the
-    majority-class predictor and the base model on validation) and the number of validation items."""
-    v, floor, n = row.get("val_primary", math.nan), row.get("val_floor", math.nan), row.get("val_items", math.nan)
-    if row.get("primary_direction", "max") != "max" or _nan(v) or _nan(floor):
-        return True, ""  # no floor known: nothing to test against
+    """(learned, why not) for one run: its validation score on the tested metric (the primary, or
+    one with a per-item test where the primary has none: analysis.load.rows.floor_columns) against
+    the floor (the better of the majority-class predictor and the base model), by a one-sided 95%
+    test over the validation items with the metric's own spread."""
+    floor, n = row.get("val_floor", math.nan), row.get("val_items", math.nan)
+    metric = str(row.get("val_tested_metric") or "-")
+    v = row.get("val_tested", math.nan) if metric != "-" else math.nan
+    if metric == "-" or _nan(v) or _nan(floor):
+        return True, ""  # no floor known, or no metric with a test: nothing to test against
+    what = f"validation {metric}" if metric != row.get("primary_metric") else "validation"
+    source = row.get("val_floor_source", "its floor")
     if _nan(n) or n < 2:
         ok = v > floor
-        return ok, "" if ok else f"validation {v:.4g} not above {row.get('val_floor_source', 'its floor')} {floor:.4g}"
-    f = min(max(floor, 1.0 / n), 1 - 1.0 / n)
-    z = (v - floor) / math.sqrt(f * (1 - f) / n)
+        return ok, "" if ok else f"{what} {v:.4g} not above {source} {floor:.4g}"
+    z = (v - floor) / floor_se(str(row.get("val_spread") or "proportion"), floor, n)
     if z > Z_ONE_SIDED_95:
         return True, ""
-    return False, (f"validation {v:.4g} not above {row.get('val_floor_source', 'its floor')} {floor:.4g} "
-                   f"by a one-sided 95% test over {int(n)} items (z={z:.2f})")
+    return False, f"{what} {v:.4g} not above {source} {floor:.4g} by a one-sided 95% test over {int(n)} items (z={z:.2f})"
 
 
 def is_cost(name: str) -> bool:
@@ -171,7 +184,7 @@ def learned_only(runs: pd.DataFrame, cond: Mapping[str, Any], named: pd.Series |
         shown = []
         for words, group in dropped[:SHOWN_CONFIGS]:
             # the seed that came closest to learning says how far the configuration was from it
-            closest = max(group, key=lambda rw: float(rw[0].get("val_primary", math.nan)) if not _nan(rw[0].get("val_primary", math.nan)) else -math.inf)
+            closest = max(group, key=lambda rw: float(rw[0].get("val_tested", math.nan)) if not _nan(rw[0].get("val_tested", math.nan)) else -math.inf)
             shown.append(f"{words} ({_seeds([r for r, _ in group])}; best: {closest[1]})")
         more = f"; and {len(dropped) - SHOWN_CONFIGS} more configuration(s)" if len(dropped) > SHOWN_CONFIGS else ""
         n_runs = sum(len(g) for _, g in dropped)

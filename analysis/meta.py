@@ -71,6 +71,7 @@ class MetricSpec:
     direction: str  # "max" | "min"
     primary: bool
     range: tuple[float, float] | None = None  # the values the metric can take; None: unbounded or unknown
+    spread: str | None = None  # how it spreads over items (experiments.metric_spec.SPREADS); None: no per-item test
 
 
 def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
@@ -82,7 +83,7 @@ def task_metrics(record: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
     except ConfigError:
         return ()
     return tuple(MetricSpec(str(m["name"]), str(m["direction"]), bool(m["primary"]),
-                            tuple(map(float, m["range"])) if m.get("range") else None) for m in spec)
+                            tuple(map(float, m["range"])) if m.get("range") else None, m.get("spread")) for m in spec)
 
 
 def primary_of(specs: tuple[MetricSpec, ...]) -> MetricSpec | None:

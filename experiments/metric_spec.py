@@ -22,6 +22,18 @@ KNOWN_RANGES: dict[str, tuple[float, float]] = {
     "exact_match": (0.0, 1.0), "exact_match_flexible": (0.0, 1.0), "rouge_l": (0.0, 1.0),
 }
 
+# How a metric's value spreads over a set of n items, which is what a one-sided test of a run against
+# its floor (analysis.guards) needs: `proportion` (a fraction of items: binomial), `bounded_mean` (a
+# mean of per-item scores in [0, 1]: the binomial variance is its upper bound), `correlation`
+# (standard error (1 - r^2)/sqrt(n); at r = 0 the phi test). Metrics that are none of these (F1,
+# macro-F1: a ratio of counts) have no such test; the guard then tests the run on a metric that has
+# one, and says so. A task YAML may declare `spread:` for a metric of its own.
+SPREADS = ("proportion", "bounded_mean", "correlation")
+KNOWN_SPREADS: dict[str, str] = {
+    "accuracy": "proportion", "exact_match": "proportion", "exact_match_flexible": "proportion",
+    "rouge_l": "bounded_mean", "mcc": "correlation",
+}
+
 
 def normalise(given: Any, where: str = "task metrics") -> list[dict[str, Any]]:
     """[{name, direction, primary}] with exactly one primary. The old form, a list of names, reads
@@ -44,6 +56,10 @@ def parse(given: Any, where: str = "task metrics") -> list[dict[str, Any]]:
         entry = {"name": str(m["name"]), "direction": str(m.get("direction", "max")), "primary": bool(m.get("primary", False))}
         if m.get("range") is not None:
             entry["range"] = _range(m["range"], f"{where}: {m['name']}")
+        if m.get("spread") is not None:
+            if m["spread"] not in SPREADS:
+                raise ConfigError(f"{where}: {m['name']} has spread {m['spread']!r}; use one of {list(SPREADS)} or leave it out")
+            entry["spread"] = str(m["spread"])
         out.append(entry)
     return out
 
@@ -57,13 +73,14 @@ def _range(given: Any, where: str) -> list[float]:
 
 
 def with_ranges(spec: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each entry with its value range: declared, else the known range of a metric of that name,
-    else None (an unbounded metric, or one this code does not know)."""
+    """Each entry with its value range and spread: declared, else those known for a metric of that
+    name, else None (an unbounded metric, or one this code does not know)."""
     out = []
     for m in spec:
         entry = dict(m)
         known = KNOWN_RANGES.get(str(m["name"]))
         entry["range"] = list(m["range"]) if m.get("range") is not None else (list(known) if known else None)
+        entry["spread"] = m.get("spread") or KNOWN_SPREADS.get(str(m["name"]))
         out.append(entry)
     return out
 

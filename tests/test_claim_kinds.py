@@ -547,3 +547,42 @@ def test_only_the_configurations_a_claim_reads_are_named_as_not_learned(tmp_path
     note = evaluate_claim(tuned("within", 0.02), ok_frame(tmp_path, recs)).conditions[0].note
     assert "left out 1 configuration(s) none of whose 3 run(s) learned: dora r=16 all_linear lr 1e-02, 100 steps (seeds 0, 1, 2; best: validation 0.5 not above the majority class 0.5" in note
     assert "full_ft" not in note
+
+
+def _floor_row(primary: str, metrics: list[dict[str, Any]], val: dict[str, float], majority: dict[str, float], n: int = 400) -> dict[str, Any]:
+    from peftbench.analysis.load.rows import floor_columns
+    from peftbench.analysis.meta import task_metrics
+
+    rec = {"metric_spec": metrics, "metrics": {"validation": val}, "metrics_majority": {"validation": majority},
+           "eval_items": {"validation": n}}
+    return {"primary_metric": primary, **floor_columns(rec, task_metrics(rec), None)}
+
+
+def test_the_did_not_learn_test_uses_each_metrics_own_spread():
+    """An MCC of 0.05 over 400 items is chance (z = 0.05 x sqrt(400) = 1.0), not learning; a binomial
+    standard error at the majority class's MCC of 0 would have called it z = 20. A macro-F1 primary
+    has no per-item test: the run is tested on its accuracy, and the reason says so."""
+    from peftbench.analysis.guards import learned
+
+    mcc = [{"name": "mcc", "direction": "max", "primary": True}, {"name": "accuracy", "direction": "max", "primary": False}]
+    ok, why = learned(_floor_row("mcc", mcc, {"mcc": 0.05, "accuracy": 0.52}, {"mcc": 0.0, "accuracy": 0.5}))
+    assert not ok and "(z=1.00)" in why and why.startswith("validation 0.05 not above the majority class 0")
+    assert learned(_floor_row("mcc", mcc, {"mcc": 0.15, "accuracy": 0.6}, {"mcc": 0.0, "accuracy": 0.5}))[0]  # z = 3
+    f1 = [{"name": "macro_f1", "direction": "max", "primary": True}, {"name": "accuracy", "direction": "max", "primary": False}]
+    ok, why = learned(_floor_row("macro_f1", f1, {"macro_f1": 0.45, "accuracy": 0.51}, {"macro_f1": 0.33, "accuracy": 0.5}))
+    assert not ok and why.startswith("validation accuracy 0.51 not above the majority class 0.5")
+    # no metric with a per-item test: nothing to test against, and the run counts as learned
+    only_f1 = [{"name": "macro_f1", "direction": "max", "primary": True}]
+    assert learned(_floor_row("macro_f1", only_f1, {"macro_f1": 0.34}, {"macro_f1": 0.33})) == (True, "")
+    # a task's own metric declares its spread
+    own = [{"name": "my_score", "direction": "max", "primary": True, "spread": "bounded_mean"}]
+    ok, why = learned(_floor_row("my_score", own, {"my_score": 0.52}, {"my_score": 0.5}))
+    assert not ok and "(z=0.80)" in why
+
+
+def test_a_metric_spread_the_code_does_not_know_is_refused():
+    from peftbench.experiments import metric_spec
+    from peftbench.methods.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spread 'gaussian'; use one of"):
+        metric_spec.normalise([{"name": "x", "primary": True, "spread": "gaussian"}])

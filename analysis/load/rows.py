@@ -82,25 +82,37 @@ def metric_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...]) -> 
     return out
 
 
-def floor_columns(record: Mapping[str, Any], name: str, task_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+def floor_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...], task_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """What a run must beat on validation to count as having learned (analysis.guards): the better
     of the majority-class predictor (`metrics_majority`; for records that predate it, recomputed
-    for generated tasks) and the base model before training, and the number of validation items
-    its score is a proportion of."""
+    for generated tasks) and the base model before training, the number of validation items, and
+    the metric tested with its spread over items. The primary metric where it has a per-item test
+    (experiments.metric_spec.SPREADS); else the first of the task's other metrics that has one
+    (macro-F1 primary: accuracy), named in `val_tested_metric`; none: nothing to test."""
     from peftbench.experiments.data.base import generated_majority
 
+    p = primary_of(specs)
+    tested = p if p is not None and p.spread else next((m for m in specs if m.spread and m.direction == "max"), None)
+    n = (record.get("eval_items") or {}).get("validation")
+    if n is None and task_cfg is not None and isinstance(task_cfg.get("n_validation"), int):
+        n = task_cfg["n_validation"]
+    none = {"val_floor": math.nan, "val_floor_source": "-", "val_items": float(n) if n else math.nan,
+            "val_tested_metric": "-", "val_tested": math.nan, "val_spread": "-"}
+    if tested is None:
+        return none
+    name = tested.name
     majority = ((record.get("metrics_majority") or {}).get("validation") or {}).get(name)
     if majority is None and task_cfg is not None:
         majority = ((generated_majority(task_cfg) or {}).get("validation") or {}).get(name)
     base = ((record.get("metrics_before") or {}).get("validation") or {}).get(name)
     floors = {k: float(v) for k, v in (("the majority class", majority), ("the base model", base)) if isinstance(v, (int, float))}
-    n = (record.get("eval_items") or {}).get("validation")
-    if n is None and task_cfg is not None and isinstance(task_cfg.get("n_validation"), int):
-        n = task_cfg["n_validation"]
+    value = ((record.get("metrics") or {}).get("validation") or {}).get(name)
     if not floors:
-        return {"val_floor": math.nan, "val_floor_source": "-", "val_items": float(n) if n else math.nan}
+        return none
     source = max(floors, key=floors.get)
-    return {"val_floor": floors[source], "val_floor_source": source, "val_items": float(n) if n else math.nan}
+    return {"val_floor": floors[source], "val_floor_source": source, "val_items": float(n) if n else math.nan,
+            "val_tested_metric": name, "val_tested": float(value) if isinstance(value, (int, float)) else math.nan,
+            "val_spread": tested.spread}
 
 
 def forgetting_columns(forgetting: Any) -> dict[str, Any]:
@@ -154,7 +166,7 @@ def flatten(record: Mapping[str, Any], file: str = "") -> dict[str, Any]:
         **metric_columns(record, specs),
         # per-item test outcomes (experiments/outcomes.py), for the paired bootstrap; None in older records
         "items.test": (record.get("items") or {}).get("test"),
-        **floor_columns(record, primary_of(specs).name if primary_of(specs) else "-", task_cfg),
+        **floor_columns(record, specs, task_cfg),
         **lm_eval_columns(record.get("lm_eval")),
         **forgetting_columns(record.get("forgetting")),
         **{f.path: _num(get_path(record, f.path)) for f in FIELDS},
