@@ -524,10 +524,12 @@ def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, 
 
 
 def merge_with_diff(plan: Plan, model: nn.Module, batch: Mapping[str, torch.Tensor], autocast) -> tuple[nn.Module, float]:
-    """The method's merge of `model`, and how far merging moved its logits on `batch` (max abs)."""
-    before = _logits(model, batch, plan.device, autocast)
+    """The method's merge of `model`, and how far merging moved its logits on `batch` (max abs),
+    compared in fp32 where the weights are fp32 (meters.serving.merge_compare_autocast)."""
+    compare = serving.merge_compare_autocast(model, autocast)
+    before = _logits(model, batch, plan.device, compare)
     merged = plan.method.merge(model)
-    return merged, (before - _logits(merged, batch, plan.device, autocast)).abs().max().item()
+    return merged, (before - _logits(merged, batch, plan.device, compare)).abs().max().item()
 
 
 def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast) -> tuple[nn.Module, dict[str, Any]]:
@@ -543,6 +545,10 @@ def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast
         merged = base.latency.against_base(model)
     out = latency_figures(unmerged, merged, plan.method.can_merge, base.latency.protocol)
     out["merge_max_abs_logit_diff"] = merge_diff
+    # what the merge checks (this one and serving's merge variants) computed in; records without it
+    # compared under the run's own precision
+    out["merge_compare_precision"] = ("fp32" if serving.merge_compare_autocast(model, autocast) is not autocast
+                                      else str(plan.config["precision"]))
     out["latency_batch"], out["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
     return model, out
 

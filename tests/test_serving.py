@@ -210,3 +210,31 @@ def test_serving_keys_are_checked_by_prepare(args, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         prepare(compose(args))
+
+
+@pytest.mark.slow
+def test_merges_are_compared_in_fp32_so_only_their_rounding_differs(tmp_path):
+    """Under bf16 autocast the unmerged model rounds W and the adapter's path apart while a merged
+    one rounds W + delta once: that compute noise made an fp32 merge look worse than a bf16 one. With
+    fp32 weights the comparison computes in fp32: an fp32 merge is then exact, a bf16 merge is not."""
+    from peftbench.experiments.run import adapt, autocast_for, load_for, prepare
+    from tests.conftest import compose
+
+    plan = prepare(compose(["model=tiny-llama", "task=procedural", "method=lora", "precision=bf16", "task.n_train=16",
+                            "task.n_validation=4", "task.n_test=4", f"results_dir={tmp_path}"]))
+    _, task, model = load_for(plan)
+    model = adapt(plan, model, task)
+    torch.manual_seed(0)
+    for _, layer in serving.tuner_layers(model):  # a trained adapter: B away from its zero start
+        for k in layer.lora_B:
+            torch.nn.init.normal_(layer.lora_B[k].weight, std=0.05)
+    bf16 = autocast_for(torch.device("cpu"), "bf16")
+    compare = serving.merge_compare_autocast(model, bf16)
+    assert compare is not bf16
+    batch = task.fixed_batch(4, 16)
+    ref = serving.logits_of(model, batch, torch.device("cpu"), compare)
+    diff = {dt: (serving.logits_of(serving.merged_in(model, dt), batch, torch.device("cpu"), compare) - ref).abs().max().item()
+            for dt in (torch.float32, torch.bfloat16)}
+    assert diff[torch.float32] < 1e-4 < diff[torch.bfloat16]
+    # weights stored in bf16 cannot compute in fp32 as they are: the run's own autocast
+    assert serving.merge_compare_autocast(copy.deepcopy(model).to(torch.bfloat16), bf16) is bf16

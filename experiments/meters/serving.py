@@ -17,6 +17,7 @@ way and the run goes on. What a method can do is declared by the method (`Method
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import time
@@ -287,6 +288,17 @@ def merged_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return merged
 
 
+def merge_compare_autocast(model: nn.Module, autocast: Callable) -> Callable:
+    """The autocast under which a merged model's logits are compared with the unmerged model's:
+    none (fp32 compute) where every floating weight is fp32, so that the difference is the merge's
+    own rounding. Under bf16 autocast the unmerged model rounds W and the adapter's path apart while
+    a merged one rounds W + delta once, and that compute noise swamps the merge (on SmolLM2 an fp32
+    merge then "differed" more than a bf16 one). A model whose weights are stored in another dtype
+    (bf16 weights) cannot compute in fp32 as it is: the run's own autocast, as it computes."""
+    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    return contextlib.nullcontext if all(d == torch.float32 for d in floating) else autocast
+
+
 @torch.no_grad()
 def logits_of(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device, autocast) -> torch.Tensor:
     model.eval()
@@ -312,9 +324,10 @@ def merge_precision(ctx: ServingContext, task_cfg: Mapping[str, Any]) -> dict[st
     score = bool(ctx.s["merge_eval"]) and ctx.score_merges and bool(ctx.task.size("test"))
     fig: dict[str, Any] = {}
     reference = None
+    compare = merge_compare_autocast(ctx.model, ctx.autocast)
     for k, build in builders.items():  # one merged copy alive at a time
         variant = build()
-        logits = logits_of(variant, batch, ctx.device, ctx.autocast)
+        logits = logits_of(variant, batch, ctx.device, compare)
         if reference is None:
             reference = logits
         else:
