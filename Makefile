@@ -50,7 +50,8 @@ demo: setup
 # size their threads to that core, and the other workers' work is outside it, so no timing or
 # contention figure counts it. Then the tests marked `whole_machine` (two jobs on two cores, the
 # SLURM and Ray daemons), alone. Both passes always run; either failing fails the target.
-TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 8 ] && n=8; echo $$n)
+# (the cores this process may use: nproc would follow OMP_NUM_THREADS instead)
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(8, len(os.sched_getaffinity(0)))))")
 
 test: setup
 	@$(OFFLINE) $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not whole_machine"; first=$$?; \

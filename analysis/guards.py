@@ -99,13 +99,21 @@ def learned(row: Mapping[str, Any]) -> tuple[bool, str]:
     """(learned, why not) for one run: its validation score on the tested metric (the primary, or
     one with a per-item test where the primary has none: analysis.load.rows.floor_columns) against
     the floor (the better of the majority-class predictor and the base model), by a one-sided 95%
-    test over the validation items with the metric's own spread."""
+    test over the validation items with the metric's own spread. A run tested on another metric
+    than its primary learned when either its primary is above its own floor or the test passes.
+    A primary where lower is better has no floor here: such runs count as learned."""
     floor, n = row.get("val_floor", math.nan), row.get("val_items", math.nan)
     metric = str(row.get("val_tested_metric") or "-")
     v = row.get("val_tested", math.nan) if metric != "-" else math.nan
     if metric == "-" or _nan(v) or _nan(floor):
         return True, ""  # no floor known, or no metric with a test: nothing to test against
     what = f"validation {metric}" if metric != row.get("primary_metric") else "validation"
+    if metric != row.get("primary_metric"):
+        # a primary with no per-item test (macro-F1): a run above its floor on it may have learned
+        # the minority classes at no gain in accuracy; only a run at neither is left out
+        own, own_floor = row.get("val_primary", math.nan), row.get("val_primary_floor", math.nan)
+        if not _nan(own) and not _nan(own_floor) and own > own_floor:
+            return True, ""
     source = row.get("val_floor_source", "its floor")
     if _nan(n) or n < 2:
         ok = v > floor

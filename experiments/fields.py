@@ -169,8 +169,8 @@ SERVING_FIELDS: tuple[Field, ...] = (
                  table="none", digits=4, adapters_only=True, needs_merge=v != "unmerged"),)),
     *(f for v in MERGE_VARIANTS for f in (
         _serving(f"{v}_max_abs_logit_diff", "logit", "min", f"{v.split('_', 1)[1]} max |Δlogit|",
-                 f"Largest |logit difference| to the unmerged model on the fixed batch, {v.replace('_', ' ')}; both computed "
-                 "in fp32 where the weights are fp32, so that only the merge's rounding differs.",
+                 f"Largest |logit difference| to the unmerged model on the fixed batch, {v.replace('_', ' ')}; computed in "
+                 "measurement.merge_compare_precision (fp32 where the weights are fp32; older records: the run's precision).",
                  table="serving" if v != "merged_requant_4bit" else "none", digits=4, adapters_only=True, needs_merge=True),
         _serving(f"{v}_mean_abs_logit_diff", "logit", None, f"{v.split('_', 1)[1]} mean |Δlogit|",
                  f"Mean |logit difference| to the unmerged model, {v.replace('_', ' ')}.", table="none", digits=5,
@@ -228,7 +228,7 @@ RECORDED_FIELDS: tuple[Field, ...] = (
     _recorded("cost.latency_ms_base_beside_merged", "ms", "The base's median measured again beside the merged model.", digits=2),
     _recorded("cost.latency_base_drift_rel", "ratio", "How far the base's median moved between the two latency measurements.", digits=3),
     _recorded("cost.merge_max_abs_logit_diff", "logit", "Largest |logit| difference between the merged and unmerged model on the "
-              "latency batch, both computed in fp32 where the weights are fp32: how far merging moved the outputs.", digits=6),
+              "latency batch, computed in measurement.merge_compare_precision: how far merging moved the outputs.", digits=6),
     _recorded("serving.mixed_batch_rows", "count", "Rows of the mixed-adapter batch.", digits=0),
 )
 FIELDS = FIELDS + TIMING_FIELDS + SERVING_FIELDS + RECORDED_FIELDS

@@ -478,6 +478,11 @@ def measure_costs(plan: Plan, model: nn.Module, trained: Trained, base: Base) ->
     cost["train_tokens_per_s_per_device_median"] = cost["train_tokens_per_s_median"] / world.size
     if base.copied_costs is None:
         cost["adapter_bytes"] = adapter_bytes(plan.method, model) if m["adapter_size"] else None
+    if plan.method.can_merge:
+        # what the merge checks (merge_with_diff, serving's merge variants) compute in; records
+        # without it compared under the run's own precision
+        autocast = autocast_for(plan.device, cfg["precision"])
+        cost["merge_compare_precision"] = "fp32" if serving.merge_compare_autocast(model, autocast) is not autocast else str(cfg["precision"])
     return cost
 
 
@@ -545,10 +550,6 @@ def measure_latency_and_merge(plan: Plan, model: nn.Module, base: Base, autocast
         merged = base.latency.against_base(model)
     out = latency_figures(unmerged, merged, plan.method.can_merge, base.latency.protocol)
     out["merge_max_abs_logit_diff"] = merge_diff
-    # what the merge checks (this one and serving's merge variants) computed in; records without it
-    # compared under the run's own precision
-    out["merge_compare_precision"] = ("fp32" if serving.merge_compare_autocast(model, autocast) is not autocast
-                                      else str(plan.config["precision"]))
     out["latency_batch"], out["latency_length"] = int(m["latency_batch"]), int(m["latency_length"])
     return model, out
 

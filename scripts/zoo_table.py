@@ -64,8 +64,12 @@ def _where(recs: dict[str, dict]) -> str:
     ok = [r for r in recs.values() if r["status"] == "ok"]
     cpus = sorted({f"{(r.get('provenance') or {}).get('cpu_model', '?')}, {r.get('precision', '?')}, "
                    f"{(r.get('provenance') or {}).get('torch_threads', '?')} thread(s) a run" for r in ok})
-    majority = sorted({round(float((r.get("metrics_majority") or {}).get("test", {}).get("accuracy", float("nan"))), 3) for r in ok})
-    at_majority = sum(1 for r in ok if round(r["metrics"]["test"]["accuracy"], 3) in majority)
+    def majority_of(r: dict) -> float | None:
+        v = ((r.get("metrics_majority") or {}).get("test") or {}).get("accuracy")
+        return round(float(v), 3) if isinstance(v, (int, float)) else None
+
+    majority = sorted({m for m in map(majority_of, ok) if m is not None})
+    at_majority = sum(1 for r in ok if majority_of(r) is not None and round(r["metrics"]["test"]["accuracy"], 3) == majority_of(r))
     steps = sorted({int(r["config"]["steps"]) for r in recs.values()})
     return (f"{len(recs)} records: {len(ok)} ok, {len(recs) - len(ok)} refused; {at_majority} of the ok runs at the "
             f"majority class ({', '.join(f'{m:.3f}' for m in majority)}) after {', '.join(map(str, steps))} steps. "

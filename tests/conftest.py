@@ -27,7 +27,7 @@ def _pin_to_own_cores() -> None:
     if workers > len(cpus):
         raise RuntimeError(f"pytest -n {workers} on {len(cpus)} cores: workers would share cores; use -n {len(cpus)} or fewer")
     per = len(cpus) // workers
-    index = int(worker[2:])
+    index = int(worker[2:]) % workers  # a worker that replaces a crashed one gets the next id
     mine = cpus[index * per:(index + 1) * per]
     os.sched_setaffinity(0, mine)
     os.environ["PEFTBENCH_TEST_CPUS"] = ",".join(map(str, mine))

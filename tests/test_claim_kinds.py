@@ -555,7 +555,7 @@ def _floor_row(primary: str, metrics: list[dict[str, Any]], val: dict[str, float
 
     rec = {"metric_spec": metrics, "metrics": {"validation": val}, "metrics_majority": {"validation": majority},
            "eval_items": {"validation": n}}
-    return {"primary_metric": primary, **floor_columns(rec, task_metrics(rec), None)}
+    return {"primary_metric": primary, "val_primary": val[primary], **floor_columns(rec, task_metrics(rec), None)}
 
 
 def test_the_did_not_learn_test_uses_each_metrics_own_spread():
@@ -569,8 +569,13 @@ def test_the_did_not_learn_test_uses_each_metrics_own_spread():
     assert not ok and "(z=1.00)" in why and why.startswith("validation 0.05 not above the majority class 0")
     assert learned(_floor_row("mcc", mcc, {"mcc": 0.15, "accuracy": 0.6}, {"mcc": 0.0, "accuracy": 0.5}))[0]  # z = 3
     f1 = [{"name": "macro_f1", "direction": "max", "primary": True}, {"name": "accuracy", "direction": "max", "primary": False}]
-    ok, why = learned(_floor_row("macro_f1", f1, {"macro_f1": 0.45, "accuracy": 0.51}, {"macro_f1": 0.33, "accuracy": 0.5}))
+    ok, why = learned(_floor_row("macro_f1", f1, {"macro_f1": 0.33, "accuracy": 0.51}, {"macro_f1": 0.33, "accuracy": 0.5}))
     assert not ok and why.startswith("validation accuracy 0.51 not above the majority class 0.5")
+    # above its own floor on macro-F1 (the minority classes learned at no gain in accuracy): learned
+    assert learned(_floor_row("macro_f1", f1, {"macro_f1": 0.45, "accuracy": 0.5}, {"macro_f1": 0.33, "accuracy": 0.5}))[0]
+    # lower is better: no floor to beat here, never left out (an error rate of 0.10 against 0.5)
+    err = [{"name": "error_rate", "direction": "min", "primary": True, "spread": "proportion"}]
+    assert learned(_floor_row("error_rate", err, {"error_rate": 0.10}, {"error_rate": 0.5})) == (True, "")
     # no metric with a per-item test: nothing to test against, and the run counts as learned
     only_f1 = [{"name": "macro_f1", "direction": "max", "primary": True}]
     assert learned(_floor_row("macro_f1", only_f1, {"macro_f1": 0.34}, {"macro_f1": 0.33})) == (True, "")

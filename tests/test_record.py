@@ -38,7 +38,7 @@ def test_result_file_schema(run_small, tmp_path):
                 "flops_per_step", "mfu_frac", "adapter_bytes", "latency_ms_base", "latency_ms_unmerged", "latency_ms_merged"):
         assert cost[key] is not None and cost[key] > 0, key
     assert on_disk["method_info"]["can_merge"] is True and on_disk["measurement"]["memory_kind"]
-    assert on_disk["measurement"]["merge_compare_precision"] == "fp32"  # fp32 weights: the merge checks compute in fp32
+    assert on_disk["measurement"]["merge_compare_precision"] == "fp32"  # what the merge checks computed in
     # one name from the record on: every schema field the writer knows is where the schema says
     from peftbench.experiments.fields import FIELDS, MEASUREMENT_KEYS, METHOD_INFO_KEYS, get_path
 

@@ -236,5 +236,9 @@ def test_merges_are_compared_in_fp32_so_only_their_rounding_differs(tmp_path):
     diff = {dt: (serving.logits_of(serving.merged_in(model, dt), batch, torch.device("cpu"), compare) - ref).abs().max().item()
             for dt in (torch.float32, torch.bfloat16)}
     assert diff[torch.float32] < 1e-4 < diff[torch.bfloat16]
-    # weights stored in bf16 cannot compute in fp32 as they are: the run's own autocast
+    # weights stored in bf16 cannot compute in fp32 as they are, nor does a quantised base (integer
+    # weights, computed in their compute dtype): the run's own autocast
     assert serving.merge_compare_autocast(copy.deepcopy(model).to(torch.bfloat16), bf16) is bf16
+    quantised = torch.nn.Linear(2, 2)
+    quantised.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8), requires_grad=False)
+    assert serving.merge_compare_autocast(quantised, bf16) is bf16

@@ -50,7 +50,7 @@ def evidence_line(e: Evidence) -> str:
 
 def condition_line(c: ConditionResult, said: str = "") -> str:
     """One condition in a line; a note already `said` in the claim's reason is not repeated."""
-    note = f" ({c.note})" if c.note and c.note not in said else " (the reason above)" if c.note else ""
+    note = f" ({c.note})" if c.note and c.note not in said else " (the claim's reason)" if c.note else ""
     return f"`{c.check}`" + (f" ({c.spec})" if c.spec else "") + f": **{c.verdict}**" + note
 
 

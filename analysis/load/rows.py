@@ -82,37 +82,49 @@ def metric_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...]) -> 
     return out
 
 
-def floor_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...], task_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What a run must beat on validation to count as having learned (analysis.guards): the better
-    of the majority-class predictor (`metrics_majority`; for records that predate it, recomputed
-    for generated tasks) and the base model before training, the number of validation items, and
-    the metric tested with its spread over items. The primary metric where it has a per-item test
-    (experiments.metric_spec.SPREADS); else the first of the task's other metrics that has one
-    (macro-F1 primary: accuracy), named in `val_tested_metric`; none: nothing to test."""
-    from peftbench.experiments.data.base import generated_majority
-
-    p = primary_of(specs)
-    tested = p if p is not None and p.spread else next((m for m in specs if m.spread and m.direction == "max"), None)
-    n = (record.get("eval_items") or {}).get("validation")
-    if n is None and task_cfg is not None and isinstance(task_cfg.get("n_validation"), int):
-        n = task_cfg["n_validation"]
-    none = {"val_floor": math.nan, "val_floor_source": "-", "val_items": float(n) if n else math.nan,
-            "val_tested_metric": "-", "val_tested": math.nan, "val_spread": "-"}
-    if tested is None:
-        return none
-    name = tested.name
+def _floor(record: Mapping[str, Any], name: str, task_cfg: Mapping[str, Any] | None) -> tuple[float, str]:
+    """The better of the majority-class predictor (`metrics_majority`; for records that predate it,
+    recomputed for generated tasks) and the base model before training on validation, for a metric
+    where higher is better, and which of the two it is; (nan, "-") when neither is known."""
     majority = ((record.get("metrics_majority") or {}).get("validation") or {}).get(name)
     if majority is None and task_cfg is not None:
+        from peftbench.experiments.data.base import generated_majority  # old records only: it loads torch
+
         majority = ((generated_majority(task_cfg) or {}).get("validation") or {}).get(name)
     base = ((record.get("metrics_before") or {}).get("validation") or {}).get(name)
     floors = {k: float(v) for k, v in (("the majority class", majority), ("the base model", base)) if isinstance(v, (int, float))}
-    value = ((record.get("metrics") or {}).get("validation") or {}).get(name)
     if not floors:
-        return none
+        return math.nan, "-"
     source = max(floors, key=floors.get)
-    return {"val_floor": floors[source], "val_floor_source": source, "val_items": float(n) if n else math.nan,
-            "val_tested_metric": name, "val_tested": float(value) if isinstance(value, (int, float)) else math.nan,
-            "val_spread": tested.spread}
+    return floors[source], source
+
+
+def floor_columns(record: Mapping[str, Any], specs: tuple[MetricSpec, ...], task_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a run must beat on validation to count as having learned (analysis.guards): its floor
+    (_floor), the number of validation items, and the metric tested with its spread over items.
+    The primary metric where it has a per-item test (experiments.metric_spec.SPREADS) and higher
+    is better; else the first of the task's other such metrics (macro-F1 primary: accuracy), named
+    in `val_tested_metric`, beside the primary's own floor (`val_primary_floor`); none: nothing to
+    test."""
+    p = primary_of(specs)
+    testable = [m for m in specs if m.spread and m.direction == "max"]
+    tested = p if p is not None and p in testable else (testable[0] if testable else None)
+    n = (record.get("eval_items") or {}).get("validation")
+    if n is None and task_cfg is not None and isinstance(task_cfg.get("n_validation"), int):
+        n = task_cfg["n_validation"]
+    out = {"val_floor": math.nan, "val_floor_source": "-", "val_items": float(n) if n else math.nan,
+           "val_tested_metric": "-", "val_tested": math.nan, "val_spread": "-", "val_primary_floor": math.nan}
+    if tested is None or p is None or p.direction != "max":
+        return out
+    floor, source = _floor(record, tested.name, task_cfg)
+    if math.isnan(floor):
+        return out
+    value = ((record.get("metrics") or {}).get("validation") or {}).get(tested.name)
+    out.update({"val_floor": floor, "val_floor_source": source, "val_tested_metric": tested.name,
+                "val_tested": float(value) if isinstance(value, (int, float)) else math.nan, "val_spread": tested.spread})
+    if tested is not p:
+        out["val_primary_floor"] = _floor(record, p.name, task_cfg)[0]
+    return out
 
 
 def forgetting_columns(forgetting: Any) -> dict[str, Any]:

@@ -294,9 +294,9 @@ def merge_compare_autocast(model: nn.Module, autocast: Callable) -> Callable:
     own rounding. Under bf16 autocast the unmerged model rounds W and the adapter's path apart while
     a merged one rounds W + delta once, and that compute noise swamps the merge (on SmolLM2 an fp32
     merge then "differed" more than a bf16 one). A model whose weights are stored in another dtype
-    (bf16 weights) cannot compute in fp32 as it is: the run's own autocast, as it computes."""
-    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    return contextlib.nullcontext if all(d == torch.float32 for d in floating) else autocast
+    (bf16 weights) cannot compute in fp32 as it is, and a quantised base (4-bit, int8 weights)
+    computes in its compute dtype whatever the input: the run's own autocast, as it computes."""
+    return contextlib.nullcontext if all(p.dtype == torch.float32 for p in model.parameters()) else autocast
 
 
 @torch.no_grad()
