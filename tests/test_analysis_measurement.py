@@ -393,3 +393,18 @@ def test_a_resumed_run_is_marked_where_its_timings_cover_only_the_steps_after_re
     assert "| houlsby |" in line
     rows_csv = list(csv.DictReader(io.StringIO(tables.runs_csv(runs))))
     assert {r["checkpoint.resumed_from_step"] for r in rows_csv if r["run_id"] == houlsby[1]["run_id"]} == {"30"}
+
+
+def test_claims_on_training_time_leave_resumed_runs_out_and_say_so(tmp_path):
+    """A resumed run timed its training from its last start only: a claim on training time leaves
+    it out, naming it; a claim on its median step time keeps it."""
+    lora, ft = seeds("lora"), seeds("dora")
+    lora[1]["checkpoint"] = {"every_steps": 10, "resumed_from_step": 30, "train_s_before_resume": 12.0}
+    claim = {"id": "x", "statement": "s", "source": "p", "check": "metric_less", "method": "lora", "baseline": "dora",
+             "metric": "timing.train_s", "tolerance": 0}
+    [cond] = claims.evaluate_claim(claim, runs_of(tmp_path / "a", lora + ft)).conditions
+    assert cond.evidence[0].seeds == (0, 2)
+    assert "left out 1 run(s) whose timings cover only part of their training" in cond.note and lora[1]["run_id"] in cond.note
+    claim["metric"] = "cost.step_time_ms_median"  # a median over the steps it timed: it stands
+    [cond] = claims.evaluate_claim(claim, runs_of(tmp_path / "b", lora + ft)).conditions
+    assert cond.evidence[0].seeds == (0, 1, 2) and "left out" not in cond.note

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from peftbench.analysis import guards
-from peftbench.analysis.load import contended_for, is_copied, is_timing, setting_labels
+from peftbench.analysis.load import RESUME_PARTIAL, contended_for, is_copied, is_timing, resumed_note, setting_labels
 
 from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL, INVALID, decide
 from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimResult, ConditionResult, NO_DATA, methods_of
@@ -28,19 +28,28 @@ METRIC_ROLES = ("metric", "than_metric", "noise_metric")
 
 def without_contended(runs: pd.DataFrame, cond: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
     """A condition on timings (latency, throughput, MFU, ...) judged without the runs whose timings
-    other work on the cores distorted (measurement.contended), and a note naming those left out
-    ('' when none were)."""
+    other work on the cores distorted (measurement.contended), nor, on training or total time, the
+    runs resumed from a checkpoint (they timed the steps after resuming only), and a note naming
+    those left out ('' when none were)."""
     timings = [cond[r] for r in METRIC_ROLES if isinstance(cond.get(r), str) and is_timing(cond[r])]
     if not timings or runs.empty:
         return runs, ""
     recs = runs.to_dict("records")
     involved = set(methods_of(cond)) | {cond.get("baseline")}  # other methods' runs are no part of it
     bad = [r["method"] in involved and any(contended_for(r, c) for c in timings) for r in recs]
-    if not any(bad):
+    # a run resumed from a checkpoint timed its training and total time from its last start only
+    partial = [r["method"] in involved and not b and bool(resumed_note(r)) and any(c in RESUME_PARTIAL for c in timings)
+               for r, b in zip(recs, bad)]
+    notes = []
+    if any(bad):
+        why = sorted({f"{r['run_id']} ({_reason(r, timings)})" for r, b in zip(recs, bad) if b})
+        notes.append(f"left out {sum(bad)} run(s) whose timings were contended (other work competed for the cores): {'; '.join(why)}")
+    if any(partial):
+        why = sorted({f"{r['run_id']} ({resumed_note(r)})" for r, b in zip(recs, partial) if b})
+        notes.append(f"left out {sum(partial)} run(s) whose timings cover only part of their training: {'; '.join(why)}")
+    if not notes:
         return runs, ""
-    why = sorted({f"{r['run_id']} ({_reason(r, timings)})" for r, b in zip(recs, bad) if b})
-    note = f"left out {sum(bad)} run(s) whose timings were contended (other work competed for the cores): {'; '.join(why)}"
-    return runs[[not b for b in bad]], note
+    return runs[[not (b or q) for b, q in zip(bad, partial)]], "; ".join(notes)
 
 
 def _reason(row: Mapping[str, Any], timings: list[str]) -> str:
