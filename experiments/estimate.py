@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from peftbench.experiments.cores import usable_cores
+from peftbench.experiments.machine import known_auto
 from peftbench.experiments.paths import CONF, REFERENCE as REFERENCE_DIR
 from peftbench.methods.roles import FULL_REFERENCE
 from peftbench.experiments.study import STUDY_DIR, parsed_yaml, Study, load_study, study_jobs, study_names
@@ -22,6 +24,9 @@ PEAK_CACHE = "peak_flops.json"
 # Where no record measured a step, the analytic estimate divides FLOPs by the measured peak at
 # this fraction of it: the MFU the reference records reach on this CPU is 0.5-0.6.
 ASSUMED_MFU = 0.5
+# meters.serving.DEFAULTS["enabled"], where a config leaves it out (that module loads torch, which
+# --list must not wait for; tests/test_serving.py checks the two agree)
+SERVING_ENABLED_DEFAULT = False
 # Outside the runs, per sweep: process start, imports, Hydra composing every job (README, "Launchers").
 SWEEP_OVERHEAD_S = 7.0
 
@@ -38,6 +43,10 @@ def _resolved_precision(requested: str, device: str, model_cfg: Mapping[str, Any
 
 @lru_cache(maxsize=16)
 def _auto_precision(device: str, weights: str) -> str:
+    """Without importing torch where the machine's answer is known (experiments.machine)."""
+    known = known_auto(device, weights, usable_cores())
+    if known is not None:
+        return known
     from peftbench.experiments.precision import resolve
 
     return resolve("auto", device, weights).precision
@@ -88,10 +97,8 @@ def job_settings(job: Sequence[str]) -> dict[str, Any]:
 def _serving_on(ov: Mapping[str, Any], measure: Mapping[str, Any]) -> bool:
     """Whether a job measures serving costs: `measure.serving.enabled` (the shipped config makes
     it follow `measure.latency`), never without the base copy `latency_keep_base` keeps."""
-    from peftbench.experiments.meters.serving import DEFAULTS
-
     latency = bool(ov.get("measure.latency", measure.get("latency", True)))
-    value = ov.get("measure.serving.enabled", (measure.get("serving") or {}).get("enabled", DEFAULTS["enabled"]))
+    value = ov.get("measure.serving.enabled", (measure.get("serving") or {}).get("enabled", SERVING_ENABLED_DEFAULT))
     on = latency if value == "${measure.latency}" else bool(value)
     return on and bool(ov.get("measure.latency_keep_base", measure.get("latency_keep_base", True)))
 

@@ -31,14 +31,13 @@ from typing import Any, Mapping
 import torch
 
 from peftbench.experiments.cores import usable_cores
+from peftbench.experiments.machine import BF16_CPU_FLAGS, STUB_ENV, auto_key, remember_auto
 from peftbench.experiments.meters.cache import cache_dir, cpu_flags, machine_key
 from peftbench.experiments.meters.contention import CpuShare
 from peftbench.methods.base import ConfigError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 REQUESTABLE = ("auto", *PRECISIONS)
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-STUB_ENV = "PEFTBENCH_BF16_PROBE"
 STUB_RATIOS = {"fast": 2.0, "slow": 1 / 30}
 _warned: set[str] = set()
 
@@ -158,6 +157,9 @@ def resolve(requested: str, device: str, weights_dtype: str = "fp32") -> Resolut
         return Resolution("fp32", "auto", "CPU without AVX512-BF16 or AMX: bf16 would be emulated", None)
     ratio, source = bf16_speedup_cpu()
     fast = ratio >= 1.0
+    if source in ("probe", "probe (cached)"):  # never a stubbed or a contended figure
+        # for readers without torch (peftbench reproduce --list: experiments.machine.known_auto)
+        remember_auto(auto_key("cpu", weights_dtype, usable_cores()), "bf16" if fast else "fp32")
     return Resolution("bf16" if fast else "fp32", "auto",
                       f"{source}: bf16 {'%.2fx' % ratio} the speed of fp32 on this CPU", ratio)
 

@@ -54,7 +54,7 @@ def dispatch(command: str, rest: list[str]) -> int:
 
         return sweep_main(rest)
     if command == "reproduce":
-        from peftbench.reproduce import main as study_main
+        from peftbench.reproduce_cli import main as study_main
 
         return study_main(rest)
     if command == "compare":

@@ -242,3 +242,9 @@ def test_merges_are_compared_in_fp32_so_only_their_rounding_differs(tmp_path):
     quantised = torch.nn.Linear(2, 2)
     quantised.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8), requires_grad=False)
     assert serving.merge_compare_autocast(quantised, bf16) is bf16
+
+
+def test_the_estimators_serving_default_is_servings_own():
+    from peftbench.experiments import estimate
+
+    assert estimate.SERVING_ENABLED_DEFAULT == serving.DEFAULTS["enabled"]

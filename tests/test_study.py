@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from peftbench import reproduce as rep
+from peftbench import reproduce_cli
 from peftbench.experiments import estimate as es
 from peftbench.experiments import study as st
 
@@ -58,7 +59,7 @@ def test_unknown_study_is_one_error_line_listing_the_studies():
 @pytest.mark.slow
 def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
     monkeypatch.setenv("PEFTBENCH_BF16_PROBE", "fast")  # the reference records are bf16: a machine where auto is bf16
-    assert rep.main(["--list"]) == 0
+    assert reproduce_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in st.study_names():
         study = st.load_study(name)
@@ -340,3 +341,26 @@ def test_the_installed_command_reproduces_from_any_folder(tmp_path):
                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Unknown plugin class" not in out.stderr and "nothing ran (hydra.sweeper.dry_run=true)" in out.stdout
+
+
+def test_list_loads_neither_torch_nor_the_report_where_the_machine_is_known(tmp_path):
+    """`reproduce --list` reads what precision=auto resolves to here from the answer a run left
+    (experiments.machine), so it starts in about a second instead of importing torch and the
+    report's libraries."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from peftbench.experiments.cores import usable_cores
+    from peftbench.experiments.machine import AUTO_FILE, auto_key, may_have_cuda
+
+    if may_have_cuda():
+        pytest.skip("with an NVIDIA driver loaded, device=auto may be CUDA: only torch can tell")
+    (tmp_path / AUTO_FILE).write_text(json.dumps({auto_key("cpu", "fp32", usable_cores()): "fp32"}))
+    env = {k: v for k, v in os.environ.items() if k != "PEFTBENCH_BF16_PROBE"} | {"PEFTBENCH_CACHE": str(tmp_path)}
+    code = ("import sys; from peftbench.reproduce_cli import main; rc = main(['--list']); "
+            "print('LOADED', rc, sorted(m for m in ('torch', 'pandas', 'scipy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "LOADED 0 []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+    assert "lora_without_regret:" in out.stdout

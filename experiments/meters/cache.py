@@ -7,37 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
+# the torch-free half (CPU flags, caps, the cache folder) is shared with what reads it without torch
+from peftbench.experiments.machine import ISA_ENV, KERNEL_FLAGS, cache_dir, cpu_flags
 from peftbench.experiments.meters.device import device_name
 
-# CPU flags that decide which matmul kernels torch runs (and so every speed figure)
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-# Environment that caps which instructions torch's kernels use (e.g. ATEN_CPU_CAPABILITY=avx2 makes
-# an AVX-512 machine compute as an AVX2-only one does): part of the key, as the flags are.
-ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+__all__ = ["ISA_ENV", "KERNEL_FLAGS", "cache_dir", "cpu_flags", "kernel_isa", "machine_key"]
 
 
 def kernel_isa() -> str:
