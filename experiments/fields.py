@@ -230,6 +230,11 @@ RECORDED_FIELDS: tuple[Field, ...] = (
     _recorded("cost.merge_max_abs_logit_diff", "logit", "Largest |logit| difference between the merged and unmerged model on the "
               "latency batch, computed in measurement.merge_compare_precision: how far merging moved the outputs.", digits=6),
     _recorded("serving.mixed_batch_rows", "count", "Rows of the mixed-adapter batch.", digits=0),
+    # only in runs that keep training checkpoints (checkpoint_every_steps > 0; experiments/checkpoint.py)
+    _recorded("checkpoint.every_steps", "steps", "Steps between the run's training checkpoints.", digits=0),
+    _recorded("checkpoint.resumed_from_step", "steps", "The step the run went on from after an interruption; 0: trained in one go.",
+              digits=0),
+    _recorded("checkpoint.train_s_before_resume", "s", "Training time in earlier starts, before that step.", digits=1),
 )
 FIELDS = FIELDS + TIMING_FIELDS + SERVING_FIELDS + RECORDED_FIELDS
 BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}

@@ -35,6 +35,9 @@ def test_a_stopped_run_resumes_with_the_numbers_of_an_unstopped_one(method, tmp_
     whole = execute(prepare(compose([*overrides, f"results_dir={tmp_path / 'whole'}"])))
     assert whole["status"] == "ok"
     assert whole["checkpoint"] == {"every_steps": 3, "resumed_from_step": 0, "train_s_before_resume": 0.0}
+    from peftbench.experiments.fields import BY_PATH  # every figure a record holds is a declared field
+
+    assert all(f"checkpoint.{k}" in BY_PATH for k in whole["checkpoint"])
 
     plan = prepare(compose([*overrides, f"results_dir={tmp_path / 'stopped'}"]))
     saved = checkpoint.path_for(plan.config["results_dir"], plan.run_id)

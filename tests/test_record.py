@@ -47,6 +47,7 @@ def test_result_file_schema(run_small, tmp_path):
     # base's re-quantising merge, generation timings (generation tasks)
     conditional = {f.path for f in FIELDS if f.path.startswith("serving.")
                    and ("k16" in f.path or "requant_4bit" in f.path or f.path.startswith("serving.gen_"))}
+    conditional |= {f.path for f in FIELDS if f.path.startswith("checkpoint.")}  # runs that keep checkpoints
     assert [f.path for f in FIELDS if f.path not in cuda_only | conditional and get_path(on_disk, f.path) is None] == []
     assert not set(cost) & set(MEASUREMENT_KEYS + METHOD_INFO_KEYS)  # no non-costs in cost
 
