@@ -52,6 +52,8 @@ class Decision:
     seeds_needed: int | None = None  # for a "cannot tell": seeds that would decide at this spread
     corrected: bool = True
     alpha: float = ALPHA  # the level this verdict was read at (below 0.05 in a sequential study)
+    uncorrected: str = ""  # what the interval alone says (holds or fails) when the correction undid it
+    family: int = 0  # how many p-values the correction was over
 
 
 def _t_parts(st: Mapping[str, float]) -> tuple[float, float] | None:
@@ -205,6 +207,12 @@ def _reason(d: Decision, evidence: Any) -> str:
                 f"; more than {MAX_SEEDS} seeds at this spread: reduce the spread (more test items, longer runs)")
     elif _t_parts(st) is not None or st.get("interval") == "bootstrap":
         more = "; the estimate sits on a bound: no number of seeds decides it"
+    if d.uncorrected:  # the 95% interval alone decides; the correction for the report's tests does not
+        side = "inside" if d.uncorrected == HOLDS else "wholly outside"
+        why = [f"the report's {d.family} tests"] if d.family > 1 else []
+        why += ["the sequential design's looks"] if d.alpha < ALPHA else []
+        return (f"{ci} lies {side} {where}, but does not decide once corrected for {' and '.join(why) or 'multiplicity'} "
+                f"({corr}{', not below 0.05' if d.alpha == ALPHA else ''}{power}{more})")
     return f"{ci} reaches across {where} ({corr}{power}{more})"
 
 
@@ -219,11 +227,13 @@ def decide(results: Iterable[Any], alpha: float = ALPHA) -> None:
     ps = [p for _, p in raw]
     adjusted = holm(ps)
     levels = holm_levels(ps, alpha)
-    for e, (d, _), p_adj, level in zip(evidence, raw, adjusted, levels):
+    for e, (d, p_raw), p_adj, level in zip(evidence, raw, adjusted, levels):
         if not math.isnan(p_adj):
             d.p_holm = p_adj
+            d.family = sum(1 for p in ps if not math.isnan(p))
             decided = p_adj < alpha
             if not decided:
+                d.uncorrected = d.verdict if p_raw < ALPHA else ""  # its 95% interval clears the bound
                 d.verdict = CANNOT_TELL
                 d.seeds_needed = seeds_to_decide(e.stats, e.holds_if, level)
         if not d.reason:

@@ -329,6 +329,10 @@ def test_holm_corrects_over_the_whole_report(tmp_path):
     p_many = many["one"].conditions[0].evidence[0].decision.p_holm
     assert p_many == pytest.approx(min(1.0, 5 * p_alone))
     assert alone.verdict == HOLDS and p_alone < 0.05 < p_many and many["one"].verdict == CANNOT_TELL
+    # its 95% interval still lies inside the region: the reason says so, and why it does not decide
+    reason = many["one"].conditions[0].evidence[0].decision.reason
+    assert "lies inside where the claim holds" in reason and "once corrected for the report's 5 tests" in reason
+    assert "reaches across" not in reason and f"Holm-corrected p={p_many:.3g}, not below 0.05" in reason
 
 
 def test_a_pick_on_the_edge_of_its_grid_is_not_applicable_and_names_the_lr_to_add(tmp_path):

@@ -74,7 +74,8 @@ def claim_reason(r: ClaimResult) -> str:
 
 VERDICT_RULE = ("Verdicts are read from the 95% intervals, never from the point estimate: **holds** (every interval lies where "
                 "the claim holds), **fails** (an interval lies wholly outside it), **cannot tell** (an interval reaches across a bound, "
-                "or there is none: one seed, or one measurement copied between seeds) or **not applicable** (no runs inside the "
+                "one that clears it does not once corrected for the report's tests, or there is none: one seed, or one "
+                "measurement copied between seeds) or **not applicable** (no runs inside the "
                 "claim's regime, runs that did not learn, an lr pick on the edge of its grid, or no runs at all; the reason is "
                 "given). p-values are Holm-corrected over every configuration this report judges; each verdict gives its minimum "
                 "detectable effect (80% power) and, for a cannot tell, the seeds that would decide it at the observed spread. "
