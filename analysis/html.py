@@ -18,6 +18,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from peftbench.analysis.convergence import Check, regime_line
 from peftbench.analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
 from peftbench.analysis.figures import Figure
 from peftbench.analysis.load import Problem
@@ -200,13 +201,28 @@ def pareto_html(agg: pd.DataFrame) -> str:
     return "".join(parts) or "<p>No two measured columns to plot.</p>"
 
 
+def convergence_html(c: Check | None) -> str:
+    """Whether the runs had reached their plateau: each pick against itself trained longer."""
+    head = f"<p>{escape(regime_line(c))}</p>"
+    if c is None or not c.lines:
+        return head
+    rows = "".join(
+        f"<tr><td>{escape(ln.label)}</td><td>{escape(ln.metric)}</td><td>{ln.steps}</td><td>{ln.at_budget:.4g}</td>"
+        f"<td>{ln.longer_steps}</td><td>{ln.longer:.4g}</td><td>{ln.gain:+.4g}</td><td><b>{escape(ln.verdict)}</b></td>"
+        f"<td>{escape(ln.reason)} (seeds {', '.join(map(str, ln.seeds))})</td></tr>" for ln in c.lines)
+    return (head + "<div class='scroll'><table><thead><tr><th>Configuration (at its validation pick)</th><th>Metric</th><th>Steps</th>"
+            "<th>Validation</th><th>Longer: steps</th><th>Validation</th><th>Gain</th><th>Verdict</th><th>Why</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>")
+
+
 def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResult], ok: pd.DataFrame,
            failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str],
-           out: Path, agg: pd.DataFrame | None = None) -> str:
+           out: Path, agg: pd.DataFrame | None = None, convergence: Check | None = None) -> str:
     """The whole page. Figures are embedded; every link is relative to the out folder."""
     agg = pd.DataFrame() if agg is None else agg
     nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("summary", "Summary"), ("tables", "Tables"), ("pareto", "Trade-offs"),
                                                              ("figures", "Figures"), ("claims", "Claims"),
+                                                             ("convergence", "Convergence"),
                                                              ("provenance", "Provenance"), ("failed", "Failed runs"), ("skipped", "Skipped files")])
     summary = (f"<p>{len(ok)} successful runs, {len(failed)} failed, {len(problems)} skipped/superseded files; "
                f"read from {escape(', '.join(sources))}.</p>" + "".join(f"<p class='warn'>{escape(n)}</p>" for n in notes)
@@ -217,6 +233,7 @@ def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResu
         _section("Trade-offs: any two measured columns (the dashed line is the Pareto front)", pareto_html(agg), "pareto"),
         _section("Figures", figures_html(figs, out), "figures"),
         _section("Claims check", claims_html(claims), "claims"),
+        _section("Convergence check", convergence_html(convergence), "convergence"),
         _section("Provenance", provenance_html(ok), "provenance"),
         _section("Failed runs", failed_html(failed), "failed"),
         _section("Skipped or corrupt files", problems_html(problems), "skipped"),

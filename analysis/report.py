@@ -8,7 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from peftbench.analysis import claims as claims_mod
+from peftbench.analysis import convergence as convergence_mod
 from peftbench.analysis import tables
 from peftbench.analysis.figures import WIDTHS_IN, figures_for
 from peftbench.analysis.html import render
@@ -66,11 +69,13 @@ def report_problems(loaded: Loaded) -> None:
 
 
 def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] | None = None,
-          level: tuple[float, str] | None = None, figure_width: str = "double") -> dict:
+          level: tuple[float, str] | None = None, figure_width: str = "double", convergence: Path | None = None) -> dict:
     """Everything the report writes; returns what it made, for tests and the summary line.
     `claim_ids`: check only these claims (a study's), else every claim in `claims_dir`.
     `level`: (alpha, why) the verdicts are read at; None: a sequential study's per-look level where
-    a results folder holds its analysis plan (`verdict_level`), else 0.05."""
+    a results folder holds its analysis plan (`verdict_level`), else 0.05.
+    `convergence`: the folder of a study's convergence check; None: the one under the result
+    folders, where there is one (analysis.convergence)."""
     alpha, level_note = verdict_level(results) if level is None else level
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results)
@@ -85,14 +90,28 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
         files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out, figure_width) if not agg.empty else []
     claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids, alpha)
-    (out / "claims.md").write_text(claims_mod.to_markdown(claim_results) + (f"\n{level_note}\n" if level_note else ""))
+    conv = convergence_check(results, loaded.ok, convergence)
+    regime = f"\n{convergence_mod.regime_line(conv)}\n"
+    (out / "claims.md").write_text(claims_mod.to_markdown(claim_results) + (f"\n{level_note}\n" if level_note else "") + regime)
+    (out / "convergence.md").write_text(convergence_mod.to_markdown(conv))
+    files.append("convergence.md")
+    if conv is not None and conv.lines:
+        (out / "convergence.csv").write_text(convergence_mod.to_csv(conv))
+        files.append("convergence.csv")
     notes = [tables.SINGLE_SEED_NOTE + "."] if not agg.empty and single_seed_only(agg) else []
     notes += [level_note] if level_note else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
                   problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out,
-                  agg=agg)
+                  agg=agg, convergence=conv)
     (out / "index.html").write_text(page)
-    return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files}
+    return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files, "convergence": conv}
+
+
+def convergence_check(results: list[str], ok: pd.DataFrame, folder: Path | None) -> convergence_mod.Check | None:
+    """The convergence check of the given folder, else of every one under the results (several
+    studies' checks read together, each line against its own study's criterion)."""
+    folders = [Path(folder)] if folder is not None else convergence_mod.folders(results)
+    return convergence_mod.merged([c for f in folders if (c := convergence_mod.from_folder(ok, f)) is not None])
 
 
 def verdict_level(results: list[str]) -> tuple[float, str]:

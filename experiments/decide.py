@@ -1,4 +1,5 @@
-"""The phases of a study that decides (`decide:` in its YAML).
+"""The phases of a study that decides (`decide:` in its YAML), and its convergence check
+(`convergence:`: each line's pick again at a longer budget, at the end of this file).
 
 A study with `decide: {seeds: N, extend: K}` runs in phases, each a sweep:
 
@@ -239,3 +240,76 @@ def settings(decide: Any, file: str) -> tuple[int, int] | None:
     if unknown:
         raise DecideError(f"study {file}: decide takes seeds and extend, not {', '.join(unknown)}")
     return int(decide["seeds"]), int(extend)
+
+
+# ---------------------------------------------------------------- convergence check
+
+CONVERGENCE_DIR = "convergence"  # beside a study's records: the budget check's runs, not its evidence
+CRITERION_FILE = "criterion.yaml"  # in that folder: the criterion its runs were made to test
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """A study's convergence criterion: its runs have converged when the same configuration,
+    trained `steps_factor` times as long, gains no more than `tolerance` on the task's validation
+    primary metric (in the metric's units, better-is-positive), read from a 95% interval over seeds."""
+
+    steps_factor: int
+    tolerance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"steps_factor": self.steps_factor, "tolerance": self.tolerance,
+                "rule": f"converged when training {self.steps_factor}x as long gains at most {self.tolerance:g} on the "
+                        f"validation primary metric (95% t interval over seeds, at each line's validation pick)"}
+
+
+def convergence_settings(block: Any, file: str) -> Convergence | None:
+    """A study's `convergence:` block, checked; None without one."""
+    if block is None:
+        return None
+    example = "e.g. convergence: {steps_factor: 2, tolerance: 0.01}"
+    if not isinstance(block, Mapping):
+        raise DecideError(f"study {file}: convergence must be a mapping, {example}")
+    unknown = sorted(set(map(str, block)) - {"steps_factor", "tolerance"})
+    if unknown:
+        raise DecideError(f"study {file}: convergence takes steps_factor and tolerance, not {', '.join(unknown)}")
+    factor, tol = block.get("steps_factor", 2), block.get("tolerance")
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise DecideError(f"study {file}: convergence.steps_factor must be a whole number >= 2, got {factor!r}; {example}")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 <= tol < math.inf:
+        raise DecideError(f"study {file}: convergence.tolerance must be a number >= 0 in the validation metric's units, "
+                          f"got {tol!r}; {example}")
+    return Convergence(int(factor), float(tol))
+
+
+def convergence_arms(lines: Mapping[tuple, Line], factor: int) -> list[dict[str, str]]:
+    """At each line's validation pick: the same seeds, trained `factor` times as many steps."""
+    out = []
+    for line in lines.values():
+        lr, _ = pick(line)
+        at = {s: r for (x, s), r in line.runs.items() if x == lr}
+        steps = {(r.get("config") or {}).get("steps") for r in at.values()}
+        if len(steps) != 1 or not isinstance(next(iter(steps)), int):
+            continue  # no single step budget to multiply (an lr search's trials, an odd record)
+        arm = _arm(line, lr, sorted(at))
+        arm["steps"] = str(factor * next(iter(steps)))
+        out.append(arm)
+    return out
+
+
+def write_criterion(folder: Path, criterion: Convergence, study_file: str) -> Path:
+    return write_plan(Path(folder) / CRITERION_FILE, {"study_file": study_file, **criterion.as_dict()})
+
+
+def read_criterion(folder: Path) -> Convergence | None:
+    """The criterion a convergence folder's runs were made for; None where there is none."""
+    import yaml
+
+    path = Path(folder) / CRITERION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DecideError(f"{path}: not a readable convergence criterion ({type(e).__name__}); restore it from the study's results") from None
+    return convergence_settings({k: data.get(k) for k in ("steps_factor", "tolerance")}, str(path))

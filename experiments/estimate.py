@@ -287,9 +287,28 @@ def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | N
             est = Estimate(est.seconds - est.reusable_s, est.basis, 0.0)
         seen.add(key)
         per_job.append(est)
+    if study.convergence is not None:  # each line's pick again at its seeds, factor x the steps
+        longer = convergence_jobs(jobs, study.convergence.steps_factor)
+        per_job += [estimate_job(job_settings(j), bases) for j in longer]
+        jobs = [*jobs, *longer]
     kinds = sorted({e.basis for e in per_job})
     total = sum(e.seconds for e in per_job) + SWEEP_OVERHEAD_S
     return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}
+
+
+def convergence_jobs(jobs: Sequence[Sequence[str]], factor: int) -> list[list[str]]:
+    """The convergence check's jobs, before the picks are known: per line (a job less its lr and
+    seed) one job a seed, at `factor` times the line's steps (an lr costs what any other does)."""
+    out, seen = [], set()
+    for job in jobs:
+        key = (tuple(o for o in job if o.lstrip("+~").split("=", 1)[0] not in ("seed", "lr", "method.lr")),
+               next((o for o in job if o.lstrip("+~").startswith("seed=")), ""))
+        if key in seen:
+            continue
+        seen.add(key)
+        steps = job_settings(job)["steps"]
+        out.append([o for o in job if not o.lstrip("+~").startswith("steps=")] + [f"steps={factor * steps}"])
+    return out
 
 
 def searchpath(roots: Path | Sequence[Path]) -> str:
@@ -329,11 +348,14 @@ def jobs_to_launch(jobs: Sequence[Sequence[str]], conf_root: Path | Sequence[Pat
 
 
 def estimate_left(est: Mapping[str, Any], launch: Sequence[bool] | None) -> dict[str, Any]:
-    """The estimate for the runs the sweep will launch (all of them when that is unknown)."""
+    """The estimate for the runs the sweep will launch (all of them when that is unknown). Jobs
+    past `launch` belong to a later phase whose runs depend on the grid's picks (the convergence
+    check): counted as left."""
     if launch is None:
         return {"runs_left": None, "seconds_left": est["seconds"]}
-    secs = sum(e.seconds for e, go in zip(est["per_job"], launch) if go)
-    return {"runs_left": sum(launch), "seconds_left": secs + SWEEP_OVERHEAD_S}
+    go = list(launch) + [True] * (len(est["per_job"]) - len(launch))
+    secs = sum(e.seconds for e, g in zip(est["per_job"], go) if g)
+    return {"runs_left": sum(go), "seconds_left": secs + SWEEP_OVERHEAD_S}
 
 
 def fmt_duration(s: float) -> str:

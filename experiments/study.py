@@ -11,6 +11,8 @@ A study is data, `conf/study/<name>.yaml`:
     grid: {seed: "0,1,2"}                  # crossed with every arm
     arms:                                  # a union of small grids (hydra.sweeper.arms)
       - {method: full_ft, lr: "1e-4,3e-4"}
+    decide: {seeds: 10, extend: 2}         # optional: extend edge picks, then N seeds at each pick
+    convergence: {steps_factor: 2, tolerance: 0.01}  # optional: each pick again at 2x the steps
     variants:                              # other settings the same study runs on
       sst2: {task: sst2, ...}
       llm: {model: smollm2-135m, arms: [...]}  # a variant's own arms replace the study's
@@ -33,7 +35,7 @@ from peftbench.experiments import decide as decide_phases
 from peftbench.experiments.paths import CONF
 
 STUDY_DIR = CONF / "study"
-STUDY_KEYS = {"name", "title", "source", "about", "claims", "settings", "grid", "arms", "variants", "sizing", "decide"}
+STUDY_KEYS = {"name", "title", "source", "about", "claims", "settings", "grid", "arms", "variants", "sizing", "decide", "convergence"}
 REQUIRED = ("name", "title", "source", "claims", "arms")
 
 
@@ -55,6 +57,7 @@ class Study:
     about: str = ""
     file: str = ""
     decide: tuple[int, int] | None = None  # (seeds at each pick, edge-extension rounds): experiments/decide.py
+    convergence: decide_phases.Convergence | None = None  # the budget check run at each pick: experiments/decide.py
 
     def arms_for(self, variant: str | None = None) -> list[dict[str, Any]]:
         """The variant's own arms where it gives them (a model whose step budget or layer
@@ -126,12 +129,14 @@ def parse_study(data: Any, file: str, known_claims: Iterable[str] | None = None)
         settings[str(k)] = _scalar_map(v, f"variants.{k}")
     try:
         decide = decide_phases.settings(data.get("decide"), file)
+        convergence = decide_phases.convergence_settings(data.get("convergence"), file)
     except decide_phases.DecideError as e:
         raise StudyError(str(e)) from None
     return Study(name=str(data["name"]), title=str(data["title"]), source=str(data["source"]), claims=list(claims),
                  settings=_scalar_map(data.get("settings"), "settings"), grid=_scalar_map(data.get("grid"), "grid"),
                  arms=parsed_arms, variants=settings, variant_arms=variant_arms,
-                 about=str(data.get("about") or "").strip(), file=str(file), decide=decide)
+                 about=str(data.get("about") or "").strip(), file=str(file), decide=decide,
+                 convergence=convergence)
 
 
 def _parse_arms(arms: Any, file: str, where: str) -> list[dict[str, Any]]:

@@ -125,25 +125,54 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     if not (sweep_dir / ".sweep.json").exists():
         print("[study] nothing ran (hydra.sweeper.dry_run=true): no report", flush=True)
         return 0
-    files = manifest_files(sweep_dir)
+    files, grid_dirs = manifest_files(sweep_dir), [sweep_dir]
     level = (ALPHA, "")
     if study.decide is not None:
-        files, rc = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep, config_dir, sequential,
-                                      Path(claims_dir or claims_mod.CLAIMS_DIR))
+        files, rc, grid_dirs = run_decide_phases(study, variant, overrides, work, stamp, sweep_dir, keep, config_dir, sequential,
+                                                 Path(claims_dir or claims_mod.CLAIMS_DIR))
         if rc != 0:
             return rc
         if sequential:
             level = plan_level({"sequential": sequential}, f"the analysis plan ({decide_phases.PLAN_FILE})")
+    convergence = None
+    if study.convergence is not None:
+        convergence = (keep if keep is not None else work / stamp) / decide_phases.CONVERGENCE_DIR
+        rc = run_convergence_phase(study, grid_dirs, overrides, work, stamp, config_dir, convergence)
+        if rc != 0:
+            return rc
     if keep is not None:
         files = keep_records(files, keep)
         write_study_note(keep, study, variant, overrides, est, time.time() - started, len(files))
     out = out or (keep / "report" if keep is not None else Path("report") / "studies" / tag)
-    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims, level=level)
+    made = build([str(f) for f in files], out, Path(claims_dir or claims_mod.CLAIMS_DIR), claim_ids=study.claims, level=level,
+                 convergence=convergence)
     if sequential:
         print(f"[study] {level[1]}")
     print(f"[study] sweep took {time.time() - started:.0f} s; report of its {len(files)} result files -> {out / 'index.html'}")
     for line in verdict_lines(made["claims"]):
         print(line)
+    if made.get("convergence") is not None:
+        print(f"[study] convergence: {made['convergence'].summary()}")
+    return 0
+
+
+def run_convergence_phase(study: Study, grid_dirs: Sequence[Path], overrides: Sequence[str], work: Path, stamp: str,
+                          config_dir: Path | None, dest: Path) -> int:
+    """Each line's validation pick (on the grid and its extensions: the picks the analysis plan
+    names) again at its seeds, trained `steps_factor` times as long; the records go to `dest`
+    beside the criterion they test, apart from the study's evidence."""
+    crit = study.convergence
+    assert crit is not None
+    arms = decide_phases.convergence_arms(decide_phases.lines_of(*_entries_and_records(grid_dirs)), crit.steps_factor)
+    print(f"[study] convergence check: {len(arms)} pick(s) again at {crit.steps_factor}x their steps "
+          f"({_n_runs(arms)} runs); converged where that gains at most {crit.tolerance:g} on validation", flush=True)
+    d = None
+    if arms:
+        rc, d = _phase(study, work, f"{stamp}_convergence", arms, overrides, config_dir)
+        if rc != 0:
+            return rc
+    keep_records(manifest_files(d) if d is not None else [], dest)
+    decide_phases.write_criterion(dest, crit, study.file)
     return 0
 
 
@@ -180,10 +209,12 @@ def _entries_and_records(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any
 
 def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str], work: Path, stamp: str,
                       first: Path, keep: Path | None, config_dir: Path | None = None,
-                      sequential: Mapping[str, Any] | None = None, claims_dir: Path | None = None) -> tuple[list[Path], int]:
+                      sequential: Mapping[str, Any] | None = None, claims_dir: Path | None = None
+                      ) -> tuple[list[Path], int, list[Path]]:
     """After the grid: extend the lr grid of any line picked on its edge, write the analysis plan,
     then run N seeds at each line's pick (experiments/decide.py); with a sequential design, more
-    looks after that. The result files of every phase."""
+    looks after that. The result files of every phase, and the folders of the grid and its
+    extensions (the picks' own phases)."""
     n_seeds, rounds = study.decide  # type: ignore[misc]
     dirs = [first]
     for r in range(rounds):
@@ -194,8 +225,9 @@ def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str
         print(f"[study] {len(arms)} line(s) picked on the edge of their lr grid: extending (round {r + 1} of {rounds})", flush=True)
         rc, d = _phase(study, work, f"{stamp}_extend{r + 1}", arms, overrides, config_dir)
         if rc != 0:
-            return [], rc
+            return [], rc, []
         dirs.append(d)
+    grid_dirs = list(dirs)
     lines = decide_phases.lines_of(*_entries_and_records(dirs))
     content = decide_phases.plan(study.file, study.claims, lines, n_seeds, rounds, sequential)
     for dest in [work / f"{stamp}_{decide_phases.PLAN_FILE}"] + ([keep / decide_phases.PLAN_FILE] if keep is not None else []):
@@ -207,15 +239,15 @@ def run_decide_phases(study: Study, variant: str | None, overrides: Sequence[str
     if arms:
         rc, d = _phase(study, work, f"{stamp}_seeds", arms, overrides, config_dir)
         if rc != 0:
-            return [], rc
+            return [], rc, []
         dirs.append(d)
     if sequential:
         rc = more_looks(study, sequential, dirs, work, stamp, overrides, config_dir, keep,
                         Path(claims_dir or claims_mod.CLAIMS_DIR))
         if rc != 0:
-            return [], rc
+            return [], rc, []
     files = sorted({p for d in dirs for p in manifest_files(d)})
-    return files, 0
+    return files, 0, grid_dirs
 
 
 def _n_runs(arms: Sequence[Mapping[str, str]]) -> int:

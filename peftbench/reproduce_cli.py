@@ -16,7 +16,8 @@ USAGE = """usage: peftbench reproduce NAME [--variant V] [--out DIR] [--keep DIR
 HELP = USAGE + """
 
 Run a published comparison (a study: conf/study/NAME.yaml) and check its claims: its grid, the
-phases its `decide:` block asks for, a report on exactly its runs, and each claim's verdict.
+phases its `decide:` block asks for, the budget check its `convergence:` block asks for, a report on
+exactly its runs, and each claim's verdict.
 
 options:
   NAME              the study; --list names them all, with an estimate of each on this machine

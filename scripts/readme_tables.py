@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from peftbench.analysis import claims, tables  # noqa: E402
+from peftbench.analysis import claims, convergence, tables  # noqa: E402
 from peftbench.analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
 from peftbench.analysis.stats import aggregate  # noqa: E402
 from peftbench.analysis.tables import percent_scale  # noqa: E402
@@ -265,7 +265,23 @@ def verdicts_for(source: str, only: str | None = None) -> str:
             lines.append(f"| {cid} | " + " | ".join(cells) + " |" if only else
                          f"| [`{study}`](docs/studies/{study_of_folder(study).stem}.md): {cid} | " + " | ".join(cells) + " |")
     total = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return "\n".join(lines) + f"\n\n{sum(counts.values())} verdicts: {total}. –: no reference records for that task.\n"
+    tail = ""
+    if only is not None:  # the study's page says, per task, whether the runs behind its verdicts had converged
+        labels = dict(VARIANTS)
+        cols = {column_of(root / only): only, **{v: f"{only}{v}" for v, _ in VARIANTS[1:] if f"{only}{v}" in folders}}
+        tail = "".join(f"\n- {labels[v]}: {convergence_line(f'{source}/{folder}')}" for v, folder in sorted(cols.items()))
+        tail = "\nWhether the runs behind these verdicts had converged (each study's convergence check):\n" + tail + "\n"
+    return "\n".join(lines) + f"\n\n{sum(counts.values())} verdicts: {total}. –: no reference records for that task.\n" + tail
+
+
+def convergence_line(source: str) -> str:
+    """The convergence check of a study's records folder, in one line (or that there is none)."""
+    folders = convergence.folders([ROOT / source])
+    if not folders:
+        return "not checked (the study has no `convergence:` block)"
+    ok = load_results([str(ROOT / source)]).ok
+    check = convergence.merged([c for f in folders if (c := convergence.from_folder(ok, f)) is not None])
+    return check.summary() if check is not None else "not checked"
 
 
 def claims_for(source: str) -> str:

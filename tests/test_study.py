@@ -364,3 +364,42 @@ def test_list_loads_neither_torch_nor_the_report_where_the_machine_is_known(tmp_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "LOADED 0 []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
     assert "lora_without_regret:" in out.stdout
+
+
+@pytest.mark.slow
+def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path):
+    """convergence: {steps_factor: 2}: after the grid, each line's pick runs again at its seeds at
+    twice the steps; those records sit in kept/convergence/ beside their criterion, the claims
+    never read them, and the report pairs each with its run at the study's budget."""
+    import json
+
+    data = {**TINY, "arms": [{"method": "lora", "lr": "1e-3,3e-3"}], "convergence": {"steps_factor": 2, "tolerance": 0.05}}
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
+    results, kept = tmp_path / "results", tmp_path / "kept"
+    listed = cli("reproduce", "--list", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"))
+    assert listed.returncode == 0 and "6 runs" in listed.stdout, listed.stdout  # 4 grid runs + 2 at 2x the steps
+    out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
+              "--keep", str(kept), f"results_dir={results}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "convergence check: 1 pick(s) again at 2x their steps (2 runs)" in out.stdout
+    longer = [json.loads(p.read_text()) for p in (kept / "convergence").glob("*.json")]
+    main = [json.loads(p.read_text()) for p in kept.glob("*.json")]
+    assert len(main) == 4 and len(longer) == 2 and {r["config"]["steps"] for r in longer} == {4}
+    assert {r["seed"] for r in longer} == {0, 1} and len({r["lr"] for r in longer}) == 1
+    assert yaml.safe_load((kept / "convergence" / "criterion.yaml").read_text())["tolerance"] == 0.05
+    conv = (kept / "report" / "convergence.md").read_text()
+    assert "| 2 |" in conv and "| 4 |" in conv and "seeds 0, 1" in conv  # 2 steps against 4, both seeds paired
+    assert "Convergence of the runs these verdicts read:" in (kept / "report" / "claims.md").read_text()
+    assert "[study] convergence: " in out.stdout
+    # a report of the kept folder finds the check by itself, and its tables hold the 4 runs alone
+    again = cli("report", str(kept), "--out", str(tmp_path / "r2"))
+    assert again.returncode == 0 and "4 runs" in again.stdout
+    assert (tmp_path / "r2" / "convergence.md").read_text() == conv
+    bad = {**data, "convergence": {"steps_factor": 1, "tolerance": 0.01}}
+    with pytest.raises(st.StudyError, match="steps_factor must be a whole number >= 2"):
+        st.parse_study(bad, "tiny")
+    with pytest.raises(st.StudyError, match="tolerance must be a number"):
+        st.parse_study({**data, "convergence": {"steps_factor": 2}}, "tiny")

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from peftbench.experiments import metric_spec
+from peftbench.experiments.decide import CRITERION_FILE
 from peftbench.experiments.record import SCHEMA_VERSION, schema_problems
 from peftbench.methods.errors import ConfigError
 from peftbench.analysis.load.identity import GROUP_KEY, ROW_KEY
@@ -50,9 +51,13 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
     for p in map(Path, paths):
         if p.is_dir():
             # dot-names hold temp files and lr-search trials (.lr_trials/), never table rows;
-            # reference/ holds the project's committed records, read only when named
+            # reference/ holds the project's committed records, read only when named; a folder
+            # beside its convergence criterion holds a study's budget check, not its evidence
+            # (analysis.convergence reads it)
+            checks = {c.parent for c in p.rglob(CRITERION_FILE) if c.parent != p}  # named itself, it is read
             files.extend(sorted(f for f in p.rglob("*.json")
-                                if not any(part.startswith(".") or part == "reference" for part in f.relative_to(p).parent.parts)))
+                                if not any(part.startswith(".") or part == "reference" for part in f.relative_to(p).parent.parts)
+                                and not checks & set(f.parents)))
         elif p.is_file():
             files.append(p)
         else:
