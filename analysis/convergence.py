@@ -156,8 +156,9 @@ def folders(results: Iterable[str | Path]) -> list[Path]:
     """The convergence folders (a criterion beside records) under the report's result folders."""
     found = set()
     for r in map(Path, results):
-        if r.is_dir():
-            found |= {p.parent for p in r.rglob(decide.CRITERION_FILE)}
+        if r.is_dir():  # under the loader's rules: never inside a dot-folder or reference/ unless named
+            found |= {p.parent for p in r.rglob(decide.CRITERION_FILE)
+                      if not any(part.startswith(".") or part == "reference" for part in p.parent.relative_to(r).parts)}
     return sorted(found)
 
 

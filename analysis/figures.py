@@ -8,6 +8,7 @@ overlaps another.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ DPI = 130
 # Type 42 (TrueType) instead of matplotlib's default Type 3 in PDFs: the fonts are embedded whole,
 # text stays selectable, and publishers' PDF checks, which reject Type 3 fonts, pass.
 PAPER_RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
+# Embedding TrueType subsets the fonts through fontTools, which logs every table it touches at INFO;
+# a Hydra run in the same process (peftbench reproduce) sets the root logger to INFO
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def paper_style(width: str) -> dict:

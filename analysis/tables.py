@@ -635,7 +635,7 @@ def runs_markdown(runs: pd.DataFrame, not_averaged: pd.DataFrame | None = None) 
     return "\n".join(lines) + "\n"
 
 
-RUN_CSV = ["model", "task", "method", "capacity", "targets", "precision", "chosen_lr", "protocol", "steps", "setting", "device", "seed",
+RUN_CSV = ["model", "task", "method", "capacity", "targets", "precision", "lr", "protocol", "steps", "setting", "device", "seed",
            "run_id", "params.trainable", "params.trainable_pct", "primary_metric", "primary", "primary_before", "gain_over_base",
            "forgetting_key", "forgetting", "pct_of_full_ft_same_seed_percent"]
 
@@ -648,4 +648,7 @@ def runs_csv(runs: pd.DataFrame) -> str:
     extra = sorted(c for c in runs.columns if c.startswith(("metrics.test.", "lm_eval.")))
     # older records have nothing to say here: their CSV keeps its columns
     measured = RUN_MEASUREMENT_CSV if _has_measurement_notes(runs) else []
+    # one name per quantity: a run's lr is the one it trained at (the frame's `lr` is its row's,
+    # none under an lr search, where each seed picks its own)
+    runs = runs.drop(columns="lr").rename(columns={"chosen_lr": "lr"})
     return runs[RUN_CSV + extra + measured].to_csv(index=False)

@@ -34,7 +34,7 @@ def track_search_result(config: dict[str, Any], rec: dict[str, Any], group: str 
     if tracker is None:
         return
     tracker.start(rec["run_id"], config, group=group, extra_tags=["protocol:lr_search"])
-    tracker.finish(rec, extra={"lr_search.chosen_lr": (rec.get("lr_search") or {}).get("chosen_lr")})
+    tracker.finish(rec)  # its summary's lr is the chosen one
 
 
 def exit_failed(rec: dict[str, Any]) -> None:

@@ -287,13 +287,19 @@ def estimate_study(study: Study, overrides: Sequence[str] = (), variant: str | N
             est = Estimate(est.seconds - est.reusable_s, est.basis, 0.0)
         seen.add(key)
         per_job.append(est)
+    longer = []
     if study.convergence is not None:  # each line's pick again at its seeds, factor x the steps
         longer = convergence_jobs(jobs, study.convergence.steps_factor)
         per_job += [estimate_job(job_settings(j), bases) for j in longer]
-        jobs = [*jobs, *longer]
     kinds = sorted({e.basis for e in per_job})
     total = sum(e.seconds for e in per_job) + SWEEP_OVERHEAD_S
-    return {"runs": len(jobs), "seconds": total, "bases": kinds, "per_job": per_job}
+    return {"runs": len(jobs), "check_runs": len(longer), "seconds": total, "bases": kinds, "per_job": per_job}
+
+
+def runs_text(est: Mapping[str, Any], noun: str = "runs") -> str:
+    """'18 runs' or '18 runs + 6 for the convergence check'."""
+    extra = est.get("check_runs") or 0
+    return f"{est['runs']} {noun}" + (f" + {extra} for the convergence check" if extra else "")
 
 
 def convergence_jobs(jobs: Sequence[Sequence[str]], factor: int) -> list[list[str]]:
@@ -369,11 +375,11 @@ def list_studies(folder: Path = STUDY_DIR, claims_dir: Path | None = None) -> li
     for name in study_names(folder):
         study = load_study(name, folder, claims_dir)
         est = estimate_study(study)
-        lines.append(f"{name}: {est['runs']} runs, est. {fmt_duration(est['seconds'])} CPU time on this machine "
+        lines.append(f"{name}: {runs_text(est)}, est. {fmt_duration(est['seconds'])} CPU time on this machine "
                      f"({'; '.join(est['bases'])} step costs); claims: {', '.join(study.claims)}")
         for v in study.variants:
             vest = estimate_study(study, variant=v)
-            lines.append(f"  --variant {v}: {vest['runs']} runs, est. {fmt_duration(vest['seconds'])} ({'; '.join(vest['bases'])})")
+            lines.append(f"  --variant {v}: {runs_text(vest)}, est. {fmt_duration(vest['seconds'])} ({'; '.join(vest['bases'])})")
     lines.append("Estimates: 'measured' = step time per token, eval time per example and load+measurement time of "
                  "records under results/reference/ for the same model x method (x targets where there is one), x this "
                  "study's steps, batch, length and eval examples; 'measured, other method' = another method's record of "

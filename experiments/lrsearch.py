@@ -131,7 +131,7 @@ def search(config: dict[str, Any], run_one: Runner) -> dict[str, Any]:
     rec = base_record(config, rid)
     rec["protocol"] = "lr_search"
     rec["lr_search"] = {"protocol": "lr_search", **spec, "trials_dir": str(Path(config["results_dir"]) / TRIALS_DIR),
-                        "trials": trials, "chosen_lr": best["lr"] if best else None,
+                        "trials": trials,  # the chosen lr is the record's own `lr`, as for any run
                         "chosen_run_id": best["run_id"] if best else None,
                         "search_total_s": sum(t["total_s"] or 0.0 for t in trials),
                         "search_wall_s": time.perf_counter() - t0}
@@ -146,5 +146,5 @@ def search(config: dict[str, Any], run_one: Runner) -> dict[str, Any]:
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(path, rec)
     status = "ok" if rec["status"] == "ok" else f"FAILED ({rec['error']})"
-    print(f"{status}: {path} (lr_search chose lr={rec['lr_search']['chosen_lr']})", flush=True)
+    print(f"{status}: {path} (lr_search chose lr={rec.get('lr')})", flush=True)
     return rec

@@ -18,7 +18,8 @@ from peftbench.analysis.report import build, plan_level
 from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL
 from peftbench.experiments import decide as decide_phases
 from peftbench.experiments import record
-from peftbench.experiments.estimate import estimate_left, estimate_study, fmt_duration, jobs_to_launch, searchpath
+from peftbench.experiments.estimate import (estimate_left, estimate_study, fmt_duration, jobs_to_launch, runs_text,
+                                            searchpath)
 from peftbench.experiments.study import STUDY_DIR, Study, StudyError, load_study, preset_text, study_jobs
 from peftbench.hydra_run import run as hydra_run
 
@@ -116,7 +117,7 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
     est.update(estimate_left(est, jobs_to_launch(study_jobs(study, overrides, variant), roots, preset)))
     left = ("if none is done yet" if est["runs_left"] is None else
             f"for all; {est['runs_left']} to run, est. {fmt_duration(est['seconds_left'])}")
-    print(f"[study] {name}{f' ({variant})' if variant else ''}: {study.title} ({study.source}); {est['runs']} jobs, "
+    print(f"[study] {name}{f' ({variant})' if variant else ''}: {study.title} ({study.source}); {runs_text(est, 'jobs')}, "
           f"est. {fmt_duration(est['seconds'])} {left}", flush=True)
     started = time.time()
     rc = hydra_run(["-m", searchpath(roots), f"+sweep={preset}", f"hydra.sweep.dir={sweep_dir}", *overrides])

@@ -278,7 +278,7 @@ def convergence_line(source: str) -> str:
     """The convergence check of a study's records folder, in one line (or that there is none)."""
     folders = convergence.folders([ROOT / source])
     if not folders:
-        return "not checked (the study has no `convergence:` block)"
+        return "not checked (no convergence check beside these records)"
     ok = load_results([str(ROOT / source)]).ok
     check = convergence.merged([c for f in folders if (c := convergence.from_folder(ok, f)) is not None])
     return check.summary() if check is not None else "not checked"

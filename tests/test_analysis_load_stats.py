@@ -1,11 +1,13 @@
 """analysis.load and analysis.stats on hand-built records: validation, grouping, aggregates, tests."""
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures_analysis"))
@@ -171,10 +173,14 @@ def test_lr_searched_seeds_stay_one_row_with_their_chosen_lrs(tmp_path):
     recs = [fx.record("lora", seed=s, acc=0.8 + 0.01 * s, lr=[1e-3, 3e-3, 1e-3][s]) for s in fx.SEEDS]
     for r in recs:
         r["protocol"] = "lr_search"
-        r["lr_search"] = {"protocol": "lr_search", "chosen_lr": r["lr"]}
+        r["lr_search"] = {"protocol": "lr_search"}
     agg = stats.aggregate(load_results([fx.write_all(tmp_path, recs, broken=False)]).ok)
     assert len(agg) == 1 and agg.iloc[0]["n"] == 3
     assert tables._lr_text(agg.iloc[0], "md") == "search: 1e-03;3e-03"
+    # each run's own lr is `lr` in runs.csv, one name from the record to the CSV
+    runs = stats.per_run(load_results([tmp_path]).ok, agg)
+    assert "chosen_lr" not in tables.runs_csv(runs).splitlines()[0].split(",")
+    assert sorted(pd.read_csv(io.StringIO(tables.runs_csv(runs)))["lr"]) == [1e-3, 1e-3, 3e-3]
 
 
 def test_schema_valid_but_odd_record_is_skipped_by_name(tmp_path):

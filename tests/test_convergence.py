@@ -54,3 +54,12 @@ def test_the_criterion_is_checked():
     for bad in ({"steps_factor": 2}, {"steps_factor": 1.5, "tolerance": 0.01}, {"tolerance": -1}, {"tolerance": 0.01, "x": 1}, [1]):
         with pytest.raises(DecideError):
             convergence_settings(bad, "s")
+
+
+def test_checks_are_found_where_the_loader_reads_records(tmp_path):
+    from peftbench.experiments.decide import write_criterion
+
+    for folder in ("study/convergence", ".studies/x/convergence", "reference/y/convergence"):
+        write_criterion(tmp_path / folder, Convergence(2, 0.01), "s.yaml")
+    assert cv.folders([tmp_path]) == [tmp_path / "study" / "convergence"]
+    assert cv.folders([tmp_path / "reference" / "y"]) == [tmp_path / "reference" / "y" / "convergence"]

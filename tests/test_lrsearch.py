@@ -41,11 +41,11 @@ def test_search_selects_on_validation_and_reuses_the_chosen_trial(tmp_path):
     assert all("lr_search" not in c and c["results_dir"].endswith(".lr_trials") for c in seen)
     assert rec["protocol"] == "lr_search" == lrsearch.protocol_of(rec)
     s = rec["lr_search"]
-    assert s["chosen_lr"] == 1e-3 and rec["lr"] == 1e-3 and s["split"] == "validation" and s["metric"] == "accuracy"
+    assert "chosen_lr" not in s and rec["lr"] == 1e-3 and s["chosen_run_id"] and s["split"] == "validation" and s["metric"] == "accuracy"
     assert [t["score"] for t in s["trials"]] == [0.5, 0.8, 0.7] and s["search_total_s"] == 3.0
     assert rec["metrics"]["test"]["accuracy"] == 0.6 and rec["cost"] == {"x": 1e-3}
     on_disk = record.read(record.result_path(tmp_path, rec["run_id"]))
-    assert record.schema_problems(on_disk) == [] and on_disk["lr_search"]["chosen_lr"] == 1e-3
+    assert record.schema_problems(on_disk) == [] and on_disk["lr"] == 1e-3
     # resumable: an ok final record means nothing runs again
     seen.clear()
     lrsearch.search(_config(tmp_path), fake_run)
@@ -82,7 +82,7 @@ def test_lr_search_end_to_end(tmp_path):
     s = final["lr_search"]
     assert final["status"] == "ok" and final["protocol"] == "lr_search" and s["grid"] == [1e-3, 1e-2]
     best = max(trials, key=lambda t: (t["metrics"]["validation"]["accuracy"], -t["lr"]))
-    assert s["chosen_lr"] == best["lr"] == final["lr"]
+    assert s["chosen_run_id"] == best["run_id"] and final["lr"] == best["lr"] and "chosen_lr" not in s
     assert final["metrics"] == best["metrics"]
     assert record.schema_problems(final) == []
     # the final run id differs from a fixed-lr run's, and a fixed-lr config has no lr_search key

@@ -58,16 +58,21 @@ def test_unknown_study_is_one_error_line_listing_the_studies():
 
 @pytest.mark.slow
 def test_list_shows_runs_and_measured_estimates(capsys, monkeypatch):
+    from peftbench.experiments.estimate import convergence_jobs
+
     monkeypatch.setenv("PEFTBENCH_BF16_PROBE", "fast")  # the reference records are bf16: a machine where auto is bf16
     assert reproduce_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in st.study_names():
         study = st.load_study(name)
         line = next(x for x in out.splitlines() if x.startswith(f"{name}: "))
-        assert f"{len(st.study_jobs(study))} runs, est. " in line and (" min" in line or " h " in line)
+        n_check = len(convergence_jobs(st.study_jobs(study), 2)) if study.convergence else 0  # one a line and seed
+        check = f" + {n_check} for the convergence check" if study.convergence else ""
+        assert f"{name}: {len(st.study_jobs(study))} runs{check}, est. " in line and (" min" in line or " h " in line)
     # minilm full FT and LoRA have records under results/reference/demo: measured, not guessed
     lwr = next(x for x in out.splitlines() if x.startswith("lora_without_regret: "))
     assert "(measured step costs)" in lwr
+    assert "sst2_headline: 18 runs + 6 for the convergence check" in out  # 2 lines x 3 grid seeds
 
 
 def test_estimate_scales_with_steps_and_says_its_basis():
@@ -380,7 +385,7 @@ def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path
     (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
     results, kept = tmp_path / "results", tmp_path / "kept"
     listed = cli("reproduce", "--list", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"))
-    assert listed.returncode == 0 and "6 runs" in listed.stdout, listed.stdout  # 4 grid runs + 2 at 2x the steps
+    assert listed.returncode == 0 and "4 runs + 2 for the convergence check" in listed.stdout, listed.stdout
     out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
               "--keep", str(kept), f"results_dir={results}")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -61,5 +61,5 @@ def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path):
     runs = [read_offline_run(d) for d in (tmp_path / "wb" / "wandb").glob("offline-run-*")]
     final = [r for r in runs if "protocol:lr_search" in r["tags"]]
     assert len(runs) == 3 and len(final) == 1
-    assert final[0]["name"] == rec["run_id"] and final[0]["summary"]["lr_search.chosen_lr"] == rec["lr_search"]["chosen_lr"]
+    assert final[0]["name"] == rec["run_id"] and final[0]["summary"]["lr"] == rec["lr"]
     assert final[0]["summary"]["metrics.test.accuracy"] == rec["metrics"]["test"]["accuracy"]
