@@ -59,6 +59,7 @@ class Check:
     tolerance: float | None
     lines: list[Line] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)  # longer runs with no run at the budget to pair
+    missing: list[str] = field(default_factory=list)  # longer runs that failed or left no validation score
 
     def verdict(self) -> str:
         """The study's runs as a whole: converged only when every checked line is."""
@@ -66,16 +67,19 @@ class Check:
         if not verdicts:
             return CANNOT_TELL
         if verdicts == {CONVERGED}:
-            return CONVERGED
+            return CANNOT_TELL if self.missing or self.unpaired else CONVERGED
         return STILL_LEARNING if STILL_LEARNING in verdicts else CANNOT_TELL
 
     def summary(self) -> str:
         counts = {v: sum(ln.verdict == v for ln in self.lines) for v in (CONVERGED, STILL_LEARNING, CANNOT_TELL)}
-        parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "none checked"
+        gaining = sum(ln.verdict == CANNOT_TELL and ln.ci[0] > 0 for ln in self.lines)
+        parts += f", {gaining} of them still gaining, their interval above 0" if gaining else ""
+        parts += f"; {len(self.missing)} longer run(s) failed or left no score" if self.missing else ""
+        parts += f"; {len(self.unpaired)} longer run(s) unpaired" if self.unpaired else ""
         rule = (f"{self.steps_factor}x the steps gains at most {self.tolerance:g} on validation" if self.tolerance is not None
                 else "each line against its own study's criterion")
-        return (f"{self.verdict()} ({parts or 'no line checked'} of {len(self.lines)} line(s) at their validation pick; "
-                f"converged: {rule})")
+        return f"{self.verdict()}: of {len(self.lines)} line(s) at their validation pick, {parts} (converged: {rule})"
 
 
 def _label(row: pd.Series) -> str:
@@ -103,6 +107,9 @@ def _read(gains: np.ndarray, tolerance: float, bound: float = math.inf) -> tuple
         return (lo, hi), CONVERGED, f"{ci} at or below the tolerance {tolerance:g}"
     if lo > tolerance:
         return (lo, hi), STILL_LEARNING, f"{ci} wholly above the tolerance {tolerance:g}: training longer still pays"
+    if lo > 0:
+        return (lo, hi), CANNOT_TELL, (f"{ci} reaches across the tolerance {tolerance:g}; it lies above 0, so training "
+                                       f"longer still gains, by an amount the check cannot size against the tolerance")
     return (lo, hi), CANNOT_TELL, f"{ci} reaches across the tolerance {tolerance:g}"
 
 
@@ -115,38 +122,56 @@ def _span(value_range: object) -> float:
     return hi - lo if math.isfinite(hi - lo) else math.inf
 
 
-def check(main: pd.DataFrame, longer: pd.DataFrame, criterion: decide.Convergence) -> Check:
-    """Pair each longer run with the run of its configuration and seed at the study's budget."""
-    out = Check(criterion.steps_factor, criterion.tolerance)
+def _key(run: pd.Series) -> tuple:
+    """A run less its budget, NaN (an lr search's row lr) spelled out so that it matches itself."""
+    return tuple("nan" if isinstance(run[k], float) and math.isnan(run[k]) else run[k] for k in PAIR_KEY)
+
+
+def check(main: pd.DataFrame, longer: pd.DataFrame, criterion: decide.Convergence,
+          failed: Iterable[str] = ()) -> Check:
+    """Pair each longer run with the run of its configuration and seed at the study's budget.
+    `failed`: longer runs that left no score (failed records), named and never dropped quietly."""
+    out = Check(criterion.steps_factor, criterion.tolerance, missing=list(failed))
     if longer.empty:
         return out
-    budget = main.set_index(PAIR_KEY, drop=False) if not main.empty else None
-    by_line: dict[tuple, list[tuple[int, float, float, pd.Series]]] = {}
+    budget: dict[tuple, list[pd.Series]] = {}
+    for _, run in main.iterrows():
+        budget.setdefault(_key(run), []).append(run)
+    by_line: dict[tuple, list[tuple[int, float, float, pd.Series, str]]] = {}  # seed, budget, longer, run, its CPU
     for _, run in longer.iterrows():
-        key = tuple(run[k] for k in PAIR_KEY)
-        short = None
-        if budget is not None and key in budget.index:
-            cands = budget.loc[[key]]
-            cands = cands[cands["steps"] * criterion.steps_factor == run["steps"]]
-            short = cands.iloc[0] if not cands.empty else None
-        if short is None:
-            out.unpaired.append(f"{_label(run)} seed {int(run['seed'])} at {int(run['steps'])} steps")
+        key = _key(run)
+        cands = [r for r in budget.get(key, []) if int(r["steps"]) * criterion.steps_factor == int(run["steps"])]
+        if len(cands) != 1:  # none, or several runs of one configuration and seed (two studies' records): no pair
+            why = "no run" if not cands else f"{len(cands)} runs"
+            out.unpaired.append(f"{_label(run)} seed {int(run['seed'])} at {int(run['steps'])} steps ({why} at "
+                                f"{int(run['steps']) // criterion.steps_factor} steps to pair with)")
             continue
+        short = cands[0]
         s = sign(run["primary_direction"])  # better-is-positive, whichever way the metric points
         by_line.setdefault(key[:-1] + (int(short["steps"]),), []).append(
-            (int(run["seed"]), s * float(short["val_primary"]), s * float(run["val_primary"]), run))
+            (int(run["seed"]), s * float(short["val_primary"]), s * float(run["val_primary"]), run,
+             str(short.get("prov_hardware", "-"))))
     for key, pairs in sorted(by_line.items(), key=lambda kv: str(kv[0])):
-        pairs = [p for p in sorted(pairs, key=lambda p: p[0]) if not (math.isnan(p[1]) or math.isnan(p[2]))]
-        if not pairs:
+        scored = [p for p in sorted(pairs, key=lambda p: p[0]) if not (math.isnan(p[1]) or math.isnan(p[2]))]
+        lost = [f"{_label(p[3])} seed {p[0]}: no validation score" for p in pairs if math.isnan(p[1]) or math.isnan(p[2])]
+        out.missing += lost
+        if not scored:
             continue
+        pairs = scored
         row = pairs[0][3]
         s = sign(row["primary_direction"])
-        gains = np.array([b - a for _, a, b, _ in pairs])
+        gains = np.array([p[2] - p[1] for p in pairs])
         ci, verdict, reason = _read(gains, criterion.tolerance, _span(row.get("primary_range")))
+        if lost and verdict == CONVERGED:  # a seed that diverged is no evidence of a plateau
+            verdict, reason = CANNOT_TELL, f"{reason}; but {len(lost)} seed(s) left no validation score"
+        here = {str(p[3].get("prov_hardware", "-")) for p in pairs}
+        there = {p[4] for p in pairs}
+        if here != there:  # the same precision and threads, other kernels: their rounding differs a little
+            reason += f"; the budget's runs ran on {', '.join(sorted(there))}, the longer ones on {', '.join(sorted(here))}"
         out.lines.append(Line(label=_label(row), steps=int(key[-1]), longer_steps=int(row["steps"]),
                               metric=str(row["primary_metric"]), seeds=tuple(p[0] for p in pairs),
-                              at_budget=s * float(np.mean([a for _, a, _, _ in pairs])),
-                              longer=s * float(np.mean([b for _, _, b, _ in pairs])),
+                              at_budget=s * float(np.mean([p[1] for p in pairs])),
+                              longer=s * float(np.mean([p[2] for p in pairs])),
                               gain=float(gains.mean()), ci=ci, verdict=verdict, reason=reason,
                               tolerance=criterion.tolerance))
     return out
@@ -163,10 +188,16 @@ def folders(results: Iterable[str | Path]) -> list[Path]:
 
 
 def from_folder(main: pd.DataFrame, folder: Path) -> Check | None:
+    """The check in `folder`, paired with the study's own records: those beside it (in its parent
+    folder), or all of `main` where none of them is there (the check's runs kept apart)."""
     criterion = decide.read_criterion(folder)
     if criterion is None:
         return None
-    return check(main, load_results([folder]).ok, criterion)
+    home = str(Path(folder).parent.resolve())
+    own = main[[str(Path(f).resolve()).startswith(home + "/") for f in main["file"]]] if not main.empty else main
+    longer = load_results([folder])
+    failed = [f"{r['method']} seed {r['seed']} ({r['status']})" for _, r in longer.failed.iterrows()]
+    return check(own if not own.empty else main, longer.ok, criterion, failed)
 
 
 def merged(checks: list[Check]) -> Check | None:
@@ -175,7 +206,8 @@ def merged(checks: list[Check]) -> Check | None:
         return None
     same = len({(c.steps_factor, c.tolerance) for c in checks}) == 1
     return Check(checks[0].steps_factor if same else None, checks[0].tolerance if same else None,
-                 [ln for c in checks for ln in c.lines], [u for c in checks for u in c.unpaired])
+                 [ln for c in checks for ln in c.lines], [u for c in checks for u in c.unpaired],
+                 [m for c in checks for m in c.missing])
 
 
 def regime_line(c: Check | None) -> str:
@@ -188,17 +220,28 @@ def regime_line(c: Check | None) -> str:
 
 def to_markdown(c: Check | None) -> str:
     lines = ["# Convergence check", "", regime_line(c), ""]
-    if c is None or not c.lines:
-        return "\n".join(lines + (["No pair of runs to compare."] if c is not None else []))
+    if c is None:
+        return "\n".join(lines)
+    lines += [ln for ln in notes(c)]
+    if not c.lines:
+        return "\n".join(lines + ["No pair of runs to compare."]) + "\n"
     lines += ["| Configuration (at its validation pick) | Metric | Steps | Validation | Longer: steps | Validation | Gain, 95% CI | Verdict | Why |",
               "|---|---|---|---|---|---|---|---|---|"]
     for ln in c.lines:
         ci = "–" if math.isnan(ln.ci[0]) else f"[{ln.ci[0]:+.4g}, {ln.ci[1]:+.4g}]"
         lines.append(f"| {ln.label} | {ln.metric} | {ln.steps} | {ln.at_budget:.4g} | {ln.longer_steps} | {ln.longer:.4g} | "
                      f"{ln.gain:+.4g} {ci} | **{ln.verdict}** | {ln.reason} (seeds {', '.join(map(str, ln.seeds))}) |")
-    if c.unpaired:
-        lines += ["", "Longer runs with no run at the study's budget to pair with: " + "; ".join(c.unpaired) + "."]
     return "\n".join(lines) + "\n"
+
+
+def notes(c: Check) -> list[str]:
+    """What the check could not use, in words (each a paragraph)."""
+    out = []
+    if c.unpaired:
+        out += ["Longer runs with no single run at the study's budget to pair with: " + "; ".join(c.unpaired) + ".", ""]
+    if c.missing:
+        out += ["Longer runs that failed or left no validation score: " + "; ".join(c.missing) + ".", ""]
+    return out
 
 
 def to_csv(c: Check) -> str:

@@ -19,6 +19,7 @@ from typing import Iterable
 import pandas as pd
 
 from peftbench.analysis.convergence import Check, regime_line
+from peftbench.analysis.convergence import notes as convergence_notes
 from peftbench.analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
 from peftbench.analysis.figures import Figure
 from peftbench.analysis.load import Problem
@@ -203,7 +204,8 @@ def pareto_html(agg: pd.DataFrame) -> str:
 
 def convergence_html(c: Check | None) -> str:
     """Whether the runs had reached their plateau: each pick against itself trained longer."""
-    head = f"<p>{escape(regime_line(c))}</p>"
+    head = f"<p>{escape(regime_line(c))}</p>" + ("".join(f"<p class='warn'>{escape(n)}</p>" for n in convergence_notes(c) if n)
+                                                  if c is not None else "")
     if c is None or not c.lines:
         return head
     rows = "".join(

@@ -288,9 +288,11 @@ def convergence_arms(lines: Mapping[tuple, Line], factor: int) -> list[dict[str,
     for line in lines.values():
         lr, _ = pick(line)
         at = {s: r for (x, s), r in line.runs.items() if x == lr}
+        if any(r.get("protocol") == "lr_search" for r in at.values()):
+            continue  # its longer runs would search their lr again: the gain would mix re-tuning with budget
         steps = {(r.get("config") or {}).get("steps") for r in at.values()}
         if len(steps) != 1 or not isinstance(next(iter(steps)), int):
-            continue  # no single step budget to multiply (an lr search's trials, an odd record)
+            continue  # no single step budget to multiply
         arm = _arm(line, lr, sorted(at))
         arm["steps"] = str(factor * next(iter(steps)))
         out.append(arm)
@@ -298,7 +300,11 @@ def convergence_arms(lines: Mapping[tuple, Line], factor: int) -> list[dict[str,
 
 
 def write_criterion(folder: Path, criterion: Convergence, study_file: str) -> Path:
-    return write_plan(Path(folder) / CRITERION_FILE, {"study_file": study_file, **criterion.as_dict()})
+    try:  # a path inside the checkout is written relative to it, as the plan's is
+        shown = Path(study_file).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        shown = study_file
+    return write_plan(Path(folder) / CRITERION_FILE, {"study_file": shown, **criterion.as_dict()})
 
 
 def read_criterion(folder: Path) -> Convergence | None:
@@ -312,4 +318,6 @@ def read_criterion(folder: Path) -> Convergence | None:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise DecideError(f"{path}: not a readable convergence criterion ({type(e).__name__}); restore it from the study's results") from None
+    if not isinstance(data, Mapping):
+        raise DecideError(f"{path}: a convergence criterion is a mapping with steps_factor and tolerance; restore it from the study's results")
     return convergence_settings({k: data.get(k) for k in ("steps_factor", "tolerance")}, str(path))

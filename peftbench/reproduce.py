@@ -137,8 +137,8 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
             level = plan_level({"sequential": sequential}, f"the analysis plan ({decide_phases.PLAN_FILE})")
     convergence = None
     if study.convergence is not None:
-        convergence = (keep if keep is not None else work / stamp) / decide_phases.CONVERGENCE_DIR
-        rc = run_convergence_phase(study, grid_dirs, overrides, work, stamp, config_dir, convergence)
+        rc, convergence = run_convergence_phase(study, grid_dirs, overrides, work, stamp, config_dir,
+                                                Path(results_dir) / decide_phases.CONVERGENCE_DIR / tag, keep)
         if rc != 0:
             return rc
     if keep is not None:
@@ -158,23 +158,32 @@ def reproduce(name: str, overrides: Sequence[str], *, variant: str | None = None
 
 
 def run_convergence_phase(study: Study, grid_dirs: Sequence[Path], overrides: Sequence[str], work: Path, stamp: str,
-                          config_dir: Path | None, dest: Path) -> int:
+                          config_dir: Path | None, runs_dir: Path, keep: Path | None) -> tuple[int, Path]:
     """Each line's validation pick (on the grid and its extensions: the picks the analysis plan
-    names) again at its seeds, trained `steps_factor` times as long; the records go to `dest`
-    beside the criterion they test, apart from the study's evidence."""
+    names) again at its seeds, trained `steps_factor` times as long. Their records go to `runs_dir`
+    (and with `keep`, are copied to `keep/convergence`), each folder holding the criterion the runs
+    test, written before any record: report loaders never read such a folder as evidence. Returns
+    the folder the report reads."""
     crit = study.convergence
     assert crit is not None
     arms = decide_phases.convergence_arms(decide_phases.lines_of(*_entries_and_records(grid_dirs)), crit.steps_factor)
+    for arm in arms:
+        arm["results_dir"] = str(runs_dir)
     print(f"[study] convergence check: {len(arms)} pick(s) again at {crit.steps_factor}x their steps "
-          f"({_n_runs(arms)} runs); converged where that gains at most {crit.tolerance:g} on validation", flush=True)
+          f"({_n_runs(arms)} runs, into {runs_dir}); converged where that gains at most {crit.tolerance:g} on validation",
+          flush=True)
+    decide_phases.write_criterion(runs_dir, crit, study.file)
     d = None
     if arms:
         rc, d = _phase(study, work, f"{stamp}_convergence", arms, overrides, config_dir)
         if rc != 0:
-            return rc
-    keep_records(manifest_files(d) if d is not None else [], dest)
+            return rc, runs_dir
+    if keep is None:
+        return 0, runs_dir
+    dest = keep / decide_phases.CONVERGENCE_DIR
     decide_phases.write_criterion(dest, crit, study.file)
-    return 0
+    keep_records(manifest_files(d) if d is not None else [], dest)
+    return 0, dest
 
 
 def _phase(study: Study, work: Path, name: str, arms: list[dict[str, str]], overrides: Sequence[str],

@@ -43,6 +43,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -52,6 +54,7 @@ from peftbench.analysis.stats import aggregate  # noqa: E402
 from peftbench.analysis.tables import percent_scale  # noqa: E402
 from peftbench.analysis.report import verdict_level  # noqa: E402
 from peftbench.analysis.studies import study_claims, study_of_folder  # noqa: E402
+from peftbench.experiments.decide import DecideError  # noqa: E402
 from peftbench.experiments.fields import TIMING_FIELDS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
@@ -278,9 +281,15 @@ def convergence_line(source: str) -> str:
     """The convergence check of a study's records folder, in one line (or that there is none)."""
     folders = convergence.folders([ROOT / source])
     if not folders:
-        return "not checked (no convergence check beside these records)"
+        study = study_of_folder(Path(source).name)
+        declared = study is not None and "convergence" in (yaml.safe_load(study.read_text()) or {})
+        return ("not checked: the study declares a convergence check, not run on these records" if declared else
+                "not checked (the study declares no convergence check)")
     ok = load_results([str(ROOT / source)]).ok
-    check = convergence.merged([c for f in folders if (c := convergence.from_folder(ok, f)) is not None])
+    try:
+        check = convergence.merged([c for f in folders if (c := convergence.from_folder(ok, f)) is not None])
+    except DecideError as e:
+        raise SystemExit(f"readme_tables: {e}") from None
     return check.summary() if check is not None else "not checked"
 
 

@@ -389,12 +389,18 @@ def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path
     out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
               "--keep", str(kept), f"results_dir={results}")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "convergence check: 1 pick(s) again at 2x their steps (2 runs)" in out.stdout
+    assert "convergence check: 1 pick(s) again at 2x their steps (2 runs, into " in out.stdout
+    # the longer runs write beside their criterion, so a report of the whole results folder leaves them out
+    assert (results / "convergence" / "tiny" / "criterion.yaml").exists()
+    assert len(list((results / "convergence" / "tiny").glob("*.json"))) == 2
+    whole = cli("report", str(results), "--out", str(tmp_path / "r1"))
+    assert whole.returncode == 0 and "4 runs" in whole.stdout, whole.stdout
     longer = [json.loads(p.read_text()) for p in (kept / "convergence").glob("*.json")]
     main = [json.loads(p.read_text()) for p in kept.glob("*.json")]
     assert len(main) == 4 and len(longer) == 2 and {r["config"]["steps"] for r in longer} == {4}
     assert {r["seed"] for r in longer} == {0, 1} and len({r["lr"] for r in longer}) == 1
-    assert yaml.safe_load((kept / "convergence" / "criterion.yaml").read_text())["tolerance"] == 0.05
+    criterion = yaml.safe_load((kept / "convergence" / "criterion.yaml").read_text())
+    assert criterion["tolerance"] == 0.05 and criterion["study_file"].endswith("tiny.yaml")
     conv = (kept / "report" / "convergence.md").read_text()
     assert "| 2 |" in conv and "| 4 |" in conv and "seeds 0, 1" in conv  # 2 steps against 4, both seeds paired
     assert "Convergence of the runs these verdicts read:" in (kept / "report" / "claims.md").read_text()
