@@ -147,6 +147,8 @@ start_munge() {
   else
     /usr/sbin/munged --force
   fi
+  # started here, so stopped here too; a munged that was running before is the machine's, and stays
+  for _ in $(seq 20); do pgrep -x -n munged > "$DIR/munge.pid" && break; sleep 0.1; done
 }
 
 # never fails (set -e): an unreachable controller is an empty state, which callers wait on or report
@@ -192,7 +194,7 @@ stop() {
     for _ in $(seq 30); do [ -z "$(squeue -h 2>/dev/null || true)" ] && break; sleep 0.5; done
   fi
   local pids=()
-  for f in slurmd slurmctld slurmdbd db; do
+  for f in slurmd slurmctld slurmdbd db munge; do
     [ -f "$DIR/$f.pid" ] && pids+=("$(cat "$DIR/$f.pid")")
   done
   ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null || true

@@ -187,3 +187,15 @@ def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finish
     assert "[sweep] 1 runs, 0 already done, 1 to launch" in again.stdout
     [rec] = records(tmp_path)
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] >= stopped_at["step"]
+
+
+def test_stop_leaves_no_daemon_it_started(cluster):
+    """Last in this file: stopping the cluster ends every daemon the script started, munged
+    included (a munged that was running before the start is the machine's and is left alone)."""
+    folder = Path(cluster["SLURM_CONF"]).parent
+    pids = {f.stem: int(f.read_text()) for f in folder.glob("*.pid") if f.read_text().strip().isdigit()}
+    assert {"slurmctld", "slurmd"} <= set(pids)  # and munge, where the script started it
+    out = subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    alive = {name: pid for name, pid in pids.items() if Path(f"/proc/{pid}").exists()}
+    assert not alive, f"still running after stop: {alive}"
