@@ -23,10 +23,10 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results
+from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, skipped_below
 from peftbench.analysis.meta import sign
+from peftbench.analysis.stats import t_ci95
 from peftbench.experiments import decide
 
 CONVERGED, STILL_LEARNING, CANNOT_TELL = "converged", "still learning", "cannot tell"
@@ -100,7 +100,7 @@ def _read(gains: np.ndarray, tolerance: float, bound: float = math.inf) -> tuple
     if np.allclose(gains, gains[0], rtol=0.0, atol=1e-12):
         verdict = CONVERGED if mean <= tolerance else STILL_LEARNING
         return (mean, mean), verdict, f"the same gain {mean:+.4g} on all {n} seeds, read as it is"
-    half = float(sps.t.ppf(0.975, n - 1) * gains.std(ddof=1) / math.sqrt(n))
+    half = t_ci95(gains)
     lo, hi = max(mean - half, -bound), min(mean + half, bound)
     ci = f"95% CI [{lo:+.4g}, {hi:+.4g}] over {n} seeds"
     if hi <= tolerance:
@@ -182,8 +182,7 @@ def folders(results: Iterable[str | Path]) -> list[Path]:
     found = set()
     for r in map(Path, results):
         if r.is_dir():  # under the loader's rules: never inside a dot-folder or reference/ unless named
-            found |= {p.parent for p in r.rglob(decide.CRITERION_FILE)
-                      if not any(part.startswith(".") or part == "reference" for part in p.parent.relative_to(r).parts)}
+            found |= {p.parent for p in r.rglob(decide.CRITERION_FILE) if not skipped_below(r, p.parent)}
     return sorted(found)
 
 

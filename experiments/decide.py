@@ -179,17 +179,22 @@ def sequential_design(n_seeds: int, looks: int, budget_s: float, alpha: float = 
                     "would not fit the budget"}
 
 
-def read_plan(folder: Path) -> dict[str, Any] | None:
-    """The analysis plan a study wrote beside its records, or None where there is none."""
+def _read_yaml(path: Path, what: str) -> Any:
+    """A file a study wrote beside its records, parsed; DecideError naming it when it cannot be."""
     import yaml
 
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DecideError(f"{path}: not a readable {what} ({type(e).__name__}); restore it from the study's results") from None
+
+
+def read_plan(folder: Path) -> dict[str, Any] | None:
+    """The analysis plan a study wrote beside its records, or None where there is none."""
     path = Path(folder) / PLAN_FILE
     if not path.is_file():
         return None
-    try:
-        plan = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise DecideError(f"{path}: not a readable analysis plan ({type(e).__name__}); restore it from the study's results") from None
+    plan = _read_yaml(path, "analysis plan")
     return plan if isinstance(plan, dict) else None
 
 
@@ -309,15 +314,10 @@ def write_criterion(folder: Path, criterion: Convergence, study_file: str) -> Pa
 
 def read_criterion(folder: Path) -> Convergence | None:
     """The criterion a convergence folder's runs were made for; None where there is none."""
-    import yaml
-
     path = Path(folder) / CRITERION_FILE
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise DecideError(f"{path}: not a readable convergence criterion ({type(e).__name__}); restore it from the study's results") from None
+    data = _read_yaml(path, "convergence criterion") or {}
     if not isinstance(data, Mapping):
         raise DecideError(f"{path}: a convergence criterion is a mapping with steps_factor and tolerance; restore it from the study's results")
     return convergence_settings({k: data.get(k) for k in ("steps_factor", "tolerance")}, str(path))

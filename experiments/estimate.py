@@ -307,8 +307,7 @@ def convergence_jobs(jobs: Sequence[Sequence[str]], factor: int) -> list[list[st
     seed) one job a seed, at `factor` times the line's steps (an lr costs what any other does)."""
     out, seen = [], set()
     for job in jobs:
-        key = (tuple(o for o in job if o.lstrip("+~").split("=", 1)[0] not in ("seed", "lr", "method.lr")),
-               next((o for o in job if o.lstrip("+~").startswith("seed=")), ""))
+        key = (cost_configuration(job), next((o for o in job if o.lstrip("+~").startswith("seed=")), ""))
         if key in seen:
             continue
         seen.add(key)

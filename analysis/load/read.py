@@ -44,6 +44,12 @@ class Loaded:
     problems: list[Problem] = field(default_factory=list)
 
 
+def skipped_below(root: Path, folder: Path) -> bool:
+    """Whether reading `root` passes over `folder` under it: a dot-folder (temp files, lr-search
+    trials) or reference/ (the committed records, read only when named)."""
+    return any(part.startswith(".") or part == "reference" for part in folder.relative_to(root).parts)
+
+
 def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
     """Expand folders to their *.json files (recursively); missing paths become problems."""
     files: list[Path] = []
@@ -55,9 +61,7 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
             # beside its convergence criterion holds a study's budget check, not its evidence
             # (analysis.convergence reads it)
             checks = {c.parent for c in p.rglob(CRITERION_FILE) if c.parent != p}  # named itself, it is read
-            files.extend(sorted(f for f in p.rglob("*.json")
-                                if not any(part.startswith(".") or part == "reference" for part in f.relative_to(p).parent.parts)
-                                and not checks & set(f.parents)))
+            files.extend(sorted(f for f in p.rglob("*.json") if not skipped_below(p, f.parent) and not checks & set(f.parents)))
         elif p.is_file():
             files.append(p)
         else:
