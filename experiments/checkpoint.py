@@ -7,7 +7,8 @@ depends on: the trainable weights, the optimizer and schedule, the method's own 
 (AdaLoRA's importance scores), the losses so far and the random state that dropout draws from. The
 batches are a seeded stream, so resuming skips the ones already used. A checkpoint is one file,
 `<results_dir>/.checkpoints/<run id>.pt` (dot-named: reports never read it), written atomically and
-removed once the run has its final record; a stopped run keeps it for its next start.
+removed once the run has its final record; a stopped run keeps it for its next start. A GRPO run's
+checkpoints are trl's own, in the folder `<results_dir>/.checkpoints/<run id>/` (experiments/grpo.py).
 
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
 (the record says from which step: `checkpoint.resumed_from_step`, and the training time before
@@ -29,6 +30,12 @@ FOLDER = ".checkpoints"
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / FOLDER / f"{run_id}.pt"
+
+
+def trainer_folder_for(results_dir: str | Path, run_id: str) -> Path:
+    """The folder of a run trained by a library's trainer (objective=grpo: trl), which writes its
+    own checkpoints (experiments/grpo.py)."""
+    return Path(results_dir) / FOLDER / run_id
 
 
 def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.Module,
@@ -94,5 +101,9 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
     set_random_state(state["rng"])
 
 
-def remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def remove(results_dir: str | Path, run_id: str) -> None:
+    """Every checkpoint of the run: its file, or its trainer's folder."""
+    import shutil
+
+    path_for(results_dir, run_id).unlink(missing_ok=True)
+    shutil.rmtree(trainer_folder_for(results_dir, run_id), ignore_errors=True)

@@ -17,13 +17,24 @@ of groups whose rewards did not vary (no signal), the KL to the reference, the c
 length, and the time spent generating and scoring. The step timer brackets trl's whole step
 (generation included) with the tokens trl counts (prompts and completions); no FLOP model covers
 generation, so such a run's MFU is unknown and says why.
+
+Checkpoints (`checkpoint_every_steps: N`) are trl's own: the trainer saves its weights, optimizer,
+schedule, random state and logged history every N steps into
+`<results_dir>/.checkpoints/<run id>.grpo/checkpoint-<step>/`, and a stopped run's next start resumes
+from the newest complete one. A checkpoint is complete once its `peftbench.json` (the run id, the
+training time and the generation times so far) is written after trl's own files; a folder a kill
+cut short is passed over.
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import re
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -85,13 +96,39 @@ def prompts_of(task: Any):
     return Dataset.from_dict({"prompt": [e.prompt for e in examples], "reference": [e.reference for e in examples]})
 
 
+CHECKPOINT_NOTE = "peftbench.json"
+
+
+def last_checkpoint(folder: Path | None, run_id: str, steps: int) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of this run in `folder` with steps left to run, and our note
+    beside it; None when there is none (the run then starts at step 0, which is always right)."""
+    if folder is None or not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))),
+                   reverse=True)
+    for step, path in found:
+        try:
+            note = json.loads((path / CHECKPOINT_NOTE).read_text())
+        except (OSError, ValueError):
+            continue  # cut short by a kill: an older one may be whole
+        if note.get("run_id") == run_id and note.get("step") == step and 0 < step < steps:
+            return path, note
+    return None
+
+
 def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, device: torch.device, lr: float,
-          params: dict[str, Any], progress: Any) -> Trained:
+          params: dict[str, Any], progress: Any, checkpoints: Path | None = None, run_id: str = "") -> Trained:
+    """`checkpoints`: the folder for this run's checkpoints, where `checkpoint_every_steps` asks
+    for them (see the module's docstring)."""
     from transformers import PrinterCallback, TrainerCallback, get_linear_schedule_with_warmup
     from trl import GRPOConfig, GRPOTrainer
 
     o, steps, prompts_per_step = config["objective"], int(config["steps"]), int(config["batch_size"])
-    timer, generation_s = StepTimer(device), []
+    every = int(config.get("checkpoint_every_steps", 0)) if checkpoints is not None else 0
+    resume = last_checkpoint(checkpoints, run_id, steps) if every and not config.get("force") else None
+    before_s = float(resume[1]["train_s"]) if resume else 0.0
+    timer, generation_s = StepTimer(device), list(resume[1]["generation_s"]) if resume else []
+    began = time.perf_counter()
 
     class Timed(GRPOTrainer):
         def _generate_and_score_completions(self, inputs):  # trl's sampling and rewarding of one step
@@ -113,15 +150,26 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
 
         def on_log(self, args, state, control, logs=None, **kw):  # our progress line, not trl's log dicts
             if logs and "loss" in logs and timer.times:
-                progress(len(timer.times) - 1, float(logs["loss"]), timer.times[-1])
+                progress(int(state.global_step) - 1, float(logs["loss"]), timer.times[-1])
 
+        def on_save(self, args, state, control, **kw):  # after trl's files: the checkpoint is whole
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            note = {"run_id": run_id, "step": int(state.global_step), "train_s": before_s + time.perf_counter() - began,
+                    "generation_s": generation_s}
+            tmp = folder / f"{CHECKPOINT_NOTE}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(note))
+            os.replace(tmp, folder / CHECKPOINT_NOTE)
+
+    saving = {"save_strategy": "steps", "save_steps": every,
+              "save_total_limit": 2}  # 2: the older stays until the newer has its note if every else {"save_strategy": "no"}
     args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="peftbench-grpo-"), max_steps=steps, learning_rate=lr, seed=int(config["seed"]),
+        output_dir=str(checkpoints) if every else tempfile.mkdtemp(prefix="peftbench-grpo-"), **saving,
+        max_steps=steps, learning_rate=lr, seed=int(config["seed"]),
         per_device_train_batch_size=prompts_per_step * int(o["num_generations"]), num_generations=int(o["num_generations"]),
         max_completion_length=int(o["max_completion_length"]), temperature=float(o["temperature"]),
         beta=0.0,  # set below, once the reference is in place (trl would load it from a hub id)
         max_grad_norm=float(config["grad_clip"]) if float(config["grad_clip"]) > 0 else 1e9,
-        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
+        logging_steps=1, report_to="none", disable_tqdm=True,
         use_cpu=device.type == "cpu", bf16=config["precision"] == "bf16", fp16=config["precision"] == "fp16",
         weight_decay=float(config["weight_decay"]), remove_unused_columns=False, dataloader_num_workers=0,
         # as the supervised loop: checkpointing changes speed and memory, so every objective takes the run's setting
@@ -141,8 +189,10 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
         else:
             trainer.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             reference_kind = "frozen copy"
+    if resume:
+        progress.note(f"resumed at step {resume[1]['step']} from {resume[0]}")
     with MemoryMeter(device) as memory:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
     logs = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
     losses = [float(h["loss"]) for h in logs]
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
@@ -153,7 +203,8 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
                     "num_generations": int(o["num_generations"]), "prompts_per_step": prompts_per_step,
                     "reference": reference_kind,
                     "trl_version": _version("trl")})
-    return Trained(losses, timer, dict(memory.result), params, model, objective=figures, flops_known=False)
+    return Trained(losses, timer, dict(memory.result), params, model, objective=figures, flops_known=False,
+                   resumed_from_step=int(resume[1]["step"]) if resume else 0, train_s_before_resume=before_s)
 
 
 @torch.no_grad()

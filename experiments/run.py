@@ -113,9 +113,8 @@ def prepare(config: dict[str, Any]) -> Plan:
     if objective is None:
         raise ConfigError(f"objective {config['objective']['name']!r} is not one of {', '.join(OBJECTIVES)}")
     objective.check(config, task_kind, info.kind, world.size)
-    if int(config.get("checkpoint_every_steps", 0)) and (config["objective"]["name"] != "sft" or world.size > 1):
-        raise ConfigError("checkpoint_every_steps resumes the supervised loop of a one-process run; "
-                          "set checkpoint_every_steps=0 for objective=grpo or distributed runs")
+    if int(config.get("checkpoint_every_steps", 0)) and world.size > 1:
+        raise ConfigError("checkpoint_every_steps resumes a one-process run; set checkpoint_every_steps=0 for distributed runs")
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -410,7 +409,8 @@ def train_grpo(plan: Plan, model: nn.Module, task: Any, autocast) -> Trained:
 
     progress = Progress(f"{plan.config['method']['name']} s{plan.config['seed']}", int(plan.config["steps"]),
                         enabled=bool(plan.config.get("progress", True)))
-    trained = grpo.train(plan.config, plan.method, model, task, plan.device, plan.lr, count_params(model), progress)
+    trained = grpo.train(plan.config, plan.method, model, task, plan.device, plan.lr, count_params(model), progress,
+                         checkpoint.trainer_folder_for(plan.config["results_dir"], plan.run_id), plan.run_id)
     trained.memory = distributed.memory_figures(distributed.gather(trained.memory, plan.world))
     return trained
 
@@ -641,7 +641,7 @@ def execute(plan: Plan) -> dict[str, Any]:
             if main:
                 print(f"skip {plan.run_id}: result exists ({plan.path}); force=true to re-run", flush=True)
                 # left by a process killed between writing the record and removing it
-                checkpoint.remove(checkpoint.path_for(plan.config["results_dir"], plan.run_id))
+                checkpoint.remove(plan.config["results_dir"], plan.run_id)
             return record.read(plan.path)
         return _execute(plan)
 
@@ -692,7 +692,7 @@ def _finish(plan: Plan, rec: dict[str, Any], started: str) -> None:
     rec["started_at"], rec["finished_at"] = started, datetime.now(timezone.utc).isoformat()
     record.write_atomic(plan.path, rec)
     if rec["status"] in ("ok", "diverged"):  # final: a stopped or failed run keeps its checkpoint for its next start
-        checkpoint.remove(checkpoint.path_for(plan.config["results_dir"], plan.run_id))
+        checkpoint.remove(plan.config["results_dir"], plan.run_id)
     share_costs(plan, rec)
 
 

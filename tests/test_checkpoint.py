@@ -118,4 +118,41 @@ def test_a_checkpoint_of_another_run_or_a_torn_file_is_not_resumed(tmp_path):
 
 def test_checkpoints_are_refused_where_they_cannot_resume():
     with pytest.raises(ConfigError, match="checkpoint_every_steps"):
-        prepare(compose(["checkpoint_every_steps=2", "objective=grpo", "model=tiny-llama", "task=procedural", "precision=fp32"]))
+        prepare(compose(["checkpoint_every_steps=2", "distributed=ddp", "distributed.nproc_per_node=2", "model=tiny-llama",
+                         "precision=fp32"]))
+
+
+TINY_RL = ["model=tiny-llama", "task=procedural", "objective=grpo", "steps=4", "batch_size=2", "task.n_train=32",
+           "task.n_validation=8", "task.n_test=8", "measure.latency=false", "measure.serving.enabled=false",
+           "progress=false", "precision=fp32", "torch_threads=1", "checkpoint_every_steps=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full_ft"])  # an adapter saved by peft, and a whole model
+def test_a_stopped_grpo_run_resumes_from_trls_checkpoint_with_the_numbers_of_an_unstopped_one(method, tmp_path, monkeypatch):
+    """trl saves and restores the weights, optimizer, schedule, random state (the sampling of
+    completions draws from it) and logged history; the run resumes from the newest whole one."""
+    overrides = [f"method={method}", *TINY_RL]
+    whole = execute(prepare(compose([*overrides, f"results_dir={tmp_path / 'whole'}"])))
+    assert whole["status"] == "ok", whole.get("error")
+    assert whole["checkpoint"]["resumed_from_step"] == 0
+
+    plan = prepare(compose([*overrides, f"results_dir={tmp_path / 'stopped'}"]))
+    folder = checkpoint.trainer_folder_for(plan.config["results_dir"], plan.run_id)
+    monkeypatch.setattr(progress, "LISTENERS", [stop_at(2)])  # after step 3 of 4: the last checkpoint is at 2
+    with pytest.raises(Interrupted):
+        execute(plan)
+    assert record.read(plan.path)["status"] == "interrupted"
+    assert (folder / "checkpoint-2" / "peftbench.json").exists()
+    (folder / "checkpoint-3").mkdir()  # a newer folder a kill cut short, without its note: passed over
+
+    monkeypatch.setattr(progress, "LISTENERS", [])
+    resumed = execute(prepare(compose([*overrides, f"results_dir={tmp_path / 'stopped'}"])))
+    assert resumed["status"] == "ok", resumed.get("error")
+    assert resumed["checkpoint"]["resumed_from_step"] == 2 and resumed["checkpoint"]["train_s_before_resume"] > 0
+    assert resumed["loss_curve"] == whole["loss_curve"]
+    for key in ("reward_mean", "reward_std", "kl_to_reference", "completion_tokens_mean"):
+        assert resumed["objective"][key] == whole["objective"][key], key
+    assert len(resumed["objective"]["generation_s"]) == 4  # the steps before the stop, kept in the checkpoint
+    assert resumed["metrics"] == whole["metrics"] and resumed["items"] == whole["items"]
+    assert not folder.exists()  # a finished run leaves no checkpoint behind
