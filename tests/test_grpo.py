@@ -43,9 +43,10 @@ def test_the_reward_is_the_tasks_own_score_of_the_completion():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,reference", [("lora", "disabled adapters"), ("full_ft", "frozen copy"), ("pissa", "frozen copy")])
+@pytest.mark.parametrize("method,reference", [("lora", "disabled adapters"), ("full_ft", "frozen copy"), ("pissa", "frozen copy"),
+                                              ("vera", "disabled adapters")])  # vera: rl_peft's fourth family, on all linear layers
 def test_a_grpo_run_records_rewards_kl_and_generation_time(run_small, method, reference):
-    rec = run_small(*TINY_RL, f"method={method}", fast=False)
+    rec = run_small(*TINY_RL, f"method={method}", *(["method.target_modules=all_linear"] if method == "vera" else []), fast=False)
     assert rec["status"] == "ok", rec.get("error")
     o = rec["objective"]
     for key in ("reward_mean", "reward_std", "groups_without_signal_frac", "kl_to_reference", "completion_tokens_mean", "generation_s"):
