@@ -128,6 +128,7 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     resume = last_checkpoint(checkpoints, run_id, steps) if every and not config.get("force") else None
     before_s = float(resume[1]["train_s"]) if resume else 0.0
     timer, generation_s = StepTimer(device), list(resume[1]["generation_s"]) if resume else []
+    progress.timer = timer  # the progress line's tokens/s: trl's count of the step's prompt and completion tokens
     began = time.perf_counter()
 
     class Timed(GRPOTrainer):
