@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,6 +127,8 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
     o, steps, prompts_per_step = config["objective"], int(config["steps"]), int(config["batch_size"])
     every = int(config.get("checkpoint_every_steps", 0)) if checkpoints is not None else 0
     resume = last_checkpoint(checkpoints, run_id, steps) if every and not config.get("force") else None
+    if every and resume is None and checkpoints.exists():
+        shutil.rmtree(checkpoints)  # starting over (force, or nothing whole to resume): trl's rotation must not keep older runs' folders
     before_s = float(resume[1]["train_s"]) if resume else 0.0
     timer, generation_s = StepTimer(device), list(resume[1]["generation_s"]) if resume else []
     progress.timer = timer  # the progress line's tokens/s: trl's count of the step's prompt and completion tokens

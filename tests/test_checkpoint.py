@@ -156,3 +156,26 @@ def test_a_stopped_grpo_run_resumes_from_trls_checkpoint_with_the_numbers_of_an_
     assert len(resumed["objective"]["generation_s"]) == 4  # the steps before the stop, kept in the checkpoint
     assert resumed["metrics"] == whole["metrics"] and resumed["items"] == whole["items"]
     assert not folder.exists()  # a finished run leaves no checkpoint behind
+
+
+def test_a_grpo_run_resumes_only_from_a_whole_checkpoint_of_its_own(tmp_path):
+    import json
+
+    from peftbench.experiments.grpo import CHECKPOINT_NOTE, last_checkpoint
+
+    def make(step: int, note: dict | str | None) -> None:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if note is not None:
+            (folder / CHECKPOINT_NOTE).write_text(note if isinstance(note, str) else json.dumps(note))
+
+    assert last_checkpoint(tmp_path / "absent", "run", 8) is None
+    make(2, {"run_id": "run", "step": 2, "train_s": 1.0, "generation_s": [0.1, 0.1]})
+    make(4, {"run_id": "run", "step": 4, "train_s": 2.0, "generation_s": [0.1] * 4})
+    make(6, '{"run_id": "ru')  # torn while written
+    make(7, None)  # trl's files without our note: cut short before the note
+    (tmp_path / "checkpoint-x").mkdir()
+    path, note = last_checkpoint(tmp_path, "run", 8)
+    assert path.name == "checkpoint-4" and note["train_s"] == 2.0
+    assert last_checkpoint(tmp_path, "other", 8) is None  # another run's
+    assert last_checkpoint(tmp_path, "run", 4)[0].name == "checkpoint-2"  # none left to run at 4 of 4
