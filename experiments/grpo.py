@@ -117,6 +117,13 @@ def last_checkpoint(folder: Path | None, run_id: str, steps: int) -> tuple[Path,
     return None
 
 
+def save_settings(every: int) -> dict[str, Any]:
+    """trl's saving: every `every` steps, the two newest kept (the older stays until the newer has
+    its note), or none at all. Any other save strategy makes trl save a whole checkpoint when
+    training ends too, which a run that asked for none would pay for in its training time."""
+    return {"save_strategy": "steps", "save_steps": every, "save_total_limit": 2} if every else {"save_strategy": "no"}
+
+
 def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, device: torch.device, lr: float,
           params: dict[str, Any], progress: Any, checkpoints: Path | None = None, run_id: str = "") -> Trained:
     """`checkpoints`: the folder for this run's checkpoints, where `checkpoint_every_steps` asks
@@ -164,10 +171,9 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
             tmp.write_text(json.dumps(note))
             os.replace(tmp, folder / CHECKPOINT_NOTE)
 
-    saving = {"save_strategy": "steps", "save_steps": every,
-              "save_total_limit": 2}  # 2: the older stays until the newer has its note if every else {"save_strategy": "no"}
+    scratch = None if every else tempfile.mkdtemp(prefix="peftbench-grpo-")  # trl needs an output folder even when it saves nothing
     args = GRPOConfig(
-        output_dir=str(checkpoints) if every else tempfile.mkdtemp(prefix="peftbench-grpo-"), **saving,
+        output_dir=str(checkpoints) if every else scratch, **save_settings(every),
         max_steps=steps, learning_rate=lr, seed=int(config["seed"]),
         per_device_train_batch_size=prompts_per_step * int(o["num_generations"]), num_generations=int(o["num_generations"]),
         max_completion_length=int(o["max_completion_length"]), temperature=float(o["temperature"]),
@@ -195,8 +201,12 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
             reference_kind = "frozen copy"
     if resume:
         progress.note(f"resumed at step {resume[1]['step']} from {resume[0]}")
-    with MemoryMeter(device) as memory:
-        trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+    try:
+        with MemoryMeter(device) as memory:
+            trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     logs = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
     losses = [float(h["loss"]) for h in logs]
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)

@@ -179,3 +179,11 @@ def test_a_grpo_run_resumes_only_from_a_whole_checkpoint_of_its_own(tmp_path):
     assert path.name == "checkpoint-4" and note["train_s"] == 2.0
     assert last_checkpoint(tmp_path, "other", 8) is None  # another run's
     assert last_checkpoint(tmp_path, "run", 4)[0].name == "checkpoint-2"  # none left to run at 4 of 4
+
+
+def test_a_grpo_run_without_checkpoints_saves_nothing():
+    """trl saves a whole checkpoint at the end of training under any save strategy but "no"."""
+    from peftbench.experiments.grpo import save_settings
+
+    assert save_settings(0) == {"save_strategy": "no"}
+    assert save_settings(5) == {"save_strategy": "steps", "save_steps": 5, "save_total_limit": 2}
