@@ -20,7 +20,7 @@ generation, so such a run's MFU is unknown and says why.
 
 Checkpoints (`checkpoint_every_steps: N`) are trl's own: the trainer saves its weights, optimizer,
 schedule, random state and logged history every N steps into
-`<results_dir>/.checkpoints/<run id>.grpo/checkpoint-<step>/`, and a stopped run's next start resumes
+`<results_dir>/.checkpoints/<run id>/checkpoint-<step>/`, and a stopped run's next start resumes
 from the newest complete one. A checkpoint is complete once its `peftbench.json` (the run id, the
 training time and the generation times so far) is written after trl's own files; a folder a kill
 cut short is passed over.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from peftbench.experiments import record
 from peftbench.experiments.meters import MemoryMeter, StepTimer
 from peftbench.experiments.train import Diverged, Trained
 from peftbench.methods.base import ConfigError
@@ -164,12 +164,9 @@ def train(config: Mapping[str, Any], method: Any, model: nn.Module, task: Any, d
                 progress(int(state.global_step) - 1, float(logs["loss"]), timer.times[-1])
 
         def on_save(self, args, state, control, **kw):  # after trl's files: the checkpoint is whole
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            note = {"run_id": run_id, "step": int(state.global_step), "train_s": before_s + time.perf_counter() - began,
-                    "generation_s": generation_s}
-            tmp = folder / f"{CHECKPOINT_NOTE}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(note))
-            os.replace(tmp, folder / CHECKPOINT_NOTE)
+            record.write_atomic(Path(args.output_dir) / f"checkpoint-{state.global_step}" / CHECKPOINT_NOTE,
+                                {"run_id": run_id, "step": int(state.global_step),
+                                 "train_s": before_s + time.perf_counter() - began, "generation_s": generation_s})
 
     scratch = None if every else tempfile.mkdtemp(prefix="peftbench-grpo-")  # trl needs an output folder even when it saves nothing
     args = GRPOConfig(
