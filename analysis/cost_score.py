@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import yaml
+from peftbench.experiments import yamlfile
 from peftbench.experiments.paths import CONF
 
 CONFIG = CONF / "report" / "cost_score.yaml"
@@ -16,7 +16,7 @@ COLUMN = "cost_score"
 
 
 def load_params(path: Path = CONFIG) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
+    return yamlfile.read(path)
 
 
 def _f(v: Any) -> float:

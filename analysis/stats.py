@@ -15,8 +15,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from peftbench.analysis.cost_score import add_cost_score
-from peftbench.analysis.load import (GROUP_KEY, RESUME_PARTIAL, ROW_KEY, is_copied, is_timing, measurement_source, resumed_note,
-                                     short_hash, timings_contended)
+from peftbench.analysis.load import (GROUP_KEY, RESUME_PARTIAL, ROW_KEY, is_copied, is_timing, measurement_records,
+                                     measurement_source, resumed_note, short_hash, timings_contended)
 from peftbench.analysis.meta import BASELINE, FULL_REFERENCE, sign
 from peftbench.experiments.fields import FIELDS
 
@@ -100,7 +100,7 @@ def one_per_source(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     Keeps the measuring run where it is among `runs`, else the smallest seed; all runs otherwise."""
     if runs.empty or not any(is_copied(c) for c in columns):
         return runs
-    source = [measurement_source(r) for r in runs.to_dict("records")]
+    source = [measurement_source(r) for r in measurement_records(runs)]
     own = [s != rid for s, rid in zip(source, runs["run_id"])]
     order = runs.assign(_source=source, _copy=own).sort_values(["_copy", "seed", "chosen_lr"], kind="stable")
     return runs.loc[order.drop_duplicates("_source").index].sort_index()
@@ -151,7 +151,7 @@ def measurement_facts(runs: pd.DataFrame) -> dict[str, tuple]:
     """How a row's runs were measured, for the tables' markers and notes: (run, source) of runs
     whose copied figures come from another run, (run, reason) of runs whose own or copied timings
     were contended, (run, reason) of runs whose MFU is unknown. Empty tuples for older records."""
-    recs = runs.to_dict("records")
+    recs = measurement_records(runs)
 
     def contended(copied: bool, reason: str) -> tuple:
         return tuple((r["run_id"], r.get(reason) or "") for r in recs if timings_contended(r, copied))
@@ -189,6 +189,21 @@ def runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
     for k in KEY:
         mask &= (ok[k] == row[k]).to_numpy() | (pd.isna(ok[k]) & pd.isna(row[k])).to_numpy()
     return ok[mask]
+
+
+def runs_index(ok: pd.DataFrame):
+    """runs_of for many rows of one frame, its groups found once: (ok, row) -> the runs behind row."""
+    groups = {_key(k): idx for k, idx in ok.groupby(KEY, sort=False, dropna=False).indices.items()}
+
+    def of(row: Mapping) -> pd.DataFrame:
+        idx = groups.get(_key(tuple(row[k] for k in KEY)))
+        return ok.iloc[idx] if idx is not None else ok.iloc[0:0]
+    return of
+
+
+def _key(values: tuple) -> tuple:
+    """A configuration's key with every missing value alike, so that it can be looked up."""
+    return tuple(None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v for v in values)
 
 
 def choose_reference(cand: pd.DataFrame, row: Mapping) -> Mapping | None:
@@ -231,6 +246,7 @@ def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     task, precision; same steps when available; see choose_reference). Paired per seed (mean of
     per-seed ratios) when the seeds match. `full_ft_ref` names the reference configuration."""
     pct, paired, ref_ids = [], [], []
+    runs_of_row = runs_index(ok)
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
         ref_ids.append(ref["config_id"] if ref is not None else "-")
@@ -238,7 +254,7 @@ def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
             pct.append(math.nan)
             paired.append(False)
             continue
-        mine, theirs = by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref))
+        mine, theirs = by_seed(runs_of_row(row)), by_seed(runs_of_row(ref))
         common = sorted(set(mine) & set(theirs))
         direction = row["primary_direction"]
         if common and all(theirs[s] and mine[s] for s in common):
@@ -257,12 +273,13 @@ def add_baseline_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     same capacity, targets, steps, model, task and precision (see choose_reference)."""
     cols: dict[str, list] = {"vs_baseline_diff": [], "vs_baseline_p": [], "vs_baseline_n": [], "vs_baseline_note": [],
                              "vs_baseline_method": []}
+    runs_of_row = runs_index(ok)
     for _, row in agg.iterrows():
         ref = None if row["role"] == BASELINE else pick_reference(agg, row, ["capacity", "targets", "steps"], role=BASELINE)
         if ref is None:
             res = Paired(0, math.nan, math.nan, ())
         else:
-            res = paired_test(by_seed(runs_of(ok, row)), by_seed(runs_of(ok, ref)))
+            res = paired_test(by_seed(runs_of_row(row)), by_seed(runs_of_row(ref)))
             if res.n == 0:
                 res = Paired(0, math.nan, math.nan, (), NO_SHARED_SEEDS_NOTE)
         cols["vs_baseline_diff"].append(res.mean_diff)

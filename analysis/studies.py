@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from peftbench.experiments import yamlfile
 from peftbench.experiments.paths import CONF
 
 STUDY_DIR = CONF / "study"
@@ -14,7 +15,7 @@ def studies_for_claim(claim_id: str, folder: Path = STUDY_DIR) -> list[str]:
     names = []
     for path in sorted(Path(folder).glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yamlfile.read(path) or {}
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(data, dict) and claim_id in (data.get("claims") or []):
@@ -37,5 +38,5 @@ def study_claims(folder_name: str, folder: Path = STUDY_DIR) -> list[str] | None
     path = study_of_folder(folder_name, folder)
     if path is None:
         return None
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yamlfile.read(path) or {}
     return [str(c) for c in data.get("claims") or []]

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from peftbench.analysis import claims, convergence, tables  # noqa: E402
-from peftbench.analysis.load import find_json_files, load_results, read_record, setting_labels  # noqa: E402
+from peftbench.analysis.load import Loaded, find_json_files, load_results, read_record, setting_labels  # noqa: E402
 from peftbench.analysis.stats import aggregate  # noqa: E402
 from peftbench.analysis.tables import percent_scale  # noqa: E402
 from peftbench.analysis.report import verdict_level  # noqa: E402
@@ -68,13 +68,34 @@ TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tim
 PHASES = [(f.key, f.legend) for f in TIMING_FIELDS if f.key != "total_s"]
 
 
+@functools.lru_cache(maxsize=None)
+def _loaded(source: str) -> Loaded:
+    return load_results([str(ROOT / source)])
+
+
+def loaded_of(source: str) -> Loaded:
+    """The records under `source`, read once per folder; each caller gets its own frames."""
+    got = _loaded(source)
+    return Loaded(got.ok.copy(), got.failed.copy(), list(got.problems))
+
+
+@functools.lru_cache(maxsize=None)
+def _aggregated(source: str):
+    return aggregate(loaded_of(source).ok)
+
+
+def aggregated(source: str):
+    """stats.aggregate of the records under `source`, computed once per folder."""
+    return _aggregated(source).copy()
+
+
 def tables_for(source: str) -> str:
     """The main and cost-details tables of the records under `source` (relative to the repo)."""
-    loaded = load_results([str(ROOT / source)])
+    loaded = loaded_of(source)
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
     out = []
-    for (model, task), t in tables.table_groups(aggregate(loaded.ok)):
+    for (model, task), t in tables.table_groups(aggregated(source)):
         out += [tables.to_markdown(f"{model} / {task}", t), tables.to_markdown(f"{model} / {task}: cost details", t, details=True)]
     # the README's own headings sit above the block: one level below them
     return "\n".join(out).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
@@ -95,7 +116,7 @@ def headline_for(source: str) -> str:
     tables are on the docs page of the benchmark)."""
     import math
 
-    agg = aggregate(load_results([str(ROOT / source)]).ok)
+    agg = aggregated(source)
     out = []
     for (model, task, precision), t in agg.groupby(["model", "task", "precision"], sort=True):
         primary = str(t["primary_metric"].iloc[0])
@@ -165,10 +186,10 @@ def grid_for(source: str, score: str = "primary") -> str:
     """Each configuration of the records under `source` along its learning-rate grid: the test
     primary metric's (or, with score="forgetting", the record's headline forgetting figure's) mean
     ± 95% CI over seeds, the lr that validation picks in bold."""
-    loaded = load_results([str(ROOT / source)])
+    loaded = loaded_of(source)
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
-    agg = aggregate(loaded.ok)
+    agg = aggregated(source)
     label = {k: v or "-" for k, v in setting_labels(loaded.ok).items()}
     lrs = sorted(agg["lr"].astype(float).unique())
     metric = str(loaded.ok["primary_metric"].iloc[0])
@@ -223,7 +244,7 @@ def _cell(text: str) -> str:
 @functools.lru_cache(maxsize=None)
 def study_results(source: str) -> tuple:
     """The claim results of the study behind a records folder (one evaluation per folder and run)."""
-    loaded = load_results([str(ROOT / source)])
+    loaded = loaded_of(source)
     if loaded.ok.empty:
         raise SystemExit(f"readme_tables: no ok records under {source}")
     alpha, _ = verdict_level([str(ROOT / source)])  # a sequential study's per-look level, as its report reads it
@@ -285,7 +306,7 @@ def convergence_line(source: str) -> str:
         declared = study is not None and "convergence" in (yaml.safe_load(study.read_text()) or {})
         return ("not checked: the study declares a convergence check, not run on these records" if declared else
                 "not checked (the study declares no convergence check)")
-    ok = load_results([str(ROOT / source)]).ok
+    ok = loaded_of(source).ok
     try:
         check = convergence.merged([c for f in folders if (c := convergence.from_folder(ok, f)) is not None])
     except DecideError as e:

@@ -29,6 +29,7 @@ DRIVER = r"""
 import json, os, sys, traceback
 import peftbench.cli as cli
 import peftbench.experiments.app  # torch, transformers, Hydra: imported once, before any fork
+import peftbench.analysis.report  # pandas, scipy, matplotlib: what `peftbench report` and `reproduce` read with
 from peftbench.methods import registry
 registry.available()  # every method module, with peft and bitsandbytes
 for line in sys.stdin:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,10 @@ TINY = ["model=tiny-llama", "steps=4", "batch_size=8", "precision=fp32", "measur
 LOSS_RTOL = 1e-5
 
 
-def peftbench(*args: str, env: dict | None = None, timeout: int = 150) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "peftbench", "run", *args], cwd=ROOT, env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
+def peftbench(forked_cli, *args: str, env: dict | None = None, timeout: int = 150) -> subprocess.CompletedProcess:
+    """`peftbench run ARGS`, forked from the session's warm driver (tests/forked_cli.py); the ranks
+    torchrun starts are processes of their own."""
+    return forked_cli.run(["run", *args], env=env or ENV, timeout=timeout)
 
 
 def records(d: Path) -> list[dict]:
@@ -73,8 +73,8 @@ def assert_two_rank_record(rec: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path):
-    out = peftbench("-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
+def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path, forked_cli):
+    out = peftbench(forked_cli, "-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
                     f"results_dir={tmp_path}", *TINY)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     recs = records(tmp_path)
@@ -84,14 +84,14 @@ def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path):
         assert rec["distributed"]["strategy"] == "ddp"
         assert_same_as_one_process(rec, tmp_path)
     # the same command again finds both results by their ids, and starts no torchrun
-    again = peftbench("-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
+    again = peftbench(forked_cli, "-m", "method=full_ft,lora", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
                       f"results_dir={tmp_path}", *TINY)
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout, (again.stdout + again.stderr)[-3000:]
 
 
 @pytest.mark.slow
-def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path):
-    out = peftbench("method=lora", "++method.dropout=0.0", "distributed=fsdp", f"results_dir={tmp_path}", *TINY)
+def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path, forked_cli):
+    out = peftbench(forked_cli, "method=lora", "++method.dropout=0.0", "distributed=fsdp", f"results_dir={tmp_path}", *TINY)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [rec] = records(tmp_path)
     assert_two_rank_record(rec)
@@ -102,7 +102,7 @@ def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path):
+def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
     """Rank 1's optimizer raises on its first step (a sitecustomize on its path stands in for a
     crash); rank 0 must not wait for it forever, and the run is recorded as failed with rank
     1's error."""
@@ -116,7 +116,7 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path):
         "        raise RuntimeError('injected failure on rank 1')\n"
         "    torch.optim.AdamW.step = boom\n")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")])}
-    out = peftbench("method=full_ft", "distributed=ddp", "distributed.timeout_s=60", f"results_dir={tmp_path / 'r'}", *TINY,
+    out = peftbench(forked_cli, "method=full_ft", "distributed=ddp", "distributed.timeout_s=60", f"results_dir={tmp_path / 'r'}", *TINY,
                     env=env, timeout=300)
     assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
     [rec] = records(tmp_path / "r")

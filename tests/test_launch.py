@@ -43,17 +43,17 @@ def test_check_parallelism_refuses_and_clamps():
 
 
 @pytest.mark.slow
-def test_joblib_refuses_more_jobs_than_cores(tmp_path):
-    out = peftbench("-m", "method=lora", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={usable_cores() + 1}", f"results_dir={tmp_path}", *TINY)
+def test_joblib_refuses_more_jobs_than_cores(tmp_path, forked_cli):
+    out = forked_cli.run(["run", "-m", "method=lora", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={usable_cores() + 1}", f"results_dir={tmp_path}", *TINY], env=ENV)
     assert out.returncode != 0
     assert "cores" in (out.stdout + out.stderr)
     assert not list(tmp_path.glob("*.json"))
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_end_to_end(tmp_path):
-    out = peftbench("-m", "method=lora", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                    "hydra.launcher.cpus_per_task=1", f"results_dir={tmp_path}", *TINY)
+def test_submitit_local_runs_end_to_end(tmp_path, forked_cli):
+    out = forked_cli.run(["run", "-m", "method=lora", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                          "hydra.launcher.cpus_per_task=1", f"results_dir={tmp_path}", *TINY], env=ENV, timeout=180)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [rec] = results(tmp_path)
     assert rec["status"] == "ok" and rec["method"] == "lora"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -70,11 +68,11 @@ def test_protocols_and_bad_specs(tmp_path):
 
 
 @pytest.mark.slow
-def test_lr_search_end_to_end(tmp_path):
+def test_lr_search_end_to_end(tmp_path, forked_cli):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=2",
-                          "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]",
-                          f"results_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = forked_cli.run(["run", "method=lora", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false",
+                          "task.n_train=64", "task.n_validation=16", "task.n_test=16", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]",
+                          f"results_dir={tmp_path}"], env=env, timeout=120)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [final] = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]  # trials stay out of the results folder
     trials = [json.loads(p.read_text()) for p in (tmp_path / ".lr_trials").glob("*.json")]

@@ -273,12 +273,8 @@ def test_merge_logit_diffs_are_each_runs_own_and_merge_scores_are_copied(run_sma
 
 
 @pytest.mark.slow
-def test_a_remote_launcher_refuses_auto(tmp_path):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "-m", "hydra/launcher=slurm", "seed=0,1",
-                          f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+def test_a_remote_launcher_refuses_auto(tmp_path, forked_cli):
+    out = forked_cli.run(["run", "-m", "hydra/launcher=slurm", "seed=0,1", f"results_dir={tmp_path}"], timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "peftbench: error: precision=auto resolves on the machine that runs it" in out.stderr
     assert "Traceback" not in out.stderr

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+def cli(forked_cli, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`peftbench ARGS` in a process of its own, forked from the session's warm driver
+    (tests/forked_cli.py): each start would otherwise import torch, transformers and peft again."""
+    return forked_cli.run(list(args), env=ENV, timeout=timeout)
 
 
 def test_shipped_studies_are_valid_and_name_existing_claims():
@@ -48,8 +49,8 @@ def test_bad_study_names_the_key(tmp_path, change, message):
 
 
 @pytest.mark.slow
-def test_unknown_study_is_one_error_line_listing_the_studies():
-    out = cli("reproduce", "nosuch")
+def test_unknown_study_is_one_error_line_listing_the_studies(forked_cli):
+    out = cli(forked_cli, "reproduce", "nosuch")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("peftbench: error: unknown study 'nosuch'; available: ")
@@ -193,7 +194,7 @@ def test_variant_arms_replace_the_studys_in_jobs_and_preset(tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_tiny_study_end_to_end(tmp_path):
+def test_reproduce_tiny_study_end_to_end(tmp_path, forked_cli):
     """A user's own config folder (--config-dir, as for `peftbench run`) holds the study, its claim
     and the method the study runs, which the package does not ship."""
     mine = tmp_path / "mine"
@@ -209,7 +210,7 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     demo = next((ROOT / "results" / "reference" / "demo").glob("*full_ft*.json"))
     (results / demo.name).write_text(demo.read_text())
     args = ["reproduce", "tiny", "--config-dir", str(mine), "--out", str(tmp_path / "report"), f"results_dir={results}"]
-    out = cli(*args)
+    out = cli(forked_cli, *args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[sweep] 2 runs, 0 already done, 2 to launch" in out.stdout
     assert "report of its 2 result files" in out.stdout
@@ -225,7 +226,7 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "old__run.json").write_text("{}")
-    again = cli(*[a for a in args if a not in ("--out", str(tmp_path / "report"))], "--keep", str(kept))
+    again = cli(forked_cli, *[a for a in args if a not in ("--out", str(tmp_path / "report"))], "--keep", str(kept))
     assert again.returncode == 0 and "2 already done, 0 to launch" in again.stdout and "tiny_range: " in again.stdout
     assert "est. " in out.stdout and "2 to run, est." in out.stdout  # the first start: both runs are left
     assert "0 to run, est. 0 min" in again.stdout  # the resume knows nothing is left before it starts
@@ -238,15 +239,15 @@ def test_reproduce_tiny_study_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_help_names_every_option():
-    out = cli("reproduce", "--help")
+def test_reproduce_help_names_every_option(forked_cli):
+    out = cli(forked_cli, "reproduce", "--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: peftbench reproduce")
     for option in ("--variant", "--out", "--keep", "--config-dir", "--until-decided", "--budget", "--looks", "--list"):
         assert f"  {option}" in out.stdout, option
 
 
 @pytest.mark.slow
-def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_the_picks(tmp_path):
+def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_the_picks(tmp_path, forked_cli):
     """decide: {seeds: 3, extend: 1}: the grid (2 seeds x 2 lrs), one round extending a pick on
     the grid's edge, the analysis plan written before the seeds phase, then seed 2 at each pick;
     with --until-decided, the plan carries the sequential design and the first look, where the
@@ -259,7 +260,7 @@ def test_a_deciding_study_extends_edge_picks_writes_its_plan_then_adds_seeds_at_
     (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
     results = tmp_path / "results"
-    out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
+    out = cli(forked_cli, "reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
               "--keep", str(tmp_path / "kept"), "--until-decided", "--budget", "1h", "--looks", "2", f"results_dir={results}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "look 1 of 2 (3 seeds per pick, level 0.025): 0 claim(s) cannot tell" in out.stdout
@@ -372,7 +373,7 @@ def test_list_loads_neither_torch_nor_the_report_where_the_machine_is_known(tmp_
 
 
 @pytest.mark.slow
-def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path):
+def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path, forked_cli):
     """convergence: {steps_factor: 2}: after the grid, each line's pick runs again at its seeds at
     twice the steps; those records sit in kept/convergence/ beside their criterion, the claims
     never read them, and the report pairs each with its run at the study's budget."""
@@ -384,16 +385,16 @@ def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path
     (tmp_path / "studies" / "tiny.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "claims" / "tiny_range.yaml").write_text(yaml.safe_dump(TINY_CLAIM))
     results, kept = tmp_path / "results", tmp_path / "kept"
-    listed = cli("reproduce", "--list", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"))
+    listed = cli(forked_cli, "reproduce", "--list", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"))
     assert listed.returncode == 0 and "4 runs + 2 for the convergence check" in listed.stdout, listed.stdout
-    out = cli("reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
+    out = cli(forked_cli, "reproduce", "tiny", "--studies", str(tmp_path / "studies"), "--claims", str(tmp_path / "claims"),
               "--keep", str(kept), f"results_dir={results}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "convergence check: 1 pick(s) again at 2x their steps (2 runs, into " in out.stdout
     # the longer runs write beside their criterion, so a report of the whole results folder leaves them out
     assert (results / "convergence" / "tiny" / "criterion.yaml").exists()
     assert len(list((results / "convergence" / "tiny").glob("*.json"))) == 2
-    whole = cli("report", str(results), "--out", str(tmp_path / "r1"))
+    whole = cli(forked_cli, "report", str(results), "--out", str(tmp_path / "r1"))
     assert whole.returncode == 0 and "4 runs" in whole.stdout, whole.stdout
     longer = [json.loads(p.read_text()) for p in (kept / "convergence").glob("*.json")]
     main = [json.loads(p.read_text()) for p in kept.glob("*.json")]
@@ -406,7 +407,7 @@ def test_a_study_checks_its_budget_at_each_pick_apart_from_its_evidence(tmp_path
     assert "Convergence of the runs these verdicts read:" in (kept / "report" / "claims.md").read_text()
     assert "[study] convergence: " in out.stdout
     # a report of the kept folder finds the check by itself, and its tables hold the 4 runs alone
-    again = cli("report", str(kept), "--out", str(tmp_path / "r2"))
+    again = cli(forked_cli, "report", str(kept), "--out", str(tmp_path / "r2"))
     assert again.returncode == 0 and "4 runs" in again.stdout
     assert (tmp_path / "r2" / "convergence.md").read_text() == conv
     bad = {**data, "convergence": {"steps_factor": 1, "tolerance": 0.01}}

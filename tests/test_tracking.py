@@ -5,8 +5,6 @@ import pytest
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from peftbench.experiments.tracking import read_offline_run
@@ -15,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
+def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path, forked_cli):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
     res = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=3",
-                          "measure.latency=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16", "logger=wandb", "logger.tags=[t1]", f"results_dir={res}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = forked_cli.run(["run", "method=lora", "model=tiny-llama", "steps=3", "measure.latency=false", "task.n_train=64",
+                          "task.n_validation=16", "task.n_test=16", "logger=wandb", "logger.tags=[t1]", f"results_dir={res}"],
+                         env=env, timeout=120)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [result] = res.glob("*.json")
     rec = json.loads(result.read_text())
@@ -47,14 +45,13 @@ def test_wandb_offline_logs_config_loss_metrics_and_cost(tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path):
+def test_wandb_tracks_the_lr_search_result_beside_its_trials(tmp_path, forked_cli):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path / "wb"), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
     res = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "method=lora", "model=tiny-llama", "steps=2",
-                          "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16", "task.n_test=16",
-                          "logger=wandb", "+lr_search=default", "lr_search.grid=[1e-3,1e-2]", f"results_dir={res}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    out = forked_cli.run(["run", "method=lora", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false",
+                          "task.n_train=64", "task.n_validation=16", "task.n_test=16", "logger=wandb", "+lr_search=default",
+                          "lr_search.grid=[1e-3,1e-2]", f"results_dir={res}"], env=env, timeout=180)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [result] = res.glob("*.json")
     rec = json.loads(result.read_text())

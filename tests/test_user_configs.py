@@ -7,8 +7,6 @@ import pytest
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from peftbench.hydra_run import check_group_choices
@@ -42,14 +40,13 @@ def test_name_check_sees_the_users_config_folders(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_method_yaml_outside_the_package_runs_end_to_end(tmp_path):
+def test_a_method_yaml_outside_the_package_runs_end_to_end(tmp_path, forked_cli):
     mine = user_conf(tmp_path)
     res = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-m", "peftbench", "run", "--config-dir", str(mine), "method=my_lora",
-                          "model=tiny-llama", "steps=2", "measure.latency=false", "measure.adapter_size=false", "progress=false",
-                          "task.n_train=32", "task.n_validation=16", "task.n_test=16", f"results_dir={res}"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = forked_cli.run(["run", "--config-dir", str(mine), "method=my_lora", "model=tiny-llama", "steps=2",
+                          "measure.latency=false", "measure.adapter_size=false", "progress=false", "task.n_train=32",
+                          "task.n_validation=16", "task.n_test=16", f"results_dir={res}"], cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [path] = res.glob("*.json")
     rec = json.loads(path.read_text())

@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from peftbench.analysis import guards
+from peftbench.experiments import yamlfile
 from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, DERIVED_METRICS, NEEDS_BASELINE, NEEDS_RANGE, methods_of
 
 
@@ -19,7 +20,7 @@ def load_claims(paths: Iterable[Path]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for path in sorted(paths):
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = yamlfile.read(path)
         except (OSError, yaml.YAMLError) as e:
             out.append((str(path), f"cannot read: {e}"))
             continue
@@ -70,12 +71,12 @@ def config_keys(conf: Path = CONF_DIR) -> frozenset[str]:
     """Every dotted key a run's config can hold: the top-level config's and, under each config
     group of its defaults (task, model, method, ...), any of that group's files'. A claim's
     setting key outside them is a typo, which would otherwise read as "not enough data"."""
-    top = yaml.safe_load((conf / "config.yaml").read_text()) or {}
+    top = yamlfile.read(conf / "config.yaml") or {}
     keys = _dotted({k: v for k, v in top.items() if k not in ("defaults", "hydra")})
     groups = [next(iter(d)) for d in top.get("defaults", []) if isinstance(d, Mapping)]
     for group in groups:
         for path in sorted((conf / group).glob("*.yaml")):
-            keys |= {group} | _dotted(yaml.safe_load(path.read_text()), f"{group}.")
+            keys |= {group} | _dotted(yamlfile.read(path), f"{group}.")
     return frozenset(keys)
 
 

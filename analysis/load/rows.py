@@ -262,6 +262,18 @@ def measurement_columns(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The columns measurement_columns writes, with the run id: all that measurement_source,
+# timings_contended and resumed_note read, so that callers can hand them these columns alone
+MEASUREMENT_COLUMNS = ("run_id", "measurement.costs_from", "measurement.contended", "measurement.contended_reason",
+                       "costs_contended", "costs_contended_reason", "measurement.mfu_unknown_reason",
+                       "checkpoint.resumed_from_step", "checkpoint.train_s_before_resume")
+
+
+def measurement_records(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """The MEASUREMENT_COLUMNS of each run, as dicts: a fraction of the cost of the whole rows."""
+    return runs[[c for c in MEASUREMENT_COLUMNS if c in runs.columns]].to_dict("records")
+
+
 # Timings of the whole training (or run) that a resumed run took from its last start only; its
 # per-step figures (throughput, step time, MFU) are medians over the steps it timed, and stand.
 RESUME_PARTIAL = ("timing.train_s", "timing.total_s")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import yaml
 from omegaconf import OmegaConf
 
+from peftbench.experiments import yamlfile
 from peftbench.experiments.paths import CONF
 
 RESOLVER = "methods_beyond"
@@ -15,7 +15,7 @@ RESOLVER = "methods_beyond"
 
 def preset_methods(preset: str) -> list[str]:
     """The methods a preset lists by name (`hydra.sweeper.params.method`)."""
-    doc = yaml.safe_load((CONF / "sweep" / f"{preset}.yaml").read_text())
+    doc = yamlfile.read(CONF / "sweep" / f"{preset}.yaml")
     value = str(((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).get("method", ""))
     if "${" in value:  # a resolver (the zoo: every method the others leave out) names none itself
         return []
@@ -28,7 +28,7 @@ def methods_beyond(*presets: str) -> str:
     order = {}
     for path in (CONF / "method").glob("*.yaml"):
         if path.stem not in listed:
-            report = (yaml.safe_load(path.read_text()) or {}).get("report") or {}
+            report = (yamlfile.read(path) or {}).get("report") or {}
             order[path.stem] = (int(report.get("order", 1000)), path.stem)
     return ",".join(sorted(order, key=order.get))
 
