@@ -65,7 +65,7 @@ test-fast: setup
 # Every committed reference report and the README's generated blocks, from the committed records
 # (seconds a folder; no run is repeated). The records themselves come from `peftbench reproduce
 # NAME --keep results/reference/studies/NAME` and `peftbench run -m +sweep=demo|llm`
-# (demo_avx2: the demo with torch's kernels held to AVX2, README "The default benchmark").
+# (demo_avx2: the demo on an AVX2-only CPU, docs/default-benchmark.md).
 reference: setup
 	for d in results/reference/studies/*/; do \
 	  $(OFFLINE) $(VENV)/bin/peftbench report $$d --study $$(basename $$d) --out $${d}report || exit 1; done

@@ -28,7 +28,7 @@ def sweep_cmd(results: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
+def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path, forked_cli):
     proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -42,7 +42,8 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path):
     stale = tmp_path / f".{next(iter(first))}.k1ll3d.tmp"
     stale.write_text('{"schema_version": 1, "run_id": "tru')
 
-    out = subprocess.run(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    # the resuming start is a fork of the session's warm driver (tests/forked_cli.py); the killed one was a real start
+    out = forked_cli.run(sweep_cmd(tmp_path)[3:], env=ENV, timeout=180)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert f"[sweep] {len(METHODS)} runs, {len(first)} already done, {len(METHODS) - len(first)} to launch" in out.stdout
     assert f"{len(METHODS)}/{len(METHODS)} finished: {len(METHODS)} done, 0 failed, 0 remaining" in out.stdout
@@ -93,7 +94,7 @@ def _interrupt_cmd(results: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(sig, tmp_path):
+def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(sig, tmp_path, forked_cli):
     # an empty peak cache makes the first run spend over a second in the probe: the signal lands in flight
     env = {**ENV, "PEFTBENCH_CACHE": str(tmp_path / "cache")}
     results = tmp_path / "results"
@@ -115,7 +116,7 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
     assert [r["status"] for r in recs] == ["interrupted"], "no ok record for the run in flight, and the sweep stopped"
     assert schema_problems(recs[0]) == []
 
-    again = subprocess.run(_interrupt_cmd(results), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = forked_cli.run(_interrupt_cmd(results)[3:], env=env, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "[sweep] 2 runs, 0 already done, 2 to launch" in again.stdout
     assert sorted(json.loads(p.read_text())["status"] for p in results.glob("*.json")) == ["ok", "ok"]
