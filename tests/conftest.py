@@ -35,10 +35,16 @@ def _pin_to_own_cores() -> None:
 
 _pin_to_own_cores()
 # Peak-FLOPs measurements taken under a busy test run must not land in the user's cache.
+# The folder goes when this process exits (SmolLM2's converted checkpoint alone is 533 MB): every
+# process that writes into it (a run, a fork of the CLI driver) is one this session started and
+# waited for; a folder the caller named is the caller's.
 if "PEFTBENCH_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["PEFTBENCH_CACHE"] = tempfile.mkdtemp(prefix="peftbench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PEFTBENCH_CACHE"], ignore_errors=True)
 
 from pathlib import Path
 from typing import Any, Callable
