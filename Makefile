@@ -48,14 +48,17 @@ demo: setup
 # Two passes. First every test that fits on one core, on one pytest-xdist worker per core (at most
 # 8), each worker held to its own core as a SLURM job is to its cpuset (tests/conftest.py): its runs
 # size their threads to that core, and the other workers' work is outside it, so no timing or
-# contention figure counts it. Then the tests marked `whole_machine` (two jobs on two cores, the
-# SLURM and Ray daemons), alone. Both passes always run; either failing fails the target.
+# contention figure counts it. The live SLURM and Ray clusters run there too, each file's tests on
+# one worker (`--dist loadgroup`, as tests/conftest.py schedules it), daemons and jobs on that
+# worker's core. Then the tests marked `whole_machine` (two jobs on two cores), alone; only the
+# files that hold such tests are collected. Both passes always run; either failing fails the target.
 # (the cores this process may use: nproc would follow OMP_NUM_THREADS instead)
+WHOLE_MACHINE_FILES = $(shell grep -l "mark.whole_machine" tests/test_*.py)
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(8, len(os.sched_getaffinity(0)))))")
 
 test: setup
-	@$(OFFLINE) $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not whole_machine"; first=$$?; \
-	 $(OFFLINE) $(VENV)/bin/pytest -q -m whole_machine; second=$$?; \
+	@$(OFFLINE) $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not whole_machine"; first=$$?; \
+	 $(OFFLINE) $(VENV)/bin/pytest -q -m whole_machine $(WHOLE_MACHINE_FILES); second=$$?; \
 	 [ $$first -eq 0 ] && [ $$second -eq 0 ]
 
 # The edit loop: every test that trains no model (marked `slow` otherwise), in about a minute.

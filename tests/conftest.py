@@ -102,9 +102,31 @@ def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     return _run
 
 
+# Files whose tests share one live cluster started by a module fixture (a SLURM controller, a Ray
+# head: one per machine). Under pytest-xdist all of a file's tests go to one worker, in order.
+ONE_WORKER_FILES = ("tests/test_slurm.py", "tests/test_ray.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` (make test): one test at a time to whichever worker is free, except the
+    files in ONE_WORKER_FILES, each sent whole to one worker and first, so that their minutes of
+    waiting on daemons overlap the rest. xdist's own loadgroup reads `xdist_group` marks by
+    rewriting node ids, which pytest 9 no longer lets it do (its groups split across workers)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerCluster(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER_FILES else nodeid
+
+    return OneWorkerPerCluster(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked `whole_machine` need every core of the machine (two processes on two cores, a
-    scheduler's daemons): inside an xdist worker, which holds only its share, they skip and say
+    """Tests marked `whole_machine` need every core of the machine (two processes on two cores):
+    inside an xdist worker, which holds only its share, they skip and say
     where they run (`make test` runs them in a second pass without -n)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return

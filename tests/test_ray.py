@@ -23,7 +23,9 @@ RAY = Path(sys.executable).with_name("ray")
 TINY = ["model=tiny-llama", "measure.latency=false", "progress=false", "task.n_train=64", "task.n_validation=16",
         "task.n_test=16", "precision=fp32"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.whole_machine, pytest.mark.skipif(
+# Under pytest-xdist one worker runs this file's tests on the one head its fixture starts
+# (tests/conftest.py, ONE_WORKER_FILES).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("ray") is None or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
     reason="Ray is an optional extra: make setup-ray")]
 

@@ -24,7 +24,9 @@ TINY = ["model=tiny-llama", "measure.latency=false", "progress=false", "task.n_t
 # one CPU and a little memory per job
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.gpus_per_node=0"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]
+# Under pytest-xdist one worker runs this file's tests, in order, on the one cluster its fixture
+# starts (tests/conftest.py, ONE_WORKER_FILES): the daemons and their jobs share that worker's core.
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
