@@ -4,8 +4,8 @@ Per configuration (model x task x the table's row key), against the records of
 `results/reference/NAME/` (or a folder given as NAME):
 
 * bit-identical: every seed both have gives exactly the same test metrics and loss curve. That
-  is expected only on the same CPU model and torch build (bf16 kernels round differently on other
-  processors); the line says whether provenance matches.
+  is expected only on the same CPU model, CPU kernels (the instruction set torch dispatched to)
+  and torch build: other kernels round differently. The line says which of them differ.
 * within CI: the user's mean primary metric lies inside the 95% t-interval of the reference seeds'
   mean (needs >= 2 reference seeds).
 * not reproduced: neither; or "cannot tell" when the reference has one seed and the numbers differ.
@@ -53,10 +53,19 @@ def _identical(mine: pd.Series, ref: pd.Series, metrics: list[str]) -> bool:
     return same and list(mine["loss_curve"]) == list(ref["loss_curve"])
 
 
-def _same_machine(mine: pd.DataFrame, ref: pd.DataFrame) -> bool:
+def machine_difference(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
+    """What of the machine that sets the numerics differs between the two sides ('' when nothing
+    does): the CPU (or GPU) model, the instruction set torch's CPU kernels ran with, the torch
+    build. Records without the kernels' ISA (older ones) count it as unknown on that side."""
     def torch(frame: pd.DataFrame) -> set[str]:
         return {next((p.split(" ", 1)[1] for p in v.split(", ") if p.startswith("torch ")), "?") for v in frame["prov_versions"]}
-    return set(mine["prov_hardware"]) == set(ref["prov_hardware"]) and torch(mine) == torch(ref)
+
+    def kernels(frame: pd.DataFrame) -> set[str]:
+        return set(frame["prov_cpu_kernels"]) if "prov_cpu_kernels" in frame else {"-"}
+
+    parts = [("model", set(mine["prov_hardware"]), set(ref["prov_hardware"])), ("CPU kernels", kernels(mine), kernels(ref)),
+             ("torch", torch(mine), torch(ref))]
+    return "; ".join(f"{name} {'/'.join(sorted(a))} here, {'/'.join(sorted(b))} in reference" for name, a, b in parts if a != b)
 
 
 def precision_note(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
@@ -73,8 +82,9 @@ def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Compari
         c = _within_ci(label, mine, ref, "", "")
         return Comparison(c.config, c.verdict, f"{differs}; {c.detail}")
     metrics = _metric_columns(ref)
-    same_machine = _same_machine(mine, ref)
-    where = "same CPU model and torch build" if same_machine else "different CPU model or torch build"
+    moved = machine_difference(mine, ref)
+    same_machine = not moved
+    where = "same CPU model, CPU kernels and torch build" if same_machine else f"different machine: {moved}"
     shared = sorted(set(mine["seed"]) & set(ref["seed"]))
     if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
         return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")

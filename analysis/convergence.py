@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, skipped_below
+from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, machine_label, skipped_below
 from peftbench.analysis.meta import sign
 from peftbench.analysis.stats import t_ci95
 from peftbench.experiments import decide
@@ -150,7 +150,7 @@ def check(main: pd.DataFrame, longer: pd.DataFrame, criterion: decide.Convergenc
         s = sign(run["primary_direction"])  # better-is-positive, whichever way the metric points
         by_line.setdefault(key[:-1] + (int(short["steps"]),), []).append(
             (int(run["seed"]), s * float(short["val_primary"]), s * float(run["val_primary"]), run,
-             str(short.get("prov_hardware", "-"))))
+             machine_label(short)))
     for key, pairs in sorted(by_line.items(), key=lambda kv: str(kv[0])):
         scored = [p for p in sorted(pairs, key=lambda p: p[0]) if not (math.isnan(p[1]) or math.isnan(p[2]))]
         lost = [f"{_label(p[3])} seed {p[0]}: no validation score" for p in pairs if math.isnan(p[1]) or math.isnan(p[2])]
@@ -164,7 +164,7 @@ def check(main: pd.DataFrame, longer: pd.DataFrame, criterion: decide.Convergenc
         ci, verdict, reason = _read(gains, criterion.tolerance, _span(row.get("primary_range")))
         if lost and verdict == CONVERGED:  # a seed that diverged is no evidence of a plateau
             verdict, reason = CANNOT_TELL, f"{reason}; but {len(lost)} seed(s) left no validation score"
-        here = {str(p[3].get("prov_hardware", "-")) for p in pairs}
+        here = {machine_label(p[3]) for p in pairs}
         there = {p[4] for p in pairs}
         if here != there:  # the same precision and threads, other kernels: their rounding differs a little
             reason += f"; the budget's runs ran on {', '.join(sorted(there))}, the longer ones on {', '.join(sorted(here))}"

@@ -11,8 +11,10 @@ start: the modules were imported under the driver's environment, so a variable r
 time (HF_HUB_OFFLINE, PYTHONWARNINGS) is the driver's; a call's `env` reaches what the command
 reads while it runs. The driver has run no torch operation before it forks, so no OpenMP pool is
 copied into a child. A command that runs past `timeout` kills the driver and fails the test.
-Tests that are about the start itself (`--version`, the installed script) or that signal a running
-sweep start real processes.
+`start` forks a command detached, to run beside another or to be killed (in a process group of
+its own). Tests that are about the start itself (`--version`, the installed script) or about how a
+running sweep takes SIGINT and SIGTERM (a disposition set when a process starts) start real
+processes.
 """
 from __future__ import annotations
 
@@ -36,10 +38,17 @@ from peftbench.methods import registry
 registry.available()  # every method module, with peft and bitsandbytes
 for line in sys.stdin:
     job = json.loads(line)
+    if "wait" in job:  # a detached child's end
+        _, status = os.waitpid(job["wait"], 0)
+        sys.stdout.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n")
+        sys.stdout.flush()
+        continue
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            if job.get("new_session"):
+                os.setsid()
             os.chdir(job["cwd"])
             os.environ.clear()
             os.environ.update(job["env"])
@@ -63,6 +72,10 @@ for line in sys.stdin:
                 sys.stderr.flush()
             finally:
                 os._exit(code if isinstance(code, int) else 1)
+    if job.get("detach"):  # the caller waits later (a "wait" line); meanwhile more jobs may start
+        sys.stdout.write(json.dumps({"pid": pid}) + "\n")
+        sys.stdout.flush()
+        continue
     _, status = os.waitpid(pid, 0)
     rc = os.waitstatus_to_exitcode(status)
     sys.stdout.write(json.dumps({"rc": rc}) + "\n")
@@ -82,13 +95,31 @@ class ForkedCli:
 
     def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.start(args, cwd=cwd, env=env, detach=False).wait(timeout)
+
+    def start(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
+              detach: bool = True, new_session: bool = False) -> "Forked":
+        """Fork `peftbench ARGS`. Detached, it runs while the caller goes on (and may start more):
+        `Forked.wait` collects it. `new_session`: its own process group, as `start_new_session`
+        gives a Popen, so that a signal to the group reaches the command and what it started."""
         assert self.proc.poll() is None, "the forked-CLI driver has exited"
         self.n += 1
         out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
-        job = {"args": list(args), "cwd": str(cwd), "env": dict(env or self.env), "stdout": str(out), "stderr": str(err)}
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        job = {"args": list(args), "cwd": str(cwd), "env": dict(env or self.env), "stdout": str(out), "stderr": str(err),
+               "detach": detach, "new_session": new_session}
+        forked = Forked(self, list(args), out, err)
+        self._send(job)
+        if detach:
+            forked.pid = self._reply(30, args)["pid"]
+        return forked
+
+    def _send(self, job: dict) -> None:
+        assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
+
+    def _reply(self, timeout: float, args: Sequence[str]) -> dict:
+        assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             self.proc.kill()
@@ -96,8 +127,7 @@ class ForkedCli:
         reply = self.proc.stdout.readline()
         if not reply:
             raise RuntimeError("the forked-CLI driver died")
-        rc = json.loads(reply)["rc"]
-        return subprocess.CompletedProcess(["peftbench", *args], rc, out.read_text(), err.read_text())
+        return json.loads(reply)
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -106,3 +136,23 @@ class ForkedCli:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class Forked:
+    """One forked command line; `pid` is set when it was started detached."""
+
+    def __init__(self, cli: ForkedCli, args: list[str], out: Path, err: Path) -> None:
+        self.cli, self.args, self.out, self.err, self.pid = cli, args, out, err, None
+
+    def running(self) -> bool:
+        """Whether the command still runs (an ended child the driver has not reaped is a zombie)."""
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        if self.pid is not None:
+            self.cli._send({"wait": self.pid})
+        rc = self.cli._reply(timeout, self.args)["rc"]
+        return subprocess.CompletedProcess(["peftbench", *self.args], rc, self.out.read_text(), self.err.read_text())

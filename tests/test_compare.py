@@ -25,7 +25,7 @@ def frames(tmp_path, mine, ref):
 
 def test_identical_records_are_bit_identical(tmp_path):
     [c] = cmp.compare(*frames(tmp_path, refs(), refs()))
-    assert c.verdict == cmp.BIT_IDENTICAL and "same CPU model and torch build" in c.detail
+    assert c.verdict == cmp.BIT_IDENTICAL and "same CPU model, CPU kernels and torch build" in c.detail
 
 
 def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
@@ -34,7 +34,7 @@ def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
         r["metrics"]["test"]["accuracy"] += 0.004  # inside the reference seeds' CI (±0.025)
         r["provenance"]["cpu_model"] = r["provenance"]["device_name"] = "Intel Xeon"
     [c] = cmp.compare(*frames(tmp_path / "a", near, refs()))
-    assert c.verdict == cmp.WITHIN_CI and "different CPU model or torch build" in c.detail
+    assert c.verdict == cmp.WITHIN_CI and "different machine: model Intel Xeon here, AMD EPYC in reference" in c.detail
     far = copy.deepcopy(near)
     for r in far:
         r["metrics"]["test"]["accuracy"] -= 0.10
@@ -45,6 +45,20 @@ def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
     assert c.verdict == cmp.CANNOT_TELL
     other = [record("dora", seed=0)]
     assert cmp.compare(*frames(tmp_path / "d", other, refs()))[0].verdict == cmp.NO_REFERENCE
+
+
+def test_one_cpu_model_name_with_other_kernels_is_another_machine(tmp_path):
+    """Two AMD EPYC machines, one AVX2-only and one with AVX-512: the same model name, other
+    kernels, so bit-identical numbers are not expected and the line says why."""
+    mine, ref = copy.deepcopy(refs()), copy.deepcopy(refs())
+    for r in mine:
+        r["provenance"]["cpu_kernel_isa"] = "AVX2"
+        r["metrics"]["test"]["accuracy"] += 0.004
+    for r in ref:
+        r["provenance"]["cpu_kernel_isa"] = "AVX512"
+    [c] = cmp.compare(*frames(tmp_path, mine, ref))
+    assert c.verdict == cmp.WITHIN_CI and "different machine: CPU kernels AVX2 here, AVX512 in reference" in c.detail
+    assert "bit-identical was expected" not in c.detail
 
 
 def test_measurement_switches_do_not_split_a_configuration(tmp_path):

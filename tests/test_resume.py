@@ -29,20 +29,20 @@ def sweep_cmd(results: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path, forked_cli):
-    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    # both starts fork the session's warm driver (tests/forked_cli.py); the first in a process
+    # group of its own, killed as the OOM killer or a lost node would
+    proc = forked_cli.start(sweep_cmd(tmp_path)[3:], env=ENV, new_session=True)
     deadline = time.time() + 120
-    while not list(tmp_path.glob("*.json")) and time.time() < deadline and proc.poll() is None:
+    while not list(tmp_path.glob("*.json")) and time.time() < deadline and proc.running():
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait(60).returncode == -signal.SIGKILL
     first = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.json")}
     assert 1 <= len(first) < len(METHODS), "the kill must land partway through the sweep"
     # what a write killed between mkstemp and rename leaves: a partial temp file
     stale = tmp_path / f".{next(iter(first))}.k1ll3d.tmp"
     stale.write_text('{"schema_version": 1, "run_id": "tru')
 
-    # the resuming start is a fork of the session's warm driver (tests/forked_cli.py); the killed one was a real start
     out = forked_cli.run(sweep_cmd(tmp_path)[3:], env=ENV, timeout=180)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert f"[sweep] {len(METHODS)} runs, {len(first)} already done, {len(METHODS) - len(first)} to launch" in out.stdout
@@ -123,12 +123,12 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
 
 
 @pytest.mark.slow
-def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path):
-    procs = [subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, (out + err)[-3000:]
+def test_two_identical_sweeps_at_once_train_each_run_once(tmp_path, forked_cli):
+    procs = [forked_cli.start(sweep_cmd(tmp_path)[3:], env=ENV) for _ in range(2)]  # two processes, running together
+    done = [p.wait(600) for p in procs]
+    for d in done:
+        assert d.returncode == 0, (d.stdout + d.stderr)[-3000:]
+    outs = [(d.stdout, d.stderr) for d in done]
     trained = [line for out, _ in outs for line in out.splitlines() if line.startswith("ok: ")]
     assert len(trained) == len(METHODS), "each run trains once, in one of the two sweeps"
     recs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]

@@ -8,12 +8,12 @@ from peftbench.analysis.load.identity import (GROUP_KEY, LINE_KEY, ROW_KEY, RUN_
                                               setting_labels, setting_value, short_hash, trained_items)
 from peftbench.analysis.load.read import (READABLE_VERSIONS, Loaded, Problem, find_json_files, load_results, read_record,
                                          skipped_below)
-from peftbench.analysis.load.rows import (RESUME_PARTIAL, contended_for, flatten, is_copied, is_timing, measurement_records,
-                                          measurement_source, resumed_note, timings_contended)
+from peftbench.analysis.load.rows import (RESUME_PARTIAL, contended_for, flatten, is_copied, is_timing, machine_label,
+                                          measurement_records, measurement_source, resumed_note, timings_contended)
 from peftbench.analysis.load.upgrade import upgrade_v1
 from peftbench.experiments.record import SCHEMA_VERSION
 
 __all__ = ["GROUP_KEY", "LINE_KEY", "READABLE_VERSIONS", "ROW_KEY", "RUN_KEY", "SCHEMA_VERSION", "Loaded", "Problem",
-           "RESUME_PARTIAL", "contended_for", "find_json_files", "flatten", "is_copied", "is_timing", "load_results", "measurement_records", "measurement_source", "skipped_below",
+           "RESUME_PARTIAL", "contended_for", "find_json_files", "flatten", "is_copied", "is_timing", "load_results", "machine_label", "measurement_records", "measurement_source", "skipped_below",
            "non_method", "read_record", "resumed_note", "setting_items", "setting_labels", "setting_value", "short_hash",
            "timings_contended", "trained_items", "upgrade_v1"]
