@@ -1,6 +1,7 @@
 """Silence third-party chatter that is expected and says nothing about the run."""
 import logging
 import os
+import sys
 import warnings
 
 
@@ -13,10 +14,13 @@ def quiet() -> None:
     # progress line says what a run is doing
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    try:
+    # transformers reads these when it is imported: a command that never loads a model (report,
+    # `reproduce --list`, a refused config) then does not import it (about 1 s) only to quiet it.
+    # A user's own TRANSFORMERS_VERBOSITY wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before: tell it directly
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass

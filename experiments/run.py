@@ -3,6 +3,8 @@ measure -> record."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import itertools
 import os
 import random
@@ -253,9 +255,12 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
 
 def plan_key(plan: Plan) -> str:
-    """What a phase's duration depends on most, for its estimate: model, method and precision."""
-    cfg = plan.config
-    return f"{cfg['model']['name']}|{cfg['task']['name']}|{cfg['method']['name']}|{cfg['precision']}"
+    """What a phase's duration depends on most, for its estimate: model, method and precision, the
+    evaluation sets' sizes and what is measured (a measure=quick run skips what a full one times)."""
+    cfg, task = plan.config, plan.config["task"]
+    sizes = f"{task.get('n_validation')}/{task.get('n_test')}"
+    measured = hashlib.sha256(json.dumps([cfg.get("measure"), cfg.get("forgetting")], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{cfg['model']['name']}|{task['name']}|{cfg['method']['name']}|{cfg['precision']}|{sizes}|{measured}"
 
 
 def contention_figures(train: Share | None, timing: Share | None, load: float | None, on_cpu: bool = True,
