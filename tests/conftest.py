@@ -124,10 +124,19 @@ def pytest_xdist_make_scheduler(config, log):
     return OneWorkerPerCluster(config, log)
 
 
+# A test that asks for one of these trains a model or starts a `peftbench` process: it is `slow`
+# whether or not it says so, and `make test-fast` leaves it out.
+SLOW_FIXTURES = {"run_small", "forked_cli"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `whole_machine` need every core of the machine (two processes on two cores):
     inside an xdist worker, which holds only its share, they skip and say
     where they run (`make test` runs them in a second pass without -n)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     skip = pytest.mark.skip(reason="needs every core: runs in make test's second pass, without -n")
