@@ -60,8 +60,10 @@ def machine_difference(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
     def torch(frame: pd.DataFrame) -> set[str]:
         return {next((p.split(" ", 1)[1] for p in v.split(", ") if p.startswith("torch ")), "?") for v in frame["prov_versions"]}
 
-    def kernels(frame: pd.DataFrame) -> set[str]:
-        return set(frame["prov_cpu_kernels"]) if "prov_cpu_kernels" in frame else {"-"}
+    def kernels(frame: pd.DataFrame) -> set[str]:  # a GPU run's numbers do not depend on its host's CPU kernels
+        if "prov_cpu_kernel_isa" not in frame:
+            return {"-"}
+        return {isa if str(device).startswith("cpu") else "-" for isa, device in zip(frame["prov_cpu_kernel_isa"], frame["prov_device"])}
 
     parts = [("model", set(mine["prov_hardware"]), set(ref["prov_hardware"])), ("CPU kernels", kernels(mine), kernels(ref)),
              ("torch", torch(mine), torch(ref))]
@@ -88,7 +90,7 @@ def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Compari
     shared = sorted(set(mine["seed"]) & set(ref["seed"]))
     if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
         return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")
-    note = " (same CPU and torch: bit-identical was expected)" if same_machine and shared else ""
+    note = " (same CPU model, CPU kernels and torch build: bit-identical was expected)" if same_machine and shared else ""
     if shared:
         note += what_moved(mine, ref, shared)
     return _within_ci(label, mine, ref, where, note)

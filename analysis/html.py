@@ -57,7 +57,7 @@ VERDICT_CLASS = {"holds": "holds", "fails": "fails", "not applicable": "nodata",
 
 PROVENANCE_COLUMNS = {
     "prov_git": "git commit", "prov_device": "device", "prov_hardware": "hardware (GPU / CPU model)",
-    "prov_cpu_kernels": "CPU kernels (ISA)", "prov_cpu_count": "CPUs", "prov_torch_threads": "torch threads", "prov_cuda": "CUDA", "prov_versions": "versions",
+    "prov_cpu_kernel_isa": "CPU kernels (ISA)", "prov_cpu_count": "CPUs", "prov_torch_threads": "torch threads", "prov_cuda": "CUDA", "prov_versions": "versions",
 }
 
 

@@ -19,8 +19,10 @@ def quiet() -> None:
     # A user's own TRANSFORMERS_VERBOSITY wins.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules:  # imported before: tell it directly
+    if "transformers" in sys.modules:  # imported before reading them: tell it what they say
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            hf_logging.set_verbosity_error()
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            hf_logging.disable_progress_bar()

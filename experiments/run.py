@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import itertools
+import json
 import os
 import random
 import re
@@ -255,8 +255,8 @@ def run_plan(plan: Plan) -> dict[str, Any]:
 
 
 def plan_key(plan: Plan) -> str:
-    """What a phase's duration depends on most, for its estimate: model, method and precision, the
-    evaluation sets' sizes and what is measured (a measure=quick run skips what a full one times)."""
+    """What a phase's duration depends on most, for its estimate: model, task, method and precision,
+    the evaluation sets' sizes and what is measured (a measure=quick run skips what a full one times)."""
     cfg, task = plan.config, plan.config["task"]
     sizes = f"{task.get('n_validation')}/{task.get('n_test')}"
     measured = hashlib.sha256(json.dumps([cfg.get("measure"), cfg.get("forgetting")], sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -107,6 +107,7 @@ def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
 ONE_WORKER_FILES = ("tests/test_slurm.py", "tests/test_ray.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) knows no such hook
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` (make test): one test at a time to whichever worker is free, except the
     files in ONE_WORKER_FILES, each sent whole to one worker and first, so that their minutes of
@@ -132,14 +133,20 @@ SLOW_FIXTURES = {"run_small", "forked_cli"}
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `whole_machine` need every core of the machine (two processes on two cores):
-    inside an xdist worker, which holds only its share, they skip and say
-    where they run (`make test` runs them in a second pass without -n)."""
+    inside an xdist worker, which holds only its share, they skip and say where they run (`make
+    test` runs them in a second pass without -n). Under another `--dist` than loadgroup, a file in
+    ONE_WORKER_FILES could be split across workers, each starting its own cluster beside (and
+    stopping) the other's: its tests skip and say how to run them."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and "slow" not in item.keywords:
             item.add_marker(pytest.mark.slow)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     skip = pytest.mark.skip(reason="needs every core: runs in make test's second pass, without -n")
+    split = pytest.mark.skip(reason="shares one cluster with its file's other tests: run with --dist loadgroup "
+                                    "(make test), or without -n")
     for item in items:
         if "whole_machine" in item.keywords:
             item.add_marker(skip)
+        elif not config.getoption("loadgroup", False) and item.nodeid.split("::", 1)[0] in ONE_WORKER_FILES:
+            item.add_marker(split)

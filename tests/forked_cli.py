@@ -39,8 +39,12 @@ registry.available()  # every method module, with peft and bitsandbytes
 for line in sys.stdin:
     job = json.loads(line)
     if "wait" in job:  # a detached child's end
-        _, status = os.waitpid(job["wait"], 0)
-        sys.stdout.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n")
+        try:
+            _, status = os.waitpid(job["wait"], 0)
+            reply = {"rc": os.waitstatus_to_exitcode(status)}
+        except ChildProcessError:  # not this driver's child, or already waited for
+            reply = {"error": f"pid {job['wait']} is no running child of the driver"}
+        sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
         continue
     pid = os.fork()
@@ -95,23 +99,26 @@ class ForkedCli:
 
     def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-        return self.start(args, cwd=cwd, env=env, detach=False).wait(timeout)
+        forked = self._fork(args, cwd, env, detach=False, new_session=False)
+        return forked._collect(self._reply(timeout, args))
 
     def start(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
-              detach: bool = True, new_session: bool = False) -> "Forked":
-        """Fork `peftbench ARGS`. Detached, it runs while the caller goes on (and may start more):
-        `Forked.wait` collects it. `new_session`: its own process group, as `start_new_session`
-        gives a Popen, so that a signal to the group reaches the command and what it started."""
+              new_session: bool = False) -> "Forked":
+        """Fork `peftbench ARGS` and return while it runs (the caller may start more): `Forked.wait`
+        collects it. `new_session`: its own process group, as `start_new_session` gives a Popen,
+        so that a signal to the group reaches the command and what it started."""
+        forked = self._fork(args, cwd, env, detach=True, new_session=new_session)
+        reply = self._reply(30, args)
+        forked.pid = reply["pid"]
+        return forked
+
+    def _fork(self, args: Sequence[str], cwd: Path, env: Mapping[str, str] | None, *, detach: bool, new_session: bool) -> "Forked":
         assert self.proc.poll() is None, "the forked-CLI driver has exited"
         self.n += 1
         out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
-        job = {"args": list(args), "cwd": str(cwd), "env": dict(env or self.env), "stdout": str(out), "stderr": str(err),
-               "detach": detach, "new_session": new_session}
-        forked = Forked(self, list(args), out, err)
-        self._send(job)
-        if detach:
-            forked.pid = self._reply(30, args)["pid"]
-        return forked
+        self._send({"args": list(args), "cwd": str(cwd), "env": dict(env or self.env), "stdout": str(out), "stderr": str(err),
+                    "detach": detach, "new_session": new_session})
+        return Forked(self, list(args), out, err)
 
     def _send(self, job: dict) -> None:
         assert self.proc.stdin is not None
@@ -139,10 +146,12 @@ class ForkedCli:
 
 
 class Forked:
-    """One forked command line; `pid` is set when it was started detached."""
+    """One command forked detached (`ForkedCli.start`)."""
 
     def __init__(self, cli: ForkedCli, args: list[str], out: Path, err: Path) -> None:
-        self.cli, self.args, self.out, self.err, self.pid = cli, args, out, err, None
+        self.cli, self.args, self.out, self.err = cli, args, out, err
+        self.pid: int | None = None
+        self.result: subprocess.CompletedProcess | None = None
 
     def running(self) -> bool:
         """Whether the command still runs (an ended child the driver has not reaped is a zombie)."""
@@ -152,7 +161,13 @@ class Forked:
             return False
 
     def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
-        if self.pid is not None:
+        if self.result is None:
             self.cli._send({"wait": self.pid})
-        rc = self.cli._reply(timeout, self.args)["rc"]
-        return subprocess.CompletedProcess(["peftbench", *self.args], rc, self.out.read_text(), self.err.read_text())
+            self._collect(self.cli._reply(timeout, self.args))
+        return self.result
+
+    def _collect(self, reply: dict) -> subprocess.CompletedProcess:
+        if "error" in reply:
+            raise RuntimeError(f"the forked-CLI driver: {reply['error']}")
+        self.result = subprocess.CompletedProcess(["peftbench", *self.args], reply["rc"], self.out.read_text(), self.err.read_text())
+        return self.result

@@ -300,7 +300,7 @@ def serving_skipped(record: Mapping[str, Any]) -> str:
 def machine_label(row: Mapping[str, Any]) -> str:
     """The hardware a flattened run ran on, with its CPU kernels' instruction set where recorded
     ("AMD EPYC (AVX2)"): what sets its rounding, beyond its precision and threads."""
-    hardware, kernels = str(row.get("prov_hardware", "-")), str(row.get("prov_cpu_kernels", "-"))
+    hardware, kernels = str(row.get("prov_hardware", "-")), str(row.get("prov_cpu_kernel_isa", "-"))
     return hardware if kernels in ("-", "nan", "None") else f"{hardware} ({kernels})"
 
 
@@ -315,7 +315,7 @@ def provenance_columns(prov: Mapping[str, Any]) -> dict[str, str]:
         "prov_hardware": str(gpu if gpu else (prov.get("cpu_model") or prov.get("device_name") or "-")),
         # the instruction set torch's CPU kernels ran with: one CPU model name ("AMD EPYC") covers
         # an AVX2-only and an AVX-512 machine, whose kernels round differently
-        "prov_cpu_kernels": str(prov.get("cpu_kernel_isa") or "-"),
+        "prov_cpu_kernel_isa": str(prov.get("cpu_kernel_isa") or "-"),
         "prov_cpu_count": str(prov.get("cpu_count", "-")),
         "prov_git": f"{commit or 'unknown commit'}{' (dirty)' if prov.get('git_dirty') else ''}",
         "prov_torch_threads": str(prov.get("torch_threads", "-")),
