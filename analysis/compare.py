@@ -24,7 +24,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, short_hash, trained_items
+from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, machine_label, short_hash, trained_items
 from peftbench.analysis.stats import t_ci95
 from peftbench.experiments.paths import REFERENCE
 
@@ -55,18 +55,15 @@ def _identical(mine: pd.Series, ref: pd.Series, metrics: list[str]) -> bool:
 
 def machine_difference(mine: pd.DataFrame, ref: pd.DataFrame) -> str:
     """What of the machine that sets the numerics differs between the two sides ('' when nothing
-    does): the CPU (or GPU) model, the instruction set torch's CPU kernels ran with, the torch
-    build. Records without the kernels' ISA (older ones) count it as unknown on that side."""
+    does): the hardware with its CPU kernels' instruction set (`load.machine_label`), the torch
+    build. Records without the kernels' ISA (older ones) name the hardware alone."""
     def torch(frame: pd.DataFrame) -> set[str]:
         return {next((p.split(" ", 1)[1] for p in v.split(", ") if p.startswith("torch ")), "?") for v in frame["prov_versions"]}
 
-    def kernels(frame: pd.DataFrame) -> set[str]:  # a GPU run's numbers do not depend on its host's CPU kernels
-        if "prov_cpu_kernel_isa" not in frame:
-            return {"-"}
-        return {isa if str(device).startswith("cpu") else "-" for isa, device in zip(frame["prov_cpu_kernel_isa"], frame["prov_device"])}
+    def machines(frame: pd.DataFrame) -> set[str]:
+        return {machine_label(row) for row in frame.to_dict("records")}
 
-    parts = [("model", set(mine["prov_hardware"]), set(ref["prov_hardware"])), ("CPU kernels", kernels(mine), kernels(ref)),
-             ("torch", torch(mine), torch(ref))]
+    parts = [("machine", machines(mine), machines(ref)), ("torch", torch(mine), torch(ref))]
     return "; ".join(f"{name} {'/'.join(sorted(a))} here, {'/'.join(sorted(b))} in reference" for name, a, b in parts if a != b)
 
 
@@ -86,7 +83,7 @@ def compare_config(label: str, mine: pd.DataFrame, ref: pd.DataFrame) -> Compari
     metrics = _metric_columns(ref)
     moved = machine_difference(mine, ref)
     same_machine = not moved
-    where = "same CPU model, CPU kernels and torch build" if same_machine else f"different machine: {moved}"
+    where = "same CPU model, CPU kernels and torch build" if same_machine else f"different {moved}"
     shared = sorted(set(mine["seed"]) & set(ref["seed"]))
     if shared and all(_identical(mine[mine["seed"] == s].iloc[0], ref[ref["seed"] == s].iloc[0], metrics) for s in shared):
         return Comparison(label, BIT_IDENTICAL, f"seeds {','.join(map(str, shared))}: test metrics and loss curve equal ({where})")

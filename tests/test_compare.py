@@ -34,7 +34,7 @@ def test_perturbed_records_within_ci_or_not_reproduced(tmp_path):
         r["metrics"]["test"]["accuracy"] += 0.004  # inside the reference seeds' CI (±0.025)
         r["provenance"]["cpu_model"] = r["provenance"]["device_name"] = "Intel Xeon"
     [c] = cmp.compare(*frames(tmp_path / "a", near, refs()))
-    assert c.verdict == cmp.WITHIN_CI and "different machine: model Intel Xeon here, AMD EPYC in reference" in c.detail
+    assert c.verdict == cmp.WITHIN_CI and "different machine Intel Xeon here, AMD EPYC in reference" in c.detail
     far = copy.deepcopy(near)
     for r in far:
         r["metrics"]["test"]["accuracy"] -= 0.10
@@ -57,8 +57,15 @@ def test_one_cpu_model_name_with_other_kernels_is_another_machine(tmp_path):
     for r in ref:
         r["provenance"]["cpu_kernel_isa"] = "AVX512"
     [c] = cmp.compare(*frames(tmp_path, mine, ref))
-    assert c.verdict == cmp.WITHIN_CI and "different machine: CPU kernels AVX2 here, AVX512 in reference" in c.detail
+    assert c.verdict == cmp.WITHIN_CI and "different machine AMD EPYC (AVX2) here, AMD EPYC (AVX512) in reference" in c.detail
     assert "bit-identical was expected" not in c.detail
+    # on a GPU the host's CPU kernels set no number: the same GPU and torch is the same machine
+    mine, ref = copy.deepcopy(refs()), copy.deepcopy(refs())
+    for side, isa in ((mine, "AVX2"), (ref, "AVX512")):
+        for r in side:
+            r["provenance"].update(device="cuda:0", gpu="NVIDIA H100", cpu_kernel_isa=isa)
+    [c] = cmp.compare(*frames(tmp_path / "gpu", mine, ref))
+    assert c.verdict == cmp.BIT_IDENTICAL and "same CPU model, CPU kernels and torch build" in c.detail
 
 
 def test_measurement_switches_do_not_split_a_configuration(tmp_path):

@@ -298,10 +298,12 @@ def serving_skipped(record: Mapping[str, Any]) -> str:
 
 
 def machine_label(row: Mapping[str, Any]) -> str:
-    """The hardware a flattened run ran on, with its CPU kernels' instruction set where recorded
-    ("AMD EPYC (AVX2)"): what sets its rounding, beyond its precision and threads."""
+    """The hardware a flattened run ran on, with its CPU kernels' instruction set where it ran on
+    the CPU and the record has it ("AMD EPYC (AVX2)"): what sets its rounding, beyond its precision
+    and threads. A GPU run's numbers do not depend on its host's CPU kernels."""
     hardware, kernels = str(row.get("prov_hardware", "-")), str(row.get("prov_cpu_kernel_isa", "-"))
-    return hardware if kernels in ("-", "nan", "None") else f"{hardware} ({kernels})"
+    on_cpu = str(row.get("prov_device", "cpu")).startswith("cpu")
+    return f"{hardware} ({kernels})" if on_cpu and kernels not in ("-", "nan", "None") else hardware
 
 
 def provenance_columns(prov: Mapping[str, Any]) -> dict[str, str]:
