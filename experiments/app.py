@@ -49,6 +49,9 @@ def exit_failed(rec: dict[str, Any]) -> None:
     if rec.get("status") == "diverged":
         print(f"peftbench: run {error} (record in {where})", file=sys.stderr)
         sys.exit(1)
+    if rec.get("status") == "interrupted":  # its ranks were stopped (torchrun's), not this process
+        print(f"peftbench: run {error}: start the same command again to finish it (record in {where})", file=sys.stderr)
+        sys.exit(1)
     print(f"peftbench: run failed: {error} ({'traceback' if rec.get('traceback') else 'record'} in {where})", file=sys.stderr)
     sys.exit(1)
 
@@ -114,7 +117,8 @@ def launch_and_wait(plan: Any) -> dict[str, Any]:
     the OOM killer say), the failure is recorded here, so that a sweep goes on."""
     code, started = distributed.launch(plan.config, plan.run_id, plan.threads)
     fresh = plan.path.exists() and plan.path.stat().st_mtime >= started
-    if fresh and (code == 0 or record.read(plan.path).get("status") in ("failed", "diverged")):
+    # rank 0's record says what happened (a run its ranks were stopped in says interrupted)
+    if fresh and (code == 0 or record.read(plan.path).get("status") in ("failed", "diverged", "interrupted")):
         return record.read(plan.path)
     peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id)
     rec = base_record(plan)
@@ -174,7 +178,7 @@ def main(cfg: DictConfig) -> None:
                 _record_invalid(config, e)
         else:
             rec = run_one(config, multirun, cap, group)
-    if not multirun and rec and rec.get("status") in ("failed", "diverged"):
+    if not multirun and rec and rec.get("status") in ("failed", "diverged", "interrupted"):
         exit_failed(rec)
     if multirun:
         manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / ".sweep.json")

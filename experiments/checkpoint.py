@@ -10,6 +10,15 @@ batches are a seeded stream, so resuming skips the ones already used. A checkpoi
 removed once the run has its final record; a stopped run keeps it for its next start. A GRPO run's
 checkpoints are trl's own, in the folder `<results_dir>/.checkpoints/<run id>/` (experiments/grpo.py).
 
+A distributed run (DDP, FSDP2) keeps the same one file, written by rank 0: the trainable weights
+and the optimizer state gathered whole (torch.distributed.checkpoint's full state dicts, so FSDP's
+shards are put together), and every rank's random state, since each rank draws its own dropout
+masks. On resuming, rank 0 reads the file and hands each rank its share: the weights and optimizer
+state broadcast and re-sharded, the rest broadcast, each rank's random state its own. A checkpoint
+written by another number of processes is set aside (each rank's slice of a batch, and its random
+stream, depend on that number). A full state dict passes through rank 0's memory: for models whose
+optimizer state does not fit one host, this is not the checkpoint to use.
+
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
 (the record says from which step: `checkpoint.resumed_from_step`, and the training time before
 it: `checkpoint.train_s_before_resume`).
@@ -23,6 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from peftbench.experiments.distributed import SINGLE, World, agree, gather
 from peftbench.experiments.meters.rng import random_state, set_random_state
 
 FOLDER = ".checkpoints"
@@ -39,21 +49,29 @@ def trainer_folder_for(results_dir: str | Path, run_id: str) -> Path:
 
 
 def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.Module,
-         optimizer: torch.optim.Optimizer, scheduler: Any, method_state: Mapping[str, Any], train_s: float) -> None:
+         optimizer: torch.optim.Optimizer, scheduler: Any, method_state: Mapping[str, Any], train_s: float,
+         world: World = SINGLE) -> None:
     """Everything training needs to go on after `step` completed steps, written atomically (a
     kill during the write leaves the previous checkpoint). `train_s`: the training time so far,
-    which a resumed run's record adds to its own."""
-    state = {
+    which a resumed run's record adds to its own. With several processes every rank calls it (the
+    state is gathered) and rank 0 writes."""
+    state: dict[str, Any] = {
         "run_id": run_id,
         "step": step,
         "train_s": train_s,
         "losses": list(losses),
-        "weights": {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "method": dict(method_state),
-        "rng": random_state(),
     }
+    if world.initialized:
+        weights, optim = _full_state(model, optimizer)
+        rngs = gather(random_state(), world)
+        if not world.is_main:
+            return
+        state.update({"world_size": world.size, "weights": weights, "optimizer": optim, "rng_per_rank": rngs})
+    else:
+        state.update({"weights": {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad},
+                      "optimizer": optimizer.state_dict(), "rng": random_state()})
     path.parent.mkdir(parents=True, exist_ok=True)
     for torn in path.parent.glob(f"{path.name}.*.tmp"):  # a write of this run that was killed (one process runs a run)
         torn.unlink(missing_ok=True)
@@ -76,11 +94,18 @@ def load(path: Path, run_id: str, steps: int) -> dict[str, Any] | None:
     return state
 
 
-def fits(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
-    """None when the checkpoint's trainable weights and optimizer groups are the model's, else
-    what differs (a checkpoint from other code): such a run starts over rather than fail at every start."""
-    trainable = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
-    saved = {n: tuple(t.shape) for n, t in state["weights"].items()}
+def fits(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, world: World = SINGLE) -> str | None:
+    """None when the checkpoint's trainable weights and optimizer groups are the model's, and it
+    was written by as many processes as this run has, else what differs (a checkpoint from other
+    code, or another launch): such a run starts over rather than fail at every start."""
+    saved_size = int(state.get("world_size", 1))
+    if saved_size != world.size:
+        return f"it was written by {saved_size} process(es), this run has {world.size}"
+    # a full state dict (several processes) names tied weights under each of their names, and may
+    # hold buffers; named_parameters() names a tied weight once
+    whole = world.initialized
+    trainable = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=not whole) if p.requires_grad}
+    saved = {n: tuple(t.shape) for n, t in state["weights"].items() if not whole or n in trainable}
     if saved != trainable:
         return f"its {len(saved)} trainable tensors are not the model's {len(trainable)}"
     groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
@@ -89,9 +114,41 @@ def fits(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     return None
 
 
-def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def resume_state(path: Path, run_id: str, steps: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 world: World = SINGLE) -> tuple[dict[str, Any] | None, str | None]:
+    """The checkpoint to resume from (None: start at step 0) and, when one exists that cannot be
+    used, why. With several processes every rank calls it: rank 0 reads and checks the file, and
+    the others get what it decided, with everything but the weights and the optimizer state
+    (`restore` broadcasts those)."""
+    if not world.initialized:
+        state = load(path, run_id, steps)
+        unfit = fits(state, model, optimizer) if state is not None else None
+        return (None, unfit) if unfit else (state, None)
+    state = load(path, run_id, steps) if world.is_main else None
+    unfit = fits(state, model, optimizer, world) if state is not None else None
+    small = None if state is None or unfit else {k: v for k, v in state.items() if k not in ("weights", "optimizer")}
+    small, unfit = agree((small, unfit), world)
+    if small is None:
+        return None, unfit
+    return (state if world.is_main else small), None
+
+
+def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            world: World = SINGLE) -> None:
     """Put the saved weights, optimizer, schedule and random state back (the method's own state is
-    the method's to restore). Check `fits` first."""
+    the method's to restore). Check `fits` first (`resume_state` does). With several processes every
+    rank calls it with what `resume_state` gave it."""
+    if world.initialized:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        # rank 0 holds the whole state; the others receive their share of each tensor. Two calls:
+        # set_state_dict skips the model on a rank whose (empty) model state it is given
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        set_model_state_dict(model, state.get("weights", {}), options=options)
+        set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=options)
+        scheduler.load_state_dict(state["scheduler"])
+        set_random_state(state["rng_per_rank"][world.rank])
+        return
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state["weights"].items():
@@ -99,6 +156,15 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_random_state(state["rng"])
+
+
+def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trainable weights and the optimizer state, whole, on rank 0's CPU (empty on the other
+    ranks, which take part in gathering FSDP's shards)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return get_state_dict(model, optimizer, options=options)
 
 
 def remove(results_dir: str | Path, run_id: str) -> None:

@@ -115,8 +115,6 @@ def prepare(config: dict[str, Any]) -> Plan:
     if objective is None:
         raise ConfigError(f"objective {config['objective']['name']!r} is not one of {', '.join(OBJECTIVES)}")
     objective.check(config, task_kind, info.kind, world.size)
-    if int(config.get("checkpoint_every_steps", 0)) and world.size > 1:
-        raise ConfigError("checkpoint_every_steps resumes a one-process run; set checkpoint_every_steps=0 for distributed runs")
     # The id hashes device as configured ("auto"), so that a SLURM sweep's parent (no GPU) and
     # its jobs agree on ids; the device that ran is in provenance, and the report keys rows by it.
     rid = record.run_id(config)
@@ -373,16 +371,15 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
     batches = distributed.shard_batches(task.train_batches(steps, bs, seed=int(cfg["seed"])), world)
     every = int(cfg.get("checkpoint_every_steps", 0))
     saved_at = checkpoint.path_for(cfg["results_dir"], plan.run_id)
-    resume = checkpoint.load(saved_at, plan.run_id, steps) if every and not cfg.get("force") else None
-    unfit = checkpoint.fits(resume, model, optimizer) if resume is not None else None
-    if unfit:
+    resume, unfit = (checkpoint.resume_state(saved_at, plan.run_id, steps, model, optimizer, world)
+                     if every and not cfg.get("force") else (None, None))
+    if unfit and world.is_main:
         # said whether or not progress is shown: work thought saved is being redone
         print(f"[{cfg['method']['name']} s{cfg['seed']}] starting at step 0: the checkpoint {saved_at} does not fit this run ({unfit})",
               file=sys.stderr, flush=True)
-        resume = None
     start, before_s = 0, 0.0
     if resume is not None:
-        checkpoint.restore(resume, model, optimizer, scheduler)
+        checkpoint.restore(resume, model, optimizer, scheduler, world)
         plan.method.load_step_state(model, resume["method"])
         start, before_s = int(resume["step"]), float(resume.get("train_s", 0.0))
         batches = itertools.islice(batches, start, None)  # a seeded stream: the same batches from there on
@@ -393,7 +390,7 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
         if steps_done < steps:  # after the last step the record follows, not a checkpoint
             checkpoint.save(saved_at, run_id=plan.run_id, step=steps_done, losses=losses, model=model, optimizer=optimizer,
                             scheduler=scheduler, method_state=plan.method.step_state(model),
-                            train_s=before_s + time.perf_counter() - began)
+                            train_s=before_s + time.perf_counter() - began, world=world)
 
     if cfg.get("compile"):
         # dynamic shapes: generation batches are trimmed to their longest example

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,8 +100,9 @@ class ForkedCli:
 
     def run(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-        forked = self._fork(args, cwd, env, detach=False, new_session=False)
-        return forked._collect(self._reply(timeout, args))
+        # in a session of its own, so that a command past its timeout is stopped with all it
+        # started (torchrun and its ranks), not left running beside the tests that follow
+        return self.start(args, cwd=cwd, env=env, new_session=True).wait(timeout)
 
     def start(self, args: Sequence[str], *, cwd: Path = ROOT, env: Mapping[str, str] | None = None,
               new_session: bool = False) -> "Forked":
@@ -109,7 +111,7 @@ class ForkedCli:
         so that a signal to the group reaches the command and what it started."""
         forked = self._fork(args, cwd, env, detach=True, new_session=new_session)
         reply = self._reply(30, args)
-        forked.pid = reply["pid"]
+        forked.pid, forked.group = reply["pid"], reply["pid"] if new_session else None
         return forked
 
     def _fork(self, args: Sequence[str], cwd: Path, env: Mapping[str, str] | None, *, detach: bool, new_session: bool) -> "Forked":
@@ -125,10 +127,15 @@ class ForkedCli:
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
 
-    def _reply(self, timeout: float, args: Sequence[str]) -> dict:
+    def _reply(self, timeout: float, args: Sequence[str], group: int | None = None) -> dict:
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
+            if group is not None:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.kill()
             raise TimeoutError(f"peftbench {' '.join(args)} ran past {timeout} s in the forked-CLI driver")
         reply = self.proc.stdout.readline()
@@ -151,6 +158,7 @@ class Forked:
     def __init__(self, cli: ForkedCli, args: list[str], out: Path, err: Path) -> None:
         self.cli, self.args, self.out, self.err = cli, args, out, err
         self.pid: int | None = None
+        self.group: int | None = None  # its process group, when it has one of its own
         self.result: subprocess.CompletedProcess | None = None
 
     def running(self) -> bool:
@@ -163,7 +171,7 @@ class Forked:
     def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
         if self.result is None:
             self.cli._send({"wait": self.pid})
-            self._collect(self.cli._reply(timeout, self.args))
+            self._collect(self.cli._reply(timeout, self.args, self.group))
         return self.result
 
     def _collect(self, reply: dict) -> subprocess.CompletedProcess:

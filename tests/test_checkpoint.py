@@ -9,7 +9,6 @@ import pytest
 from peftbench.experiments import checkpoint, progress, record
 from peftbench.experiments.run import execute, prepare
 from peftbench.experiments.signals import Interrupted
-from peftbench.methods.base import ConfigError
 from tests.conftest import compose
 
 TINY = ["model=tiny-llama", "steps=8", "measure.latency=false", "progress=false", "task.n_train=64",
@@ -114,12 +113,6 @@ def test_a_checkpoint_of_another_run_or_a_torn_file_is_not_resumed(tmp_path):
     assert checkpoint.load(path, "run", 8) is None
     torch.save({"run_id": "run", "step": 8}, path)
     assert checkpoint.load(path, "run", 8) is None  # nothing left to run: start over
-
-
-def test_checkpoints_are_refused_where_they_cannot_resume():
-    with pytest.raises(ConfigError, match="checkpoint_every_steps"):
-        prepare(compose(["checkpoint_every_steps=2", "distributed=ddp", "distributed.nproc_per_node=2", "model=tiny-llama",
-                         "precision=fp32"]))
 
 
 TINY_RL = ["model=tiny-llama", "task=procedural", "objective=grpo", "steps=4", "batch_size=2", "task.n_train=32",

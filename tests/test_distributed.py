@@ -125,6 +125,50 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
     assert "peftbench: run failed" in out.stderr
 
 
+STOP_PLUG = (
+    "import os, signal\n"
+    "if os.environ.get('RANK') is not None and os.environ.get('PEFTBENCH_TEST_STOP_AFTER'):\n"
+    "    from peftbench.experiments import progress\n"
+    "    def stop(step, loss, dt):\n"
+    "        if step == int(os.environ['PEFTBENCH_TEST_STOP_AFTER']):\n"
+    "            os.kill(os.getpid(), signal.SIGTERM)  # as a preemption stops every rank\n"
+    "    progress.LISTENERS.append(stop)\n")
+
+
+@pytest.mark.slow
+def test_a_stopped_fsdp_run_resumes_with_the_numbers_of_an_unstopped_one(tmp_path, forked_cli):
+    """Every rank gets SIGTERM after step 3 of 4 (a sitecustomize on the ranks' path stands in for
+    a preemption); the next start resumes at the checkpoint of step 2 and ends with the loss curve
+    and metrics of a run never stopped. FSDP: the weights and the optimizer state are gathered
+    whole into the checkpoint and come back as each rank's shards. LoRA dropout: each rank draws
+    its own masks, so each resumed rank must get its own random state back. (DDP saves and
+    restores through the same functions, with whole tensors.)"""
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "sitecustomize.py").write_text(STOP_PLUG)
+    run = ["method=lora", "method.dropout=0.1", "distributed=fsdp", "checkpoint_every_steps=2", *TINY]
+    whole = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    [one] = records(tmp_path / "whole")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]), "PEFTBENCH_TEST_STOP_AFTER": "2"}
+    stopped = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env)
+    assert stopped.returncode == 1 and "start the same command again" in stopped.stderr, (stopped.stdout + stopped.stderr)[-3000:]
+    assert [r["status"] for r in records(tmp_path / "stopped")] == ["interrupted"]
+    import torch
+
+    [saved] = (tmp_path / "stopped" / ".checkpoints").glob("*.pt")
+    state = torch.load(saved, weights_only=False)
+    assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (2, 2, 2)
+    resumed = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    [rec] = records(tmp_path / "stopped")
+    assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 2, rec.get("error")
+    assert rec["run_id"] == one["run_id"]
+    assert rec["loss_curve"] == one["loss_curve"]
+    assert rec["metrics"] == one["metrics"] and rec["forgetting"] == one["forgetting"]
+    assert not saved.exists()
+
+
 @pytest.mark.parametrize("overrides, words", [
     (["distributed=ddp", "batch_size=7"], "does not split evenly over 2 processes"),
     (["distributed=fsdp", "method=qlora"], "FSDP cannot shard"),
