@@ -90,18 +90,6 @@ def test_ddp_full_ft_and_lora_on_two_processes_match_one_process(tmp_path, forke
 
 
 @pytest.mark.slow
-def test_fsdp_lora_on_two_processes_matches_one_process(tmp_path, forked_cli):
-    out = peftbench(forked_cli, "method=lora", "++method.dropout=0.0", "distributed=fsdp", f"results_dir={tmp_path}", *TINY)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    [rec] = records(tmp_path)
-    assert_two_rank_record(rec)
-    assert rec["config"]["distributed"]["sharding"] == "full_shard"
-    assert_same_as_one_process(rec, tmp_path)
-    # FSDP's estimate holds a half of the weights per device: below one process's
-    assert rec["cost"]["est_weight_bytes"] < rec["cost"]["weight_bytes"]
-
-
-@pytest.mark.slow
 def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
     """Rank 1's optimizer raises on its first step (a sitecustomize on its path stands in for a
     crash); rank 0 must not wait for it forever, and the run is recorded as failed with rank
@@ -125,33 +113,57 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
     assert "peftbench: run failed" in out.stderr
 
 
-STOP_PLUG = (
-    "import os, signal\n"
-    "if os.environ.get('RANK') is not None and os.environ.get('PEFTBENCH_TEST_STOP_AFTER'):\n"
+# On the ranks' path (sitecustomize): after every step each rank draws from the global generator
+# (rank r draws r + 1 numbers, so that the ranks' random states part ways, as dropout masks make
+# them do) and logs the state it reaches; with PEFTBENCH_TEST_STOP_AFTER=N every rank is sent
+# SIGTERM after step N (0-based), as a preemption stops a job
+RANK_PLUG = (
+    "import hashlib, os, signal\n"
+    "if os.environ.get('RANK') is not None and os.environ.get('PEFTBENCH_TEST_RNG_LOG'):\n"
     "    from peftbench.experiments import progress\n"
-    "    def stop(step, loss, dt):\n"
-    "        if step == int(os.environ['PEFTBENCH_TEST_STOP_AFTER']):\n"
-    "            os.kill(os.getpid(), signal.SIGTERM)  # as a preemption stops every rank\n"
-    "    progress.LISTENERS.append(stop)\n")
+    "    def draw_and_stop(step, loss, dt):\n"
+    "        import torch\n"
+    "        torch.rand(int(os.environ['RANK']) + 1)\n"
+    "        digest = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()[:12]\n"
+    "        with open(os.environ['PEFTBENCH_TEST_RNG_LOG'] + '.' + os.environ['RANK'], 'a') as f:\n"
+    "            f.write(f'{step} {digest}\\n')\n"
+    "        if step == int(os.environ.get('PEFTBENCH_TEST_STOP_AFTER', -1)):\n"
+    "            os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    progress.LISTENERS.append(draw_and_stop)\n")
 
 
 @pytest.mark.slow
-def test_a_stopped_fsdp_run_resumes_with_the_numbers_of_an_unstopped_one(tmp_path, forked_cli):
-    """Every rank gets SIGTERM after step 3 of 4 (a sitecustomize on the ranks' path stands in for
-    a preemption); the next start resumes at the checkpoint of step 2 and ends with the loss curve
-    and metrics of a run never stopped. FSDP: the weights and the optimizer state are gathered
-    whole into the checkpoint and come back as each rank's shards. LoRA dropout: each rank draws
-    its own masks, so each resumed rank must get its own random state back. (DDP saves and
-    restores through the same functions, with whole tensors.)"""
+def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_with_the_numbers_of_an_unstopped_one(tmp_path, forked_cli):
+    """FSDP over two processes computes the one-process run's steps. Then every rank is stopped by
+    SIGTERM after step 3 of 4; the next start resumes at the checkpoint of step 2 and ends with the
+    loss curve and metrics of the run never stopped: the weights and the optimizer state, gathered
+    whole into the checkpoint, come back as each rank's shards, and each rank gets its own random
+    state back (the ranks' generators part ways here, as dropout masks make them do; DDP saves and
+    restores through the same functions, with whole tensors)."""
     plug = tmp_path / "plug"
     plug.mkdir()
-    (plug / "sitecustomize.py").write_text(STOP_PLUG)
-    run = ["method=lora", "method.dropout=0.1", "distributed=fsdp", "checkpoint_every_steps=2", *TINY]
-    whole = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'whole'}")
-    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    (plug / "sitecustomize.py").write_text(RANK_PLUG)
+    run = ["method=lora", "++method.dropout=0.0", "distributed=fsdp", "checkpoint_every_steps=2", *TINY]
+
+    def env(name: str, **extra: str) -> dict:
+        return {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]),
+                "PEFTBENCH_TEST_RNG_LOG": str(tmp_path / name), **extra}
+
+    def states(name: str) -> list[list[str]]:
+        return [(tmp_path / f"{name}.{rank}").read_text().split("\n")[:-1] for rank in (0, 1)]
+
+    out = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'whole'}", env=env("whole"))
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [one] = records(tmp_path / "whole")
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]), "PEFTBENCH_TEST_STOP_AFTER": "2"}
-    stopped = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env)
+    assert_two_rank_record(one)
+    assert one["config"]["distributed"]["sharding"] == "full_shard"
+    assert_same_as_one_process(one, tmp_path)
+    # FSDP's estimate holds a half of the weights per device: below one process's
+    assert one["cost"]["est_weight_bytes"] < one["cost"]["weight_bytes"]
+    whole_states = states("whole")
+    assert whole_states[0] != whole_states[1]
+
+    stopped = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env("stopped", PEFTBENCH_TEST_STOP_AFTER="2"))
     assert stopped.returncode == 1 and "start the same command again" in stopped.stderr, (stopped.stdout + stopped.stderr)[-3000:]
     assert [r["status"] for r in records(tmp_path / "stopped")] == ["interrupted"]
     import torch
@@ -159,13 +171,15 @@ def test_a_stopped_fsdp_run_resumes_with_the_numbers_of_an_unstopped_one(tmp_pat
     [saved] = (tmp_path / "stopped" / ".checkpoints").glob("*.pt")
     state = torch.load(saved, weights_only=False)
     assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (2, 2, 2)
-    resumed = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}")
+    resumed = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env("resumed"))
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     [rec] = records(tmp_path / "stopped")
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 2, rec.get("error")
     assert rec["run_id"] == one["run_id"]
     assert rec["loss_curve"] == one["loss_curve"]
     assert rec["metrics"] == one["metrics"] and rec["forgetting"] == one["forgetting"]
+    # each rank's generator after steps 3 and 4 is where it was in the run never stopped
+    assert states("resumed") == [lines[2:] for lines in whole_states]
     assert not saved.exists()
 
 
