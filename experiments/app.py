@@ -49,9 +49,6 @@ def exit_failed(rec: dict[str, Any]) -> None:
     if rec.get("status") == "diverged":
         print(f"peftbench: run {error} (record in {where})", file=sys.stderr)
         sys.exit(1)
-    if rec.get("status") == "interrupted":  # its ranks were stopped (torchrun's), not this process
-        print(f"peftbench: run {error}: start the same command again to finish it (record in {where})", file=sys.stderr)
-        sys.exit(1)
     print(f"peftbench: run failed: {error} ({'traceback' if rec.get('traceback') else 'record'} in {where})", file=sys.stderr)
     sys.exit(1)
 
@@ -117,13 +114,16 @@ def launch_and_wait(plan: Any) -> dict[str, Any]:
     the OOM killer say), the failure is recorded here, so that a sweep goes on."""
     code, started = distributed.launch(plan.config, plan.run_id, plan.threads)
     fresh = plan.path.exists() and plan.path.stat().st_mtime >= started
-    # rank 0's record says what happened (a run its ranks were stopped in says interrupted)
-    if fresh and (code == 0 or record.read(plan.path).get("status") in ("failed", "diverged", "interrupted")):
-        return record.read(plan.path)
+    rank0 = record.read(plan.path) if fresh else {}
+    if fresh and (code == 0 or rank0.get("status") in ("failed", "diverged")):
+        return rank0
     peers = distributed.peer_errors(plan.config["results_dir"], plan.run_id)
+    # rank 0 stopped by a signal: torchrun stopping it after another rank died outright, or the
+    # ranks preempted while this process was not; which one, nothing here can tell
+    stopped = f" (rank 0: {rank0['error']})" if rank0.get("status") == "interrupted" else " and no rank recorded the run (a rank was killed?)"
     rec = base_record(plan)
     rec.update({"status": "failed", "provenance": provenance.collect(plan.device),
-                "error": "; ".join(peers) or f"torchrun exited with code {code} and no rank recorded the run (a rank was killed?)"})
+                "error": "; ".join(peers) or f"torchrun exited with code {code}{stopped}"})
     record.write_atomic(plan.path, rec)
     distributed.clear_errors(plan.config["results_dir"], plan.run_id)
     print(f"FAILED ({rec['error']}): {plan.path}", flush=True)
@@ -178,7 +178,7 @@ def main(cfg: DictConfig) -> None:
                 _record_invalid(config, e)
         else:
             rec = run_one(config, multirun, cap, group)
-    if not multirun and rec and rec.get("status") in ("failed", "diverged", "interrupted"):
+    if not multirun and rec and rec.get("status") in ("failed", "diverged"):
         exit_failed(rec)
     if multirun:
         manifest = os.environ.get(sweep.MANIFEST_ENV) or str(Path(str(hc.sweep.dir)) / ".sweep.json")

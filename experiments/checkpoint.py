@@ -10,14 +10,16 @@ batches are a seeded stream, so resuming skips the ones already used. A checkpoi
 removed once the run has its final record; a stopped run keeps it for its next start. A GRPO run's
 checkpoints are trl's own, in the folder `<results_dir>/.checkpoints/<run id>/` (experiments/grpo.py).
 
-A distributed run (DDP, FSDP2) keeps the same one file, written by rank 0: the trainable weights
-and the optimizer state gathered whole (torch.distributed.checkpoint's full state dicts, so FSDP's
-shards are put together), and every rank's random state, since each rank draws its own dropout
-masks. On resuming, rank 0 reads the file and hands each rank its share: the weights and optimizer
-state broadcast and re-sharded, the rest broadcast, each rank's random state its own. A checkpoint
-written by another number of processes is set aside (each rank's slice of a batch, and its random
-stream, depend on that number). A full state dict passes through rank 0's memory: for models whose
-optimizer state does not fit one host, this is not the checkpoint to use.
+A distributed run keeps the same one file, written by rank 0, with every rank's random state in it
+(each rank draws its own dropout masks). Under DDP the replicas are whole and equal: rank 0's own
+weights and optimizer state are the run's, and on resuming every rank reads them from the file (a
+multi-node run needs its results folder shared, as its ranks' error notes already do). Under FSDP
+they are gathered whole (torch.distributed.checkpoint's full state dicts) and, on resuming, rank 0
+reads the file and its tensors are broadcast and re-sharded; the full state passes through rank
+0's host memory, so for models whose optimizer state does not fit one host this is not the
+checkpoint to use, and a method that builds its own optimizer (state that torch's full state dicts
+cannot gather) is refused there (experiments/run.py). `distributed.*` is part of the run id, so
+another world size is another run, with its own checkpoint.
 
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
 (the record says from which step: `checkpoint.resumed_from_step`, and the training time before
@@ -64,14 +66,17 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
         "method": dict(method_state),
     }
     if world.initialized:
-        weights, optim = _full_state(model, optimizer)
+        sharded = world.sharded
+        weights, optim = _full_state(model, optimizer) if sharded else (_trainable(model), optimizer.state_dict())
         rngs = gather(random_state(), world)
         if not world.is_main:
             return
+        names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+        # a full state dict keeps a frozen tied weight under its second name: not a trainable one
+        weights = {n: t for n, t in weights.items() if n in names} if sharded else weights
         state.update({"world_size": world.size, "weights": weights, "optimizer": optim, "rng_per_rank": rngs})
     else:
-        state.update({"weights": {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad},
-                      "optimizer": optimizer.state_dict(), "rng": random_state()})
+        state.update({"weights": _trainable(model), "optimizer": optimizer.state_dict(), "rng": random_state()})
     path.parent.mkdir(parents=True, exist_ok=True)
     for torn in path.parent.glob(f"{path.name}.*.tmp"):  # a write of this run that was killed (one process runs a run)
         torn.unlink(missing_ok=True)
@@ -101,11 +106,11 @@ def fits(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     saved_size = int(state.get("world_size", 1))
     if saved_size != world.size:
         return f"it was written by {saved_size} process(es), this run has {world.size}"
-    # a full state dict (several processes) names tied weights under each of their names, and may
-    # hold buffers; named_parameters() names a tied weight once
-    whole = world.initialized
-    trainable = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=not whole) if p.requires_grad}
-    saved = {n: tuple(t.shape) for n, t in state["weights"].items() if not whole or n in trainable}
+    # FSDP's full state dict names a trainable tied weight under each of its names; named_parameters()
+    # names it once
+    every_name = world.sharded and world.initialized
+    trainable = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=not every_name) if p.requires_grad}
+    saved = {n: tuple(t.shape) for n, t in state["weights"].items()}
     if saved != trainable:
         return f"its {len(saved)} trainable tensors are not the model's {len(trainable)}"
     groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
@@ -130,7 +135,12 @@ def resume_state(path: Path, run_id: str, steps: int, model: nn.Module, optimize
     small, unfit = agree((small, unfit), world)
     if small is None:
         return None, unfit
-    return (state if world.is_main else small), None
+    if world.is_main:
+        return state, None
+    if not world.sharded:  # whole replicas: each rank reads the weights and optimizer state itself
+        whole = torch.load(path, map_location="cpu", weights_only=False)
+        return {**small, "weights": whole["weights"], "optimizer": whole["optimizer"]}, None
+    return small, None
 
 
 def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -138,7 +148,7 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
     """Put the saved weights, optimizer, schedule and random state back (the method's own state is
     the method's to restore). Check `fits` first (`resume_state` does). With several processes every
     rank calls it with what `resume_state` gave it."""
-    if world.initialized:
+    if world.initialized and world.sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
         # rank 0 holds the whole state; the others receive their share of each tensor. Two calls:
@@ -155,12 +165,16 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_random_state(state["rng"])
+    set_random_state(state["rng_per_rank"][world.rank] if world.initialized else state["rng"])
+
+
+def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The trainable weights and the optimizer state, whole, on rank 0's CPU (empty on the other
-    ranks, which take part in gathering FSDP's shards)."""
+    """FSDP's trainable weights and optimizer state, whole, on rank 0's CPU (empty on the other
+    ranks, which take part in gathering the shards)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from peftbench.experiments.meters import StepTimer
+from peftbench.experiments.signals import signals_interrupt
 from peftbench.methods.base import ConfigError, Method
 
 # environment torchrun (and accelerate launch, and torchrun under SLURM) gives each worker
@@ -129,6 +130,9 @@ def validate(config: Mapping[str, Any], method: Method, info: Any, world: World)
         if type(method).on_step is not Method.on_step:
             raise ConfigError(f"method {config['method']['name']} changes its parameters after every step (on_step), which needs whole "
                               f"parameters on every rank; FSDP shards them: use distributed=ddp")
+        if int(config.get("checkpoint_every_steps", 0)) and type(method).optimizer is not Method.optimizer:
+            raise ConfigError(f"method {config['method']['name']} builds its own optimizer, whose state FSDP's checkpoints cannot gather "
+                              f"whole; use distributed=ddp, or checkpoint_every_steps=0")
 
 
 # -- the process group --------------------------------------------------------------------------
@@ -352,7 +356,21 @@ def launch(config: Mapping[str, Any], run_id: str, threads: int) -> tuple[int, f
     started = time.time()
     try:
         # each worker's thread count (set again by the run itself): torchrun's own default is 1
-        code = subprocess.call(torchrun_command(Path(name), int(d["nproc_per_node"])), env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        proc = subprocess.Popen(torchrun_command(Path(name), int(d["nproc_per_node"])), env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        try:
+            with signals_interrupt():
+                code = proc.wait()
+        except BaseException:
+            # stopped here (SIGTERM, Ctrl-C): torchrun passes SIGTERM on to its ranks, each in a session
+            # of its own, which then record the run as interrupted; killed outright, it would leave them
+            # running, writing the checkpoint the next start reads
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
     finally:
         Path(name).unlink(missing_ok=True)
     return code, started

@@ -380,6 +380,7 @@ def train_supervised(plan: Plan, model: nn.Module, task: Any, autocast) -> Train
     start, before_s = 0, 0.0
     if resume is not None:
         checkpoint.restore(resume, model, optimizer, scheduler, world)
+        resume = {k: v for k, v in resume.items() if k not in ("weights", "optimizer")}  # restored: not held for the whole run
         plan.method.load_step_state(model, resume["method"])
         start, before_s = int(resume["step"]), float(resume.get("train_s", 0.0))
         batches = itertools.islice(batches, start, None)  # a seeded stream: the same batches from there on

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -132,10 +133,7 @@ class ForkedCli:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             if group is not None:
-                try:
-                    os.killpg(group, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                stop_group(group)
             self.proc.kill()
             raise TimeoutError(f"peftbench {' '.join(args)} ran past {timeout} s in the forked-CLI driver")
         reply = self.proc.stdout.readline()
@@ -150,6 +148,32 @@ class ForkedCli:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def live_members(group: int) -> list[int]:
+    """The processes of a process group that still run (zombies left out)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def stop_group(group: int, grace_s: float = 30) -> None:
+    """SIGTERM to a command's process group, then SIGKILL to what is left after `grace_s`. SIGTERM
+    first: torchrun starts its ranks each in a session of its own, and only it can stop them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and live_members(group) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 class Forked:
