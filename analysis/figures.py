@@ -200,11 +200,14 @@ def _wrap_titles(fig: plt.Figure) -> None:
             ax.set_title("\n".join(textwrap.fill(line, chars, break_long_words=False) for line in title.split("\n")))
 
 
+FORMATS = ("png", "pdf")  # the PNG first: the report's pages show it
+
+
 def _save(fig: plt.Figure, out: Path, name: str) -> list[str]:
     _wrap_titles(fig)
     _thin_numeric_ticks(fig)
     files = []
-    for ext in ("png", "pdf"):
+    for ext in FORMATS:
         path = out / f"{name}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         # a tight box keeps rotated labels and outside legends whole; the test holds the result to the column

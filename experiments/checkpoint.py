@@ -66,14 +66,17 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
         "method": dict(method_state),
     }
     if world.initialized:
-        sharded = world.sharded
-        weights, optim = _full_state(model, optimizer) if sharded else (_trainable(model), optimizer.state_dict())
+        if world.sharded:  # every rank takes part in gathering the shards
+            weights, optim = _full_state(model, optimizer)
         rngs = gather(random_state(), world)
         if not world.is_main:
             return
-        names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
-        # a full state dict keeps a frozen tied weight under its second name: not a trainable one
-        weights = {n: t for n, t in weights.items() if n in names} if sharded else weights
+        if world.sharded:
+            names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+            # a full state dict keeps a frozen tied weight under its second name: not a trainable one
+            weights = {n: t for n, t in weights.items() if n in names}
+        else:  # DDP: rank 0's replica is every rank's
+            weights, optim = _trainable(model), optimizer.state_dict()
         state.update({"world_size": world.size, "weights": weights, "optimizer": optim, "rng_per_rank": rngs})
     else:
         state.update({"weights": _trainable(model), "optimizer": optimizer.state_dict(), "rng": random_state()})
@@ -123,8 +126,8 @@ def resume_state(path: Path, run_id: str, steps: int, model: nn.Module, optimize
                  world: World = SINGLE) -> tuple[dict[str, Any] | None, str | None]:
     """The checkpoint to resume from (None: start at step 0) and, when one exists that cannot be
     used, why. With several processes every rank calls it: rank 0 reads and checks the file, and
-    the others get what it decided, with everything but the weights and the optimizer state
-    (`restore` broadcasts those)."""
+    the others get what it decided, with everything but the weights and the optimizer state, which
+    under DDP each rank then reads from the file itself and under FSDP `restore` broadcasts."""
     if not world.initialized:
         state = load(path, run_id, steps)
         unfit = fits(state, model, optimizer) if state is not None else None
