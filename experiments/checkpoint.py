@@ -18,7 +18,7 @@ they are gathered whole (torch.distributed.checkpoint's full state dicts) and, o
 reads the file and its tensors are broadcast and re-sharded; the full state passes through rank
 0's host memory, so for models whose optimizer state does not fit one host this is not the
 checkpoint to use, and a method that builds its own optimizer (state that torch's full state dicts
-cannot gather) is refused there (experiments/run.py). `distributed.*` is part of the run id, so
+cannot gather) is refused there (distributed.validate). `distributed.*` is part of the run id, so
 another world size is another run, with its own checkpoint.
 
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
