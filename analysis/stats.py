@@ -116,21 +116,25 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     rows = []
     ok = add_cost_score(ok)  # a per-run score like the metrics: mean, std and CI over seeds
     scores = score_columns(ok)
+    # every numeric column as floats once (a column at a time per group is most of the time here)
+    numeric = {c: ok[c].astype(float).to_numpy() for c in dict.fromkeys(scores + COST_COLUMNS)}
+    position = pd.Series(np.arange(len(ok)), index=ok.index)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
+        at = position.loc[runs.index].to_numpy()
         row = dict(zip(KEY, key))
         row["config_id"] = short_hash({k: repr(v) for k, v in row.items()})
         row["n"] = len(runs)
         row["seeds"] = tuple(sorted(int(s) for s in runs["seed"]))
         for metric in scores:
-            vals = runs[metric].astype(float)
-            row[f"{metric}_mean"] = float(vals.mean())
-            row[f"{metric}_std"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan
-            row[f"{metric}_ci95"] = t_ci95(list(vals))
+            vals = numeric[metric][at]
+            row[f"{metric}_mean"] = _nanmean(vals)
+            row[f"{metric}_std"] = _nanstd(vals) if (~np.isnan(vals)).sum() > 1 else math.nan
+            row[f"{metric}_ci95"] = t_ci95(vals.tolist())
         if "primary" in scores:
             row["primary_ci_low"], row["primary_ci_high"] = interval_in_range(
                 row["primary_mean"], row["primary_ci95"], runs.iloc[0].get("primary_range"))
         for col in COST_COLUMNS:
-            row[col] = float(runs[col].astype(float).mean())
+            row[col] = _nanmean(numeric[col][at])
         first = runs.iloc[0]  # constant within a row: setting is in the key
         for col in FIRST_COLUMNS:
             row[col] = first[col]
@@ -145,6 +149,24 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     add_full_ft_relative(agg, ok)
     add_baseline_comparison(agg, ok)
     return agg
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """pandas' Series.mean() (missing values skipped; NaN when none is left), bit for bit,
+    without a Series."""
+    missing = np.isnan(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.where(missing, 0.0, x).sum(dtype=np.float64) / (len(x) - missing.sum()))
+
+
+def _nanstd(x: np.ndarray) -> float:
+    """pandas' Series.std(ddof=1), bit for bit: the same two passes over the values present."""
+    missing = np.isnan(x)
+    count = len(x) - missing.sum()
+    values = np.where(missing, 0.0, x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sqr = (values.sum(dtype=np.float64) / count - values) ** 2
+        return float(np.sqrt(np.where(missing, 0.0, sqr).sum(dtype=np.float64) / (count - 1)))
 
 
 def measurement_facts(runs: pd.DataFrame) -> dict[str, tuple]:
@@ -191,13 +213,15 @@ def runs_of(ok: pd.DataFrame, row: Mapping) -> pd.DataFrame:
     return ok[mask]
 
 
-def runs_index(ok: pd.DataFrame):
-    """runs_of for many rows of one frame, its groups found once: (ok, row) -> the runs behind row."""
+def runs_index(ok: pd.DataFrame, columns: list[str] | None = None):
+    """runs_of for many rows of one frame, its groups found once: row -> the runs behind row
+    (only `columns` of them, where given: taking every column of a wide frame costs)."""
     groups = {_key(k): idx for k, idx in ok.groupby(KEY, sort=False, dropna=False).indices.items()}
+    frame = ok if columns is None else ok[columns]
 
     def of(row: Mapping) -> pd.DataFrame:
         idx = groups.get(_key(tuple(row[k] for k in KEY)))
-        return ok.iloc[idx] if idx is not None else ok.iloc[0:0]
+        return frame.iloc[idx] if idx is not None else frame.iloc[0:0]
     return of
 
 
@@ -212,26 +236,38 @@ def choose_reference(cand: pd.DataFrame, row: Mapping) -> Mapping | None:
     setting (batch size, task, model dtype, device: `ref_setting`), then the same lr, else the
     best by validation score (never by test score, which would tune on the test set). Tables,
     figures and claims all call it."""
-    if cand.empty:
+    label = _reference_label(cand[REFERENCE_RULE_COLUMNS], row)
+    return None if label is None else cand.loc[label]
+
+
+# What the reference rule reads: it picks among these few columns, and only the chosen row of the
+# wide frame is taken (a take of every column per candidate set is most of a report's time).
+REFERENCE_RULE_COLUMNS = ["ref_setting", "lr", "val_primary_mean", "primary_direction"]
+
+
+def _reference_label(rule: pd.DataFrame, row: Mapping):
+    """choose_reference's pick, as the index label of the chosen candidate (None: no candidate)."""
+    if rule.empty:
         return None
-    same_setting = cand[cand["ref_setting"] == row["ref_setting"]]
+    same_setting = rule[rule["ref_setting"] == row["ref_setting"]]
     if not same_setting.empty:
-        cand = same_setting
-    same_lr = cand[np.isclose(cand["lr"].astype(float), float(row["lr"]), equal_nan=True)]
+        rule = same_setting
+    same_lr = rule[np.isclose(rule["lr"].astype(float), float(row["lr"]), equal_nan=True)]
     if not same_lr.empty:
-        cand = same_lr
-    score = cand["val_primary_mean"].astype(float) * cand["primary_direction"].map(sign)
-    return cand.loc[score.sort_values(ascending=False, na_position="last").index[0]]
+        rule = same_lr
+    score = rule["val_primary_mean"].astype(float) * rule["primary_direction"].map(sign)
+    return score.sort_values(ascending=False, na_position="last").index[0]
 
 
 def pick_reference(agg: pd.DataFrame, row: Mapping, match: list[str], role: str | None = None,
                    method: str | None = None) -> Mapping | None:
     """The configuration of the method with `role` (or named `method`) that `row` is compared
     with: same model, task, precision and `match` keys, then `choose_reference`."""
-    cand = agg[agg["role"] == role] if role is not None else agg[agg["method"] == method]
+    mask = (agg["role"] == role) if role is not None else (agg["method"] == method)
     for k in GROUP_KEY + ["precision"] + match:
-        cand = cand[cand[k] == row[k]]
-    return choose_reference(cand, row)
+        mask &= agg[k] == row[k]
+    label = _reference_label(agg.loc[mask.to_numpy(dtype=bool, na_value=False), REFERENCE_RULE_COLUMNS], row)
+    return None if label is None else agg.loc[label]
 
 
 def _ratio(mine: float, ref: float, direction: str) -> float:
@@ -246,7 +282,7 @@ def add_full_ft_relative(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     task, precision; same steps when available; see choose_reference). Paired per seed (mean of
     per-seed ratios) when the seeds match. `full_ft_ref` names the reference configuration."""
     pct, paired, ref_ids = [], [], []
-    runs_of_row = runs_index(ok)
+    runs_of_row = runs_index(ok, ["seed", "primary"])
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
         ref_ids.append(ref["config_id"] if ref is not None else "-")
@@ -273,7 +309,7 @@ def add_baseline_comparison(agg: pd.DataFrame, ok: pd.DataFrame) -> None:
     same capacity, targets, steps, model, task and precision (see choose_reference)."""
     cols: dict[str, list] = {"vs_baseline_diff": [], "vs_baseline_p": [], "vs_baseline_n": [], "vs_baseline_note": [],
                              "vs_baseline_method": []}
-    runs_of_row = runs_index(ok)
+    runs_of_row = runs_index(ok, ["seed", "primary"])
     for _, row in agg.iterrows():
         ref = None if row["role"] == BASELINE else pick_reference(agg, row, ["capacity", "targets", "steps"], role=BASELINE)
         if ref is None:
@@ -329,10 +365,11 @@ def per_run(ok: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     extra = [c for c in ok.columns if c.startswith(("metrics.test.", "lm_eval."))] + [
         "primary", "primary_metric", "primary_direction", "primary_before", "gain_over_base", "forgetting", "forgetting_key",
         "params.trainable", "params.trainable_pct", "order", "status", *MEASUREMENT_COLUMNS]
+    runs_of_row = runs_index(ok)
     for _, row in agg.iterrows():
         ref = full_ft_reference(agg, row)
-        ft = by_seed(runs_of(ok, ref)) if ref is not None else {}
-        for _, run in runs_of(ok, row).sort_values("seed").iterrows():
+        ft = by_seed(runs_of_row(ref)) if ref is not None else {}
+        for _, run in runs_of_row(row).sort_values("seed").iterrows():
             base = ft.get(int(run["seed"]))
             rows.append({**{k: run[k] for k in ("model", "task", "method", "capacity", "targets", "precision", "lr", "chosen_lr",
                                                  "protocol", "steps", "setting", "device", "seed", "run_id")},

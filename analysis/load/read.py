@@ -164,8 +164,17 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
     ok_rows = _dedupe(ok_rows, problems)
     _source_contention(ok_rows)
     ok = pd.DataFrame(ok_rows) if ok_rows else pd.DataFrame(columns=list(flatten_columns()))
+    ok = _as_objects(ok)
     failed = pd.DataFrame(failed_rows, columns=FAILED_COLUMNS)
     return Loaded(ok=ok, failed=failed, problems=problems)
+
+
+def _as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Python objects rather than pandas' Arrow-backed strings. Each Arrow column
+    is a block of its own, and the report takes rows out of this frame thousands of times: one
+    object block is taken at once, which made a report several times faster."""
+    text = [c for c, t in frame.dtypes.items() if isinstance(t, pd.StringDtype)]
+    return frame.astype(dict.fromkeys(text, object)).copy() if text else frame  # copy: one block per dtype
 
 
 def flatten_columns() -> list[str]:
