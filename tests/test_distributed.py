@@ -75,7 +75,7 @@ def assert_two_rank_record(rec: dict) -> None:
 @pytest.mark.slow
 def test_ddp_full_ft_on_two_processes_matches_one_process(tmp_path, forked_cli):
     """Every weight trainable, gradients all-reduced (LoRA under DDP: the launcher test below, and
-    under FSDP the resume test above)."""
+    under FSDP the resume test below)."""
     out = peftbench(forked_cli, "-m", "method=full_ft", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
                     f"results_dir={tmp_path}", *TINY)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -117,9 +117,9 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
 
 # On the ranks' path (sitecustomize): after every step each rank draws from the global generator
 # (rank r draws r + 1 numbers, so that the ranks' random states part ways, as dropout masks make
-# them do) and logs the state it reaches; with PEFTBENCH_TEST_STOP_AFTER=N every rank is sent
-# SIGTERM after step N (0-based), as a preemption stops a job; PEFTBENCH_TEST_STEP_SLEEP=S makes
-# every step last S seconds longer
+# them do) and logs the state it reaches and the step's loss, exactly; with
+# PEFTBENCH_TEST_STOP_AFTER=N every rank is sent SIGTERM after step N (0-based), as a preemption
+# stops a job; PEFTBENCH_TEST_STEP_SLEEP=S makes every step last S seconds longer
 RANK_PLUG = (
     "import hashlib, os, signal, time\n"
     "if os.environ.get('RANK') is not None and os.environ.get('PEFTBENCH_TEST_RNG_LOG'):\n"
@@ -129,7 +129,7 @@ RANK_PLUG = (
     "        torch.rand(int(os.environ['RANK']) + 1)\n"
     "        digest = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()[:12]\n"
     "        with open(os.environ['PEFTBENCH_TEST_RNG_LOG'] + '.' + os.environ['RANK'], 'a') as f:\n"
-    "            f.write(f'{step} {digest}\\n')\n"
+    "            f.write(f'{step} {digest} {float(loss).hex()}\\n')\n"
     "        time.sleep(float(os.environ.get('PEFTBENCH_TEST_STEP_SLEEP', 0)))\n"
     "        if step == int(os.environ.get('PEFTBENCH_TEST_STOP_AFTER', -1)):\n"
     "            os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -137,55 +137,51 @@ RANK_PLUG = (
 
 
 @pytest.mark.slow
-def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_with_the_numbers_of_an_unstopped_one(tmp_path, forked_cli):
-    """FSDP over two processes computes the one-process run's steps. Then every rank is stopped by
-    SIGTERM after step 3 of 4; the next start resumes at the checkpoint of step 2 and ends with the
-    loss curve and metrics of the run never stopped: the weights and the optimizer state, gathered
-    whole into the checkpoint, come back as each rank's shards, and each rank gets its own random
-    state back (the ranks' generators part ways here, as dropout masks make them do; DDP saves and
-    restores through the same functions, with whole tensors)."""
+def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_it_stopped(tmp_path, forked_cli):
+    """FSDP over two processes, stopped by SIGTERM to every rank after its last step (of 4), before
+    any record: the checkpoint of step 2 holds every rank's random state. The next start resumes
+    there and computes steps 3 and 4 exactly as the stopped run did, loss and random state on each
+    rank (the ranks' generators part ways here, as dropout masks make them do): the weights, the
+    optimizer state and the schedule, gathered whole into the checkpoint, came back as each rank's
+    shards. The finished run matches the one-process run (DDP saves and restores through the same
+    functions, with whole tensors)."""
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "sitecustomize.py").write_text(RANK_PLUG)
-    run = ["method=lora", "++method.dropout=0.0", "distributed=fsdp", "checkpoint_every_steps=2", *TINY]
+    run = ["method=lora", "++method.dropout=0.0", "distributed=fsdp", "checkpoint_every_steps=2", *TINY,
+           f"results_dir={tmp_path / 'r'}"]
 
     def env(name: str, **extra: str) -> dict:
         return {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]),
                 "PEFTBENCH_TEST_RNG_LOG": str(tmp_path / name), **extra}
 
-    def states(name: str) -> list[list[str]]:
+    def steps(name: str) -> list[list[str]]:
         return [(tmp_path / f"{name}.{rank}").read_text().split("\n")[:-1] for rank in (0, 1)]
 
-    out = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'whole'}", env=env("whole"))
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    [one] = records(tmp_path / "whole")
-    assert_two_rank_record(one)
-    assert one["config"]["distributed"]["sharding"] == "full_shard"
-    assert_same_as_one_process(one, tmp_path)
-    # FSDP's estimate holds a half of the weights per device: below one process's
-    assert one["cost"]["est_weight_bytes"] < one["cost"]["weight_bytes"]
-    whole_states = states("whole")
-    assert whole_states[0] != whole_states[1]
-
-    stopped = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env("stopped", PEFTBENCH_TEST_STOP_AFTER="2"))
+    stopped = peftbench(forked_cli, *run, env=env("stopped", PEFTBENCH_TEST_STOP_AFTER="3"))
     assert stopped.returncode == 1, (stopped.stdout + stopped.stderr)[-3000:]
-    [failed] = records(tmp_path / "stopped")  # never ok; failed, since nothing here can tell a preemption from a killed rank
+    [failed] = records(tmp_path / "r")  # never ok; failed, since nothing here can tell a preemption from a killed rank
     assert failed["status"] == "failed" and "rank 0: interrupted by SIGTERM" in failed["error"], failed["error"]
     import torch
 
-    [saved] = (tmp_path / "stopped" / ".checkpoints").glob("*.pt")
+    [saved] = (tmp_path / "r" / ".checkpoints").glob("*.pt")
     state = torch.load(saved, weights_only=False)
     assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (2, 2, 2)
-    resumed = peftbench(forked_cli, *run, f"results_dir={tmp_path / 'stopped'}", env=env("resumed"))
+    before = steps("stopped")
+    assert [len(lines) for lines in before] == [4, 4] and before[0] != before[1]
+
+    resumed = peftbench(forked_cli, *run, env=env("resumed"))
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    [rec] = records(tmp_path / "stopped")
+    [rec] = records(tmp_path / "r")
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 2, rec.get("error")
-    assert rec["run_id"] == one["run_id"]
-    assert rec["loss_curve"] == one["loss_curve"]
-    assert rec["metrics"] == one["metrics"] and rec["forgetting"] == one["forgetting"]
-    # each rank's generator after steps 3 and 4 is where it was in the run never stopped
-    assert states("resumed") == [lines[2:] for lines in whole_states]
+    # steps 3 and 4 again, on each rank: the same losses and random states, bit for bit
+    assert steps("resumed") == [lines[2:] for lines in before]
     assert not saved.exists()
+    assert_two_rank_record(rec)
+    assert rec["config"]["distributed"]["sharding"] == "full_shard"
+    assert_same_as_one_process(rec, tmp_path)
+    # FSDP's estimate holds a half of the weights per device: below one process's
+    assert rec["cost"]["est_weight_bytes"] < rec["cost"]["weight_bytes"]
 
 
 @pytest.mark.slow

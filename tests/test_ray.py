@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from peftbench.experiments import checkpoint
+from tests.forked_cli import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -53,22 +54,22 @@ def head():
     subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+# The sweeps are forks of the session's warm driver (tests/forked_cli.py); the Ray workers that run
+# the jobs are processes of Ray's own.
 def sweep_args(address: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "peftbench", "run", "-m", "hydra/launcher=ray_cluster",
-            f"hydra.launcher.ray.init.address={address}", *TINY, *args]
+    return ["run", "-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}", *TINY, *args]
 
 
 def records(d: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
 
 
-def test_a_sweep_runs_on_the_cluster_one_cpu_per_run(head, tmp_path):
+def test_a_sweep_runs_on_the_cluster_one_cpu_per_run(head, tmp_path, forked_cli):
     address, env = head
-    out = subprocess.run(sweep_args(address, "method=lora,linear_probe", "seed=0,1", "steps=2", f"results_dir={tmp_path}"),
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     recs = records(tmp_path)
-    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
     assert all(r["provenance"]["torch_threads"] == 1 for r in recs)  # num_cpus=1: one thread per run
     from peftbench.experiments.run import execute, prepare
     from tests.conftest import compose
@@ -76,31 +77,31 @@ def test_a_sweep_runs_on_the_cluster_one_cpu_per_run(head, tmp_path):
     lora = next(r for r in recs if r["method"] == "lora" and r["seed"] == 0)
     plain = execute(prepare(compose(["method=lora", "steps=2", *TINY, "torch_threads=1", f"results_dir={tmp_path / 'plain'}"])))
     assert lora["loss_curve"] == plain["loss_curve"] and lora["metrics"] == plain["metrics"]
-    again = subprocess.run(sweep_args(address, "method=lora,linear_probe", "seed=0,1", "steps=2", f"results_dir={tmp_path}"),
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert "[sweep] 4 runs, 4 already done, 0 to launch" in again.stdout
+    again = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
+    assert "[sweep] 2 runs, 2 already done, 0 to launch" in again.stdout
 
 
-def test_a_killed_worker_leaves_a_failed_record_and_the_next_start_finishes_the_run(head, tmp_path):
+def test_a_killed_worker_leaves_a_failed_record_and_the_next_start_finishes_the_run(head, tmp_path, forked_cli):
     address, env = head
     run = ["method=lora", "steps=600", "checkpoint_every_steps=150", f"results_dir={tmp_path}"]
-    proc = subprocess.Popen(sweep_args(address, *run), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = forked_cli.start(sweep_args(address, *run), env=env, new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not list((tmp_path / checkpoint.FOLDER).glob("*.pt")):
-            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint was written"
+            assert time.monotonic() < deadline and proc.running(), "no checkpoint was written"
             time.sleep(0.2)
         workers = subprocess.run(["pgrep", "-f", "ray::_run_job"], capture_output=True, text=True).stdout.split()
         assert len(workers) == 1, workers
         os.kill(int(workers[0]), signal.SIGKILL)  # as the OOM killer or a lost node would
-        output, _ = proc.communicate(timeout=120)
+        out = proc.wait(120)
     finally:
-        proc.kill()
+        if proc.running():
+            stop_group(proc.group)
     [rec] = records(tmp_path)
-    assert rec["status"] == "failed" and "Ray worker" in rec["error"] and "start the sweep again" in rec["error"], output[-2000:]
+    assert rec["status"] == "failed" and "Ray worker" in rec["error"] and "start the sweep again" in rec["error"], \
+        (out.stdout + out.stderr)[-2000:]
 
-    again = subprocess.run(sweep_args(address, *run), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = forked_cli.run(sweep_args(address, *run), env=env, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     [rec] = records(tmp_path)
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] >= 150

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from peftbench.experiments import checkpoint
 from tests.conftest import compose
+from tests.forked_cli import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
@@ -46,14 +46,14 @@ def cluster():
     subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
-def sweep(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "peftbench", "run", "-m", *SLURM, *TINY, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+# The sweeps themselves are forks of the session's warm driver (tests/forked_cli.py), which spares
+# each the imports a launcher pays for at its start; the jobs SLURM starts are processes of their own.
+def sweep(forked_cli, env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return forked_cli.run(["run", "-m", *SLURM, *TINY, *args], env=env, timeout=timeout)
 
 
-def start_sweep(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "peftbench", "run", "-m", *SLURM, *TINY, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_sweep(forked_cli, env: dict, *args: str):
+    return forked_cli.start(["run", "-m", *SLURM, *TINY, *args], env=env, new_session=True)
 
 
 def sacct(env: dict, *args: str) -> list[dict[str, str]]:
@@ -91,46 +91,46 @@ def running_job(env: dict) -> str | None:
     return out[0] if out else None
 
 
-def test_a_sweep_goes_through_sbatch_throttled_into_the_shared_folder(cluster, tmp_path):
-    """4 runs as one job array, at most two at a time (array_parallelism=2, on a node with room for
+def test_a_sweep_goes_through_sbatch_throttled_into_the_shared_folder(cluster, tmp_path, forked_cli):
+    """3 runs as one job array, at most two at a time (array_parallelism=2, on a node with room for
     four), written by concurrent jobs into the one results folder they share, every record ok; a
     second start submits nothing."""
-    out = sweep(cluster, "method=lora,linear_probe", "seed=0,1", "steps=2", "hydra.launcher.array_parallelism=2",
+    out = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2", "steps=2", "hydra.launcher.array_parallelism=2",
                 "hydra.launcher.timeout_min=5", f"results_dir={tmp_path}")
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     recs = records(tmp_path)
-    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
-    assert {(r["method"], r["seed"]) for r in recs} == {("lora", 0), ("lora", 1), ("linear_probe", 0), ("linear_probe", 1)}
+    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
+    assert {(r["method"], r["seed"]) for r in recs} == {("lora", 0), ("lora", 1), ("lora", 2)}
     assert all(r["provenance"]["torch_threads"] == 1 for r in recs)  # cpus_per_task is the job's thread count
 
     scripts = list(tmp_path.glob(".hydra/*/.submitit/*/*_submission.sh"))
-    assert scripts and "#SBATCH --array=0-3%2" in scripts[0].read_text()
+    assert scripts and "#SBATCH --array=0-2%2" in scripts[0].read_text()
     array = scripts[0].name.split("_")[0]  # <array job id>_submission.sh
 
     # the launcher has each result as soon as the job wrote it; accounting hears of the job's end after
     def array_tasks_completed():
         rows = [row for row in sacct(cluster, "-j", array) if "_" in row["JobID"]]
-        return rows if len(rows) == 4 and all(row["State"] == "COMPLETED" for row in rows) else None
+        return rows if len(rows) == 3 and all(row["State"] == "COMPLETED" for row in rows) else None
 
-    tasks = wait_for(array_tasks_completed, 60, "accounting to show the 4 array tasks completed", every=1)
+    tasks = wait_for(array_tasks_completed, 60, "accounting to show the 3 array tasks completed", every=1)
     spans = [(datetime.fromisoformat(row["Start"]), datetime.fromisoformat(row["End"])) for row in tasks]
     running = [sum(start <= t < end for start, end in spans) for t, _ in spans]  # jobs running as each began
     assert max(running) == 2, spans  # two at once, never more
 
-    again = sweep(cluster, "method=lora,linear_probe", "seed=0,1", "steps=2", "hydra.launcher.array_parallelism=2",
+    again = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2", "steps=2", "hydra.launcher.array_parallelism=2",
                   "hydra.launcher.timeout_min=5", f"results_dir={tmp_path}")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert "[sweep] 4 runs, 4 already done, 0 to launch" in again.stdout
+    assert "[sweep] 3 runs, 3 already done, 0 to launch" in again.stdout
     assert len(list(tmp_path.glob(".hydra/*/.submitit/*/*_submission.sh"))) == 1  # nothing was submitted
     lora = next(r for r in recs if r["method"] == "lora" and r["seed"] == 0)
     assert_same_numbers_as_a_plain_run(lora, tmp_path, ["method=lora", "steps=2"])
 
 
-def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tmp_path):
+def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tmp_path, forked_cli):
     """`scontrol requeue` on a job in training: the run is recorded interrupted (never ok), the job
     runs again, resumes at its last checkpoint and ends ok, with the numbers of an unstopped run."""
     run = ["method=lora", "steps=600", "checkpoint_every_steps=150"]
-    proc = start_sweep(cluster, *run, "hydra.launcher.timeout_min=10", f"results_dir={tmp_path}")
+    proc = start_sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=10", f"results_dir={tmp_path}")
     try:
         saved = wait_for(lambda: next(iter((tmp_path / checkpoint.FOLDER).glob("*.pt")), None), 120, "a first checkpoint")
         job = running_job(cluster)
@@ -141,13 +141,14 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
         def finished():
             for path in tmp_path.glob("*.json"):
                 seen.add(json.loads(path.read_text())["status"])
-            return proc.poll() is not None
+            return not proc.running()
 
         wait_for(finished, 240, "the requeued job", every=0.1)
-        output = proc.stdout.read()
+        out = proc.wait(30)
     finally:
-        proc.kill()
-    assert proc.returncode == 0, output[-3000:]
+        if proc.running():
+            stop_group(proc.group)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     [rec] = records(tmp_path)
     assert rec["status"] == "ok"
     assert seen <= {"interrupted", "ok"} and "interrupted" in seen, seen
@@ -159,7 +160,7 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
     assert_same_numbers_as_a_plain_run(rec, tmp_path, run)
 
 
-def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finishes_it(cluster, tmp_path):
+def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finishes_it(cluster, tmp_path, forked_cli):
     """The time-limit warning (USR2, which SLURM sends signal_delay_s before the limit for submitit)
     ends a run that may not be requeued (max_num_timeout=0): it is recorded failed, saying why and
     what to do, and keeps its checkpoint; the next start, with a longer limit, resumes it. The
@@ -168,23 +169,24 @@ def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finish
     limit it sent it 22 s in); submitit still takes the job as timed out, as it does any job under
     10 minutes."""
     run = ["method=lora", "steps=600", "checkpoint_every_steps=150", f"results_dir={tmp_path}"]
-    proc = start_sweep(cluster, *run, "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=30",
+    proc = start_sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=30",
                        "hydra.launcher.max_num_timeout=0")
     try:
         wait_for(lambda: next(iter((tmp_path / checkpoint.FOLDER).glob("*.pt")), None), 120, "a first checkpoint")
         job = running_job(cluster)
         assert job, "the job with a checkpoint is not running"
         subprocess.run(["scancel", "--signal=USR2", job], env=cluster, check=True, capture_output=True)
-        output, _ = proc.communicate(timeout=120)
+        out = proc.wait(120)
     finally:
-        proc.kill()
+        if proc.running():
+            stop_group(proc.group)
     [rec] = records(tmp_path)
-    assert rec["status"] == "failed", output[-3000:]
+    assert rec["status"] == "failed", (out.stdout + out.stderr)[-3000:]
     assert "time limit" in rec["error"] and "timeout_min" in rec["error"] and "resumes from its last checkpoint" in rec["error"]
     stopped_at = checkpoint.load(checkpoint.path_for(tmp_path, rec["run_id"]), rec["run_id"], 600)
     assert stopped_at is not None
 
-    again = sweep(cluster, *run, "hydra.launcher.timeout_min=10")
+    again = sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=10")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "[sweep] 1 runs, 0 already done, 1 to launch" in again.stdout
     [rec] = records(tmp_path)
