@@ -116,7 +116,11 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     rows = []
     ok = add_cost_score(ok)  # a per-run score like the metrics: mean, std and CI over seeds
     scores = score_columns(ok)
-    # every numeric column as floats once (a column at a time per group is most of the time here)
+    # every numeric column as floats once (a column at a time per group is most of the time here),
+    # each group's values then taken by position: labels, which a concatenated frame can repeat, would
+    # also take another group's rows
+    if not ok.index.is_unique:
+        ok = ok.reset_index(drop=True)
     numeric = {c: ok[c].astype(float).to_numpy() for c in dict.fromkeys(scores + COST_COLUMNS)}
     position = pd.Series(np.arange(len(ok)), index=ok.index)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
@@ -236,6 +240,8 @@ def choose_reference(cand: pd.DataFrame, row: Mapping) -> Mapping | None:
     setting (batch size, task, model dtype, device: `ref_setting`), then the same lr, else the
     best by validation score (never by test score, which would tune on the test set). Tables,
     figures and claims all call it."""
+    if cand.empty:
+        return None
     label = _reference_label(cand[REFERENCE_RULE_COLUMNS], row)
     return None if label is None else cand.loc[label]
 

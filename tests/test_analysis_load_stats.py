@@ -259,3 +259,15 @@ def test_aggregate_means_and_stds_are_pandas_own_bit_for_bit():
             assert _nanmean(x) == mean or (np.isnan(mean) and np.isnan(_nanmean(x)))
             if s.notna().sum() > 1:
                 assert _nanstd(x) == std
+
+
+def test_aggregate_of_frames_joined_with_repeated_labels_is_that_of_the_joined_runs(tmp_path):
+    """Two loaded folders joined keep their row labels (0, 1, ... twice): each configuration's
+    values are still its own runs', not those of every run with the same labels."""
+    from peftbench.analysis import stats
+
+    a = load_results([fx.write_all(tmp_path / "a", [fx.record("lora", seed=s, acc=0.6 + 0.01 * s) for s in fx.SEEDS], broken=False)]).ok
+    b = load_results([fx.write_all(tmp_path / "b", [fx.record("dora", seed=s, acc=0.8 + 0.02 * s) for s in fx.SEEDS], broken=False)]).ok
+    joined = stats.aggregate(pd.concat([a, b]))
+    pd.testing.assert_frame_equal(joined, stats.aggregate(pd.concat([a, b], ignore_index=True)), check_exact=True)
+    assert sorted(joined["primary_mean"].round(4)) == [0.61, 0.82]

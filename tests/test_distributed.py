@@ -174,8 +174,10 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     [rec] = records(tmp_path / "r")
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 2, rec.get("error")
-    # steps 3 and 4 again, on each rank: the same losses and random states, bit for bit
+    # steps 3 and 4 again, on each rank: the same losses and random states, bit for bit; the record's
+    # curve is the stopped run's, its first two steps from the checkpoint
     assert steps("resumed") == [lines[2:] for lines in before]
+    assert rec["loss_curve"] == [float.fromhex(line.split()[2]) for line in before[0]]
     assert not saved.exists()
     assert_two_rank_record(rec)
     assert rec["config"]["distributed"]["sharding"] == "full_shard"
