@@ -117,14 +117,12 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
     ok = add_cost_score(ok)  # a per-run score like the metrics: mean, std and CI over seeds
     scores = score_columns(ok)
     # every numeric column as floats once (a column at a time per group is most of the time here),
-    # each group's values then taken by position: labels, which a concatenated frame can repeat, would
-    # also take another group's rows
-    if not ok.index.is_unique:
-        ok = ok.reset_index(drop=True)
+    # each group's values then taken by position; row labels made positions (a concatenated frame
+    # can repeat them)
+    ok = ok.reset_index(drop=True)
     numeric = {c: ok[c].astype(float).to_numpy() for c in dict.fromkeys(scores + COST_COLUMNS)}
-    position = pd.Series(np.arange(len(ok)), index=ok.index)
     for key, runs in ok.groupby(KEY, sort=True, dropna=False):
-        at = position.loc[runs.index].to_numpy()
+        at = runs.index.to_numpy()
         row = dict(zip(KEY, key))
         row["config_id"] = short_hash({k: repr(v) for k, v in row.items()})
         row["n"] = len(runs)
