@@ -74,8 +74,8 @@ def assert_two_rank_record(rec: dict) -> None:
 
 @pytest.mark.slow
 def test_ddp_full_ft_on_two_processes_matches_one_process(tmp_path, forked_cli):
-    """Every weight trainable, gradients all-reduced (LoRA under DDP: the launcher test below, and
-    under FSDP the resume test below)."""
+    """Every weight trainable, gradients all-reduced (LoRA under DDP: the launcher's resume test below,
+    and under FSDP its own resume test)."""
     out = peftbench(forked_cli, "-m", "method=full_ft", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
                     f"results_dir={tmp_path}", *TINY)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -144,7 +144,7 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     rank (the ranks' generators part ways here, as dropout masks make them do): the weights, the
     optimizer state and the schedule, gathered whole into the checkpoint, came back as each rank's
     shards. The finished run matches the one-process run (DDP saves and restores through the same
-    functions, with whole tensors)."""
+    functions, with whole tensors: the launcher test below resumes one)."""
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "sitecustomize.py").write_text(RANK_PLUG)
@@ -187,10 +187,12 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
 
 
 @pytest.mark.slow
-def test_a_stopped_launcher_stops_its_ranks_and_leaves_none_running(tmp_path, forked_cli):
+def test_a_stopped_launcher_stops_its_ranks_and_the_next_start_resumes_its_checkpoint(tmp_path, forked_cli):
     """SIGTERM to the `peftbench` that started torchrun, and to it alone (the ranks run in sessions
-    of their own): it passes the signal on through torchrun, every rank stops and rank 0 records
-    the run as interrupted, and no rank is left running to write the checkpoint the next start reads."""
+    of their own), once the DDP run has saved its step-1 checkpoint: it passes the signal on through
+    torchrun, every rank stops and rank 0 records the run as interrupted, and no rank is left running
+    to write over the checkpoint. The next start resumes there, and its finished run matches the
+    one-process run: the weights, the optimizer state and the schedule came back on both ranks."""
     import signal
     import time
 
@@ -198,14 +200,16 @@ def test_a_stopped_launcher_stops_its_ranks_and_leaves_none_running(tmp_path, fo
     plug.mkdir()
     (plug / "sitecustomize.py").write_text(RANK_PLUG)
     log = tmp_path / "rng"
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]), "PEFTBENCH_TEST_RNG_LOG": str(log),
-           "PEFTBENCH_TEST_STEP_SLEEP": "10"}
-    run = forked_cli.start(["run", "method=lora", "distributed=ddp", "checkpoint_every_steps=1", f"results_dir={tmp_path / 'r'}", *TINY],
-                           env=env, new_session=True)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plug), ENV.get("PYTHONPATH", "")]), "PEFTBENCH_TEST_RNG_LOG": str(log)}
+    args = ["run", "method=lora", "++method.dropout=0.0", "distributed=ddp", "checkpoint_every_steps=1",
+            f"results_dir={tmp_path / 'r'}", *TINY]
+    # each step lasts 5 s longer: the signal lands while step 2 runs, after step 1's checkpoint
+    run = forked_cli.start(args, env={**env, "PEFTBENCH_TEST_STEP_SLEEP": "5"}, new_session=True)
+    folder = tmp_path / "r" / ".checkpoints"
     deadline = time.monotonic() + 240
-    while not Path(f"{log}.0").exists() and run.running() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert Path(f"{log}.0").exists(), "training never started"
+    while not list(folder.glob("*.pt")) and run.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(folder.glob("*.pt")), "no checkpoint was written"
     os.kill(run.pid, signal.SIGTERM)
     out = run.wait(timeout=180)
     assert out.returncode == 128 + signal.SIGTERM, (out.stdout + out.stderr)[-3000:]
@@ -214,6 +218,19 @@ def test_a_stopped_launcher_stops_its_ranks_and_leaves_none_running(tmp_path, fo
     assert rec["status"] == "interrupted" and rec["error"] == "interrupted by SIGTERM"
     left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(tmp_path) in p.read_bytes().decode(errors="replace")]
     assert not left, "ranks left running"
+    import torch
+
+    [saved] = folder.glob("*.pt")
+    stopped_at = torch.load(saved, weights_only=False)["step"]
+    assert 1 <= stopped_at < 4  # 1 unless the machine stalled for a whole step
+
+    again = forked_cli.run(args, env=env, timeout=150)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    [rec] = records(tmp_path / "r")
+    assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == stopped_at, rec.get("error")
+    assert not saved.exists()
+    assert_two_rank_record(rec)
+    assert_same_as_one_process(rec, tmp_path)
 
 
 @pytest.mark.parametrize("overrides, words", [
