@@ -713,7 +713,7 @@ def failure_reason(exc: Exception, config: Mapping[str, Any]) -> str:
     if type(exc).__name__ == "UncompletedJobError":
         resume = ("its next start resumes from its last checkpoint" if int(config.get("checkpoint_every_steps", 0))
                   else "set checkpoint_every_steps=N so that its next start resumes instead of starting over")
-        return (f"stopped at the scheduler's time limit before it finished ({exc}); raise hydra.launcher.timeout_min "
+        return ("stopped at the scheduler's time limit before it finished; raise hydra.launcher.timeout_min "
                 f"or set hydra.launcher.max_num_timeout to requeue it, and start the sweep again: {resume}")
     return f"{type(exc).__name__}: {exc}"
 

@@ -6,3 +6,4 @@ from peftbench.methods.registry import register
 @register("dora")
 class DoRA(LoRA):
     peft_flags = {"use_dora": True}
+    mixed_batch = False  # peft refuses `adapter_names=` (one adapter per row) when DoRA is enabled

@@ -20,6 +20,8 @@ import analysis_records as fx  # noqa: E402
 from peftbench.analysis.figures import pareto_front, style_of  # noqa: E402
 from peftbench.analysis.report import main  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
@@ -96,7 +98,8 @@ def test_index_has_a_cost_details_table_per_model_and_task(built):
 def test_index_lists_failed_skipped_provenance_claims_and_skipped_figures(built):
     text = " ".join(parse(built).text)
     assert "corrupt.json" in text and "no_seed.json" in text and "missing seed" in text
-    assert "CUDA out of memory" in text
+    # the failed run's error (`RuntimeError: CUDA out of memory`) in words, not as the exception's text
+    assert "ran out of memory (its message is in the record's `error`)" in text and "RuntimeError" not in text
     assert "abc1234 (dirty)" in text and "AMD EPYC" in text and "torch 2.13.0+cpu" in text
     assert "Dettmers et al. 2023" in text and "holds" in text
     # tiny-llama has one rank and one target set: those figures are skipped with a reason
@@ -298,3 +301,39 @@ def test_learning_vs_forgetting_labels_say_lr_and_configuration():
     [path] = figures.lr_paths(pd.DataFrame([rows[1], rows[0], *rows[2:]], columns=cols))
     assert list(path["lr"]) == [3e-5, 1e-4]
     assert figures.lr_paths(budgets) == []
+
+
+@pytest.mark.parametrize("reason, where, shown", [
+    ("failed: ValueError: Cannot pass `adapter_names` when DoRA is enabled.", "serving.skipped",
+     "failed with an unexpected ValueError (its message is in the record's `serving.skipped`)"),
+    ("rank 1: RuntimeError: injected failure on rank 1; rank 0: interrupted by SIGTERM", "error",
+     "rank 1: failed with an unexpected RuntimeError (its message is in the record's `error`); rank 0: interrupted by SIGTERM"),
+    ("ConfigError: method prefix_tuning cannot run on model minilm; use a causal LM", "error",
+     "method prefix_tuning cannot run on model minilm; use a causal LM"),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB", "error",
+     "ran out of memory (its message is in the record's `error`)"),
+    ("interrupted by SIGTERM", "error", "interrupted by SIGTERM"),
+    ("the method cannot merge its adapter into the weights", "serving.skipped", "the method cannot merge its adapter into the weights"),
+])
+def test_a_records_reasons_reach_a_report_in_words(reason, where, shown):
+    from peftbench.analysis.load.words import in_words, is_raw
+
+    assert in_words(reason, where) == shown
+    assert not is_raw(shown)
+
+
+def test_a_check_the_records_cannot_answer_says_why_in_words():
+    from peftbench.analysis.claims.evaluate import unanswerable
+
+    assert unanswerable(KeyError("model")) == "these records have no `model` field, which this check reads"
+    assert unanswerable(ValueError("cannot convert")) == "the check cannot use these records' values (an unexpected ValueError)"
+
+
+def test_no_committed_report_holds_raw_exception_text():
+    """Every committed reference report, as `make reference` writes it from the records."""
+    import re
+
+    raw = re.compile(r"\b[A-Z]\w*(?:Error|Exception)\b: ")
+    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sorted((ROOT / "results" / "reference").rglob("report/*"))
+             if p.suffix in (".md", ".html", ".tex", ".csv") for m in raw.finditer(p.read_text(errors="replace"))]
+    assert not found, found[:10]

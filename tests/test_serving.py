@@ -248,3 +248,28 @@ def test_the_estimators_serving_default_is_servings_own():
     from peftbench.experiments import estimate
 
     assert estimate.SERVING_ENABLED_DEFAULT == serving.DEFAULTS["enabled"]
+
+
+def test_dora_declares_what_peft_refuses_one_adapter_per_row():
+    """peft refuses `adapter_names=` when DoRA is enabled: DoRA declares no mixed batch, so its
+    serving record says so in words and still times adapter loads and hot-swaps (were the
+    refusal to go, this test says to declare it again)."""
+    import peft
+    from torch import nn
+
+    from peftbench.experiments.run import method_for
+    from tests.conftest import compose
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    model = peft.get_peft_model(Tiny(), peft.LoraConfig(r=2, target_modules=["lin"], use_dora=True)).eval()
+    with pytest.raises(ValueError, match="DoRA"):
+        model(torch.zeros(2, 4), adapter_names=["default", "default"])
+    assert method_for(compose(["method=dora"])["method"]).serving == {"load": True, "hot_swap": True, "mixed_batch": False}
+    assert method_for(compose(["method=lora"])["method"]).serving["mixed_batch"]

@@ -12,10 +12,26 @@ from peftbench.experiments.sweep import expand_jobs, preset_jobs
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
 
+
+def methods_of(preset: str) -> set[str]:
+    return {o.split("=", 1)[1] for job in preset_jobs(preset) for o in job if o.startswith("method=")}
+
+
+def zoo_size() -> int:
+    """Every method YAML that the core nine and the quantisation ladder leave out
+    (conf/sweep/zoo.yaml): a new method's YAML joins the zoo with no other file touched."""
+    return len({p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")} - methods_of("methods") - methods_of("quant"))
+
+
 # The numbers the README states for each preset.
 COUNTS = {"methods": 9, "demo": 9, "ranks": 42, "targets": 20, "seeds": 3, "paper": 183,
           ("ranks", "seeds"): 126, ("methods", "seeds"): 27, ("targets", "seeds"): 60, "llm": 9,
-          "zoo": 45, "quant": 8}
+          "zoo": zoo_size(), "quant": 8}
+
+
+def test_the_zoo_is_every_method_beyond_the_core_and_the_ladder():
+    assert zoo_size() >= 45  # the 45 of conf/method/ today; a removed YAML shows here
+    assert methods_of("zoo") == {p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")} - methods_of("methods") - methods_of("quant")
 
 
 @pytest.mark.parametrize("preset,n", list(COUNTS.items()), ids=lambda x: "+".join(x) if isinstance(x, tuple) else str(x))

@@ -207,6 +207,20 @@ def methods_of(cond: Mapping[str, Any]) -> list[str]:
     return [m] if isinstance(m, str) else list(m or [])
 
 
+class ClaimProblem(Exception):
+    """A claim asks its check for what it cannot do (an unknown column, relation or partner): the
+    message says so in words, and the report shows it as the claim's reason."""
+
+
+class UnknownColumn(ClaimProblem, KeyError):
+    def __str__(self) -> str:  # a KeyError would show its message quoted
+        return str(self.args[0])
+
+
+class BadChoice(ClaimProblem, ValueError):
+    pass
+
+
 # ---------------------------------------------------------------- the registry of checks
 
 Check = Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]

@@ -10,7 +10,7 @@ from peftbench.analysis import guards
 from peftbench.analysis.load import RESUME_PARTIAL, contended_for, is_copied, is_timing, resumed_note, setting_labels
 
 from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL, INVALID, decide
-from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimResult, ConditionResult, NO_DATA, methods_of
+from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimProblem, ClaimResult, ConditionResult, NO_DATA, methods_of
 from peftbench.analysis.claims.spec import known_settings, claim_files, claim_problems, column_problems, condition_spec, conditions_of, load_claims, setting_key_problems
 from peftbench.analysis.claims.kinds import side
 from peftbench.analysis.claims.render import add_data_hint, name_settings
@@ -95,8 +95,10 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
         cond_runs, not_learned = guards.learned_only(cond_runs, cond, _read_by(cond, cond_runs))
         try:
             result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
+        except ClaimProblem as e:  # the claim asks what its check cannot do: the check's own words
+            result = ConditionResult(cond["check"], INVALID, [], str(e))
         except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
-            result = ConditionResult(cond["check"], INVALID, [], f"{type(e).__name__}: {e}")
+            result = ConditionResult(cond["check"], INVALID, [], unanswerable(e))
         result.note = "; ".join(x for x in (result.note, outside, not_learned, contended) if x)
         result.spec = condition_spec(cond)
         results.append(result)
@@ -105,6 +107,14 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
                       _shown_path(file), _one_line(claim.get("if_fails")), regime=_one_line(claim.get("regime_text")))
     decide([out])  # alone; evaluate_all decides again over the whole report (Holm)
     return out
+
+
+def unanswerable(e: Exception) -> str:
+    """Why a check could not be computed, in words: the field it reads that these records lack, or
+    the kind of value it could not use (never the exception's own text)."""
+    if isinstance(e, KeyError) and e.args:
+        return f"these records have no `{e.args[0]}` field, which this check reads"
+    return f"the check cannot use these records' values (an unexpected {type(e).__name__})"
 
 
 def _read_by(cond: Mapping[str, Any], runs: pd.DataFrame) -> pd.Series | None:

@@ -30,8 +30,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from peftbench.analysis import bootstrap
-from peftbench.analysis.claims.core import (INF, ConditionResult, Evidence, check, condition_result, direction_of, fmt,
-                                           methods_of, observed, same_value, where_text)
+from peftbench.analysis.claims.core import (INF, BadChoice, ConditionResult, Evidence, UnknownColumn, check, condition_result,
+                                           direction_of, fmt, methods_of, observed, same_value, where_text)
 from peftbench.analysis.claims.spec import renamed_hint
 from peftbench.analysis.load import GROUP_KEY, LINE_KEY, non_method, setting_value, short_hash
 from peftbench.analysis.meta import sign
@@ -45,7 +45,7 @@ from peftbench.analysis.stats import one_per_source, t_ci95
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
         if k not in runs.columns:  # a typo must not read as "not enough data": the claim is invalid
-            raise KeyError(f"where filter: {k!r} is not a run column{renamed_hint(k)}")
+            raise UnknownColumn(f"where filter: {k!r} is not a run column{renamed_hint(k)}")
         runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
     return runs
 
@@ -287,7 +287,7 @@ def tuned_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResul
     positive is better) or ratio_in (method / baseline in `range` widened by tolerance)."""
     metric, tol, relation = cond.get("metric", "primary"), float(cond["tolerance"]), cond.get("relation", "ge")
     if relation != "ratio_in" and relation not in RELATIONS:
-        raise ValueError(f"relation {relation!r} is not one of {sorted(RELATIONS) + ['ratio_in']}")
+        raise BadChoice(f"relation {relation!r} is not one of {sorted(RELATIONS) + ['ratio_in']}")
     s = sign(direction_of(metric, runs))
     match = list(cond.get("match", ["steps"]))
     runs = with_context(runs)
@@ -473,7 +473,7 @@ def forgetting_at_matched(cond: Mapping[str, Any], runs: pd.DataFrame) -> Condit
     matched_on = "val_primary"  # partners are picked on validation, never on test
     partner = cond.get("partner", "closest")
     if partner not in ("closest", "frontier"):
-        raise ValueError(f"partner must be closest or frontier, got {partner!r}")
+        raise BadChoice(f"partner must be closest or frontier, got {partner!r}")
     frontier = partner == "frontier"
     min_gain = float(cond["min_gain"]) if cond.get("min_gain") is not None else None
     runs = with_context(runs, drop=cond.get("across") or [])

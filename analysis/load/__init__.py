@@ -1,8 +1,9 @@
 """Read result records, validate them, and flatten them into one pandas DataFrame.
 
 read (files, validation, `load_results`), upgrade (older schemas), identity (what makes a row, an
-lr line, a run), rows (a record as columns). The record's schema and field names come from
-experiments.record and experiments.fields, which are stdlib-only: analysis/ never imports torch.
+lr line, a run), rows (a record as columns), words (a record's reasons as a report shows them).
+The record's schema and field names come from experiments.record and experiments.fields, which are
+stdlib-only: analysis/ never imports torch.
 """
 from peftbench.analysis.load.identity import (GROUP_KEY, LINE_KEY, ROW_KEY, RUN_KEY, non_method, setting_items,
                                               setting_labels, setting_value, short_hash, trained_items)

@@ -17,6 +17,7 @@ from peftbench.methods.errors import ConfigError
 from peftbench.analysis.load.identity import GROUP_KEY, ROW_KEY
 from peftbench.analysis.load.upgrade import upgrade_v1
 from peftbench.analysis.load.rows import flatten
+from peftbench.analysis.load.words import in_words
 
 
 # Schema versions this report reads: 1 is upgraded on load (upgrade_v1); anything else (a newer
@@ -117,6 +118,7 @@ def _failed_row(record: Mapping[str, Any], file: str) -> dict[str, Any]:
     row = {"file": file, **{k: record.get(k) for k in FAILED_COLUMNS[1:]}}
     if record.get("status") == "diverged" and not row["error"]:
         row["error"] = f"diverged: loss not finite at step {record.get('diverged_at_step', '?')}"
+    row["error"] = in_words(row["error"], "error") if row["error"] else row["error"]
     return row
 
 

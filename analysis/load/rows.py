@@ -10,6 +10,7 @@ from peftbench.analysis.meta import MetricSpec, capacity_of, method_report, prim
 from peftbench.experiments.fields import BY_PATH, FIELDS, get_path, serving_depends_on_weights
 from peftbench.experiments.record import protocol_of
 from peftbench.analysis.load.identity import device_type, non_method, setting_items, short_hash
+from peftbench.analysis.load.words import in_words
 
 
 def _num(value: Any) -> float:
@@ -290,11 +291,12 @@ def resumed_note(row: Mapping[str, Any]) -> str:
 
 
 def serving_skipped(record: Mapping[str, Any]) -> str:
-    """The serving parts a run has no figures for and why ('part: reason; ...'), as recorded."""
+    """The serving parts a run has no figures for and why ('part: reason; ...'), in words (an
+    unexpected error is named, its message left in the record)."""
     skipped = get_path(record, "serving.skipped")
     if not isinstance(skipped, Mapping):
         return ""
-    return "; ".join(f"{part}: {why}" for part, why in sorted(skipped.items()))
+    return "; ".join(f"{part}: {in_words(why, 'serving.skipped')}" for part, why in sorted(skipped.items()))
 
 
 def machine_label(row: Mapping[str, Any]) -> str:
