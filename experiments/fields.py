@@ -246,6 +246,94 @@ MEASUREMENT_KEYS = ("memory_kind", "latency_protocol", "latency_batch", "latency
 METHOD_INFO_KEYS = ("can_merge",)
 
 
+@dataclass(frozen=True)
+class Key:
+    """A key of a record's measured sections that is not a figure any table compares: a fact about
+    how the run went (text, a flag, a setting), a series with one value per step, or one part's
+    breakdown. `path` ending in `.<part>` stands for one key per part."""
+    path: str
+    unit: str  # text, flag, count, frac, s, nats, per step
+    what: str
+
+
+SERVING_PARTS = ("batch1", "load", "adapters", "merge_precision", "generation")
+# The record's sections whose every key is named here (a task's metrics are its YAML's, the config
+# is Hydra's, provenance describes the machine)
+MEASURED_SECTIONS = ("params", "cost", "timing", "measurement", "method_info", "serving", "forgetting", "objective", "checkpoint",
+                     "distributed")
+KEYS: tuple[Key, ...] = (
+    *(Key(f"measurement.{k}", unit, what) for k, unit, what in (
+        ("memory_kind", "text", "What the memory figures measured: cpu_rss_hwm or cpu_rss_sampled_5ms (resident memory), cuda_peak_allocated."),
+        ("latency_protocol", "text", "interleaved_with_base (each overhead against a base timed in the same rounds) or base_before_training."),
+        ("latency_batch", "count", "Rows of the latency batch (measure.latency_batch)."),
+        ("latency_length", "count", "Tokens per row of the latency batch."),
+        ("latency_repeats", "count", "Timed rounds behind each latency median."),
+        ("peak_flops_key", "text", "The cache key of the peak FLOP/s probe: device, dtype, threads, CPU model and flags, torch build."),
+        ("mfu_unknown_reason", "text", "Why the MFU is not given (above 100% of the probed peak even after probing again, or no FLOP "
+                                       "model for the objective); absent where it is."),
+        ("merge_compare_precision", "text", "The precision the merged and unmerged logits were compared in."),
+        ("costs_from", "text", "The run whose seed- and lr-independent costs this record copied; null: measured by this run."),
+        ("base_from_cache", "flag", "The base model's scores and forgetting side came from the cache (experiments/reuse.py)."),
+        ("cpu_share_train_frac", "frac", "This process's CPU time over wall time x its threads while it trained."),
+        ("cpu_share_timing_frac", "frac", "The same while latency and serving were timed."),
+        ("others_busy_train_frac", "frac", "Other processes' CPU time over wall time x the usable cores while this run trained."),
+        ("others_busy_timing_frac", "frac", "The same while latency and serving were timed."),
+        ("loadavg_1m", "count", "The machine's 1-minute load average when the run was measured."),
+        ("contended", "flag", "Other work competed for the cores while this run was timed: its timings are marked, and no cache keeps them."),
+        ("contended_reason", "text", "What competed, and during which stretch."))),
+    Key("method_info.can_merge", "flag", "The method's adapter merges into the base weights."),
+    Key("distributed.strategy", "text", "none, ddp or fsdp."),
+    Key("distributed.backend", "text", "The process group's backend (gloo, nccl); null for one process."),
+    Key("distributed.nproc_per_node", "count", "Processes per machine."),
+    Key("distributed.nnodes", "count", "Machines."),
+    Key("forgetting.kind", "text", "causal_lm (the probe text's cross-entropy) or classifier (the encoder's hidden states)."),
+    Key("forgetting.primary", "text", "The key below that is the run's forgetting figure."),
+    Key("forgetting.probe", "text", "Where the probe text came from (forgetting.data_files, or pydoc_data.topics)."),
+    Key("forgetting.probe_texts", "count", "Texts in the probe."),
+    Key("forgetting.probe_tokens", "count", "Tokens per probe text."),
+    Key("forgetting.ce_before_nats", "nats", "Mean cross-entropy of the probe under the base model (causal LMs)."),
+    Key("forgetting.ce_after_nats", "nats", "The same after training."),
+    Key("forgetting.ce_increase_nats", "nats", "After minus before: the causal LM's forgetting figure."),
+    Key("forgetting.kl_base_tuned_nats", "nats", "Mean KL divergence from the base model's next-token distribution to the tuned one's."),
+    Key("forgetting.hidden_drift_cos", "frac", "Mean 1 - cosine between the base and tuned encoder's probe hidden states: the classifier's figure."),
+    Key("objective.reward_mean", "per step", "GRPO: mean reward of the step's completions."),
+    Key("objective.reward_std", "per step", "GRPO: their standard deviation."),
+    Key("objective.groups_without_signal_frac", "per step", "GRPO: share of prompt groups whose rewards did not vary (no gradient)."),
+    Key("objective.kl_to_reference", "per step", "GRPO: KL divergence to the reference policy."),
+    Key("objective.completion_tokens_mean", "per step", "GRPO: mean completion length in tokens."),
+    Key("objective.generation_s", "per step", "GRPO: seconds spent sampling and scoring completions."),
+    Key("objective.generation_s_total", "s", "GRPO: the sum of generation_s."),
+    Key("objective.num_generations", "count", "GRPO: completions per prompt."),
+    Key("objective.prompts_per_step", "count", "GRPO: prompts per step."),
+    Key("objective.reference", "text", "GRPO's reference policy: disabled adapters or a frozen copy."),
+    Key("objective.trl_version", "text", "The trl version that trained the run."),
+    Key("serving.gen_new_tokens", "count", "Greedy tokens per timed generation (measure.serving.generation_tokens)."),
+    Key("serving.measure_s.<part>", "s", f"Wall time of each serving part ({', '.join(SERVING_PARTS)})."),
+    Key("serving.skipped.<part>", "text", "Why a serving part (or `save`, or `all`) has no figures: the method cannot, or it failed (the error)."),
+)
+
+
+def declared(path: str) -> bool:
+    """Whether a record key's dotted path is named in this module: a field or a key."""
+    if path in BY_PATH:
+        return True
+    parts = path.split(".")
+    return any(k.path == path or (k.path.endswith(".<part>") and k.path.split(".")[:-1] in (parts, parts[:-1])) for k in KEYS)
+
+
+def undeclared(record: Mapping[str, Any]) -> list[str]:
+    """The dotted paths in a record's measured sections that this module does not name."""
+    def leaves(node: Mapping[str, Any], prefix: str):
+        for k, v in node.items():
+            if isinstance(v, Mapping) and v:
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+
+    return sorted(p for section in MEASURED_SECTIONS if isinstance(record.get(section), Mapping)
+                  for p in leaves(record[section], f"{section}.") if not declared(p))
+
+
 def serving_depends_on_weights(key: str) -> bool:
     """A serving figure every run measures on its own trained weights: how far each merge variant
     moves the logits on the fixed batch (two forward passes). The other serving figures, the merge

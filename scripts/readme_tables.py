@@ -28,6 +28,10 @@ what each method scores and costs; `<!-- verdicts: results/reference/studies -->
 its page docs/studies/NAME.md (a README block); `<!-- verdicts: results/reference/studies NAME -->`
 gets study NAME's alone, for the top of its page.
 
+A block `<!-- fields -->` ... `<!-- /fields -->` gets every key a record's measured sections can
+hold, from experiments/fields.py: the figures (unit, which way is better, which table shows them)
+and the other keys (facts, per-step series, per-part breakdowns); the schema page's list.
+
 `python scripts/readme_tables.py` rewrites every such block in README.md and in every page of the
 docs site (docs/*.md) from its records (the same tables `peftbench report` writes to
 report/tables.md); `--check` changes nothing and exits 1 when a page differs from what the records
@@ -55,7 +59,7 @@ from peftbench.analysis.tables import percent_scale  # noqa: E402
 from peftbench.analysis.report import verdict_level  # noqa: E402
 from peftbench.analysis.studies import study_claims, study_of_folder  # noqa: E402
 from peftbench.experiments.decide import DecideError  # noqa: E402
-from peftbench.experiments.fields import TIMING_FIELDS  # noqa: E402
+from peftbench.experiments.fields import FIELDS, KEYS, TIMING_FIELDS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- tables: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /tables -->)", re.S)
 GRID = re.compile(r"(<!-- grid: (?P<src>[^ ]+)(?: (?P<score>forgetting))? -->\n)(?P<body>.*?)(<!-- /grid -->)", re.S)
@@ -63,6 +67,7 @@ CLAIMS = re.compile(r"(<!-- claims: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /cla
 HEADLINES = re.compile(r"(<!-- headline: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.S)
 VERDICTS = re.compile(r"(<!-- verdicts: (?P<src>[^ ]+)(?: (?P<study>[a-z0-9_]+))? -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 ZOO = re.compile(r"(<!-- (?P<kind>zoo|ladder): (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S)
+SCHEMA = re.compile(r"(<!-- fields -->\n)(?P<body>.*?)(<!-- /fields -->)", re.S)
 TIMING = re.compile(r"(<!-- timing: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- /timing -->)", re.S)
 # record timing keys in the order a run goes through them (the whole run's total is the table's sum)
 PHASES = [(f.key, f.legend) for f in TIMING_FIELDS if f.key != "total_s"]
@@ -348,6 +353,22 @@ def study_invocations(source: str) -> list[str]:
     return out
 
 
+SHOWN_IN = {"main": "main table", "details": "cost details", "serving": "serving table", "none": "CSV"}
+
+
+def schema_for() -> str:
+    """Every figure (experiments.fields.FIELDS) and every other key (KEYS) a record can hold."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    better = {"min": "lower", "max": "higher", None: ""}
+    lines = ["| Key | Unit | Better | Shown in | What |", "|---|---|---|---|---|"]
+    lines += [f"| `{f.path}` | {f.unit} | {better[f.direction]} | {SHOWN_IN[f.table]} | {cell(f.legend)} |" for f in FIELDS]
+    lines += ["", "| Key | Unit | What |", "|---|---|---|"]
+    lines += [f"| `{k.path}` | {k.unit} | {cell(k.what)} |" for k in KEYS]
+    return "\n".join(lines) + "\n"
+
+
 def render(readme: str) -> str:
     readme = BLOCK.sub(lambda m: m.group(1) + tables_for(m.group("src")) + m.group(4), readme)
     readme = GRID.sub(lambda m: m.group(1) + grid_for(m.group("src"), m.group("score") or "primary") + m.group(5), readme)
@@ -355,6 +376,7 @@ def render(readme: str) -> str:
     readme = HEADLINES.sub(lambda m: m.group(1) + headline_for(m.group("src")) + m.group(4), readme)
     readme = VERDICTS.sub(lambda m: m.group(1) + verdicts_for(m.group("src"), m.group("study")) + m.group(5), readme)
     readme = ZOO.sub(lambda m: m.group(1) + zoo_for(m.group("kind"), m.group("src")) + m.group(5), readme)
+    readme = SCHEMA.sub(lambda m: m.group(1) + schema_for() + m.group(3), readme)
     return TIMING.sub(lambda m: m.group(1) + timing_for(m.group("src")) + m.group(4), readme)
 
 

@@ -1,12 +1,15 @@
 """Result files: schema, atomic writes, stable ids, skip-if-done, failure records."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from peftbench.experiments import record
 from peftbench.experiments.run import execute, prepare
 from tests.conftest import FAST, SMALL_TASK, compose
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -52,6 +55,25 @@ def test_result_file_schema(run_small, tmp_path):
     conditional |= {f.path for f in FIELDS if f.path.startswith("checkpoint.")}  # runs that keep checkpoints
     assert [f.path for f in FIELDS if f.path not in cuda_only | conditional and get_path(on_disk, f.path) is None] == []
     assert not set(cost) & set(MEASUREMENT_KEYS + METHOD_INFO_KEYS)  # no non-costs in cost
+    from peftbench.experiments.fields import undeclared
+
+    assert undeclared(on_disk) == []  # and every key it wrote is named in experiments/fields.py
+
+
+def test_every_key_of_every_committed_record_is_named_in_fields():
+    """The reference records cover every kind of run (distributed, GRPO, generation, 4-bit, failed
+    parts): each key of their measured sections is a field or a declared key, so the schema page
+    (docs/records.md, generated from experiments/fields.py) lists it; a new key fails here."""
+    from peftbench.experiments.fields import undeclared
+
+    seen = 0
+    for path in sorted((ROOT / "results" / "reference").rglob("*.json")):
+        rec = json.loads(path.read_text())
+        if isinstance(rec, dict) and rec.get("schema_version") == record.SCHEMA_VERSION:
+            seen += 1
+            assert undeclared(rec) == [], path
+    assert seen > 500
+    assert undeclared({"cost": {"weight_bytes": 1, "new_thing_ms": 2}, "serving": {"skipped": {"load": "why"}}}) == ["cost.new_thing_ms"]
 
 
 def test_run_id_is_stable_and_ignores_where_results_go():
