@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 from scipy import stats as sps
 
-from peftbench.analysis.load import is_timing, setting_labels, setting_value
+from peftbench.analysis.load import TRAINED_KEY, is_timing, setting_labels, setting_value
 
 Z_ONE_SIDED_95 = float(sps.norm.ppf(0.95))
 
@@ -141,9 +141,6 @@ def reads_scores(cond: Mapping[str, Any]) -> bool:
     return any(not is_cost(n) for n in names)
 
 
-CONFIG = ["method", "model", "task", "precision", "capacity", "targets", "steps", "setting", "protocol", "chosen_lr"]
-
-
 def config_words(row: Mapping[str, Any], setting_label: str = "") -> str:
     """A configuration as a reader names it: `lora r=2 all_linear lr 1e-03, 100 steps, batch_size=16`."""
     parts = [str(row["method"])]
@@ -174,7 +171,7 @@ def learned_only(runs: pd.DataFrame, cond: Mapping[str, Any], named: pd.Series |
     rows = runs.to_dict("records")
     flags = [learned(r) for r in rows]
     ok = pd.Series([f for f, _ in flags], index=runs.index)
-    keys = [k for k in CONFIG if k in runs.columns]
+    keys = [k for k in TRAINED_KEY if k in runs.columns]
     any_learned = ok.groupby([runs[k].astype(str) for k in keys]).transform("any")
     labels = setting_labels(runs) if {"setting", "setting_items"} <= set(runs.columns) else {}
 

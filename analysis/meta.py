@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from peftbench.experiments import metric_spec
+from peftbench.experiments.fields import get_path
 from peftbench.methods.errors import ConfigError
 
 from peftbench.methods.roles import BASELINE, FULL_REFERENCE, LOWER_REFERENCE, REFERENCE_ROLES  # noqa: F401
@@ -44,21 +45,12 @@ def method_report(name: str, method_cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def dotted(cfg: Mapping[str, Any], path: str) -> Any:
-    node: Any = cfg
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
 def capacity_of(method_cfg: Mapping[str, Any], capacity_key: str | None) -> tuple[str, float]:
     """('<key>=<value>', value) for the method's capacity (rank, bottleneck size, ...), or
     ('-', NaN) when it has none or leaves it unset."""
     if not capacity_key:
         return "-", math.nan
-    v = dotted(method_cfg, capacity_key)
+    v = get_path(method_cfg, capacity_key)
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return "-", math.nan
     shown = str(int(v)) if float(v).is_integer() else str(v)

@@ -21,6 +21,9 @@ GROUP_KEY = ["model", "task"]
 LINE_KEY = GROUP_KEY + [k for k in ROW_KEY if k not in ("method", "lr")]  # within one method
 # One run: a configuration and its seed.
 RUN_KEY = GROUP_KEY + ROW_KEY + ["seed"]
+# One trained configuration: a row at the lr its runs trained at (under an lr search, each seed's
+# own pick), over its seeds: what "did this configuration learn" asks about.
+TRAINED_KEY = GROUP_KEY + ["chosen_lr" if k == "lr" else k for k in ROW_KEY]
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
