@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from peftbench.experiments.config_check import did_you_mean
 from peftbench.experiments import decide as decide_phases
 from peftbench.experiments.paths import CONF
 
@@ -153,7 +154,7 @@ def load_study(name: str, folder: Path = STUDY_DIR, claims_dir: Path | None = No
     path = Path(folder) / f"{name}.yaml"
     if not path.is_file():
         names = study_names(folder)
-        raise StudyError(f"unknown study {name!r}; available: {', '.join(names) or '(none)'} "
+        raise StudyError(f"unknown study {name!r}{did_you_mean(name, names)}; available: {', '.join(names) or '(none)'} "
                          f"(add {name}.yaml under {folder}, or see peftbench reproduce --list)")
     try:
         data = yaml.safe_load(path.read_text())

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from peftbench.experiments.config_check import did_you_mean
 from peftbench.experiments.paths import CONF
 
 GROUPS = ("method", "model", "task", "logger", "sweep", "launcher", "distributed")
@@ -68,18 +69,6 @@ def check_group_choices(overrides: list[str], argv: list[str] | None = None) -> 
     return None
 
 
-def did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
-    """`; did you mean lora?` for a name that differs from a known one in case, by a hub
-    organisation (`Qwen/Qwen2.5-0.5B` is `qwen2.5-0.5b`) or by a typo; '' when nothing is close."""
-    import difflib
-
-    lower = {k.lower(): k for k in known}
-    bare = name.rsplit("/", 1)[-1].lower()
-    hit = lower.get(name.lower()) or lower.get(bare)
-    close = [hit] if hit else [lower[k] for k in difflib.get_close_matches(bare, list(lower), n=3, cutoff=0.75)]
-    return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
-
-
 def _chosen(group: str, overrides: list[str]) -> list[str]:
     """The option(s) of a config group this command line picks (its default when none)."""
     for ov in reversed(overrides):
@@ -109,19 +98,23 @@ def missing_key_line(key: str, overrides: list[str]) -> str:
 
     head, *rest = key.split(".")
     if head in GROUPS and rest and (CONF / head).is_dir():
-        lacking = []
+        lacking, near = [], ""
         for name in _chosen(head, overrides):
             path = CONF / head / f"{name}.yaml"
             keys = _keys_at(yaml.safe_load(path.read_text()) or {}, rest[:-1]) if path.exists() else None
             if keys is not None and rest[-1] not in keys:
-                lacking.append(f"{head} {name} accepts {', '.join(f'{head}.' + '.'.join([*rest[:-1], k]) for k in keys)}")
+                full = [f"{head}." + ".".join([*rest[:-1], k]) for k in keys]
+                near = near or did_you_mean(key, full)
+                lacking.append(f"{head} {name} accepts {', '.join(full)}")
         where = "; ".join(lacking) or f"the chosen {head} has no such key"
-        return f"{key}: no such key ({where}); to add a key use +{key}=VALUE"
+        return f"{key}: no such key{near} ({where}); to add a key use +{key}=VALUE"
     top = yaml.safe_load((CONF / "config.yaml").read_text()) or {}
     keys = _keys_at(top, key.split(".")[:-1])
     scope = "the config" if "." not in key else key.rsplit(".", 1)[0]
     accepts = f"; {scope} accepts {', '.join(k for k in (keys or []) if k not in ('defaults', 'hydra'))}" if keys else ""
-    return f"{key}: no such key{_group_key_hint(key, overrides) or did_you_mean(key, [k for k in keys or [] if k not in ('defaults', 'hydra')])}" \
+    known = [k for k in keys or [] if k not in ('defaults', 'hydra')]
+    near = _group_key_hint(key, overrides) or did_you_mean(key.rsplit(".", 1)[-1], known, key.rsplit(".", 1)[0] + "." if "." in key else "")
+    return f"{key}: no such key{near}" \
            f"{accepts}; to add a key use +{key}=VALUE"
 
 

@@ -260,10 +260,16 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     (["method=lorra"], "did you mean method=lora"),  # a typo
     (["method=lora", "r=16"], "did you mean method.r (a key of method lora)?"),  # a group's key at the top
     (["stpes=3"], "did you mean steps?"),
+    (["method=lora", "method.rr=8"], "did you mean method.r or"),  # a key inside a group
+    (["measure.latncy=1"], "did you mean measure.latency?"),  # a key inside a top-level section
+    (["task=SST2"], "did you mean task=sst2?"),
+    (["reproduce", "practice_guide"], "did you mean practice_guides?"),  # a study
+    (["reproduce", "Practice_Guides"], "did you mean practice_guides?"),
 ])
 @pytest.mark.slow
 def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint, forked_cli):
-    out = forked_cli.run(["run", *args, f"results_dir={tmp_path}"])
+    command = args if args[0] == "reproduce" else ["run", *args, f"results_dir={tmp_path}"]
+    out = forked_cli.run(command)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and lines[-1].startswith("peftbench: error: ") and hint in lines[-1], out.stderr[-1500:]
     assert "Traceback" not in out.stderr
