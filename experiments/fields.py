@@ -164,9 +164,9 @@ SERVING_FIELDS: tuple[Field, ...] = (
     _serving("primary_drop_bf16_vs_fp32", "frac", "min", "bf16 merge drop (pp)",
              "Test primary metric of the adapter merged in fp32 minus merged in bf16, signed so that positive is worse "
              "(for a 4-bit base: merged into the dequantised weights).", scale=100, adapters_only=True, needs_merge=True),
-    *(f for v in ("unmerged", *MERGE_VARIANTS) for f in (
+    *(f for v in MERGE_VARIANTS for f in (
         _serving(f"primary_{v}", "score", None, f"Primary, {v}", f"Test primary metric, {v.replace('_', ' ')}.",
-                 table="none", digits=4, adapters_only=True, needs_merge=v != "unmerged"),)),
+                 table="none", digits=4, adapters_only=True, needs_merge=True),)),
     *(f for v in MERGE_VARIANTS for f in (
         _serving(f"{v}_max_abs_logit_diff", "logit", "min", f"{v.split('_', 1)[1]} max |Δlogit|",
                  f"Largest |logit difference| to the unmerged model on the fixed batch, {v.replace('_', ' ')}; computed in "
@@ -307,6 +307,8 @@ KEYS: tuple[Key, ...] = (
     Key("objective.prompts_per_step", "count", "GRPO: prompts per step."),
     Key("objective.reference", "text", "GRPO's reference policy: disabled adapters or a frozen copy."),
     Key("objective.trl_version", "text", "The trl version that trained the run."),
+    Key("serving.primary_unmerged", "score", "Older records only: a copy of the test primary metric, which `metrics.test` holds "
+        "(a run that copied its serving costs copied it too, so it could be another seed's); nothing reads it."),
     Key("serving.gen_new_tokens", "count", "Greedy tokens per timed generation (measure.serving.generation_tokens)."),
     Key("serving.measure_s.<part>", "s", f"Wall time of each serving part ({', '.join(SERVING_PARTS)})."),
     Key("serving.skipped.<part>", "text", "Why a serving part (or `save`, or `all`) has no figures: the method cannot, or it failed (the error)."),

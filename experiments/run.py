@@ -231,13 +231,13 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         cost = measure_costs(plan, model, trained, base)
         if base.copied_costs is not None:  # timed by another run of this cost configuration
             with phases.phase("merge precision", plan_key(plan)):
-                served, merge_diff = measure_weight_figures(plan, model, task, base, evaluated, autocast)
+                served, merge_diff = measure_weight_figures(plan, model, task, base, autocast)
             cost.update(base.copied_costs["cost"], merge_max_abs_logit_diff=merge_diff)
             timing_share = None
         else:
             with CpuShare(plan.threads) as share:
                 with phases.phase("serving costs", plan_key(plan)):
-                    served = measure_serving(plan, model, task, base, evaluated, autocast)  # before the merge below
+                    served = measure_serving(plan, model, task, base, autocast)  # before the merge below
                 with phases.phase("latency and merge", plan_key(plan)):
                     model, latency_cost = measure_latency_and_merge(plan, model, base, autocast)
             timing_share = share.result
@@ -506,21 +506,19 @@ def mfu_figures(plan: Plan, base: Base, achieved_flops_per_s: float) -> dict[str
     return out
 
 
-def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any], autocast) -> dict[str, Any] | None:
+def measure_serving(plan: Plan, model: nn.Module, task: Any, base: Base, autocast) -> dict[str, Any] | None:
     """Serving costs of the trained, still unmerged adapter (experiments/meters/serving.py)."""
-    return serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
-                           evaluated["metrics"].get("test"))
+    return serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast)
 
 
-def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, evaluated: dict[str, Any],
-                           autocast) -> tuple[dict[str, Any] | None, float | None]:
+def measure_weight_figures(plan: Plan, model: nn.Module, task: Any, base: Base, autocast) -> tuple[dict[str, Any] | None, float | None]:
     """What a run that copies its timings still measures itself, on its own trained weights: how
     far each merge variant (serving) and the method's merge move the logits on the fixed batch."""
     copied = base.copied_costs["serving"]  # type: ignore[index]
     served = copied
     if isinstance(copied, Mapping):
         own = serving.measure(plan.method, plan.info, model, base.serving_base, task, plan.config, plan.device, autocast,
-                              evaluated["metrics"].get("test"), only=serving.WEIGHT_PARTS) or {}
+                              only=serving.WEIGHT_PARTS) or {}
         skipped = {k: v for k, v in (copied.get("skipped") or {}).items() if k not in serving.WEIGHT_PARTS}
         served = {**{k: v for k, v in copied.items() if not serving.depends_on_weights(k)},
                   **{k: v for k, v in own.items() if k not in ("skipped", "measure_s")},

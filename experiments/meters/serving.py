@@ -79,7 +79,6 @@ class ServingContext:
     autocast: Callable
     length: int
     eval_batch_size: int
-    test_scores: Mapping[str, float] | None = None  # the run's test metrics of the trained model
     score_merges: bool = True  # False: logit differences only (a run that copies the scores)
     _merged: nn.Module | None = field(default=None, repr=False)
 
@@ -333,9 +332,7 @@ def merge_precision(ctx: ServingContext, task_cfg: Mapping[str, Any]) -> dict[st
         else:
             diff = (logits - reference).abs()
             fig[f"{k}_max_abs_logit_diff"], fig[f"{k}_mean_abs_logit_diff"] = diff.max().item(), diff.mean().item()
-        if score and k == "unmerged" and name in (ctx.test_scores or {}):
-            fig[f"primary_{k}"] = float(ctx.test_scores[name])  # the run's own test pass of this very model
-        elif score:
+        if score and k != "unmerged":  # the unmerged model's score is the run's own, in metrics.test
             fig[f"primary_{k}"] = float(ctx.task.evaluate(variant, "test", ctx.eval_batch_size, ctx.device, ctx.autocast)[name])
         del variant
     if score:  # signed so that positive means the bf16 merge scored worse than the fp32 merge
@@ -408,8 +405,7 @@ WEIGHT_PARTS = ("merge_precision",)  # the part whose logit differences depend_o
 
 
 def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module | None, task: Any, config: Mapping[str, Any],
-            device: torch.device, autocast, test_scores: Mapping[str, float] | None = None,
-            only: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+            device: torch.device, autocast, only: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """Every serving figure of a trained (unmerged) model; None when switched off. Each part's
     wall time is recorded in `measure_s`, so its cost per run is visible. `only` names the parts
     to measure (the others are left out); a run measuring only the weight parts copies the merge
@@ -430,7 +426,7 @@ def measure(method: Method, info: ModelInfo, model: nn.Module, base: nn.Module |
         except Exception as e:  # recorded; the parts that read the adapter then say they failed too
             skipped["save"] = f"failed: {type(e).__name__}: {e}"
         ctx = ServingContext(method, info, model, base, task, path, s, device, autocast,
-                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]), test_scores,
+                             int(config["measure"]["latency_length"]), int(config["eval_batch_size"]),
                              score_merges=only is None)
         parts: dict[str, Callable[[], Any]] = {
             "batch1": lambda: batch1_latency(ctx),
