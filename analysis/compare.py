@@ -15,7 +15,6 @@ compared with it on the CI only, and the line says that the precisions differ.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from peftbench.analysis.help import parser
 from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, machine_label, short_hash, trained_items
 from peftbench.analysis.stats import t_ci95
 from peftbench.experiments.paths import REFERENCE
@@ -189,9 +189,11 @@ def reference_folder(name: str) -> Path | None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="peftbench compare", description=__doc__.splitlines()[0])
-    p.add_argument("results", nargs="+", help="your result files or folders")
-    p.add_argument("--reference", required=True, help="a folder under results/reference/ (e.g. demo) or a path")
+    p, o = parser("peftbench compare", "peftbench compare RESULTS... --reference NAME",
+                  "Does a user's run reproduce ours? Per configuration: bit-identical, within the reference seeds' 95%\n"
+                  "CI, or not reproduced, saying which CPU, kernels, torch build or precision differ (docs/report.md).")
+    o.add_argument("results", nargs="+", metavar="RESULTS", help="your result files or folders")
+    o.add_argument("--reference", required=True, metavar="NAME", help="a folder under results/reference/ (e.g. demo) or a path")
     args = p.parse_args(argv)
     folder = reference_folder(args.reference)
     if folder is None:

@@ -14,6 +14,7 @@ from peftbench.analysis import claims as claims_mod
 from peftbench.analysis import convergence as convergence_mod
 from peftbench.analysis import tables
 from peftbench.analysis.figures import WIDTHS_IN, figures_for
+from peftbench.analysis.help import parser
 from peftbench.analysis.html import render
 from peftbench.analysis.load import Loaded, load_results
 from peftbench.analysis.stats import aggregate, per_run, single_seed_only
@@ -24,15 +25,19 @@ from peftbench.experiments.record import file_safe
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="peftbench report", description=__doc__.splitlines()[0])
-    p.add_argument("results", nargs="*", default=["results"], help="result files or folders of *.json (default: results/)")
-    p.add_argument("--out", default="report", help="output folder (default: report/)")
-    p.add_argument("--claims", help="folder of claim YAML files (default: conf/claims/, or DIR/claims/ of --config-dir)")
-    p.add_argument("--config-dir", help="your own config folder, as for `peftbench run` and `reproduce`: its claims/ replaces "
-                                        "conf/claims/")
-    p.add_argument("--figure-width", choices=sorted(WIDTHS_IN), default="double",
+    p, o = parser("peftbench report",
+                  "peftbench report [RESULTS...] [--out DIR] [--claims DIR] [--config-dir DIR] [--figure-width single|double]\n"
+                  "                        [--study NAME]",
+                  "Tables, figures, the claims check and index.html, from result records alone: retrains nothing and\n"
+                  "takes seconds (docs/report.md).")
+    o.add_argument("results", nargs="*", default=["results"], metavar="RESULTS", help="result files or folders of *.json (default: results/)")
+    o.add_argument("--out", default="report", metavar="DIR", help="output folder (default: report/)")
+    o.add_argument("--claims", metavar="DIR", help="folder of claim YAML files (default: conf/claims/, or DIR/claims/ of --config-dir)")
+    o.add_argument("--config-dir", metavar="DIR", help="your own config folder, as for `peftbench run` and `reproduce`: its claims/ "
+                                                       "replaces conf/claims/")
+    o.add_argument("--figure-width", choices=sorted(WIDTHS_IN), default="double", metavar="single|double",
                    help="draw the figures one column (3.4 in) or a page (7 in) wide, fonts to match (default: double)")
-    p.add_argument("--study", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
+    o.add_argument("--study", metavar="NAME", help="check only the claims of this study (conf/study/NAME.yaml; NAME_VARIANT for a variant)")
     return p.parse_args(argv)
 
 

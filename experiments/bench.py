@@ -334,17 +334,31 @@ ABOUT = {"harness": "the suite's training loop against a bare PyTorch loop on th
          "launchers": "the time each reachable launcher (basic, SLURM, Ray) adds per run to the same sweep"}
 
 
+def machine_line() -> str:
+    """The machine the ratios come from, in one line: CPU, usable cores, the kernel flags that set
+    the speed of its matmuls, and whether it computes bf16 natively."""
+    from peftbench.experiments.cores import usable_cores
+    from peftbench.experiments.machine import BF16_CPU_FLAGS, KERNEL_FLAGS, cpu_flags, cpu_name
+
+    flags = [f for f in KERNEL_FLAGS if f in cpu_flags()]
+    bf16 = "native bf16" if any(f in cpu_flags() for f in BF16_CPU_FLAGS) else "no native bf16 (emulated: slow)"
+    return f"{cpu_name()}, {usable_cores()} usable cores, flags {' '.join(flags) or 'none of ' + '/'.join(KERNEL_FLAGS)}, {bf16}"
+
+
 def main(argv: list[str]) -> int:
     usage = f"usage: peftbench bench {'|'.join(BENCHES)} [OVERRIDES...]"
     if argv and argv[0] in {"-h", "--help"}:
-        print(usage + "\n\nSide-by-side ratios measured in one run (docs/cost.md):\n" + "\n".join(
-            f"  {name:<9} {what}" for name, what in ABOUT.items()))
+        print(usage + "\n\nSide-by-side ratios measured in one run, each printed with the CPU or GPU it ran on "
+              "(docs/cost.md).\n\noptions:\n" + "\n".join(f"  {name:<10} {what}" for name, what in ABOUT.items())
+              + f"\n  {'OVERRIDES':<10} key=value for the runs it compares, as for `peftbench run`")
         return 0
     if not argv or argv[0] not in BENCHES:
-        print(usage, file=sys.stderr)
+        given = f"unknown bench {argv[0]!r}" if argv else "no bench named"
+        print(f"peftbench: error: {given}; name one of {', '.join(BENCHES)} (see peftbench bench --help)", file=sys.stderr)
         return 2
     from peftbench.methods.base import ConfigError
 
+    print(f"machine: {machine_line()}", flush=True)  # every ratio below was measured here
     try:
         BENCHES[argv[0]](argv[1:])
     except ConfigError as e:

@@ -16,6 +16,21 @@ def test_every_subcommand_has_help_naming_peftbench(command, capsys):
     assert code == 0, out
     assert out.startswith(f"usage: peftbench {command}"), out[:200]
     assert "powered by Hydra" not in out and "python -m" not in out
+    # one layout: usage, what it does, the arguments under `options:`; argparse's own lines nowhere
+    assert "[-h]" not in out and "show this help message" not in out and "positional arguments" not in out
+    assert "\noptions:\n" in out, out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compare"], "the following arguments are required: RESULTS, --reference; see peftbench compare --help"),
+    (["report", "--figure-width", "big"], "invalid choice: 'big'"),
+    (["report", "--bogus"], "unrecognized arguments: --bogus; see peftbench report --help"),
+])
+def test_bad_arguments_to_an_analysis_command_are_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("peftbench: error: ") and words in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_run_help_lists_the_groups_and_the_config_folder_option(capsys):
@@ -42,3 +57,14 @@ def test_report_reads_claims_and_studies_from_the_users_config_folder(tmp_path, 
                  "--out", str(tmp_path / "r")]) == 0
     claims = (tmp_path / "r" / "claims.md").read_text()
     assert "my_claim" in claims and "guide_lora" not in claims
+
+
+def test_bench_names_its_machine_and_refuses_an_unknown_bench_in_one_line(capsys):
+    from peftbench.experiments.bench import machine_line
+    from peftbench.experiments.machine import cpu_name
+
+    assert machine_line().startswith(cpu_name()) and "usable cores" in machine_line() and "bf16" in machine_line()
+    assert main(["bench", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("peftbench: error: unknown bench 'nope'; name one of compile, harness, trainer, measure, launchers "
+                           "(see peftbench bench --help)")
