@@ -47,6 +47,16 @@ def test_the_readme_is_one_page_and_its_links_land():
     assert all(p.relative_to(ROOT / "docs").as_posix() in nav for p in (ROOT / "docs").rglob("*.md")), "every docs page is in the nav"
 
 
+def test_no_docs_page_names_a_path_outside_the_repository():
+    outside = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        text = page.read_text()
+        links = [l for l in re.findall(r"\]\(([^)#\s]+)\)", text) if "://" not in l]
+        outside += [f"{page.name}: {l}" for l in links if not (page.parent / l).resolve().is_relative_to(ROOT)]
+        outside += [f"{page.name}: ../shared" for _ in range(text.count("../shared"))]
+    assert not outside, outside
+
+
 @pytest.mark.parametrize("page", ["docs/default-benchmark.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "studies").glob("*.md"))])
 def test_generated_pages_hold_their_blocks(page):
     text = (ROOT / page).read_text()
