@@ -336,20 +336,26 @@ ABOUT = {"harness": "the suite's training loop against a bare PyTorch loop on th
 
 def machine_line() -> str:
     """The machine the ratios come from, in one line: CPU, usable cores, the kernel flags that set
-    the speed of its matmuls, and whether it computes bf16 natively."""
+    the speed of its matmuls, whether it computes bf16 natively, and the GPU where there is one."""
     from peftbench.experiments.cores import usable_cores
-    from peftbench.experiments.machine import BF16_CPU_FLAGS, KERNEL_FLAGS, cpu_flags, cpu_name
+    from peftbench.experiments.machine import BF16_CPU_FLAGS, KERNEL_FLAGS, cpu_flags, cpu_name, may_have_cuda
 
     flags = [f for f in KERNEL_FLAGS if f in cpu_flags()]
     bf16 = "native bf16" if any(f in cpu_flags() for f in BF16_CPU_FLAGS) else "no native bf16 (emulated: slow)"
-    return f"{cpu_name()}, {usable_cores()} usable cores, flags {' '.join(flags) or 'none of ' + '/'.join(KERNEL_FLAGS)}, {bf16}"
+    line = f"{cpu_name()}, {usable_cores()} usable cores, flags {' '.join(flags) or 'none of ' + '/'.join(KERNEL_FLAGS)}, {bf16}"
+    if may_have_cuda():  # a run with device=auto trains there: its ratios are the GPU's
+        import torch
+
+        if torch.cuda.is_available():
+            line += f"; GPU {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} visible)"
+    return line
 
 
 def main(argv: list[str]) -> int:
     usage = f"usage: peftbench bench {'|'.join(BENCHES)} [OVERRIDES...]"
     if argv and argv[0] in {"-h", "--help"}:
-        print(usage + "\n\nSide-by-side ratios measured in one run, each printed with the CPU or GPU it ran on "
-              "(docs/cost.md).\n\noptions:\n" + "\n".join(f"  {name:<10} {what}" for name, what in ABOUT.items())
+        print(usage + "\n\nSide-by-side ratios measured in one run, printed below a line naming the machine (CPU, and GPU\n"
+              "where there is one) they ran on (docs/cost.md).\n\noptions:\n" + "\n".join(f"  {name:<10} {what}" for name, what in ABOUT.items())
               + f"\n  {'OVERRIDES':<10} key=value for the runs it compares, as for `peftbench run`")
         return 0
     if not argv or argv[0] not in BENCHES:

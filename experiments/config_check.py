@@ -146,15 +146,3 @@ def check(config: Mapping[str, Any]) -> None:
             if not rule.ok(value):
                 fix = f"; e.g. {key}={rule.example}" if rule.example else ""
                 raise ConfigError(f"{key} must be {rule.accepts}, got {value!r}{fix}")
-
-
-def did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
-    """`; did you mean lora?` for a name that differs from a known one in case, by a hub
-    organisation (`Qwen/Qwen2.5-0.5B` is `qwen2.5-0.5b`) or by a typo; '' when nothing is close."""
-    import difflib
-
-    lower = {k.lower(): k for k in known}
-    bare = name.rsplit("/", 1)[-1].lower()
-    hit = lower.get(name.lower()) or lower.get(bare)
-    close = [hit] if hit else [lower[k] for k in difflib.get_close_matches(bare, list(lower), n=3, cutoff=0.75)]
-    return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""

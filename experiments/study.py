@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from peftbench.experiments.config_check import did_you_mean
+from peftbench.experiments.names import did_you_mean
 from peftbench.experiments import decide as decide_phases
 from peftbench.experiments.paths import CONF
 

@@ -229,13 +229,17 @@ def test_an_interval_near_a_bound_stays_inside_the_metrics_range(tmp_path):
 
 
 def test_a_metric_range_is_declared_or_known_and_checked():
+    """Every metric a shipped task scores by has a value range: declared in its task's YAML, or
+    known by name; so a new metric needs only its builder and its YAML (`range:`)."""
+    import yaml
+
     from peftbench.experiments import metric_spec
-    from peftbench.experiments.data.base import _METRICS, task_builders
     from peftbench.methods.errors import ConfigError
 
-    task_builders()  # every builder registered, with the metrics it can compute
-    computable = {m for names in _METRICS.values() for m in names}
-    assert computable and computable <= set(metric_spec.KNOWN_RANGES), computable - set(metric_spec.KNOWN_RANGES)
+    tasks = {p.stem: yaml.safe_load(p.read_text()) for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml")}
+    unranged = [(name, m["name"]) for name, t in tasks.items() for m in metric_spec.with_ranges(metric_spec.of_task(t))
+                if m["range"] is None]
+    assert len(tasks) >= 9 and not unranged, unranged
     spec = metric_spec.with_ranges(metric_spec.normalise([{"name": "bleu", "primary": True, "range": [0, 100]}, {"name": "accuracy"}]))
     assert [m["range"] for m in spec] == [[0.0, 100.0], [0.0, 1.0]]
     assert metric_spec.with_ranges(metric_spec.normalise([{"name": "loss", "direction": "min", "primary": True}]))[0]["range"] is None

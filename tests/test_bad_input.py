@@ -260,7 +260,8 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     (["method=lorra"], "did you mean method=lora"),  # a typo
     (["method=lora", "r=16"], "did you mean method.r (a key of method lora)?"),  # a group's key at the top
     (["stpes=3"], "did you mean steps?"),
-    (["method=lora", "method.rr=8"], "did you mean method.r or"),  # a key inside a group
+    (["method=lora", "method.rr=8"], "method.rr: no such key; did you mean method.r? (method lora accepts"),  # a key inside a group
+    (["method=lora", "method.xyz=1"], "method.xyz: no such key (method lora accepts"),  # nothing close: no guess
     (["measure.latncy=1"], "did you mean measure.latency?"),  # a key inside a top-level section
     (["task=SST2"], "did you mean task=sst2?"),
     (["reproduce", "practice_guide"], "did you mean practice_guides?"),  # a study

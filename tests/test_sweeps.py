@@ -23,7 +23,7 @@ def zoo_size() -> int:
     return len({p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")} - methods_of("methods") - methods_of("quant"))
 
 
-# The numbers the README states for each preset.
+# Each preset's run count, as docs/sweeps.md states it (the zoo's follows conf/method/).
 COUNTS = {"methods": 9, "demo": 9, "ranks": 42, "targets": 20, "seeds": 3, "paper": 183,
           ("ranks", "seeds"): 126, ("methods", "seeds"): 27, ("targets", "seeds"): 60, "llm": 9,
           "zoo": zoo_size(), "quant": 8}

@@ -221,6 +221,19 @@ class BadChoice(ClaimProblem, ValueError):
     pass
 
 
+class MissingKey(ClaimProblem, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Condition(dict):
+    """A claim's condition as its check reads it: a key the claim does not give is the claim's
+    gap, said as such (never mistaken for a column the records lack)."""
+
+    def __missing__(self, key: str):
+        raise MissingKey(f"the claim gives no `{key}`, which check {self.get('check', '?')} needs")
+
+
 # ---------------------------------------------------------------- the registry of checks
 
 Check = Callable[[Mapping[str, Any], pd.DataFrame], ConditionResult]

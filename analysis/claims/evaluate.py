@@ -1,6 +1,7 @@
 """Evaluating a claim against the runs: filters, guards, each condition's check, the verdict."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -10,7 +11,7 @@ from peftbench.analysis import guards
 from peftbench.analysis.load import RESUME_PARTIAL, contended_for, is_copied, is_timing, resumed_note, setting_labels
 
 from peftbench.analysis.verdicts import ALPHA, CANNOT_TELL, INVALID, decide
-from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimProblem, ClaimResult, ConditionResult, NO_DATA, methods_of
+from peftbench.analysis.claims.core import CHECKS, CLAIMS_DIR, ClaimProblem, ClaimResult, Condition, ConditionResult, NO_DATA, methods_of
 from peftbench.analysis.claims.spec import known_settings, claim_files, claim_problems, column_problems, condition_spec, conditions_of, load_claims, setting_key_problems
 from peftbench.analysis.claims.kinds import side
 from peftbench.analysis.claims.render import add_data_hint, name_settings
@@ -94,7 +95,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
         cond_runs, contended = without_contended(_filter(runs, cond.get("where")), cond)
         cond_runs, not_learned = guards.learned_only(cond_runs, cond, _read_by(cond, cond_runs))
         try:
-            result = CHECKS[cond["check"]](cond, cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
+            result = CHECKS[cond["check"]](Condition(cond), cond_runs) if not cond_runs.empty else ConditionResult(cond["check"], NO_DATA, [], "no runs")
         except ClaimProblem as e:  # the claim asks what its check cannot do: the check's own words
             result = ConditionResult(cond["check"], INVALID, [], str(e))
         except (KeyError, ValueError, TypeError) as e:  # a claim the data cannot answer is reported, never a crashed report
@@ -112,7 +113,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
 def unanswerable(e: Exception) -> str:
     """Why a check could not be computed, in words: the field it reads that these records lack, or
     the kind of value it could not use (never the exception's own text)."""
-    if isinstance(e, KeyError) and e.args:
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and re.fullmatch(r"[\w.]+", e.args[0]):
         return f"these records have no `{e.args[0]}` field, which this check reads"
     return f"the check cannot use these records' values (an unexpected {type(e).__name__})"
 

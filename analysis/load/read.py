@@ -75,10 +75,12 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed record (schema 1 upgraded to 2), or None and the reason it cannot be used."""
     try:
         record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"unreadable: {e}"
-    except ValueError as e:
-        return None, f"corrupt JSON: {e}"
+    except UnicodeDecodeError:
+        return None, "unreadable: not UTF-8 text"
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or 'the file cannot be read'}"
+    except json.JSONDecodeError as e:
+        return None, f"corrupt JSON (at line {e.lineno}, column {e.colno})"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__}"
     version = record.get("schema_version")
@@ -162,7 +164,8 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
             try:
                 ok_rows.append(flatten(record, str(path)))
             except (AttributeError, KeyError, TypeError, ValueError) as e:  # odd shapes the schema check let through
-                problems.append(Problem(str(path), f"schema-invalid: cannot read it as a run ({type(e).__name__}: {e})"))
+                problems.append(Problem(str(path), f"schema-invalid: a field has a shape no run writes (an unexpected "
+                                                   f"{type(e).__name__} while reading it)"))
     ok_rows = _dedupe(ok_rows, problems)
     _source_contention(ok_rows)
     ok = pd.DataFrame(ok_rows) if ok_rows else pd.DataFrame(columns=list(flatten_columns()))

@@ -9,6 +9,7 @@ import re
 # `ValueError: ...`, `rank 1: RuntimeError: ...`, `failed: KeyError: ...`, `SystemExit(1)`: an
 # exception's name where a reason begins or after a `rank N:` / `failed:` lead
 _RAW = re.compile(r"^(?P<lead>(?:rank \d+: )?(?:failed: )?)(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s|\(|$)")
+_RANKS = re.compile(r"; (?=rank \d+: )")
 # the suite's own refusals carry a message written for a reader: kept, without the class name
 _WORDED = ("ConfigError",)
 # failures whose message says something a reader can act on, said in words
@@ -16,11 +17,12 @@ _KNOWN = (("out of memory", "ran out of memory"),)
 
 
 def in_words(reason: object, where: str) -> str:
-    """`reason` (a record's `error`, or one part's `serving.skipped` entry; several joined by
-    "; ") with every raw exception replaced by words that name its kind and `where` its message
-    is kept in the record."""
+    """`reason` (a record's `error`, each rank's joined by "; rank N: ", or one part's
+    `serving.skipped` entry) with every raw exception replaced by words that name its kind and
+    `where` its message is kept in the record. An exception's message may hold "; " itself: only
+    a rank's lead starts another reason."""
     parts = []
-    for part in str(reason or "").split("; "):
+    for part in _RANKS.split(str(reason or "")):
         m = _RAW.match(part)
         if m is None:
             parts.append(part)
@@ -37,4 +39,4 @@ def in_words(reason: object, where: str) -> str:
 
 def is_raw(text: object) -> bool:
     """Whether `text` still holds a raw exception (what `in_words` replaces)."""
-    return any(_RAW.match(part) and not _RAW.match(part)["name"].endswith(_WORDED) for part in str(text or "").split("; "))
+    return any(_RAW.match(part) and not _RAW.match(part)["name"].endswith(_WORDED) for part in _RANKS.split(str(text or "")))

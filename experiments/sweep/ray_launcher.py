@@ -59,6 +59,8 @@ class RayLauncher(_HydraRayLauncher):
                 if file_state(path) != before:  # the run recorded itself (interrupted, failed): its words stand
                     print(f"[sweep] the Ray task of {path.name} ended with {type(e).__name__}; its record says why", flush=True)
                 elif isinstance(e, WORKER_DEATHS):
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    print(f"[sweep] the Ray worker of {path.name} died: {type(e).__name__}: {first}", flush=True)
                     record_dead_worker(config, path, e)
                 else:
                     raise
@@ -97,6 +99,7 @@ def record_dead_worker(config: dict[str, Any], path: Path, error: BaseException)
 
     if record.existing(path)[0] == "ok":
         return
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    record_failure(config, f"the Ray worker running it died before it recorded the run ({type(error).__name__}: {first}); "
+    # Ray's own message (the actor's address, its exit detail) went to the sweep's output above;
+    # the record says what happened and what to do
+    record_failure(config, f"the Ray worker running it died before it recorded the run ({type(error).__name__}); "
                            f"start the sweep again to run it", rid=path.stem)
