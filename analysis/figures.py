@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftbench.analysis.load import ROW_KEY, setting_labels  # noqa: E402
-from peftbench.analysis.meta import FULL_REFERENCE, sign  # noqa: E402
+from peftbench.analysis.meta import FULL_REFERENCE, PALETTE, sign  # noqa: E402
 from peftbench.analysis.stats import full_ft_reference, typical_row  # noqa: E402
 from peftbench.analysis.tables import MIB, percent_scale  # noqa: E402
 from peftbench.experiments.fields import SERVING_KS  # noqa: E402
@@ -126,17 +126,15 @@ def style_of(r: pd.Series) -> tuple[str, str]:
     return str(r["color"]), str(r["marker"])
 
 
-# Okabe & Ito's colour-blind-safe palette: a method's second, third ... configuration in one figure
-# takes the next of these, so no two lines share a colour (the first keeps its method's own).
-OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-
-
-def shade(colour: str, nth: int) -> str:
-    """The colour of a method's `nth` configuration in a figure (0: the method's own)."""
+def shade(colour: str, nth: int, taken: set[str]) -> str:
+    """The colour of a method's `nth` configuration in a figure (0: the method's own), `taken`
+    holding (lower-case) the colours the figure's lines have so far and every method's own: a
+    further configuration takes the first palette colour no line has; past the palette, the
+    method's own colour is shared again, its marker keeping the line apart."""
     if nth == 0:
         return colour
-    options = [c for c in OKABE_ITO if c.lower() != colour.lower()]
-    return options[(nth - 1) % len(options)]
+    free = [c for c in PALETTE if c.lower() not in taken]
+    return free[0] if free else colour
 
 
 def _style_map(t: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -341,13 +339,15 @@ def metric_vs_lr(t: pd.DataFrame, title: str, out: Path, name: str) -> Figure:
     settings = {str(g["ref_setting"].iloc[0]) for _, g in lines}
     differs = setting_labels(t) if len(settings) > 1 and "setting_items" in t else {}
     per_method: dict[str, int] = {}
+    taken = {style_of(g.iloc[0])[0].lower() for _, g in lines}
     for _, g in sorted(lines, key=lambda kg: (kg[1]["order"].iloc[0], str(kg[0]))):
         g = g.sort_values("lr")
         row = g.iloc[0]
         colour, marker = style_of(row)
         nth = per_method[row["method"]] = per_method.get(row["method"], -1) + 1
         marker = marker if nth == 0 else "sDv^<>p*"[nth % 8]  # a method's configurations stay apart
-        colour = shade(colour, nth)
+        colour = shade(colour, nth, taken)
+        taken.add(colour.lower())
         yerr = _yerr(g, yscale)
         label = f"{_label(row, differs.get(row['setting'], ''))}, {row['steps']} steps"
         ax.errorbar(g["lr"].astype(float), g["primary_mean"] * yscale, yerr=yerr, color=colour, marker=marker,

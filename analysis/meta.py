@@ -1,28 +1,49 @@
 """What the report knows about methods and tasks, read from each record's resolved config.
 
 A method's display metadata is its YAML's `report:` block (family, order, colour, marker,
-capacity key, role); a task's metrics are what the run recorded it scored by (`metric_spec`,
-read by experiments.metric_spec). Both travel in the record, so nothing here names a method or a
-metric.
+capacity key, role), as the record kept it, except a shipped method's colour, which is its YAML's
+today (the palette is the report's, not the run's); a task's metrics are what the run recorded it
+scored by (`metric_spec`, read by experiments.metric_spec). Both travel in the record, so nothing
+here names a method or a metric.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping
 
-from peftbench.experiments import metric_spec
+import yaml
+
+from peftbench.experiments import metric_spec, yamlfile
+from peftbench.experiments.paths import CONF
 from peftbench.experiments.fields import get_path
 from peftbench.methods.errors import ConfigError
 
 from peftbench.methods.roles import BASELINE, FULL_REFERENCE, LOWER_REFERENCE, REFERENCE_ROLES  # noqa: F401
 
+METHOD_DIR = CONF / "method"
 DEFAULT_ORDER = 1000
+# Okabe & Ito's colour-blind-safe palette, and a grey: every shipped method's colour is one of these
+# (the core nine each their own), and a figure's further configurations of one method take the others.
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 # Methods without a colour or marker of their own get one from these, by a stable hash of their
 # name, so an unknown method looks the same in every figure and every report.
-FALLBACK_COLOURS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
+FALLBACK_COLOURS = PALETTE[1:-1]
 FALLBACK_MARKERS = ("<", ">", "p", "H", "d", "8", "1", "2")
+
+
+@lru_cache(maxsize=None)
+def shipped_colour(name: str) -> str | None:
+    """The colour conf/method/NAME.yaml gives today. A record keeps the report block of the day it
+    ran; a method of a shipped name is drawn in today's palette, a user's own method (a name
+    conf/method does not have) in the colour it chose."""
+    try:
+        rep = (yamlfile.read(METHOD_DIR / f"{name}.yaml") or {}).get("report") or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return str(rep["color"]) if rep.get("color") else None
 
 
 def _stable_pick(name: str, options: tuple[str, ...], salt: int = 1) -> str:
@@ -38,7 +59,7 @@ def method_report(name: str, method_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "family": str(rep.get("family") or "other"),
         "order": float(order) if isinstance(order, (int, float)) and not isinstance(order, bool) else float(DEFAULT_ORDER),
-        "color": str(rep.get("color") or _stable_pick(name, FALLBACK_COLOURS)),
+        "color": shipped_colour(name) or str(rep.get("color") or _stable_pick(name, FALLBACK_COLOURS)),
         "marker": str(rep.get("marker") or _stable_pick(name, FALLBACK_MARKERS, 7)),
         "capacity_key": capacity if isinstance(capacity, str) and capacity else None,
         "role": str(rep["role"]) if rep.get("role") else "-",

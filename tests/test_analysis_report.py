@@ -128,11 +128,28 @@ def test_single_seed_report_says_untested(tmp_path):
 def test_method_styles_come_from_the_method_yaml_and_are_deterministic():
     from peftbench.analysis.meta import method_report
 
-    assert style_of(method_report("lora", fx.record("lora")["config"]["method"])) == ("#1f77b4", "o")
+    assert style_of(method_report("lora", fx.record("lora")["config"]["method"])) == ("#0072B2", "o")
     new = method_report("brand_new", {"name": "brand_new"})  # no report block: a stable fallback
     assert style_of(new) == style_of(method_report("brand_new", {"name": "brand_new"})) and new["color"].startswith("#")
     shipped = ("lora", "qlora", "dora", "rslora", "loraplus", "houlsby", "pfeiffer")
     assert len({style_of(method_report(m, fx.record(m)["config"]["method"])) for m in shipped}) == 7
+    # a record keeps the colour of the day it ran: a shipped method is drawn in today's, a user's own in its own
+    assert method_report("lora", {"report": {"color": "#1f77b4"}})["color"] == "#0072B2"
+    assert method_report("my_method", {"report": {"color": "#123456"}})["color"] == "#123456"
+
+
+def test_every_shipped_method_is_coloured_from_the_colour_blind_safe_palette():
+    """Okabe & Ito's palette and a grey; the demo's nine methods, drawn together, nine colours."""
+    import yaml
+
+    from peftbench.analysis.meta import FALLBACK_COLOURS, PALETTE
+
+    colours = {p.stem: yaml.safe_load(p.read_text())["report"]["color"] for p in (ROOT / "conf" / "method").glob("*.yaml")}
+    assert len(colours) >= 61 and set(colours.values()) <= set(PALETTE), {k: v for k, v in colours.items() if v not in PALETTE}
+    from peftbench.experiments.sweep import preset_jobs
+
+    demo = [o.split("=", 1)[1] for job in preset_jobs("demo") for o in job if o.startswith("method=")]
+    assert len(demo) == 9 and len({colours[m] for m in demo}) == 9 and set(FALLBACK_COLOURS) <= set(PALETTE)
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -315,6 +332,8 @@ def test_learning_vs_forgetting_labels_say_lr_and_configuration():
     ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB", "error",
      "ran out of memory (its message is in the record's `error`)"),
     ("interrupted by SIGTERM", "error", "interrupted by SIGTERM"),
+    ("RuntimeError: shape mismatch; got [2, 3] at /home/u/x.py", "error",  # a message with "; " in it
+     "failed with an unexpected RuntimeError (its message is in the record's `error`)"),
     ("the method cannot merge its adapter into the weights", "serving.skipped", "the method cannot merge its adapter into the weights"),
 ])
 def test_a_records_reasons_reach_a_report_in_words(reason, where, shown):
@@ -329,6 +348,11 @@ def test_a_check_the_records_cannot_answer_says_why_in_words():
 
     assert unanswerable(KeyError("model")) == "these records have no `model` field, which this check reads"
     assert unanswerable(ValueError("cannot convert")) == "the check cannot use these records' values (an unexpected ValueError)"
+    assert unanswerable(KeyError("['b'] not in index")) == "the check cannot use these records' values (an unexpected KeyError)"
+    from peftbench.analysis.claims.core import ClaimProblem, Condition
+
+    with pytest.raises(ClaimProblem, match="the claim gives no `axis`, which check lr_sensitivity needs"):
+        Condition({"check": "lr_sensitivity"})["axis"]
 
 
 def test_no_committed_report_holds_raw_exception_text():
@@ -339,3 +363,16 @@ def test_no_committed_report_holds_raw_exception_text():
     found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sorted((ROOT / "results" / "reference").rglob("report/*"))
              if p.suffix in (".md", ".html", ".tex", ".csv") for m in raw.finditer(p.read_text(errors="replace"))]
     assert not found, found[:10]
+
+
+def test_a_methods_further_configurations_take_colours_no_other_line_has():
+    from peftbench.analysis.figures import shade
+    from peftbench.analysis.meta import PALETTE
+
+    taken = {"#0072b2", "#000000"}  # LoRA and full FT in one figure
+    second = shade("#0072B2", 1, taken)
+    taken.add(second.lower())
+    third = shade("#0072B2", 2, taken)
+    assert second in PALETTE and third in PALETTE and len({second.lower(), third.lower()} | {"#0072b2", "#000000"}) == 4
+    assert shade("#0072B2", 0, taken) == "#0072B2"
+    assert shade("#0072B2", 1, {c.lower() for c in PALETTE}) == "#0072B2"  # none free: its own, its marker apart
