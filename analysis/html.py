@@ -23,6 +23,7 @@ from peftbench.analysis.convergence import notes as convergence_notes
 from peftbench.analysis.claims import ClaimResult, VERDICT_RULE, claim_reason, evidence_line, family_size
 from peftbench.analysis.figures import Figure
 from peftbench.analysis.load import Problem
+from peftbench.analysis.meta import PALETTE
 from peftbench.analysis.summary import labeller, summaries
 from peftbench.experiments.fields import FIELDS
 
@@ -192,7 +193,7 @@ def pareto_html(agg: pd.DataFrame) -> str:
         names, name = [c[0] for c in cols], labeller(t)
         cost = next((i for i, c in enumerate(names) if c == "params.trainable"), 1)
         data = {"columns": [{"label": lab, "direction": d} for _, lab, d in cols], "x": cost, "y": 0,
-                "rows": [{"label": name(r), "color": str(r.get("color") or "#1f77b4"), "values": [_numeric(r[c]) for c in names]}
+                "rows": [{"label": name(r), "color": str(r.get("color") or PALETTE[0]), "values": [_numeric(r[c]) for c in names]}
                          for _, r in t.iterrows()]}
         blob = json.dumps(data).replace("</", "<\\/")
         parts.append(f"<div class='pareto'><h3>{escape(str(model))} / {escape(str(task))}</h3>"

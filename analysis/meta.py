@@ -39,11 +39,14 @@ def shipped_colour(name: str) -> str | None:
     """The colour conf/method/NAME.yaml gives today. A record keeps the report block of the day it
     ran; a method of a shipped name is drawn in today's palette, a user's own method (a name
     conf/method does not have) in the colour it chose."""
+    if not name or "/" in name or name.startswith("."):
+        return None
     try:
-        rep = (yamlfile.read(METHOD_DIR / f"{name}.yaml") or {}).get("report") or {}
+        data = yamlfile.read(METHOD_DIR / f"{name}.yaml")
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    return str(rep["color"]) if rep.get("color") else None
+    rep = data.get("report") if isinstance(data, Mapping) else None
+    return str(rep["color"]) if isinstance(rep, Mapping) and rep.get("color") else None
 
 
 def _stable_pick(name: str, options: tuple[str, ...], salt: int = 1) -> str:

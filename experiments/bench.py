@@ -334,7 +334,7 @@ ABOUT = {"harness": "the suite's training loop against a bare PyTorch loop on th
          "launchers": "the time each reachable launcher (basic, SLURM, Ray) adds per run to the same sweep"}
 
 
-def machine_line() -> str:
+def machine_line(overrides: list[str] = ()) -> str:
     """The machine the ratios come from, in one line: CPU, usable cores, the kernel flags that set
     the speed of its matmuls, whether it computes bf16 natively, and the GPU where there is one."""
     from peftbench.experiments.cores import usable_cores
@@ -343,7 +343,7 @@ def machine_line() -> str:
     flags = [f for f in KERNEL_FLAGS if f in cpu_flags()]
     bf16 = "native bf16" if any(f in cpu_flags() for f in BF16_CPU_FLAGS) else "no native bf16 (emulated: slow)"
     line = f"{cpu_name()}, {usable_cores()} usable cores, flags {' '.join(flags) or 'none of ' + '/'.join(KERNEL_FLAGS)}, {bf16}"
-    if may_have_cuda():  # a run with device=auto trains there: its ratios are the GPU's
+    if may_have_cuda() and not any(o.split("=", 1) == ["device", "cpu"] for o in overrides):  # device=auto trains there
         import torch
 
         if torch.cuda.is_available():
@@ -364,7 +364,7 @@ def main(argv: list[str]) -> int:
         return 2
     from peftbench.methods.base import ConfigError
 
-    print(f"machine: {machine_line()}", flush=True)  # every ratio below was measured here
+    print(f"machine: {machine_line(argv[1:])}", flush=True)  # every ratio below was measured here
     try:
         BENCHES[argv[0]](argv[1:])
     except ConfigError as e:

@@ -15,8 +15,9 @@ from typing import Any, Mapping, Sequence
 from peftbench.methods.errors import ConfigError
 
 DIRECTIONS = ("max", "min")
-# The value ranges of the metrics experiments/data computes (tests/test_tasks_classification.py
-# checks that each metric a task builder can compute has one here).
+# The value ranges of the metrics experiments/data computes, for a task YAML that declares none
+# (tests/test_analysis_load_stats.py checks that every shipped task's metrics have a range, declared
+# in its YAML or known here).
 KNOWN_RANGES: dict[str, tuple[float, float]] = {
     "accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
     "exact_match": (0.0, 1.0), "exact_match_flexible": (0.0, 1.0), "rouge_l": (0.0, 1.0),

@@ -43,6 +43,15 @@ def test_bad_files_are_reported_by_name_and_skipped(loaded):
     assert "missing seed" in reasons["no_seed.json"]
 
 
+def test_a_file_the_json_parser_refuses_is_a_problem_not_a_crash(tmp_path):
+    from peftbench.analysis.load import read_record
+
+    (tmp_path / "huge.json").write_text('{"n": ' + "9" * 5000 + "}")  # past Python's 4300-digit int limit
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "caf\xe9"}')
+    assert read_record(tmp_path / "huge.json") == (None, "corrupt JSON (a value the parser refuses)")
+    assert read_record(tmp_path / "latin1.json") == (None, "unreadable: not UTF-8 text")
+
+
 def test_failed_runs_are_kept_apart(loaded):
     assert list(loaded.failed["method"]) == ["pfeiffer"]
     assert "out of memory" in loaded.failed["error"].iloc[0]

@@ -142,14 +142,15 @@ def test_every_shipped_method_is_coloured_from_the_colour_blind_safe_palette():
     """Okabe & Ito's palette and a grey; the demo's nine methods, drawn together, nine colours."""
     import yaml
 
-    from peftbench.analysis.meta import FALLBACK_COLOURS, PALETTE
+    from peftbench.analysis.meta import PALETTE, method_report
 
     colours = {p.stem: yaml.safe_load(p.read_text())["report"]["color"] for p in (ROOT / "conf" / "method").glob("*.yaml")}
     assert len(colours) >= 61 and set(colours.values()) <= set(PALETTE), {k: v for k, v in colours.items() if v not in PALETTE}
     from peftbench.experiments.sweep import preset_jobs
 
     demo = [o.split("=", 1)[1] for job in preset_jobs("demo") for o in job if o.startswith("method=")]
-    assert len(demo) == 9 and len({colours[m] for m in demo}) == 9 and set(FALLBACK_COLOURS) <= set(PALETTE)
+    assert len(demo) == 9 and len({colours[m] for m in demo}) == 9
+    assert method_report("brand_new", {"name": "brand_new"})["color"] in PALETTE  # a user's method without a colour
 
 
 def test_pareto_front_keeps_only_undominated_points():

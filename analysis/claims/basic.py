@@ -10,7 +10,7 @@ import pandas as pd
 
 from peftbench.analysis.load import GROUP_KEY, ROW_KEY
 from peftbench.analysis.stats import one_per_source, paired_test
-from peftbench.analysis.claims.core import ConditionResult, Evidence, INF, best_by_validation, compare_sides, configs_of, check, condition_result, diff_stats, fmt, methods_of, observed, where_text
+from peftbench.analysis.claims.core import Condition, ConditionResult, Evidence, INF, best_by_validation, compare_sides, configs_of, check, condition_result, diff_stats, fmt, methods_of, observed, where_text
 
 
 
@@ -93,7 +93,7 @@ def metric_within_tolerance(cond: Mapping[str, Any], runs: pd.DataFrame) -> Cond
 def auc_compare(cond: Mapping[str, Any], runs: pd.DataFrame) -> ConditionResult:
     """Area under the training-loss curve (mean loss per step) lower than the baseline's by more
     than the tolerance: converges faster at the same step budget."""
-    return compare_sides({**cond, "metric": "loss_auc"}, runs, lambda a, b, t: a < b - t, "diff < -{tol}", lambda t: (-INF, -t))
+    return compare_sides(Condition({**cond, "metric": "loss_auc"}), runs, lambda a, b, t: a < b - t, "diff < -{tol}", lambda t: (-INF, -t))
 
 
 def _slope(g: pd.DataFrame, metric: str) -> tuple[dict[int, float], list[str]]:

@@ -113,7 +113,7 @@ def evaluate_claim(claim: Any, ok: pd.DataFrame, file: str = "") -> ClaimResult:
 def unanswerable(e: Exception) -> str:
     """Why a check could not be computed, in words: the field it reads that these records lack, or
     the kind of value it could not use (never the exception's own text)."""
-    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and re.fullmatch(r"[\w.]+", e.args[0]):
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and not re.search(r"[\s'\"\[\]]", e.args[0]):
         return f"these records have no `{e.args[0]}` field, which this check reads"
     return f"the check cannot use these records' values (an unexpected {type(e).__name__})"
 

@@ -74,13 +74,15 @@ def find_json_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Probl
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed record (schema 1 upgraded to 2), or None and the reason it cannot be used."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         return None, "unreadable: not UTF-8 text"
     except OSError as e:
         return None, f"unreadable: {e.strerror or 'the file cannot be read'}"
     except json.JSONDecodeError as e:
         return None, f"corrupt JSON (at line {e.lineno}, column {e.colno})"
+    except ValueError:  # what the parser refuses beyond its syntax (an integer of thousands of digits)
+        return None, "corrupt JSON (a value the parser refuses)"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__}"
     version = record.get("schema_version")

@@ -60,7 +60,7 @@ class RayLauncher(_HydraRayLauncher):
                     print(f"[sweep] the Ray task of {path.name} ended with {type(e).__name__}; its record says why", flush=True)
                 elif isinstance(e, WORKER_DEATHS):
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    print(f"[sweep] the Ray worker of {path.name} died: {type(e).__name__}: {first}", flush=True)
+                    print(f"[sweep] the Ray worker of {path.name} died: {type(e).__name__}{': ' + first if first else ''}", flush=True)
                     record_dead_worker(config, path, e)
                 else:
                     raise
