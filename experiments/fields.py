@@ -315,12 +315,14 @@ KEYS: tuple[Key, ...] = (
 )
 
 
+_KEY_PATHS = {k.path for k in KEYS}
+_PER_PART = {k.path.removesuffix(".<part>") for k in KEYS if k.path.endswith(".<part>")}  # e.g. serving.skipped
+
+
 def declared(path: str) -> bool:
-    """Whether a record key's dotted path is named in this module: a field or a key."""
-    if path in BY_PATH:
-        return True
-    parts = path.split(".")
-    return any(k.path == path or (k.path.endswith(".<part>") and k.path.split(".")[:-1] in (parts, parts[:-1])) for k in KEYS)
+    """Whether a record key's dotted path is named in this module: a field or a key (a per-part
+    key's section, empty or not, and each of its parts)."""
+    return path in BY_PATH or path in _KEY_PATHS or path in _PER_PART or path.rpartition(".")[0] in _PER_PART
 
 
 def undeclared(record: Mapping[str, Any]) -> list[str]:

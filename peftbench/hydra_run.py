@@ -104,7 +104,7 @@ def missing_key_line(key: str, overrides: list[str]) -> str:
             keys = _keys_at(yaml.safe_load(path.read_text()) or {}, rest[:-1]) if path.exists() else None
             if keys is not None and rest[-1] not in keys:
                 full = [f"{head}." + ".".join([*rest[:-1], k]) for k in keys]
-                near = near or did_you_mean(rest[-1], keys, f"{head}." + "".join(f"{p}." for p in rest[:-1]))
+                near = near or did_you_mean(rest[-1], keys, key.rsplit(".", 1)[0] + ".")
                 lacking.append(f"{head} {name} accepts {', '.join(full)}")
         where = "; ".join(lacking) or f"the chosen {head} has no such key"
         return f"{key}: no such key{near} ({where}); to add a key use +{key}=VALUE"

@@ -140,11 +140,9 @@ def test_method_styles_come_from_the_method_yaml_and_are_deterministic():
 
 def test_every_shipped_method_is_coloured_from_the_colour_blind_safe_palette():
     """Okabe & Ito's palette and a grey; the demo's nine methods, drawn together, nine colours."""
-    import yaml
+    from peftbench.analysis.meta import PALETTE, method_report, shipped_colour
 
-    from peftbench.analysis.meta import PALETTE, method_report
-
-    colours = {p.stem: yaml.safe_load(p.read_text())["report"]["color"] for p in (ROOT / "conf" / "method").glob("*.yaml")}
+    colours = {p.stem: shipped_colour(p.stem) for p in (ROOT / "conf" / "method").glob("*.yaml")}
     assert len(colours) >= 61 and set(colours.values()) <= set(PALETTE), {k: v for k, v in colours.items() if v not in PALETTE}
     from peftbench.experiments.sweep import preset_jobs
 

@@ -212,18 +212,15 @@ class ClaimProblem(Exception):
     message says so in words, and the report shows it as the claim's reason."""
 
 
-class UnknownColumn(ClaimProblem, KeyError):
+class MissingKey(ClaimProblem, KeyError):
+    """A key the claim gives none of, or a column it names that the runs do not have."""
+
     def __str__(self) -> str:  # a KeyError would show its message quoted
         return str(self.args[0])
 
 
 class BadChoice(ClaimProblem, ValueError):
     pass
-
-
-class MissingKey(ClaimProblem, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class Condition(dict):

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from peftbench.analysis import bootstrap
-from peftbench.analysis.claims.core import (INF, BadChoice, ConditionResult, Evidence, UnknownColumn, check, condition_result,
+from peftbench.analysis.claims.core import (INF, BadChoice, ConditionResult, Evidence, MissingKey, check, condition_result,
                                            direction_of, fmt, methods_of, observed, same_value, where_text)
 from peftbench.analysis.claims.spec import renamed_hint
 from peftbench.analysis.load import GROUP_KEY, LINE_KEY, non_method, setting_value, short_hash
@@ -45,7 +45,7 @@ from peftbench.analysis.stats import one_per_source, t_ci95
 def _filter_columns(runs: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     for k, v in (where or {}).items():
         if k not in runs.columns:  # a typo must not read as "not enough data": the claim is invalid
-            raise UnknownColumn(f"where filter: {k!r} is not a run column{renamed_hint(k)}")
+            raise MissingKey(f"where filter: {k!r} is not a run column{renamed_hint(k)}")
         runs = runs[runs[k].isin(v if isinstance(v, list) else [v])]
     return runs
 

@@ -39,4 +39,4 @@ def in_words(reason: object, where: str) -> str:
 
 def is_raw(text: object) -> bool:
     """Whether `text` still holds a raw exception (what `in_words` replaces)."""
-    return any(_RAW.match(part) and not _RAW.match(part)["name"].endswith(_WORDED) for part in _RANKS.split(str(text or "")))
+    return any((m := _RAW.match(part)) and m["name"].rsplit(".", 1)[-1] not in _WORDED for part in _RANKS.split(str(text or "")))
