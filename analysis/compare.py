@@ -24,7 +24,7 @@ from typing import Mapping
 import pandas as pd
 
 from peftbench.analysis.help import parser
-from peftbench.analysis.load import GROUP_KEY, ROW_KEY, load_results, machine_label, short_hash, trained_items
+from peftbench.analysis.load import CONFIG_KEY, GROUP_KEY, ROW_KEY, load_results, machine_label, short_hash, trained_items
 from peftbench.analysis.stats import t_ci95
 from peftbench.experiments.paths import REFERENCE
 
@@ -159,13 +159,9 @@ def compare(mine: pd.DataFrame, ref: pd.DataFrame) -> list[Comparison]:
     return out
 
 
-# the row label's own columns that a configuration can differ in, besides its setting's keys
-LABEL_KEYS = ("capacity", "targets", "precision", "lr", "steps")
-
-
 def _items(row: Mapping) -> dict[str, str]:
     """What a run trained: its label columns and the trained part of its setting."""
-    return {**{k: str(row[k]) for k in LABEL_KEYS if k in row}, **trained_items(row["setting_items"])}
+    return {**{k: str(row[k]) for k in CONFIG_KEY if k in row}, **trained_items(row["setting_items"])}
 
 
 def nearest(mine: pd.DataFrame, ref: pd.DataFrame) -> str:

@@ -1,13 +1,17 @@
-"""Print the README's table of bad inputs: every case of tests/test_bad_input.py with the line it
-gets and the exit status: through the CLI, except the config-table cases (see in_process).
+"""Write the table of docs/bad-inputs.md: every case of tests/test_bad_input.py with the line it
+gets and its exit status, through the CLI (the config-table cases in process: see in_process).
+Each of those tests checks its own row, so the page cannot drift from what the CLI prints.
 
-    python scripts/bad_inputs.py > /tmp/bad_inputs.md
+    python scripts/bad_inputs.py           # rewrite the block <!-- bad-inputs --> ... <!-- /bad-inputs -->
+    python scripts/bad_inputs.py --print   # print the table instead
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,12 +19,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests import test_bad_input as t  # noqa: E402
 
+DATA_BASE = ["task=csv", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
 
-def run(args: list[str], results: Path) -> tuple[int, str]:
-    if not any(a.startswith("results_dir=") for a in args):
-        args = [*args, f"results_dir={results}"]
+
+def run(command: list[str], results: Path) -> tuple[int, str]:
+    if command[0] == "run" and not any(a.startswith("results_dir=") for a in command):
+        command = [*command, f"results_dir={results}"]
     env = {**t.os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "peftbench", "run", *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "peftbench", *command], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     return proc.returncode, (lines[-1] if lines else "")
@@ -40,26 +46,49 @@ def in_process(args: list[str]) -> tuple[int, str]:
     return 0, ""
 
 
-def main() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    tmp = Path(tempfile.mkdtemp())
+def cases(tmp: Path) -> list[tuple[list[str], bool]]:
+    """(the command to run, whether in process), in the order of t.every_documented_command()."""
     data = t._files(tmp)
     a_file = tmp / "taken"
     a_file.write_text("x")
-    rows: list[tuple[list[str], str | None, bool]] = [(a, None, False) for a, _ in t.CASES[:3] + t.CLI_CASES]
-    rows += [(a, None, True) for a, _ in t.CASES[3:] + t.TABLE_CASES]
-    rows += [([f"results_dir={a_file}"], "results_dir=FILE", False), ([f"results_dir={a_file}/sub"], "results_dir=FILE/sub", False)]
-    base = ["task=csv", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
-    rows += [(base + [x.replace("_file=", f"_file={data}/") for x in a], " ".join(a), False) for a, _ in t.DATA_CASES]
+    rows = [(["run", *a], i >= 3) for i, (a, _) in enumerate(t.CASES)]  # all through the CLI in the tests
+    rows += [(["run", *a], False) for a, _ in t.CLI_CASES]
+    rows += [(["run", *a], True) for a, _ in t.TABLE_CASES]
+    rows += [(["run", *DATA_BASE, *(x.replace("_file=", f"_file={data}/") for x in a)], False) for a, _ in t.DATA_CASES]
+    rows += [(["run", f"results_dir={a_file}"], False), (["run", f"results_dir={a_file}/sub"], False)]
+    rows += [(t.unknown_name_command(a), False) for a, _ in t.UNKNOWN_NAME_CASES]
+    return rows
+
+
+def table() -> str:
+    tmp = Path(tempfile.mkdtemp())
+    rows = cases(tmp)
+    shown = t.every_documented_command()
+    assert len(rows) == len(shown)
     with ThreadPoolExecutor(3) as pool:  # CLI cases in parallel; Hydra's compose is not thread-safe
-        futures = {i: pool.submit(run, r[0], tmp / "results" / str(i)) for i, r in enumerate(rows) if not r[2]}
-        local = {i: in_process(r[0]) for i, r in enumerate(rows) if r[2]}
+        futures = {i: pool.submit(run, r[0], tmp / "results" / str(i)) for i, r in enumerate(rows) if not r[1]}
+        local = {i: in_process(r[0][1:]) for i, r in enumerate(rows) if r[1]}
         done = [local[i] if i in local else futures[i].result() for i in range(len(rows))]
-    print("| input | exit | what it prints |\n|---|---|---|")
-    for (args, shown, _), (code, line) in zip(rows, done):
-        line = line.replace(str(data) + "/", "").replace(str(a_file), "FILE").replace(str(ROOT), ".").replace("|", "\\|")
-        print(f"| `{shown or ' '.join(args)}` | {code} | `{line}` |", flush=True)
+    out = ["| command | exit | what it prints |", "|---|---|---|"]
+    for command, (code, line) in zip(shown, done):
+        line = t.as_documented(line, data=tmp / "data", a_file=tmp / "taken").replace("|", "\\|")
+        out.append(f"| `peftbench {command}` | {code} | `{line}` |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print", action="store_true", help="print the table instead of rewriting the page")
+    args = parser.parse_args()
+    text = table()
+    if args.print:
+        print(text, end="")
+        return
+    page = t.BAD_INPUTS_PAGE.read_text(encoding="utf-8")
+    head, rest = page.split("<!-- bad-inputs -->\n", 1)
+    _, tail = rest.split("<!-- /bad-inputs -->", 1)
+    t.BAD_INPUTS_PAGE.write_text(f"{head}<!-- bad-inputs -->\n{text}<!-- /bad-inputs -->{tail}", encoding="utf-8")
+    print(f"wrote {t.BAD_INPUTS_PAGE.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

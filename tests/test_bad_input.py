@@ -11,6 +11,40 @@ from peftbench.methods.base import ConfigError
 from peftbench.experiments.run import prepare
 from tests.conftest import ROOT, compose
 
+# Every case below is a row of docs/bad-inputs.md, which scripts/bad_inputs.py writes; each test
+# checks its own case's row against the line it got.
+BAD_INPUTS_PAGE = ROOT / "docs" / "bad-inputs.md"
+_ROW = re.compile(r"^\| `peftbench (.+?)` \| (\d+) \| `(.*)` \|$")
+# The list of every method or model grows with conf/: a new YAML must not need the page rewritten.
+_EVERY_NAME = re.compile(r"(?:[\w.+-]+, ){12,}[\w.+-]+")
+
+
+def documented() -> dict[str, tuple[int, str]]:
+    text = BAD_INPUTS_PAGE.read_text(encoding="utf-8")
+    block = text.split("<!-- bad-inputs -->", 1)[1].split("<!-- /bad-inputs -->", 1)[0]
+    return {m[1]: (int(m[2]), m[3].replace("\\|", "|")) for m in map(_ROW.match, block.splitlines()) if m}
+
+
+def as_documented(line: str, data: Path | None = None, a_file: Path | None = None) -> str:
+    """The line as the page shows it: data files by their bare names, the taken results path as
+    FILE, the checkout as `.`."""
+    if data is not None:
+        line = line.replace(f"{data}/", "")
+    if a_file is not None:
+        line = line.replace(str(a_file), "FILE")
+    return line.replace(str(ROOT), ".")
+
+
+def assert_documented(command: str, code: int, line: str) -> None:
+    rows = documented()
+    fix = "rewrite it with `python scripts/bad_inputs.py`"
+    assert command in rows, f"docs/bad-inputs.md has no row for `peftbench {command}`; {fix}"
+    want_code, want = rows[command]
+    line = as_documented(line)
+    assert (code, _EVERY_NAME.sub("...", line)) == (want_code, _EVERY_NAME.sub("...", want)), \
+        f"docs/bad-inputs.md shows another line for `peftbench {command}`; {fix}"
+
+
 CASES = [
     (["method=nosuch"], "unknown method 'nosuch'"),
     (["model=nosuch"], "unknown model 'nosuch'"),
@@ -48,6 +82,7 @@ def test_cli_one_line_and_exit_code(args, message, tmp_path, forked_cli):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("peftbench: error:") and message in lines[0]
     assert not list(Path(tmp_path).glob("*.json")), "a bad config must not leave a result"
+    assert_documented("run " + " ".join(args), 2, lines[0])
 
 
 @pytest.mark.parametrize("args,message", CASES[3:])
@@ -151,8 +186,10 @@ def test_every_key_is_checked_before_loading(args, message, monkeypatch):
 
     for cls in (transformers.AutoModelForSequenceClassification, transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
         monkeypatch.setattr(cls, "from_pretrained", no_loading)
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
         prepare(compose(args))
+    # the CLI prints a ConfigError as this one line and exits 2 (the CLI cases above check that)
+    assert_documented("run " + " ".join(args), 2, f"peftbench: error: {err.value}")
 
 
 def _one_error_line(proc) -> str:
@@ -179,7 +216,9 @@ CLI_CASES = [
 def test_hydra_errors_are_one_line(args, message, tmp_path, forked_cli):
     proc = _cli(forked_cli, args, tmp_path)
     assert proc.returncode == 2
-    assert message in _one_error_line(proc)
+    line = _one_error_line(proc)
+    assert message in line
+    assert_documented("run " + " ".join(args), 2, line)
 
 
 @pytest.mark.slow
@@ -190,7 +229,11 @@ def test_unusable_results_folder_is_one_line(tmp_path, forked_cli):
         for mode in ([], ["-m"]):
             proc = forked_cli.run(["run", *mode, f"results_dir={where}"])
             assert proc.returncode == 2, (mode, proc.stderr[-2000:])
-            assert message in _one_error_line(proc)
+            line = _one_error_line(proc)
+            assert message in line
+            if not mode:
+                shown = as_documented(f"results_dir={where}", a_file=a_file)
+                assert_documented(f"run {shown}", 2, as_documented(line, a_file=a_file))
     assert a_file.read_text() == "not a folder"
 
 
@@ -234,7 +277,9 @@ def test_data_file_problems_are_one_line_with_the_fix(args, message, tmp_path, f
     base = ["task=csv", "model=tiny-llama", "steps=2", "measure.latency=false", "progress=false"]
     proc = _cli(forked_cli, [*base, *args], tmp_path / "results")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message.format(d=d) in _one_error_line(proc)
+    line = _one_error_line(proc)
+    assert message.format(d=d) in line
+    assert_documented("run " + " ".join(as_documented(a, data=d) for a in args), 2, as_documented(line, data=d))
 
 
 @pytest.mark.slow
@@ -254,7 +299,7 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     assert not report.exists()
 
 
-@pytest.mark.parametrize("args, hint", [
+UNKNOWN_NAME_CASES = [
     (["method=LoRA"], "did you mean method=lora?"),  # case
     (["model=Qwen/Qwen2.5-0.5B"], "use model=hf model.name=Qwen/Qwen2.5-0.5B (any causal LM; add model.kind=classifier for an encoder), or model=qwen2.5-0.5b;"),  # a hub id: run it as is, or the shipped YAML
     (["method=lorra"], "did you mean method=lora"),  # a typo
@@ -266,11 +311,32 @@ def test_version_and_a_report_of_a_path_that_does_not_exist(tmp_path):
     (["task=SST2"], "did you mean task=sst2?"),
     (["reproduce", "practice_guide"], "did you mean practice_guides?"),  # a study
     (["reproduce", "Practice_Guides"], "did you mean practice_guides?"),
-])
+]
+
+
+def unknown_name_command(args: list[str]) -> list[str]:
+    return args if args[0] == "reproduce" else ["run", *args]
+
+
+@pytest.mark.parametrize("args, hint", UNKNOWN_NAME_CASES)
 @pytest.mark.slow
 def test_an_unknown_name_says_what_was_meant(tmp_path, args, hint, forked_cli):
-    command = args if args[0] == "reproduce" else ["run", *args, f"results_dir={tmp_path}"]
-    out = forked_cli.run(command)
+    command = unknown_name_command(args)
+    out = forked_cli.run(command if command[0] == "reproduce" else [*command, f"results_dir={tmp_path}"])
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and lines[-1].startswith("peftbench: error: ") and hint in lines[-1], out.stderr[-1500:]
     assert "Traceback" not in out.stderr
+    assert_documented(" ".join(command), 2, lines[-1])
+
+
+def every_documented_command() -> list[str]:
+    """The page's rows, in its order: what scripts/bad_inputs.py runs."""
+    runs = [a for a, _ in CASES + CLI_CASES + TABLE_CASES + DATA_CASES]
+    return ([f"run {' '.join(a)}" for a in runs] + ["run results_dir=FILE", "run results_dir=FILE/sub"]
+            + [" ".join(unknown_name_command(a)) for a, _ in UNKNOWN_NAME_CASES])
+
+
+def test_the_bad_inputs_page_has_a_row_for_every_case_and_no_other():
+    rows, cases = documented(), every_documented_command()
+    assert not set(cases) - set(rows), f"no row on docs/bad-inputs.md for {sorted(set(cases) - set(rows))}"
+    assert not set(rows) - set(cases), f"docs/bad-inputs.md rows no test checks: {sorted(set(rows) - set(cases))}"

@@ -21,6 +21,9 @@ GROUP_KEY = ["model", "task"]
 LINE_KEY = GROUP_KEY + [k for k in ROW_KEY if k not in ("method", "lr")]  # within one method
 # One run: a configuration and its seed.
 RUN_KEY = GROUP_KEY + ROW_KEY + ["seed"]
+# A configuration's own columns besides its method: what a label names where two configurations of
+# one method differ (the setting hash stands for keys that `trained_items` names one by one).
+CONFIG_KEY = [k for k in ROW_KEY if k not in ("method", "setting")]
 # One trained configuration: a row at the lr its runs trained at (under an lr search, each seed's
 # own pick), over its seeds: what "did this configuration learn" asks about.
 TRAINED_KEY = GROUP_KEY + ["chosen_lr" if k == "lr" else k for k in ROW_KEY]
