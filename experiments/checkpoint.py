@@ -14,12 +14,14 @@ A distributed run keeps the same one file, written by rank 0, with every rank's 
 (each rank draws its own dropout masks). Under DDP the replicas are whole and equal: rank 0's own
 weights and optimizer state are the run's, and on resuming every rank reads them from the file (a
 multi-node run needs its results folder shared, as its ranks' error notes already do). Under FSDP
-they are gathered whole (torch.distributed.checkpoint's full state dicts) and, on resuming, rank 0
-reads the file and its tensors are broadcast and re-sharded; the full state passes through rank
-0's host memory, so for models whose optimizer state does not fit one host this is not the
-checkpoint to use, and a method that builds its own optimizer (state that torch's full state dicts
-cannot gather) is refused there (distributed.validate). `distributed.*` is part of the run id, so
-another world size is another run, with its own checkpoint.
+no process ever holds the whole state: each rank writes its own shards of the trainable weights and
+the optimizer state (torch.distributed.checkpoint) into a folder beside the file,
+`<run id>.step<N>.dcp/`, and reads them back on resuming. The folder is written under a temporary
+name and renamed once every rank has finished; the file, which names it, is replaced after that, and
+only then is the previous step's folder removed, so a kill at any moment leaves one complete
+checkpoint. A method that builds its own optimizer (state that torch's state dicts cannot shard) is
+refused there (distributed.validate). `distributed.*` is part of the run id, so another world size
+is another run, with its own checkpoint.
 
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
 (the record says from which step: `checkpoint.resumed_from_step`, and the training time before
@@ -28,16 +30,25 @@ it: `checkpoint.train_s_before_resume`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from peftbench.experiments.distributed import SINGLE, World, agree, gather
+from peftbench.experiments.distributed import SINGLE, World, agree, barrier, gather
 from peftbench.experiments.meters.rng import random_state, set_random_state
 
 FOLDER = ".checkpoints"
+
+
+def _sharded_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # only what trains: a frozen base is the model's, loaded again at every start, so loading one
+    # back is not strict about the frozen keys (`fits` has checked the trainable ones)
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
@@ -65,19 +76,20 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
         "scheduler": scheduler.state_dict(),
         "method": dict(method_state),
     }
-    if world.initialized:
-        if world.sharded:  # every rank takes part in gathering the shards
-            weights, optim = _full_state(model, optimizer)
+    if world.initialized and world.sharded:  # every rank writes its own shards
+        shards = _save_shards(path, run_id, step, model, optimizer, world)
         rngs = gather(random_state(), world)
         if not world.is_main:
             return
-        if world.sharded:
-            names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
-            # a full state dict keeps a frozen tied weight under its second name: not a trainable one
-            weights = {n: t for n, t in weights.items() if n in names}
-        else:  # DDP: rank 0's replica is every rank's
-            weights, optim = _trainable(model), optimizer.state_dict()
-        state.update({"world_size": world.size, "weights": weights, "optimizer": optim, "rng_per_rank": rngs})
+        state.update({"world_size": world.size, "shards": shards.name, "shapes": _trainable_shapes(model, world),
+                      "groups": [len(g["params"]) for g in optimizer.param_groups], "rng_per_rank": rngs})
+    elif world.initialized:
+        rngs = gather(random_state(), world)
+        if not world.is_main:
+            return
+        # DDP: rank 0's replica is every rank's
+        state.update({"world_size": world.size, "weights": _trainable(model), "optimizer": optimizer.state_dict(),
+                      "rng_per_rank": rngs})
     else:
         state.update({"weights": _trainable(model), "optimizer": optimizer.state_dict(), "rng": random_state()})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +98,44 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    if "shards" in state:  # the file names the new folder now: the older ones are no checkpoint's
+        for old in _shard_folders(path, run_id):
+            if old.name != state["shards"]:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _shard_folders(path: Path, run_id: str) -> list[Path]:
+    """Every shard folder of the run beside its file, finished or torn."""
+    return [p for p in path.parent.glob(f"{run_id}.step*.dcp*") if p.is_dir()]
+
+
+def _save_shards(path: Path, run_id: str, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 world: World) -> Path:
+    """Each rank's shards of the trainable weights and the optimizer state, in one folder that has
+    its final name only once every rank has written its part."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    final = path.with_name(f"{run_id}.step{step}.dcp")
+    tmp = final.with_name(final.name + ".tmp")
+    if world.is_main:  # a torn write of this step (killed before its rename) must not mix in
+        shutil.rmtree(tmp, ignore_errors=True)
+    barrier(world)
+    weights, optim = get_state_dict(model, optimizer, options=_sharded_options())
+    dcp.save({"weights": weights, "optimizer": optim}, checkpoint_id=tmp)  # collective: returns once all ranks wrote
+    if world.is_main:
+        shutil.rmtree(final, ignore_errors=True)  # a kill between a rename and the file's replacement
+        os.replace(tmp, final)
+    barrier(world)
+    return final
+
+
+def _trainable_shapes(model: nn.Module, world: World) -> dict[str, tuple[int, ...]]:
+    """Every trainable tensor's whole shape (an FSDP parameter's shape is its unsharded one). FSDP's
+    state dicts name a trainable tied weight under each of its names; named_parameters() names it
+    once unless asked."""
+    every_name = world.sharded and world.initialized
+    return {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=not every_name) if p.requires_grad}
 
 
 def load(path: Path, run_id: str, steps: int) -> dict[str, Any] | None:
@@ -99,6 +149,8 @@ def load(path: Path, run_id: str, steps: int) -> dict[str, Any] | None:
         return None
     if not isinstance(state, dict) or state.get("run_id") != run_id or not 0 < int(state.get("step", 0)) < steps:
         return None
+    if "shards" in state:
+        state["_folder"] = path.parent / str(state["shards"])
     return state
 
 
@@ -109,14 +161,19 @@ def fits(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     saved_size = int(state.get("world_size", 1))
     if saved_size != world.size:
         return f"it was written by {saved_size} process(es), this run has {world.size}"
-    # FSDP's full state dict names a trainable tied weight under each of its names; named_parameters()
-    # names it once
-    every_name = world.sharded and world.initialized
-    trainable = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=not every_name) if p.requires_grad}
-    saved = {n: tuple(t.shape) for n, t in state["weights"].items()}
+    trainable = _trainable_shapes(model, world)
+    if ("shards" in state) != (world.sharded and world.initialized):
+        return "it holds whole tensors where this run reads shards, or shards where it reads whole tensors"
+    if "shards" in state:  # FSDP: the file holds the shapes and groups; the tensors are in the folder
+        saved = {n: tuple(shape) for n, shape in state["shapes"].items()}
+        groups = list(state["groups"])
+        if not (path_folder := state.get("_folder")) or not (path_folder / ".metadata").exists():
+            return "its shard folder is missing"
+    else:
+        saved = {n: tuple(t.shape) for n, t in state["weights"].items()}
+        groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
     if saved != trainable:
         return f"its {len(saved)} trainable tensors are not the model's {len(trainable)}"
-    groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
     if groups != [len(g["params"]) for g in optimizer.param_groups]:
         return "its optimizer groups are not the method's"
     return None
@@ -152,13 +209,15 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
     the method's to restore). Check `fits` first (`resume_state` does). With several processes every
     rank calls it with what `resume_state` gave it."""
     if world.initialized and world.sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        # rank 0 holds the whole state; the others receive their share of each tensor. Two calls:
-        # set_state_dict skips the model on a rank whose (empty) model state it is given
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-        set_model_state_dict(model, state.get("weights", {}), options=options)
-        set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=options)
+        # each rank reads its own shards into its own (sharded) state dicts, laid out as they are now
+        weights, optim = get_state_dict(model, optimizer, options=_sharded_options())
+        shards = {"weights": weights, "optimizer": optim}
+        dcp.load(shards, checkpoint_id=state["_folder"])
+        set_state_dict(model, optimizer, model_state_dict=shards["weights"], optim_state_dict=shards["optimizer"],
+                       options=_sharded_options())
         scheduler.load_state_dict(state["scheduler"])
         set_random_state(state["rng_per_rank"][world.rank])
         return
@@ -175,18 +234,10 @@ def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """FSDP's trainable weights and optimizer state, whole, on rank 0's CPU (empty on the other
-    ranks, which take part in gathering the shards)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    return get_state_dict(model, optimizer, options=options)
-
-
 def remove(results_dir: str | Path, run_id: str) -> None:
-    """Every checkpoint of the run: its file, or its trainer's folder."""
-    import shutil
+    """Every checkpoint of the run: its file and its shard folders, or its trainer's folder."""
 
-    path_for(results_dir, run_id).unlink(missing_ok=True)
-    shutil.rmtree(trainer_folder_for(results_dir, run_id), ignore_errors=True)
+    path = path_for(results_dir, run_id)
+    path.unlink(missing_ok=True)
+    for folder in [*_shard_folders(path, run_id), trainer_folder_for(results_dir, run_id)]:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -142,8 +142,8 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     any record: the checkpoint of step 2 holds every rank's random state. The next start resumes
     there and computes steps 3 and 4 exactly as the stopped run did, loss and random state on each
     rank (the ranks' generators part ways here, as dropout masks make them do): the weights, the
-    optimizer state and the schedule, gathered whole into the checkpoint, came back as each rank's
-    shards. The finished run matches the one-process run (DDP saves and restores through the same
+    optimizer state and the schedule came back, each rank's shards written and read by that rank
+    alone. The finished run matches the one-process run (DDP saves and restores through the same
     functions, with whole tensors: the launcher test below resumes one)."""
     plug = tmp_path / "plug"
     plug.mkdir()
@@ -167,6 +167,10 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     [saved] = (tmp_path / "r" / ".checkpoints").glob("*.pt")
     state = torch.load(saved, weights_only=False)
     assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (2, 2, 2)
+    # no process held the whole state: the file names a folder of each rank's shards, and holds no tensor
+    assert "weights" not in state and "optimizer" not in state
+    [shards] = (tmp_path / "r" / ".checkpoints").glob("*.dcp")
+    assert shards.name == state["shards"] and (shards / ".metadata").exists() and len(list(shards.glob("*.distcp"))) == 2
     before = steps("stopped")
     assert [len(lines) for lines in before] == [4, 4] and before[0] != before[1]
 
@@ -178,7 +182,7 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     # curve is the stopped run's, its first two steps from the checkpoint
     assert steps("resumed") == [lines[2:] for lines in before]
     assert rec["loss_curve"] == [float.fromhex(line.split()[2]) for line in before[0]]
-    assert not saved.exists()
+    assert not saved.exists() and not shards.exists()
     assert_two_rank_record(rec)
     assert rec["config"]["distributed"]["sharding"] == "full_shard"
     assert_same_as_one_process(rec, tmp_path)
