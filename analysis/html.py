@@ -148,13 +148,29 @@ def problems_html(problems: list[Problem]) -> str:
     return _list(f"<code>{escape(p.file)}</code>: {escape(p.reason)}" for p in problems)
 
 
-def summary_html(agg: pd.DataFrame, claims: list[ClaimResult]) -> str:
+def verdicts_here(claims: list[ClaimResult]) -> str:
+    """One model x task's verdicts at a glance: each decided claim by name, the rest counted."""
+    decided = [f"<span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span>: {escape(r.id)}"
+               for r in claims if r.verdict in ("holds", "fails")]
+    counts: dict[str, int] = {}
+    for r in claims:
+        if r.verdict not in ("holds", "fails"):
+            counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    rest = ", ".join(f"{n} {escape(v)}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return "<br>".join(decided + ([rest] if rest else [])) or "no claims checked"
+
+
+def summary_html(agg: pd.DataFrame, claims: list[ClaimResult],
+                 claims_here: dict[tuple[str, str], list[ClaimResult]] | None = None) -> str:
     """What won and at what cost, first: each model x task's best configuration and those inside its
-    interval, the cheapest near full FT, and every claim's verdict."""
+    interval, the cheapest near full FT and its claims' verdicts; then every claim's verdict."""
+    here = claims_here or {}
     rows = "".join(f"<tr><td>{escape(m)} / {escape(t)}</td><td>{escape(s['best'])}{'; ' + escape(s['tied']) if s['tied'] else ''}</td>"
-                   f"<td>{escape(s['cheapest'])}</td></tr>" for m, t, s in summaries(agg))
+                   f"<td>{escape(s['cheapest'])}</td><td>{verdicts_here(here.get((str(m), str(t)), []))}</td></tr>"
+                   for m, t, s in summaries(agg))
     table = ("<table class='summary'><thead><tr><th>Model / task</th><th>Best on the primary metric (test)</th>"
-             "<th>Cheapest close to full fine-tuning</th></tr></thead>" f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
+             "<th>Cheapest close to full fine-tuning</th><th>Claims on these runs (verdicts from their intervals)</th></tr></thead>"
+             f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
     verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
                        f"({escape(claim_reason(r))})</li>" for r in claims)
     counts: dict[str, int] = {}
@@ -220,7 +236,8 @@ def convergence_html(c: Check | None) -> str:
 
 def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResult], ok: pd.DataFrame,
            failed: pd.DataFrame, problems: list[Problem], downloads: list[str], notes: list[str], sources: list[str],
-           out: Path, agg: pd.DataFrame | None = None, convergence: Check | None = None) -> str:
+           out: Path, agg: pd.DataFrame | None = None, convergence: Check | None = None,
+           claims_here: dict[tuple[str, str], list[ClaimResult]] | None = None) -> str:
     """The whole page. Figures are embedded; every link is relative to the out folder."""
     agg = pd.DataFrame() if agg is None else agg
     nav = " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in [("summary", "Summary"), ("tables", "Tables"), ("pareto", "Trade-offs"),
@@ -231,7 +248,7 @@ def render(*, tables_html: list[str], figs: list[Figure], claims: list[ClaimResu
                f"read from {escape(', '.join(sources))}.</p>" + "".join(f"<p class='warn'>{escape(n)}</p>" for n in notes)
                + "<p>Downloads: " + " · ".join(f"<a href='{escape(d)}'>{escape(d)}</a>" for d in downloads) + "</p>")
     body = "".join([
-        _section("Summary", summary_html(agg, claims), "summary"),
+        _section("Summary", summary_html(agg, claims, claims_here), "summary"),
         _section("Tables", "".join(tables_html) or "<p>No successful runs.</p>", "tables"),
         _section("Trade-offs: any two measured columns (the dashed line is the Pareto front)", pareto_html(agg), "pareto"),
         _section("Figures", figures_html(figs, out), "figures"),

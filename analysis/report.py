@@ -95,6 +95,7 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
         files += ["runs.md", "runs.csv"]
     figs = figures_for(loaded.ok, agg, out, figure_width) if not agg.empty else []
     claim_results = claims_mod.evaluate_all(loaded.ok, claims_dir, claim_ids, alpha)
+    claims_here = claims_per_group(loaded.ok, claim_results, claims_dir, claim_ids, alpha)
     conv = convergence_check(results, loaded.ok, convergence)
     regime = f"\n{convergence_mod.regime_line(conv)}\n"
     (out / "claims.md").write_text(claims_mod.to_markdown(claim_results) + (f"\n{level_note}\n" if level_note else "") + regime)
@@ -107,9 +108,22 @@ def build(results: list[str], out: Path, claims_dir: Path, claim_ids: list[str] 
     notes += [level_note] if level_note else []
     page = render(tables_html=html_tables, figs=figs, claims=claim_results, ok=loaded.ok, failed=loaded.failed,
                   problems=loaded.problems, downloads=files + ["claims.md"], notes=notes, sources=[str(r) for r in results], out=out,
-                  agg=agg, convergence=conv)
+                  agg=agg, convergence=conv, claims_here=claims_here)
     (out / "index.html").write_text(page)
     return {"loaded": loaded, "agg": agg, "figures": figs, "claims": claim_results, "files": files, "convergence": conv}
+
+
+def claims_per_group(ok: pd.DataFrame, every: list, claims_dir: Path, claim_ids: list[str] | None,
+                     alpha: float) -> dict[tuple[str, str], list]:
+    """Each model x task's own verdicts: the claims checked on that pair's runs alone (corrected
+    together within it), as the README's verdict columns are. With one pair they are the report's."""
+    if ok.empty:
+        return {}
+    groups = sorted({(str(m), str(t)) for m, t in zip(ok["model"], ok["task"])})
+    if len(groups) == 1:
+        return {groups[0]: every}
+    return {(m, t): claims_mod.evaluate_all(ok[(ok["model"] == m) & (ok["task"] == t)], claims_dir, claim_ids, alpha)
+            for m, t in groups}
 
 
 def convergence_check(results: list[str], ok: pd.DataFrame, folder: Path | None) -> convergence_mod.Check | None:

@@ -375,3 +375,29 @@ def test_a_methods_further_configurations_take_colours_no_other_line_has():
     assert second in PALETTE and third in PALETTE and len({second.lower(), third.lower()} | {"#0072b2", "#000000"}) == 4
     assert shade("#0072B2", 0, taken) == "#0072B2"
     assert shade("#0072B2", 1, {c.lower() for c in PALETTE}) == "#0072B2"  # none free: its own, its marker apart
+
+
+def test_each_model_and_task_shows_its_own_claims_verdicts(built, report):
+    """The summary's first table gives each model x task the verdicts of the claims checked on its
+    runs alone (as the README's verdict columns do), not the verdicts pooled over every pair."""
+    from peftbench.analysis.claims import evaluate_all
+    from peftbench.analysis.load import load_results
+    from peftbench.analysis.report import claims_per_group
+
+    results, _ = report
+    ok = load_results([str(results)]).ok
+    pairs = sorted({(m, t) for m, t in zip(ok["model"], ok["task"])})
+    assert len(pairs) == 2
+    every = evaluate_all(ok)
+    here = claims_per_group(ok, every, ROOT / "conf" / "claims", None, 0.05)
+    assert sorted(here) == pairs
+    for (m, t), got in here.items():
+        alone = evaluate_all(ok[(ok["model"] == m) & (ok["task"] == t)])
+        assert [(r.id, r.verdict) for r in got] == [(r.id, r.verdict) for r in alone]
+    # a claim needing runs of one pair is "not applicable" in the other pair's cell
+    assert [(r.id, r.verdict) for r in here[pairs[0]]] != [(r.id, r.verdict) for r in here[pairs[1]]]
+    page = (built / "index.html").read_text()
+    summary = page.split("id='summary'", 1)[1].split("</section>", 1)[0] if "id='summary'" in page else page
+    assert "Claims on these runs" in summary
+    one = claims_per_group(ok[ok["model"] == pairs[0][0]], every, ROOT / "conf" / "claims", None, 0.05)
+    assert list(one.values()) == [every]  # one pair: the report's own verdicts, not checked twice
