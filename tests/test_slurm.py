@@ -92,35 +92,35 @@ def running_job(env: dict) -> str | None:
 
 
 def test_a_sweep_goes_through_sbatch_throttled_into_the_shared_folder(cluster, tmp_path, forked_cli):
-    """3 runs as one job array, at most two at a time (array_parallelism=2, on a node with room for
+    """4 runs as one job array, at most two at a time (array_parallelism=2, on a node with room for
     four), written by concurrent jobs into the one results folder they share, every record ok; a
     second start submits nothing."""
-    out = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2", "steps=2", "hydra.launcher.array_parallelism=2",
+    out = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2,3", "steps=2", "hydra.launcher.array_parallelism=2",
                 "hydra.launcher.timeout_min=5", f"results_dir={tmp_path}")
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     recs = records(tmp_path)
-    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
-    assert {(r["method"], r["seed"]) for r in recs} == {("lora", 0), ("lora", 1), ("lora", 2)}
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert {(r["method"], r["seed"]) for r in recs} == {("lora", 0), ("lora", 1), ("lora", 2), ("lora", 3)}
     assert all(r["provenance"]["torch_threads"] == 1 for r in recs)  # cpus_per_task is the job's thread count
 
     scripts = list(tmp_path.glob(".hydra/*/.submitit/*/*_submission.sh"))
-    assert scripts and "#SBATCH --array=0-2%2" in scripts[0].read_text()
+    assert scripts and "#SBATCH --array=0-3%2" in scripts[0].read_text()
     array = scripts[0].name.split("_")[0]  # <array job id>_submission.sh
 
     # the launcher has each result as soon as the job wrote it; accounting hears of the job's end after
     def array_tasks_completed():
         rows = [row for row in sacct(cluster, "-j", array) if "_" in row["JobID"]]
-        return rows if len(rows) == 3 and all(row["State"] == "COMPLETED" for row in rows) else None
+        return rows if len(rows) == 4 and all(row["State"] == "COMPLETED" for row in rows) else None
 
-    tasks = wait_for(array_tasks_completed, 60, "accounting to show the 3 array tasks completed", every=1)
+    tasks = wait_for(array_tasks_completed, 60, "accounting to show the 4 array tasks completed", every=1)
     spans = [(datetime.fromisoformat(row["Start"]), datetime.fromisoformat(row["End"])) for row in tasks]
     running = [sum(start <= t < end for start, end in spans) for t, _ in spans]  # jobs running as each began
     assert max(running) == 2, spans  # two at once, never more
 
-    again = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2", "steps=2", "hydra.launcher.array_parallelism=2",
+    again = sweep(forked_cli, cluster, "method=lora", "seed=0,1,2,3", "steps=2", "hydra.launcher.array_parallelism=2",
                   "hydra.launcher.timeout_min=5", f"results_dir={tmp_path}")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert "[sweep] 3 runs, 3 already done, 0 to launch" in again.stdout
+    assert "[sweep] 4 runs, 4 already done, 0 to launch" in again.stdout
     assert len(list(tmp_path.glob(".hydra/*/.submitit/*/*_submission.sh"))) == 1  # nothing was submitted
     lora = next(r for r in recs if r["method"] == "lora" and r["seed"] == 0)
     assert_same_numbers_as_a_plain_run(lora, tmp_path, ["method=lora", "steps=2"])
