@@ -208,6 +208,11 @@ CLI_CASES = [
     (["hydra/launcher=nosuch"], "hydra/launcher: no option 'nosuch'; available: basic"),
     (["steps=["], "cannot parse the overrides"),
     (["model=hf"], "model.name has no value; set model.name=VALUE on the command line (model=hf: model.name=ORG/NAME"),
+    # training by reward (experiments/grpo.py)
+    (["objective=grpo"], "objective=grpo samples completions and rewards them: it needs a generation task on a causal LM"),
+    (["model=tiny-llama", "task=procedural", "objective=grpo", "objective.num_generations=1"],
+     "objective.num_generations must be a whole number >= 2"),
+    (["model=tiny-llama", "task=procedural", "objective=grpo", "objective.temperature=0"], "objective.temperature must be above 0"),
 ]
 
 
