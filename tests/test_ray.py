@@ -66,10 +66,11 @@ def records(d: Path) -> list[dict]:
 
 def test_a_sweep_runs_on_the_cluster_one_cpu_per_run(head, tmp_path, forked_cli):
     address, env = head
-    out = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
+    out = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "seed=0,1", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     recs = records(tmp_path)
-    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert {(r["method"], r["seed"]) for r in recs} == {(m, s) for m in ("lora", "linear_probe") for s in (0, 1)}
     assert all(r["provenance"]["torch_threads"] == 1 for r in recs)  # num_cpus=1: one thread per run
     from peftbench.experiments.run import execute, prepare
     from tests.conftest import compose
@@ -77,8 +78,8 @@ def test_a_sweep_runs_on_the_cluster_one_cpu_per_run(head, tmp_path, forked_cli)
     lora = next(r for r in recs if r["method"] == "lora" and r["seed"] == 0)
     plain = execute(prepare(compose(["method=lora", "steps=2", *TINY, "torch_threads=1", f"results_dir={tmp_path / 'plain'}"])))
     assert lora["loss_curve"] == plain["loss_curve"] and lora["metrics"] == plain["metrics"]
-    again = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
-    assert "[sweep] 2 runs, 2 already done, 0 to launch" in again.stdout
+    again = forked_cli.run(sweep_args(address, "method=lora,linear_probe", "seed=0,1", "steps=2", f"results_dir={tmp_path}"), env=env, timeout=300)
+    assert "[sweep] 4 runs, 4 already done, 0 to launch" in again.stdout
 
 
 def test_a_killed_worker_leaves_a_failed_record_and_the_next_start_finishes_the_run(head, tmp_path, forked_cli):
