@@ -164,12 +164,14 @@ def summary_html(agg: pd.DataFrame, claims: list[ClaimResult],
                  claims_here: dict[tuple[str, str], list[ClaimResult]] | None = None) -> str:
     """What won and at what cost, first: each model x task's best configuration and those inside its
     interval, the cheapest near full FT and its claims' verdicts; then every claim's verdict."""
-    here = claims_here or {}
+    pairs = summaries(agg)
+    here = claims_here if claims_here is not None else {(m, t): claims for m, t, _ in pairs} if len(pairs) == 1 else {}
     rows = "".join(f"<tr><td>{escape(m)} / {escape(t)}</td><td>{escape(s['best'])}{'; ' + escape(s['tied']) if s['tied'] else ''}</td>"
-                   f"<td>{escape(s['cheapest'])}</td><td>{verdicts_here(here.get((str(m), str(t)), []))}</td></tr>"
-                   for m, t, s in summaries(agg))
+                   f"<td>{escape(s['cheapest'])}</td><td>{verdicts_here(here.get((m, t), []))}</td></tr>"
+                   for m, t, s in pairs)
     table = ("<table class='summary'><thead><tr><th>Model / task</th><th>Best on the primary metric (test)</th>"
-             "<th>Cheapest close to full fine-tuning</th><th>Claims on these runs (verdicts from their intervals)</th></tr></thead>"
+             "<th>Cheapest close to full fine-tuning</th><th>Claims on this pair's runs alone (verdicts from their intervals, "
+             "corrected within the pair)</th></tr></thead>"
              f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
     verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
                        f"({escape(claim_reason(r))})</li>" for r in claims)
@@ -177,7 +179,8 @@ def summary_html(agg: pd.DataFrame, claims: list[ClaimResult],
     for r in claims:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
     tally = ", ".join(f"<span class='{VERDICT_CLASS.get(v, '')}'>{n} {escape(v)}</span>" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return table + (f"<p>Claims, decided by their intervals: {tally}.</p><details><summary>each claim's verdict and why "
+    pooled = " pooled over every model and task here" if len(here) > 1 else ""
+    return table + (f"<p>Claims{pooled}, decided by their intervals: {tally}.</p><details><summary>each claim's verdict and why "
                     f"(the claims section has the evidence)</summary><ul>{verdicts}</ul></details>" if verdicts else "")
 
 

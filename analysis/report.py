@@ -119,11 +119,10 @@ def claims_per_group(ok: pd.DataFrame, every: list, claims_dir: Path, claim_ids:
     together within it), as the README's verdict columns are. With one pair they are the report's."""
     if ok.empty:
         return {}
-    groups = sorted({(str(m), str(t)) for m, t in zip(ok["model"], ok["task"])})
-    if len(groups) == 1:
-        return {groups[0]: every}
-    return {(m, t): claims_mod.evaluate_all(ok[(ok["model"] == m) & (ok["task"] == t)], claims_dir, claim_ids, alpha)
-            for m, t in groups}
+    groups = ok.groupby(["model", "task"], sort=True)
+    if groups.ngroups == 1:
+        return {tuple(map(str, next(iter(groups.groups)))): every}
+    return {(str(m), str(t)): claims_mod.evaluate_all(runs, claims_dir, claim_ids, alpha) for (m, t), runs in groups}
 
 
 def convergence_check(results: list[str], ok: pd.DataFrame, folder: Path | None) -> convergence_mod.Check | None:

@@ -19,8 +19,8 @@ the optimizer state (torch.distributed.checkpoint) into a folder beside the file
 `<run id>.step<N>.dcp/`, and reads them back on resuming. The folder is written under a temporary
 name and renamed once every rank has finished; the file, which names it, is replaced after that, and
 only then is the previous step's folder removed, so a kill at any moment leaves one complete
-checkpoint. A method that builds its own optimizer (state that torch's state dicts cannot shard) is
-refused there (distributed.validate). `distributed.*` is part of the run id, so another world size
+checkpoint. A method that builds its own optimizer is refused there (distributed.validate): no test
+restores one from shards. `distributed.*` is part of the run id, so another world size
 is another run, with its own checkpoint.
 
 The per-step timing and memory figures of a resumed run cover the steps it ran after resuming
@@ -29,6 +29,7 @@ it: `checkpoint.train_s_before_resume`).
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -46,9 +47,25 @@ FOLDER = ".checkpoints"
 def _sharded_options():
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    # only what trains: a frozen base is the model's, loaded again at every start, so loading one
-    # back is not strict about the frozen keys (`fits` has checked the trainable ones)
+    # the frozen base is the model's, loaded again at every start: putting the trainable tensors
+    # back is not strict about the rest (`fits` has checked the trainable ones)
     return StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, world: World,
+                   with_state: set[str] | None = None) -> dict[str, Any]:
+    """This rank's shards of what the run trains: the trainable tensors (torch keeps a frozen tied
+    weight under its second name, and every buffer, even with ignore_frozen_params) and the
+    optimizer state, of the parameters named in `with_state` where given (those that had state
+    when it was saved: one that never had a gradient has none)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    weights, optim = get_state_dict(model, optimizer, options=_sharded_options())
+    trainable = _trainable_shapes(model, world)
+    weights = {k: v for k, v in weights.items() if k in trainable}
+    if with_state is not None:
+        optim = {**optim, "state": {k: v for k, v in optim["state"].items() if k in with_state}}
+    return {"weights": weights, "optimizer": optim}
 
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
@@ -66,8 +83,8 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
          world: World = SINGLE) -> None:
     """Everything training needs to go on after `step` completed steps, written atomically (a
     kill during the write leaves the previous checkpoint). `train_s`: the training time so far,
-    which a resumed run's record adds to its own. With several processes every rank calls it (the
-    state is gathered) and rank 0 writes."""
+    which a resumed run's record adds to its own. With several processes every rank calls it: under
+    DDP rank 0 writes its replica, under FSDP every rank writes its own shards and rank 0 the file."""
     state: dict[str, Any] = {
         "run_id": run_id,
         "step": step,
@@ -77,12 +94,13 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
         "method": dict(method_state),
     }
     if world.initialized and world.sharded:  # every rank writes its own shards
-        shards = _save_shards(path, run_id, step, model, optimizer, world)
+        shards, with_state = _save_shards(path, run_id, step, model, optimizer, world)
         rngs = gather(random_state(), world)
         if not world.is_main:
             return
         state.update({"world_size": world.size, "shards": shards.name, "shapes": _trainable_shapes(model, world),
-                      "groups": [len(g["params"]) for g in optimizer.param_groups], "rng_per_rank": rngs})
+                      "groups": [len(g["params"]) for g in optimizer.param_groups], "with_state": with_state,
+                      "rng_per_rank": rngs})
     elif world.initialized:
         rngs = gather(random_state(), world)
         if not world.is_main:
@@ -93,7 +111,7 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
     else:
         state.update({"weights": _trainable(model), "optimizer": optimizer.state_dict(), "rng": random_state()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    for torn in path.parent.glob(f"{path.name}.*.tmp"):  # a write of this run that was killed (one process runs a run)
+    for torn in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):  # a write of this run that was killed (one process runs a run)
         torn.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
@@ -106,28 +124,30 @@ def save(path: Path, *, run_id: str, step: int, losses: list[float], model: nn.M
 
 def _shard_folders(path: Path, run_id: str) -> list[Path]:
     """Every shard folder of the run beside its file, finished or torn."""
-    return [p for p in path.parent.glob(f"{run_id}.step*.dcp*") if p.is_dir()]
+    return [p for p in path.parent.glob(f"{glob.escape(run_id)}.step*.dcp*") if p.is_dir()]
 
 
 def _save_shards(path: Path, run_id: str, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 world: World) -> Path:
+                 world: World) -> tuple[Path, list[str]]:
     """Each rank's shards of the trainable weights and the optimizer state, in one folder that has
-    its final name only once every rank has written its part."""
+    its final name only once every rank has written its part; and the parameters whose optimizer
+    state it holds."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     final = path.with_name(f"{run_id}.step{step}.dcp")
     tmp = final.with_name(final.name + ".tmp")
     if world.is_main:  # a torn write of this step (killed before its rename) must not mix in
         shutil.rmtree(tmp, ignore_errors=True)
     barrier(world)
-    weights, optim = get_state_dict(model, optimizer, options=_sharded_options())
-    dcp.save({"weights": weights, "optimizer": optim}, checkpoint_id=tmp)  # collective: returns once all ranks wrote
+    # before get_state_dict, which gives a parameter without optimizer state a zero one
+    with_state = sorted(name for name, p in model.named_parameters(remove_duplicate=False) if p in optimizer.state)
+    shards = _sharded_state(model, optimizer, world)
+    dcp.save(shards, checkpoint_id=tmp)  # collective: returns once every rank has written
     if world.is_main:
-        shutil.rmtree(final, ignore_errors=True)  # a kill between a rename and the file's replacement
+        shutil.rmtree(final, ignore_errors=True)  # a folder renamed by a save killed before it replaced the file
         os.replace(tmp, final)
     barrier(world)
-    return final
+    return final, with_state
 
 
 def _trainable_shapes(model: nn.Module, world: World) -> dict[str, tuple[int, ...]]:
@@ -184,7 +204,8 @@ def resume_state(path: Path, run_id: str, steps: int, model: nn.Module, optimize
     """The checkpoint to resume from (None: start at step 0) and, when one exists that cannot be
     used, why. With several processes every rank calls it: rank 0 reads and checks the file, and
     the others get what it decided, with everything but the weights and the optimizer state, which
-    under DDP each rank then reads from the file itself and under FSDP `restore` broadcasts."""
+    under DDP each rank then reads from the file itself and under FSDP `restore` reads from each
+    rank's own shards."""
     if not world.initialized:
         state = load(path, run_id, steps)
         unfit = fits(state, model, optimizer) if state is not None else None
@@ -210,11 +231,10 @@ def restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.O
     rank calls it with what `resume_state` gave it."""
     if world.initialized and world.sharded:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict import set_state_dict
 
         # each rank reads its own shards into its own (sharded) state dicts, laid out as they are now
-        weights, optim = get_state_dict(model, optimizer, options=_sharded_options())
-        shards = {"weights": weights, "optimizer": optim}
+        shards = _sharded_state(model, optimizer, world, set(state["with_state"]))
         dcp.load(shards, checkpoint_id=state["_folder"])
         set_state_dict(model, optimizer, model_state_dict=shards["weights"], optim_state_dict=shards["optimizer"],
                        options=_sharded_options())

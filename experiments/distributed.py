@@ -131,8 +131,8 @@ def validate(config: Mapping[str, Any], method: Method, info: Any, world: World)
             raise ConfigError(f"method {config['method']['name']} changes its parameters after every step (on_step), which needs whole "
                               f"parameters on every rank; FSDP shards them: use distributed=ddp")
         if int(config.get("checkpoint_every_steps", 0)) and type(method).optimizer is not Method.optimizer:
-            raise ConfigError(f"method {config['method']['name']} builds its own optimizer, whose state FSDP's sharded checkpoints do not "
-                              f"cover; use distributed=ddp, or checkpoint_every_steps=0")
+            raise ConfigError(f"method {config['method']['name']} builds its own optimizer, which FSDP's sharded checkpoints are not tested "
+                              f"to restore here; use distributed=ddp, or checkpoint_every_steps=0")
 
 
 # -- the process group --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The zoo's and the quantisation ladder's tables from run records: `python scripts/zoo_table.py
-RESULTS_DIR` prints the zoo's, `--ladder` the ladder's. docs/zoo.md holds both as generated blocks
-(`<!-- zoo: results/reference/zoo -->`, `<!-- ladder: results/reference/quant -->`), which
+RESULTS_DIR` prints the zoo's, `--ladder` the ladder's. docs/zoo.md and docs/quantisation.md hold
+them as generated blocks (`<!-- zoo: results/reference/zoo -->`, `<!-- ladder: results/reference/quant -->`), which
 scripts/readme_tables.py rewrites from the committed records and tests/test_readme_tables.py checks.
 
 One row per method of conf/sweep/zoo.yaml that has a record (every rung of quant.yaml), in display

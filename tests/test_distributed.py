@@ -139,8 +139,9 @@ RANK_PLUG = (
 @pytest.mark.slow
 def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_it_stopped(tmp_path, forked_cli):
     """FSDP over two processes, stopped by SIGTERM to every rank after its last step (of 4), before
-    any record: the checkpoint of step 2 holds every rank's random state. The next start resumes
-    there and computes steps 3 and 4 exactly as the stopped run did, loss and random state on each
+    any record: the checkpoint of step 3 (the last of three, each replacing the one before) holds
+    every rank's random state. The next start resumes there and computes step 4 exactly as the
+    stopped run did, loss and random state on each
     rank (the ranks' generators part ways here, as dropout masks make them do): the weights, the
     optimizer state and the schedule came back, each rank's shards written and read by that rank
     alone. The finished run matches the one-process run (DDP saves and restores through the same
@@ -148,7 +149,7 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "sitecustomize.py").write_text(RANK_PLUG)
-    run = ["method=lora", "++method.dropout=0.0", "distributed=fsdp", "checkpoint_every_steps=2", *TINY,
+    run = ["method=lora", "++method.dropout=0.0", "distributed=fsdp", "checkpoint_every_steps=1", *TINY,
            f"results_dir={tmp_path / 'r'}"]
 
     def env(name: str, **extra: str) -> dict:
@@ -166,10 +167,11 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
 
     [saved] = (tmp_path / "r" / ".checkpoints").glob("*.pt")
     state = torch.load(saved, weights_only=False)
-    assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (2, 2, 2)
-    # no process held the whole state: the file names a folder of each rank's shards, and holds no tensor
+    assert (state["step"], state["world_size"], len(state["rng_per_rank"])) == (3, 2, 2)
+    # no process held the whole state: the file names a folder of each rank's shards, and holds no
+    # tensor; the folders of steps 1 and 2 went once the file named the next one
     assert "weights" not in state and "optimizer" not in state
-    [shards] = (tmp_path / "r" / ".checkpoints").glob("*.dcp")
+    [shards] = [p for p in (tmp_path / "r" / ".checkpoints").iterdir() if p.is_dir()]
     assert shards.name == state["shards"] and (shards / ".metadata").exists() and len(list(shards.glob("*.distcp"))) == 2
     before = steps("stopped")
     assert [len(lines) for lines in before] == [4, 4] and before[0] != before[1]
@@ -177,10 +179,10 @@ def test_fsdp_lora_matches_one_process_and_a_stopped_run_resumes_exactly_where_i
     resumed = peftbench(forked_cli, *run, env=env("resumed"))
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     [rec] = records(tmp_path / "r")
-    assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 2, rec.get("error")
-    # steps 3 and 4 again, on each rank: the same losses and random states, bit for bit; the record's
-    # curve is the stopped run's, its first two steps from the checkpoint
-    assert steps("resumed") == [lines[2:] for lines in before]
+    assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == 3, rec.get("error")
+    # step 4 again, on each rank: the same loss and random state, bit for bit; the record's curve is
+    # the stopped run's, its first three steps from the checkpoint
+    assert steps("resumed") == [lines[3:] for lines in before]
     assert rec["loss_curve"] == [float.fromhex(line.split()[2]) for line in before[0]]
     assert not saved.exists() and not shards.exists()
     assert_two_rank_record(rec)
