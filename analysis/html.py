@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Iterable
@@ -148,15 +149,16 @@ def problems_html(problems: list[Problem]) -> str:
     return _list(f"<code>{escape(p.file)}</code>: {escape(p.reason)}" for p in problems)
 
 
+def _tally(claims: list[ClaimResult]) -> list[tuple[str, int]]:
+    """Each verdict with how many claims have it, the commonest first."""
+    return sorted(Counter(r.verdict for r in claims).items(), key=lambda kv: -kv[1])
+
+
 def verdicts_here(claims: list[ClaimResult]) -> str:
     """One model x task's verdicts at a glance: each decided claim by name, the rest counted."""
     decided = [f"<span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span>: {escape(r.id)}"
                for r in claims if r.verdict in ("holds", "fails")]
-    counts: dict[str, int] = {}
-    for r in claims:
-        if r.verdict not in ("holds", "fails"):
-            counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    rest = ", ".join(f"{n} {escape(v)}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    rest = ", ".join(f"{n} {escape(v)}" for v, n in _tally([r for r in claims if r.verdict not in ("holds", "fails")]))
     return "<br>".join(decided + ([rest] if rest else [])) or "no claims checked"
 
 
@@ -175,10 +177,7 @@ def summary_html(agg: pd.DataFrame, claims: list[ClaimResult],
              f"<tbody>{rows}</tbody></table>") if rows else "<p>No successful runs.</p>"
     verdicts = "".join(f"<li><b>{escape(r.id)}</b>: <span class='{VERDICT_CLASS.get(r.verdict, '')}'>{escape(r.verdict)}</span> "
                        f"({escape(claim_reason(r))})</li>" for r in claims)
-    counts: dict[str, int] = {}
-    for r in claims:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    tally = ", ".join(f"<span class='{VERDICT_CLASS.get(v, '')}'>{n} {escape(v)}</span>" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    tally = ", ".join(f"<span class='{VERDICT_CLASS.get(v, '')}'>{n} {escape(v)}</span>" for v, n in _tally(claims))
     pooled = " pooled over every model and task here" if len(here) > 1 else ""
     return table + (f"<p>Claims{pooled}, decided by their intervals: {tally}.</p><details><summary>each claim's verdict and why "
                     f"(the claims section has the evidence)</summary><ul>{verdicts}</ul></details>" if verdicts else "")

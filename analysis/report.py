@@ -15,6 +15,7 @@ from peftbench.analysis import convergence as convergence_mod
 from peftbench.analysis import tables
 from peftbench.analysis.figures import WIDTHS_IN, figures_for
 from peftbench.analysis.help import parser
+from peftbench.analysis.load import GROUP_KEY
 from peftbench.analysis.html import render
 from peftbench.analysis.load import Loaded, load_results
 from peftbench.analysis.stats import aggregate, per_run, single_seed_only
@@ -119,7 +120,7 @@ def claims_per_group(ok: pd.DataFrame, every: list, claims_dir: Path, claim_ids:
     together within it), as the README's verdict columns are. With one pair they are the report's."""
     if ok.empty:
         return {}
-    groups = ok.groupby(["model", "task"], sort=True)
+    groups = ok.groupby(GROUP_KEY, sort=True)
     if groups.ngroups == 1:
         return {tuple(map(str, next(iter(groups.groups)))): every}
     return {(str(m), str(t)): claims_mod.evaluate_all(runs, claims_dir, claim_ids, alpha) for (m, t), runs in groups}

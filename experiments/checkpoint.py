@@ -256,7 +256,6 @@ def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def remove(results_dir: str | Path, run_id: str) -> None:
     """Every checkpoint of the run: its file and its shard folders, or its trainer's folder."""
-
     path = path_for(results_dir, run_id)
     path.unlink(missing_ok=True)
     for folder in [*_shard_folders(path, run_id), trainer_folder_for(results_dir, run_id)]:
