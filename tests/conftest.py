@@ -105,14 +105,23 @@ def run_small(tmp_path: Path) -> Callable[..., dict[str, Any]]:
 # Files whose tests share one live cluster started by a module fixture (a SLURM controller, a Ray
 # head: one per machine). Under pytest-xdist all of a file's tests go to one worker, in order.
 ONE_WORKER_FILES = ("tests/test_slurm.py", "tests/test_ray.py")
+# Files whose tests share a costly module or session fixture (a converted SmolLM2, a report built
+# from records, runs of a generation task): sent whole to one worker, which builds it once. Split
+# across two workers, each built its own, or waited on the other's lock with its core idle (the
+# SmolLM2 conversion: 43 s on one worker, 34 s of waiting on the other, on a 2-core Zen 3).
+SHARED_FIXTURE_FILES = ("tests/test_llm.py", "tests/test_analysis_report.py", "tests/test_analysis_tasks.py",
+                        "tests/test_analysis_tables.py", "tests/test_analysis_claims.py", "tests/test_analysis_load_stats.py",
+                        "tests/test_analysis_measurement.py", "tests/test_serving.py", "tests/test_tasks_generation.py",
+                        "tests/test_tasks_classification.py", "tests/test_lm_eval_hook.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) knows no such hook
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` (make test): one test at a time to whichever worker is free, except the
     files in ONE_WORKER_FILES, each sent whole to one worker and first, so that their minutes of
-    waiting on daemons overlap the rest. xdist's own loadgroup reads `xdist_group` marks by
-    rewriting node ids, which pytest 9 no longer lets it do (its groups split across workers)."""
+    waiting on daemons overlap the rest, and those in SHARED_FIXTURE_FILES, each sent whole to one
+    worker. xdist's own loadgroup reads `xdist_group` marks by rewriting node ids, which pytest 9
+    no longer lets it do (its groups split across workers)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -120,7 +129,7 @@ def pytest_xdist_make_scheduler(config, log):
     class OneWorkerPerCluster(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return path if path in ONE_WORKER_FILES else nodeid
+            return path if path in ONE_WORKER_FILES or path in SHARED_FIXTURE_FILES else nodeid
 
     return OneWorkerPerCluster(config, log)
 

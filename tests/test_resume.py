@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,8 +86,8 @@ def test_stale_tmp_cleanup_spares_live_writers(tmp_path):
     assert clean_stale_tmp(tmp_path, alone=False) == []
 
 
-def _interrupt_cmd(results: Path) -> list[str]:
-    return [sys.executable, "-m", "peftbench", "run", "-m", "method=lora,linear_probe", "model=tiny-llama", "steps=2",
+def _interrupt_args(results: Path) -> list[str]:
+    return ["run", "-m", "method=lora,linear_probe", "model=tiny-llama", "steps=2",
             "measure.latency=false", "progress=false", *SMALL, f"results_dir={results}"]
 
 
@@ -98,17 +97,17 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
     # an empty peak cache makes the first run spend over a second in the probe: the signal lands in flight
     env = {**ENV, "PEFTBENCH_CACHE": str(tmp_path / "cache")}
     results = tmp_path / "results"
-    # a shell's background job inherits SIGINT ignored, and Python then never turns it into
-    # KeyboardInterrupt: the child gets the default disposition, as a terminal's foreground job has
-    proc = subprocess.Popen(_interrupt_cmd(results), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # a fork of the warm driver, with a fresh interpreter's dispositions (tests/forked_cli.py), in a
+    # process group of its own, as a terminal's foreground job is
+    proc = forked_cli.start(_interrupt_args(results), env=env, new_session=True)
     deadline = time.time() + 120
-    while not list(results.glob(".claims/*.lock")) and time.time() < deadline and proc.poll() is None:
+    while not list(results.glob(".claims/*.lock")) and time.time() < deadline and proc.running():
         time.sleep(0.02)
     time.sleep(0.3)
-    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C or a scheduler's kill reaches the process group
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, (out + err)[-3000:]
+    os.killpg(proc.group, sig)  # as a terminal's Ctrl-C or a scheduler's kill reaches the process group
+    done = proc.wait(120)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 128 + sig, (out + err)[-3000:]
     assert [line for line in err.splitlines() if line.startswith("peftbench:")] == [
         f"peftbench: interrupted by {signal.Signals(sig).name}: the run in flight is recorded as interrupted; "
         f"start the same command again to finish"]
@@ -116,7 +115,7 @@ def test_signal_during_a_sweep_records_interrupted_and_the_next_start_finishes(s
     assert [r["status"] for r in recs] == ["interrupted"], "no ok record for the run in flight, and the sweep stopped"
     assert schema_problems(recs[0]) == []
 
-    again = forked_cli.run(_interrupt_cmd(results)[3:], env=env, timeout=300)
+    again = forked_cli.run(_interrupt_args(results), env=env, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "[sweep] 2 runs, 0 already done, 2 to launch" in again.stdout
     assert sorted(json.loads(p.read_text())["status"] for p in results.glob("*.json")) == ["ok", "ok"]

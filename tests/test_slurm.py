@@ -129,7 +129,7 @@ def test_a_sweep_goes_through_sbatch_throttled_into_the_shared_folder(cluster, t
 def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tmp_path, forked_cli):
     """`scontrol requeue` on a job in training: the run is recorded interrupted (never ok), the job
     runs again, resumes at its last checkpoint and ends ok, with the numbers of an unstopped run."""
-    run = ["method=lora", "steps=300", "checkpoint_every_steps=75"]
+    run = ["method=lora", "steps=160", "checkpoint_every_steps=40"]
     proc = start_sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=10", f"results_dir={tmp_path}")
     try:
         saved = wait_for(lambda: next(iter((tmp_path / checkpoint.FOLDER).glob("*.pt")), None), 120, "a first checkpoint")
@@ -152,7 +152,7 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
     [rec] = records(tmp_path)
     assert rec["status"] == "ok"
     assert seen <= {"interrupted", "ok"} and "interrupted" in seen, seen
-    assert rec["checkpoint"]["resumed_from_step"] >= 75
+    assert rec["checkpoint"]["resumed_from_step"] >= 40
     assert not saved.exists()
     history = wait_for(lambda: (rows := sacct(cluster, "-D", "-j", job)) and rows[-1]["State"] == "COMPLETED" and rows, 60,
                        "accounting to show the job completed", every=1)
@@ -168,7 +168,7 @@ def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finish
     minutes with the warning 30 s before it, so that SLURM does not send its own first (at a 1-minute
     limit it sent it 22 s in); submitit still takes the job as timed out, as it does any job under
     10 minutes."""
-    run = ["method=lora", "steps=300", "checkpoint_every_steps=75", f"results_dir={tmp_path}"]
+    run = ["method=lora", "steps=160", "checkpoint_every_steps=40", f"results_dir={tmp_path}"]
     proc = start_sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=30",
                        "hydra.launcher.max_num_timeout=0")
     try:
@@ -183,7 +183,7 @@ def test_a_run_at_its_time_limit_fails_with_the_reason_and_the_next_start_finish
     [rec] = records(tmp_path)
     assert rec["status"] == "failed", (out.stdout + out.stderr)[-3000:]
     assert "time limit" in rec["error"] and "timeout_min" in rec["error"] and "resumes from its last checkpoint" in rec["error"]
-    stopped_at = checkpoint.load(checkpoint.path_for(tmp_path, rec["run_id"]), rec["run_id"], 300)
+    stopped_at = checkpoint.load(checkpoint.path_for(tmp_path, rec["run_id"]), rec["run_id"], 160)
     assert stopped_at is not None
 
     again = sweep(forked_cli, cluster, *run, "hydra.launcher.timeout_min=10")
